@@ -1,0 +1,81 @@
+"""What every job's command shares: logging on stderr, settings from TOML and flags, exit statuses.
+
+Exit statuses: 0 done; 2 bad input, options or configuration (InputError); 1 the job could not finish
+(JobFailed) or failed unexpectedly; 130 interrupted.
+"""
+
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from . import config
+from .errors import InputError, JobFailed
+
+log = logging.getLogger("mixlib")
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def setup_logging(level):
+    """Human-readable lines on stderr; Dask's own chatter only from errors up (debug: everything)."""
+    import distributed  # noqa: F401  (it configures its loggers on import; set their levels after that)
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True)
+    log.setLevel(level.upper())
+    for name in ("distributed", "bokeh", "tornado"):
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "debug" else logging.ERROR)
+
+
+def parse_settings(settings_class, job, argv, description, positional=None):
+    """Settings for ``python -m jobs.<job>``: defaults < ``--config`` TOML file < environment < flags.
+
+    Parameters
+    ----------
+    settings_class : dataclass type declared with :func:`mixlib.config.option`
+    job : str, names the default config file ``configs/<job>.toml``
+    argv : list of str or None
+    positional : str or None, a settings key that may also be given as the first positional argument
+    """
+    parser = config.Parser(prog=f"python -m jobs.{job}", description=description)
+    if positional:
+        parser.add_argument(f"{positional}_positional", nargs="?", default=None, metavar=positional.upper(),
+                            help=f"same as --{positional}")
+    parser.add_argument("--config", default=str(CONFIG_DIR / f"{job}.toml"),
+                        help=f"TOML file of settings (default: configs/{job}.toml)")
+    config.add_options(parser, settings_class)
+    args = vars(parser.parse_args(argv))
+    config_path = args.pop("config")
+    if positional:
+        given = args.pop(f"{positional}_positional")
+        if given is not None and args[positional] is not None:
+            raise InputError(f"give the {positional} once, either as an argument or as --{positional}")
+        args[positional] = args[positional] if given is None else given
+    file_values = config.read_toml(config_path)
+    if args.get("scheduler") is None and "DASK_SCHEDULER_ADDRESS" in os.environ:
+        args["scheduler"] = os.environ["DASK_SCHEDULER_ADDRESS"]
+    return config.load(settings_class, file_values, config_path, args)
+
+
+def run_job(body):
+    """Run ``body()`` and turn its outcome into an exit status, with one line on stderr on failure."""
+    try:
+        body()
+        return 0
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_status
+    except JobFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_status
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # the last line of defence: one line, the traceback only when debugging
+        if log.isEnabledFor(logging.DEBUG):
+            traceback.print_exc()
+        print(f"error: unexpected failure: {e.__class__.__name__}: {e} (rerun with --log-level debug for the "
+              "traceback)", file=sys.stderr)
+        return 1

@@ -1,0 +1,63 @@
+"""Connect a job to Dask: an embedded LocalCluster on 127.0.0.1, or an existing scheduler."""
+
+import contextlib
+import dataclasses
+import logging
+import os
+
+from .config import option
+from .errors import InputError
+
+log = logging.getLogger("mixlib")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterOptions:
+    """Where a job computes. Job settings classes inherit these keys."""
+
+    scheduler: str = option("", "address of an existing Dask scheduler (tcp://host:8786); empty: an embedded "
+                                "local cluster. DASK_SCHEDULER_ADDRESS is used when neither flag nor file set it")
+    workers: int = option(2, "worker processes (or threads) of the embedded local cluster", minimum=1)
+    threads_per_worker: int = option(1, "threads per worker of the embedded local cluster", minimum=1)
+    processes: bool = option(True, "embedded cluster: worker processes (true) or threads in this process (false)")
+    memory_limit: str = option("auto", "embedded cluster: memory limit per worker ('auto', '4GiB', ...)")
+    dashboard_address: str = option("127.0.0.1:8787", "embedded cluster: dashboard host:port (port 0: any free)")
+    connect_timeout: float = option(10.0, "seconds to wait for a remote scheduler", minimum=0.1)
+
+
+def scheduler_address(settings):
+    """The scheduler to connect to: the setting, else DASK_SCHEDULER_ADDRESS, else '' (embedded cluster)."""
+    return settings.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS", "")
+
+
+@contextlib.contextmanager
+def connect(settings, address=None):
+    """Yield a ``distributed.Client``; an embedded cluster is closed on exit.
+
+    Parameters
+    ----------
+    settings : ClusterOptions
+    address : str or None, the scheduler address (default: :func:`scheduler_address`)
+    """
+    from distributed import Client, LocalCluster
+
+    address = scheduler_address(settings) if address is None else address
+    if address:
+        try:
+            client = Client(address, timeout=settings.connect_timeout)
+        except (OSError, TimeoutError) as e:
+            raise InputError(f"cannot reach the Dask scheduler at {address} ({e.__class__.__name__}); "
+                             "check the address and that the scheduler runs, or drop --scheduler "
+                             "to use an embedded local cluster") from None
+        with client:
+            log.info("connected to scheduler %s; dashboard: %s", address, client.dashboard_link)
+            yield client
+        return
+    with LocalCluster(host="127.0.0.1", dashboard_address=settings.dashboard_address,
+                      n_workers=settings.workers, threads_per_worker=settings.threads_per_worker,
+                      processes=settings.processes, memory_limit=settings.memory_limit) as cluster:
+        with Client(cluster) as client:
+            log.info("local cluster: %d %s x %d threads; dashboard: %s", settings.workers,
+                     "processes" if settings.processes else "threaded workers",
+                     settings.threads_per_worker, client.dashboard_link)
+            yield client

@@ -1,0 +1,102 @@
+"""The colour histogram: the distinct colours of an 8-bit image with their pixel counts.
+
+Lloyd's algorithm and EM see a pixel only through its colour, so the distinct colours weighted by
+their counts are an exact summary of an image, however many pixels it has. A colour is packed into
+one uint32 *code*: ``r<<16 | g<<8 | b`` for RGB, ``r<<24 | g<<16 | b<<8 | a`` for RGBA, where every
+fully transparent pixel gets code 0 so that they all share one palette entry.
+"""
+
+import numpy as np
+
+from .reduce import tree_reduce
+
+RGB_CODES = 1 << 24
+
+
+def colour_codes(block):
+    """Pack pixels into colour codes.
+
+    Parameters
+    ----------
+    block : ndarray (..., C) uint8, C = 3 (RGB) or 4 (RGBA)
+
+    Returns
+    -------
+    ndarray (...) uint32
+    """
+    channels = block.shape[-1]
+    codes = np.zeros(block.shape[:-1], dtype=np.uint32)
+    for c in range(channels):
+        codes <<= 8
+        codes |= block[..., c]
+    if channels == 4:
+        codes[block[..., 3] == 0] = 0
+    return codes
+
+
+def decode_colours(codes, channels):
+    """Unpack colour codes ``(M,)`` uint32 into colours ``(M, channels)`` uint8."""
+    shifts = 8 * np.arange(channels - 1, -1, -1, dtype=np.uint32)
+    return ((codes[:, None] >> shifts) & 0xFF).astype(np.uint8)
+
+
+def histogram_chunk(block, weights=None):
+    """Distinct colour codes of one image block, sorted, with their pixel counts (int64)."""
+    codes, counts = np.unique(colour_codes(block).ravel(), return_counts=True)
+    return {"codes": codes, "counts": counts.astype(np.int64)}
+
+
+def merge_histograms(parts):
+    """Merge histograms ``{"codes", "counts"}``: the union of the codes, counts added."""
+    codes = np.concatenate([p["codes"] for p in parts])
+    counts = np.concatenate([p["counts"] for p in parts])
+    order = np.argsort(codes, kind="stable")
+    codes, counts = codes[order], counts[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    return {"codes": codes[starts], "counts": np.add.reduceat(counts, starts) if len(codes) else counts}
+
+
+def colour_histogram(image, split_every=8):
+    """Lazy tree-reduced colour histogram of an image.
+
+    Parameters
+    ----------
+    image : dask.array.Array (H, W, C) uint8, chunked along H and W only
+
+    Returns
+    -------
+    dask.array.Array () object; computes to ``{"codes": (M,) uint32 sorted, "counts": (M,) int64}``
+    """
+    return tree_reduce(image, histogram_chunk, merge_histograms, name="colour-histogram",
+                       split_every=split_every)
+
+
+class ColourLookup:
+    """Maps colour codes to palette indices.
+
+    RGB uses a dense table of 2**24 entries (one gather per pixel); RGBA codes span 2**32 values and use
+    a binary search in the sorted distinct codes instead.
+
+    Parameters
+    ----------
+    codes : ndarray (M,) uint32, sorted distinct codes of the image
+    labels : ndarray (M,) uint8 or uint16, the palette index of each code
+    channels : int, 3 or 4
+    """
+
+    def __init__(self, codes, labels, channels):
+        self.channels = channels
+        if channels == 3:
+            self.table = np.zeros(RGB_CODES, dtype=labels.dtype)
+            self.table[codes] = labels
+            self.codes = None
+        else:
+            self.table = labels
+            self.codes = codes
+
+    def __call__(self, block):
+        """Palette indices ``(h, w)`` of an image block ``(h, w, C)`` uint8."""
+        codes = colour_codes(block)
+        if self.codes is None:
+            return self.table[codes]
+        return self.table[np.searchsorted(self.codes, codes)]

@@ -1,0 +1,320 @@
+"""Colour compression: quantise an RGB(A) image to k colours by k-means on its exact colour histogram.
+
+The pipeline: check everything (:func:`plan`) -> colour histogram, a tree reduction over the image's
+chunks -> k-means on the distinct colours weighted by their counts -> palette -> a blockwise pass that maps
+every pixel to its palette entry through a lookup table and writes the output -> rename into place.
+"""
+
+import dataclasses
+import json
+import logging
+import math
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .cluster import ClusterOptions
+from .colors import ColourLookup, colour_histogram, decode_colours
+from .config import option
+from .errors import InputError
+from .images import (PNG_MAX_COLOURS, check_output, inspect_image, side_by_side, size_on_disk,
+                     temporary_path, write_png, write_tiff, write_zarr)
+from .kmeans import fit_kmeans
+
+log = logging.getLogger("mixlib")
+
+PILLOW_MAX_PIXELS = 89_478_485  # Pillow's own Image.MAX_IMAGE_PIXELS
+PNG_MAX_PIXELS = 1 << 30  # a PNG is encoded in memory by Pillow; larger outputs go to .tif or .zarr
+COMPARE_SIDE = 1024  # each half of the comparison image fits in COMPARE_SIDE x COMPARE_SIDE
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressSettings(ClusterOptions):
+    """Settings of ``python -m jobs.compress`` (keys of configs/compress.toml)."""
+
+    input: str = option("sample:china.jpg", "image: a file Pillow reads, an RGB(A) TIFF, a Zarr array "
+                                            "(H, W, 3|4) uint8, or sample:NAME for scikit-learn's photos")
+    out: str = option("outputs/compress/{stem}-k{k}.png", "output .png (palette), .tif (tiled) or .zarr; "
+                                                          "{stem}, {k} and {method} are filled in")
+    compare: str = option("", "write the original and the compressed image side by side here ('' for none)")
+    report: str = option("", "write a JSON report here ('' for none)")
+    overwrite: bool = option(False, "replace outputs that exist")
+    k: int = option(16, "number of colours", minimum=1, maximum=65536)
+    method: str = option("lloyd", "k-means algorithm", choices=("lloyd", "minibatch"))
+    max_iter: int = option(300, "Lloyd iterations, or mini-batch steps, at most", minimum=1)
+    tol: float = option(1e-4, "stop when the squared centre shift is below tol x the mean colour variance",
+                        minimum=0.0)
+    batch_size: int = option(4096, "mini-batch: points per step", minimum=1)
+    seed: int = option(0, "random seed (k-means++ and mini-batch draws)", minimum=0)
+    chunk_size: int = option(2048, "Dask chunk side in pixels (rounded to the input's own chunks)", minimum=16)
+    tile_size: int = option(1024, "tile side of TIFF output and chunk side of Zarr output (multiple of 16)",
+                            minimum=16)
+    max_pixels: int = option(PILLOW_MAX_PIXELS, "largest image Pillow may decode (decompression-bomb guard)",
+                             minimum=1)
+    log_level: str = option("info", "log detail on stderr", choices=("debug", "info", "warning", "error"))
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a checked job will read and write."""
+
+    source: object
+    out: Path
+    compare: Path | None
+    report: Path | None
+
+
+def plan(settings):
+    """Check settings, input and outputs before any heavy work; raise InputError on the first problem."""
+    if settings.tile_size % 16:
+        raise InputError(f"--tile-size is {settings.tile_size}; TIFF tiles need a multiple of 16")
+    stem = Path(settings.input.removeprefix("sample:")).stem
+    fill = {"stem": stem, "k": settings.k, "method": settings.method}
+    try:
+        out, compare, report = (Path(p.format(**fill)) if p else None
+                                for p in (settings.out, settings.compare, settings.report))
+    except (KeyError, ValueError, IndexError) as e:
+        raise InputError(f"an output path has a bad placeholder ({e}); use {{stem}}, {{k}} or {{method}}") from None
+    if out is None:
+        raise InputError("--out is empty; give an output path ending in .png, .tif or .zarr")
+    if out.suffix.lower() == ".png" and settings.k > PNG_MAX_COLOURS:
+        raise InputError(f"--k {settings.k} does not fit a PNG palette (at most {PNG_MAX_COLOURS}); "
+                         "write .tif or .zarr instead")
+    check_output(out, settings.overwrite)
+    if compare is not None:
+        check_output(compare, settings.overwrite, suffixes=(".png",))
+    if report is not None:
+        check_output(report, settings.overwrite, suffixes=(".json",))
+    named = [p for p in (out, compare, report) if p is not None]
+    if len(set(named)) < len(named):
+        raise InputError("--out, --compare and --report must be different files")
+    source = inspect_image(settings.input, settings.max_pixels)
+    height, width, _ = source.shape
+    if out.suffix.lower() == ".png" and height * width > PNG_MAX_PIXELS:
+        raise InputError(f"{height}x{width} pixels is too large for a PNG (encoded in memory); write .tif or .zarr")
+    return Plan(source, out, compare, report)
+
+
+# ------------------------------------------------------------------------------------------ palette
+
+@dataclasses.dataclass
+class Palette:
+    """The palette of a compressed image and the palette index of every distinct colour.
+
+    Attributes
+    ----------
+    colours : ndarray (p, C) uint8, distinct entries, sorted
+    code_labels : ndarray (M,) uint8 or uint16, palette index of each distinct colour code
+    fit : KMeansResult or None (None when the image has no more distinct colours than k)
+    """
+
+    colours: np.ndarray
+    code_labels: np.ndarray
+    fit: object = None
+
+
+def fit_palette(codes, counts, channels, settings):
+    """Fit a palette of at most ``settings.k`` colours to an exact colour histogram.
+
+    With RGBA, fully transparent pixels (code 0) keep a palette entry of their own when k >= 2, and the
+    other colours share the remaining k - 1 entries.
+
+    Parameters
+    ----------
+    codes : ndarray (M,) uint32, sorted distinct colour codes
+    counts : ndarray (M,) int64, pixels of each colour
+    channels : int, 3 or 4
+    settings : CompressSettings
+    """
+    colours = decode_colours(codes, channels).astype(np.float64)
+    transparent = channels == 4 and settings.k >= 2 and codes[0] == 0
+    fitted = slice(1, None) if transparent else slice(None)
+    k = settings.k - int(transparent)
+    n_colours = len(codes[fitted])
+    fit = None
+    if n_colours <= k:
+        log.info("the image has %d distinct colour(s), no more than k=%d: using them all", len(codes), settings.k)
+        labels = np.arange(n_colours)
+        centres = colours[fitted]
+    else:
+        fit = fit_kmeans(colours[fitted], counts[fitted].astype(np.float64), k=k, method=settings.method,
+                         max_iter=settings.max_iter, tol=settings.tol, seed=settings.seed,
+                         batch_size=settings.batch_size)
+        centres = fit.centres
+        labels = np.asarray(fit.labels.compute())
+    if transparent:
+        centres = np.vstack([np.zeros((1, 4)), centres])
+        labels = np.concatenate([[0], labels + 1])
+    entries, code_labels = unique_palette(centres, labels, channels)
+    return Palette(entries, code_labels, fit)
+
+
+def unique_palette(centres, labels, channels):
+    """Round centres to 8-bit colours and drop duplicate and unused entries.
+
+    Parameters
+    ----------
+    centres : ndarray (k, C) float64
+    labels : ndarray (M,) int, centre index of each distinct colour
+
+    Returns
+    -------
+    colours : ndarray (p, C) uint8, sorted, p <= k
+    labels : ndarray (M,) uint8 (p <= 256) or uint16, palette index of each distinct colour
+    """
+    rounded = np.clip(np.rint(centres), 0, 255).astype(np.uint8)
+    if channels == 4:
+        rounded[rounded[:, 3] == 0] = 0  # every fully transparent entry is the same entry
+    used = np.unique(labels)
+    colours, inverse = np.unique(rounded[used], axis=0, return_inverse=True)
+    remap = np.zeros(len(centres), dtype=np.int64)
+    remap[used] = inverse.ravel()
+    dtype = np.uint8 if len(colours) <= 256 else np.uint16
+    return colours, remap[labels].astype(dtype)
+
+
+def squared_error(codes, counts, channels, palette):
+    """Total squared error of the compressed image, from the histogram (exact, no pass over pixels)."""
+    diff = decode_colours(codes, channels).astype(np.float64) - palette.colours[palette.code_labels]
+    return float(counts @ np.einsum("mc,mc->m", diff, diff))
+
+
+# ------------------------------------------------------------------------------------------ the job
+
+def run(settings, job_plan, client):
+    """Compress one image on ``client``; write the outputs and return the report (a dict)."""
+    source = job_plan.source
+    seconds = {}
+    started = time.perf_counter()
+    image = source.to_dask(settings.chunk_size)
+    height, width, channels = image.shape
+    log.info("input %s: %dx%d, %d channels, %s chunks", source.path, height, width, channels,
+             "x".join(map(str, image.chunksize[:2])))
+
+    step = max(1, math.ceil(max(height, width) / COMPARE_SIDE))
+    wanted = [colour_histogram(image)] + ([image[::step, ::step]] if job_plan.compare else [])
+    histogram, *thumbnail = client.compute(wanted, sync=True)
+    codes, counts = histogram["codes"], histogram["counts"]
+    seconds["histogram"] = _lap(started, seconds)
+    log.info("colour histogram: %d distinct colours in %d pixels", len(codes), counts.sum())
+
+    palette = fit_palette(codes, counts, channels, settings)
+    seconds["fit"] = _lap(started, seconds)
+    if palette.fit is not None:
+        log.info("k-means (%s): %d iterations, converged=%s, inertia %.6g", settings.method,
+                 palette.fit.iterations, palette.fit.converged, palette.fit.inertia)
+
+    lookup = ColourLookup(codes, palette.code_labels, channels)
+    # The lookup table (16 MiB for RGB) goes to every worker once instead of into the graph.
+    lookup_on_workers = client.scatter(lookup, broadcast=True, hash=False)
+    labels = image.map_blocks(apply_lookup, lookup_on_workers, drop_axis=2, dtype=palette.code_labels.dtype,
+                              token="palette-labels")
+    temporaries = {}
+    try:
+        temporaries[job_plan.out] = temporary_path(job_plan.out)
+        _write_output(temporaries[job_plan.out], labels, palette, settings, client)
+        seconds["write"] = _lap(started, seconds)
+        if job_plan.compare:
+            temporaries[job_plan.compare] = temporary_path(job_plan.compare)
+            small = thumbnail[0]
+            titles = (f"Original ({width}x{height})", f"Compressed ({len(palette.colours)} colours)")
+            side_by_side(small, palette.colours[lookup(small)], titles).save(temporaries[job_plan.compare])
+            seconds["compare"] = _lap(started, seconds)
+        sq_error = squared_error(codes, counts, channels, palette)
+        report = _report(settings, source, palette, sq_error, int(counts.sum()) * channels, seconds,
+                         temporaries[job_plan.out])
+        if job_plan.report:
+            temporaries[job_plan.report] = temporary_path(job_plan.report)
+            temporaries[job_plan.report].write_text(json.dumps(report, indent=2) + "\n")
+        for final, temporary in temporaries.items():
+            _move_into_place(temporary, final)
+        temporaries = {}
+    finally:
+        for temporary in temporaries.values():
+            _remove(temporary)
+    psnr = "lossless" if report["psnr_db"] is None else f"PSNR {report['psnr_db']:.2f} dB"
+    log.info("wrote %s: %d colours, %s, %.1f s", job_plan.out, len(palette.colours), psnr,
+             time.perf_counter() - started)
+    return report
+
+
+def apply_lookup(block, lookup):
+    """Palette indices ``(h, w)`` of one image block ``(h, w, C)`` through a :class:`ColourLookup`."""
+    return lookup(block)
+
+
+def _lap(started, seconds):
+    return round(time.perf_counter() - started - sum(seconds.values()), 3)
+
+
+def _write_output(path, labels, palette, settings, client):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kind = path.suffix.lower()
+    if kind == ".png":
+        write_png(path, client.compute(labels, sync=True), palette.colours)
+    elif kind in (".tif", ".tiff"):
+        write_tiff(path, labels, palette.colours, settings.tile_size,
+                   lambda parts: client.compute(parts, sync=True))
+    else:
+        attributes = {"method": settings.method, "k": settings.k, "seed": settings.seed,
+                      "mixlib": __version__}
+        write_zarr(path, labels, palette.colours, settings.tile_size, attributes)
+
+
+def _move_into_place(temporary, final):
+    """Rename ``temporary`` to ``final``; a folder (Zarr) that exists is replaced whole."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.is_dir() and temporary.is_dir():
+        old = final.with_name(f".{final.name}.old")
+        final.rename(old)
+        temporary.rename(final)
+        shutil.rmtree(old)
+    else:
+        temporary.replace(final)
+
+
+def _remove(path):
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()
+
+
+def _report(settings, source, palette, sq_error, n_values, seconds, output):
+    mse = sq_error / n_values
+    fit = palette.fit
+    return {
+        "input": str(source.path),
+        "method": settings.method,
+        "k_requested": settings.k,
+        "k_effective": len(palette.colours),
+        "iterations": fit.iterations if fit else 0,
+        "converged": fit.converged if fit else True,
+        "inertia": fit.inertia if fit else 0.0,
+        "mse": mse,
+        "psnr_db": 10 * math.log10(255.0 ** 2 / mse) if mse > 0 else None,  # None: lossless
+        "seconds": seconds,
+        "input_bytes": source.input_bytes,
+        "output_bytes": size_on_disk(output),
+        "palette": palette.colours.tolist(),
+        "seed": settings.seed,
+        "tasks_per_iteration": fit.tasks_per_iteration if fit else 0,
+        "versions": _versions(),
+    }
+
+
+def _versions():
+    import dask
+    import distributed
+    import PIL
+    import scipy
+    import tifffile
+    import zarr
+
+    return {"mixlib": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "scipy": scipy.__version__, "dask": dask.__version__, "distributed": distributed.__version__,
+            "pillow": PIL.__version__, "zarr": zarr.__version__, "tifffile": tifffile.__version__}

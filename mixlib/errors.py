@@ -1,0 +1,18 @@
+"""Errors that a job turns into one line on stderr and an exit status.
+
+``InputError`` means the user can fix it (a bad file, flag, config value or address): exit status 2.
+``JobFailed`` means the job could not finish for a reason the message explains: exit status 1.
+Anything else is unexpected and also exits 1.
+"""
+
+
+class InputError(Exception):
+    """A problem with the job's inputs, options or configuration (exit status 2)."""
+
+    exit_status = 2
+
+
+class JobFailed(Exception):
+    """The job started but could not finish; the message says what to change (exit status 1)."""
+
+    exit_status = 1

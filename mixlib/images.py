@@ -1,0 +1,332 @@
+"""Images in and out: open any image lazily as a Dask array; write palette PNG, tiled TIFF or Zarr.
+
+Opening is two steps so that a job can check its input before it starts a cluster: :func:`inspect_image`
+reads what it needs to reject a bad file (for a Pillow image that is the decoded pixels, for Zarr and
+TIFF only their metadata), and :meth:`ImageSource.to_dask` builds the lazy array on the cluster.
+"""
+
+import dataclasses
+import importlib.util
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+SAMPLE_PREFIX = "sample:"
+TIFF_SUFFIXES = (".tif", ".tiff")
+OUTPUT_SUFFIXES = (".png", ".tif", ".tiff", ".zarr")
+PNG_MAX_COLOURS = 256
+
+
+@dataclasses.dataclass
+class ImageSource:
+    """An input image, checked, not yet on the cluster.
+
+    Attributes
+    ----------
+    path : Path
+    kind : 'pillow' (decoded in memory), 'zarr' or 'tiff' (read lazily chunk by chunk)
+    shape : tuple (H, W, C), C = 3 or 4
+    storage_chunks : tuple (rows, cols) of the file's own chunks or tiles, or None
+    pixels : ndarray (H, W, C) uint8 for 'pillow', else None
+    """
+
+    path: Path
+    kind: str
+    shape: tuple
+    storage_chunks: tuple | None = None
+    pixels: np.ndarray | None = None
+
+    @property
+    def channels(self):
+        return self.shape[2]
+
+    @property
+    def input_bytes(self):
+        return size_on_disk(self.path)
+
+    def chunk_shape(self, chunk_size):
+        """Dask chunk (rows, cols) near ``chunk_size``, a multiple of the storage chunks."""
+        if self.storage_chunks is None:
+            return (chunk_size, chunk_size)
+        return tuple(max(1, round(chunk_size / s)) * s for s in self.storage_chunks)
+
+    def to_dask(self, chunk_size):
+        """The image as a dask array ``(H, W, C)`` uint8, chunked along H and W only."""
+        import dask.array as da
+
+        rows, cols = self.chunk_shape(chunk_size)
+        if self.kind == "zarr":
+            return da.from_zarr(str(self.path), chunks=(rows, cols, self.channels))
+        if self.kind == "tiff":
+            blocks = da.empty(self.shape, dtype=np.uint8, chunks=(rows, cols, self.channels))
+            return blocks.map_blocks(read_tiff_block, str(self.path), dtype=np.uint8, token="read-tiff")
+        return _scattered_image(self.pixels, (rows, cols))
+
+
+def read_tiff_block(block, path, block_info=None):
+    """Read one block's region of a TIFF (tifffile's Zarr store does not pickle: open it in the task)."""
+    import tifffile
+    import zarr
+
+    (r0, r1), (c0, c1), _ = block_info[None]["array-location"]
+    with tifffile.imread(path, aszarr=True) as store:
+        return np.asarray(zarr.open_array(store, mode="r")[r0:r1, c0:c1])
+
+
+def _scattered_image(pixels, chunk):
+    """A decoded image on the workers: scattered once, then split into chunks there."""
+    import dask.array as da
+    from distributed import default_client
+
+    future = default_client().scatter(pixels)
+    whole = da.from_delayed(future, shape=pixels.shape, dtype=pixels.dtype)
+    return whole.rechunk(chunk + (pixels.shape[2],))
+
+
+def size_on_disk(path):
+    """Bytes of a file, or of all files below a folder (a Zarr store)."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+# ------------------------------------------------------------------------------------------ inspect
+
+def resolve_input(name):
+    """A path for an input name; ``sample:NAME`` names one of scikit-learn's sample photos."""
+    if not name.startswith(SAMPLE_PREFIX):
+        return Path(name)
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None:
+        raise InputError(f"{name} needs scikit-learn's sample photos; pip install scikit-learn or give an image path")
+    folder = Path(spec.origin).parent / "datasets" / "images"
+    path = folder / name[len(SAMPLE_PREFIX):]
+    if not path.is_file():
+        photos = ", ".join(sorted(p.name for p in folder.glob("*.jpg")))
+        raise InputError(f"there is no sample photo {name[len(SAMPLE_PREFIX):]!r}; choose one of: {photos}")
+    return path
+
+
+def inspect_image(name, max_pixels):
+    """Check an input image and read what the job needs before the cluster starts.
+
+    Parameters
+    ----------
+    name : str, a path or ``sample:NAME``
+    max_pixels : int, Pillow's decompression-bomb limit for images it decodes
+
+    Returns
+    -------
+    ImageSource
+    """
+    path = resolve_input(name)
+    if not path.exists():
+        raise InputError(f"input {path} does not exist")
+    if path.is_dir() or path.suffix.lower() == ".zarr":
+        return _inspect_zarr(path)
+    if path.stat().st_size == 0:
+        raise InputError(f"input {path} is empty (0 bytes)")
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        source = _inspect_tiff(path)
+        if source is not None:
+            return source
+    return _decode_with_pillow(path, max_pixels)
+
+
+def _inspect_zarr(path):
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as e:  # zarr raises several types for a folder that is not a store
+        raise InputError(f"input {path} is not a readable Zarr array ({e.__class__.__name__}: {e})") from None
+    if not isinstance(node, zarr.Array):
+        raise InputError(f"input {path} is a Zarr group; give the path of the (H, W, 3|4) uint8 array inside it")
+    _check_shape(path, node.shape, node.dtype)
+    return ImageSource(path, "zarr", tuple(node.shape), storage_chunks=tuple(node.chunks[:2]))
+
+
+def _check_shape(path, shape, dtype):
+    if len(shape) != 3 or shape[2] not in (3, 4) or np.dtype(dtype) != np.uint8:
+        raise InputError(f"input {path} has shape {tuple(shape)} and dtype {dtype}; "
+                         "an image array must be (H, W, 3) or (H, W, 4) uint8")
+    if shape[0] == 0 or shape[1] == 0:
+        raise InputError(f"input {path} has no pixels (shape {tuple(shape)})")
+
+
+def _inspect_tiff(path):
+    """An RGB(A) uint8 TIFF read lazily; None for other TIFFs (grey, palette, 16-bit: Pillow decodes them)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            shape, dtype = tif.series[0].shape, tif.series[0].dtype
+            photometric = page.photometric
+            chunk = (page.tilelength, page.tilewidth) if page.is_tiled else (page.rowsperstrip or shape[0], shape[1])
+            ends = np.asarray(page.dataoffsets, np.int64) + np.asarray(page.databytecounts, np.int64)
+    except (tifffile.TiffFileError, ValueError, IndexError, struct.error) as e:
+        raise InputError(f"input {path} is not a readable TIFF ({e})") from None
+    if photometric != tifffile.PHOTOMETRIC.RGB or len(shape) != 3 or dtype != np.uint8:
+        return None
+    _check_shape(path, shape, dtype)
+    if len(ends) and ends.max() > path.stat().st_size:
+        raise InputError(f"input {path} is truncated: its tiles end at byte {ends.max()} "
+                         f"but the file has {path.stat().st_size} bytes")
+    return ImageSource(path, "tiff", tuple(shape), storage_chunks=(min(chunk[0], shape[0]), chunk[1]))
+
+
+def _decode_with_pillow(path, max_pixels):
+    """Decode an image with Pillow into RGB or RGBA, keeping the decompression-bomb guard."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > max_pixels:
+                raise InputError(f"input {path} has {im.width * im.height} pixels, more than --max-pixels "
+                                 f"{max_pixels} (Pillow's decompression-bomb guard); raise --max-pixels if you "
+                                 "trust the file, or convert it to a tiled TIFF or Zarr array")
+            im.load()
+            rgb = im.convert("RGBA" if _has_alpha(im) else "RGB")
+    except UnidentifiedImageError:
+        raise InputError(f"input {path} is not an image that Pillow, tifffile or Zarr can read") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"input {path} is truncated or corrupt ({e})") from None
+    pixels = np.asarray(rgb)
+    _check_shape(path, pixels.shape, pixels.dtype)
+    return ImageSource(path, "pillow", pixels.shape, pixels=pixels)
+
+
+def _has_alpha(im):
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+
+
+# ------------------------------------------------------------------------------------------ outputs
+
+def check_output(path, overwrite, suffixes=OUTPUT_SUFFIXES):
+    """Reject an output path before any work: an unknown format, a file that exists without
+    ``overwrite``, or a folder that cannot be written."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise InputError(f"output {path} has an unknown format; use one of {', '.join(suffixes)}")
+    if path.exists() and not overwrite:
+        raise InputError(f"output {path} exists; pass --overwrite to replace it")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write output {path}: folder {folder} is not writable")
+
+
+def temporary_path(path):
+    """A hidden sibling name, with the same suffix, to write ``path`` under before renaming it."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+
+
+def write_png(path, labels, palette):
+    """A palette (P-mode) PNG.
+
+    Parameters
+    ----------
+    labels : ndarray (H, W) uint8, palette indices
+    palette : ndarray (k, 3|4) uint8, k <= 256; a fourth column is the alpha of each entry
+    """
+    from PIL import Image
+
+    image = Image.fromarray(labels)
+    rawmode = "RGBA" if palette.shape[1] == 4 else "RGB"
+    image.putpalette(palette.tobytes(), rawmode=rawmode)
+    image.save(path, format="PNG", optimize=False)
+
+
+def write_tiff(path, labels, palette, tile, client_compute):
+    """A tiled TIFF: palette-colour for RGB, RGBA colours for RGBA (a TIFF colormap has no alpha).
+
+    Parameters
+    ----------
+    labels : dask.array.Array (H, W) uint8 or uint16, palette indices
+    palette : ndarray (k, 3|4) uint8
+    tile : int, tile side (a multiple of 16)
+    client_compute : callable(list of dask arrays) -> list of ndarrays, computes a batch of strips
+    """
+    import tifffile
+
+    height, width = labels.shape
+    strips = labels.rechunk({0: tile, 1: -1})
+    if palette.shape[1] == 3:
+        colormap = np.zeros((3, 1 << (8 * labels.dtype.itemsize)), dtype=np.uint16)
+        colormap[:, :len(palette)] = palette.T.astype(np.uint16) * 257
+        options = {"photometric": "palette", "colormap": colormap}
+        shape, dtype = (height, width), labels.dtype
+    else:
+        options = {"photometric": "rgb", "extrasamples": ["unassalpha"]}
+        shape, dtype = (height, width, 4), np.uint8
+    tiles = _tiles(strips, palette, tile, client_compute)
+    tifffile.imwrite(path, tiles, shape=shape, dtype=dtype, tile=(tile, tile), compression="zlib", **options)
+
+
+def _tiles(strips, palette, tile, client_compute, strips_at_once=4):
+    """Yield full-size tiles row by row, computing a few strips of labels at a time."""
+    blocks = [strips.blocks[i] for i in range(strips.numblocks[0])]
+    for start in range(0, len(blocks), strips_at_once):
+        for strip in client_compute(blocks[start:start + strips_at_once]):
+            if palette.shape[1] == 4:
+                strip = palette[strip]
+            for col in range(0, strip.shape[1], tile):
+                piece = strip[:, col:col + tile]
+                padded = np.zeros((tile, tile) + strip.shape[2:], dtype=strip.dtype)
+                padded[:piece.shape[0], :piece.shape[1]] = piece
+                yield padded
+
+
+def write_zarr(path, labels, palette, tile, attributes):
+    """A Zarr group with ``labels (H, W)`` in ``tile x tile`` chunks and ``palette (k, C)``, the labels
+    written chunk by chunk in parallel by the workers (Dask chunks aligned to the Zarr chunks).
+
+    Parameters
+    ----------
+    labels : dask.array.Array (H, W) uint8 or uint16
+    palette : ndarray (k, 3|4) uint8
+    attributes : dict, JSON-serialisable group attributes
+    """
+    import dask.array as da
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w")
+    group.attrs.update(attributes)
+    target = group.create_array("labels", shape=labels.shape, dtype=labels.dtype, chunks=(tile, tile))
+    group.create_array("palette", data=palette)
+    da.store(labels.rechunk((tile, tile)), target, lock=False, compute=True)
+
+
+def side_by_side(original, compressed, titles, max_width=2048):
+    """The original and the compressed image side by side with a title over each (seed's compare_images).
+
+    Parameters
+    ----------
+    original, compressed : ndarray (h, w, C) uint8, already downscaled to at most ``max_width / 2`` wide
+    titles : (str, str)
+
+    Returns
+    -------
+    PIL.Image.Image, RGB or RGBA
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    height, width = original.shape[:2]
+    mode = "RGBA" if original.shape[2] == 4 else "RGB"
+    gap, band = 16, max(24, width // 24)
+    canvas = Image.new(mode, (2 * width + 3 * gap, height + band + 2 * gap), "white")
+    font = ImageFont.load_default(size=max(12, band * 2 // 3))
+    draw = ImageDraw.Draw(canvas)
+    for i, (pixels, title) in enumerate(zip((original, compressed), titles)):
+        left = gap + i * (width + gap)
+        canvas.paste(Image.fromarray(pixels), (left, gap + band))
+        draw.text((left + width // 2, gap + band // 2), title, fill="black", font=font, anchor="mm")
+    return canvas
