@@ -9,6 +9,7 @@ import dataclasses
 import importlib.util
 import os
 import struct
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -219,8 +220,11 @@ def check_output(path, overwrite, suffixes=OUTPUT_SUFFIXES):
     folder = path.parent
     while not folder.exists():
         folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write output {path}: folder {folder} is not writable")
+    try:  # a real write: permissions alone miss read-only and virtual file systems (and root)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise InputError(f"cannot write output {path}: folder {folder} is not writable ({e.strerror})") from None
 
 
 def temporary_path(path):
