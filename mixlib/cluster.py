@@ -53,9 +53,12 @@ def connect(settings, address=None):
             log.info("connected to scheduler %s; dashboard: %s", address, client.dashboard_link)
             yield client
         return
-    with LocalCluster(host="127.0.0.1", dashboard_address=settings.dashboard_address,
-                      n_workers=settings.workers, threads_per_worker=settings.threads_per_worker,
-                      processes=settings.processes, memory_limit=settings.memory_limit) as cluster:
+    # Worker processes talk TCP on the loopback interface; threaded workers use in-process transport and
+    # open no port but the dashboard's.
+    where = {"host": "127.0.0.1"} if settings.processes else {}
+    with LocalCluster(dashboard_address=settings.dashboard_address, n_workers=settings.workers,
+                      threads_per_worker=settings.threads_per_worker, processes=settings.processes,
+                      memory_limit=settings.memory_limit, **where) as cluster:
         with Client(cluster) as client:
             log.info("local cluster: %d %s x %d threads; dashboard: %s", settings.workers,
                      "processes" if settings.processes else "threaded workers",

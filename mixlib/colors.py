@@ -40,7 +40,7 @@ def decode_colours(codes, channels):
     return ((codes[:, None] >> shifts) & 0xFF).astype(np.uint8)
 
 
-def histogram_chunk(block, weights=None):
+def histogram_chunk(block):
     """Distinct colour codes of one image block, sorted, with their pixel counts (int64)."""
     codes, counts = np.unique(colour_codes(block).ravel(), return_counts=True)
     return {"codes": codes, "counts": counts.astype(np.int64)}

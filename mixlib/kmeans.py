@@ -18,14 +18,10 @@ from .reduce import add_stats, tree_reduce
 
 log = logging.getLogger("mixlib")
 
-# Rows per distance block inside a kernel: bounds the (rows, k) distance matrix to about 32 MB.
-DISTANCE_BLOCK_ELEMENTS = 1 << 22
-
-
 # ----------------------------------------------------------------------------------------- kernels
 
 def nearest_centres(x, centres):
-    """Index of and squared distance to the nearest centre of each point.
+    """Index of and squared distance to the nearest centre of each point (scipy's compiled ``vq``).
 
     Parameters
     ----------
@@ -34,26 +30,13 @@ def nearest_centres(x, centres):
 
     Returns
     -------
-    labels : ndarray (n,) intp
+    labels : ndarray (n,) intp, the first nearest centre on a tie
     sq_dist : ndarray (n,) float64
     """
-    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; the argmin needs only the last two terms.
-    centre_sq = np.einsum("kd,kd->k", centres, centres)
-    labels = np.empty(len(x), dtype=np.intp)
-    sq_dist = np.empty(len(x), dtype=np.float64)
-    rows = max(1, DISTANCE_BLOCK_ELEMENTS // max(1, len(centres)))
-    for start in range(0, len(x), rows):
-        xb = x[start:start + rows]
-        partial_dist = centre_sq - 2.0 * (xb @ centres.T)
-        best = partial_dist.argmin(axis=1)
-        labels[start:start + rows] = best
-        point_sq = np.einsum("nd,nd->n", xb, xb)
-        sq_dist[start:start + rows] = np.maximum(partial_dist[np.arange(len(xb)), best] + point_sq, 0.0)
-    return labels, sq_dist
+    from scipy.cluster.vq import vq
 
-
-def _unit_or(weights, n):
-    return np.ones(n) if weights is None else weights
+    labels, dist = vq(x, centres, check_finite=False)
+    return labels.astype(np.intp, copy=False), dist * dist
 
 
 def lloyd_chunk(x, weights, centres):
@@ -62,72 +45,72 @@ def lloyd_chunk(x, weights, centres):
     Parameters
     ----------
     x : ndarray (n, D) float64
-    weights : ndarray (n,) or (n, D) broadcast view, or None for unit weights
+    weights : ndarray (n,) float64
     centres : ndarray (k, D) float64
 
     Returns
     -------
     dict with ``counts`` (k,) total weight per centre, ``sums`` (k, D) weighted sum of the points per
-    centre, ``inertia`` () weighted sum of squared distances, and ``far_*``: the min(k, n) points
-    farthest from their centre (``far_dist``, ``far_points``, ``far_weights``, ``far_labels``), from which
-    empty clusters are re-seeded.
+    centre and ``inertia`` () the weighted sum of squared distances to the nearest centre.
     """
     k, dims = centres.shape
-    w = _unit_or(None if weights is None else np.asarray(weights).reshape(len(x), -1)[:, 0], len(x))
     labels, sq_dist = nearest_centres(x, centres)
     sums = np.empty((k, dims))
     for d in range(dims):
-        sums[:, d] = np.bincount(labels, weights=w * x[:, d], minlength=k)
-    n_far = min(k, len(x))
-    far = np.argpartition(sq_dist, len(x) - n_far)[len(x) - n_far:] if n_far else np.zeros(0, np.intp)
-    return {
-        "counts": np.bincount(labels, weights=w, minlength=k).astype(np.float64),
-        "sums": sums,
-        "inertia": float(w @ sq_dist),
-        "far_dist": sq_dist[far], "far_points": x[far], "far_weights": w[far], "far_labels": labels[far],
-    }
+        sums[:, d] = np.bincount(labels, weights=weights * x[:, d], minlength=k)
+    return {"counts": np.bincount(labels, weights=weights, minlength=k), "sums": sums,
+            "inertia": float(weights @ sq_dist)}
 
 
-FAR_KEYS = ("far_dist", "far_points", "far_weights", "far_labels")
+def far_points_chunk(x, weights, centres, count):
+    """The ``count`` points of a chunk farthest from their nearest centre, to re-seed empty clusters.
+
+    Returns
+    -------
+    dict with ``dist`` (m,), ``points`` (m, D), ``weights`` (m,) and ``labels`` (m,), m = min(count, n)
+    """
+    labels, sq_dist = nearest_centres(x, centres)
+    m = min(count, len(x))
+    far = np.argpartition(sq_dist, len(x) - m)[len(x) - m:]
+    return {"dist": sq_dist[far], "points": x[far], "weights": weights[far], "labels": labels[far]}
 
 
-def merge_lloyd(parts):
-    """Merge Lloyd statistics: add counts, sums and inertia; keep the k farthest points overall."""
-    total = add_stats([{key: p[key] for key in ("counts", "sums", "inertia")} for p in parts])
-    far = {key: np.concatenate([p[key] for p in parts]) for key in FAR_KEYS}
-    keep = np.argsort(-far["far_dist"], kind="stable")[:len(total["counts"])]
-    total.update({key: value[keep] for key, value in far.items()})
-    return total
+def merge_far_points(parts, count):
+    """Keep the ``count`` farthest points of several :func:`far_points_chunk` results, farthest first."""
+    merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    keep = np.argsort(-merged["dist"], kind="stable")[:count]
+    return {key: value[keep] for key, value in merged.items()}
 
 
 def moments_chunk(x, weights):
     """Total weight ``weight`` (), weighted sum ``sum`` (D,) and weighted sum of squares ``sumsq`` (D,)."""
-    w = _unit_or(None if weights is None else np.asarray(weights).reshape(len(x), -1)[:, 0], len(x))
-    return {"weight": float(w.sum()), "sum": w @ x, "sumsq": w @ (x * x)}
+    return {"weight": float(weights.sum()), "sum": weights @ x, "sumsq": weights @ (x * x)}
 
 
-def centres_from_stats(stats):
+def centres_from_stats(stats, far=None):
     """New centres from merged Lloyd statistics, re-seeding empty clusters.
 
-    An empty cluster takes the point farthest from its centre (the farthest first), which leaves its
-    old cluster, as scikit-learn does.
+    Each empty cluster takes one of the points farthest from their centre (the farthest first), which
+    leaves its old cluster, as scikit-learn does.
+
+    Parameters
+    ----------
+    stats : dict from :func:`lloyd_chunk` merged with :func:`mixlib.reduce.add_stats`
+    far : dict from :func:`merge_far_points` with at least as many points as empty clusters, or None
+        when no cluster is empty
 
     Returns
     -------
-    centres : ndarray (k, D) float64
-    n_empty : int, how many clusters were re-seeded
+    ndarray (k, D) float64
     """
     counts, sums = stats["counts"].copy(), stats["sums"].copy()
-    empty = np.flatnonzero(counts == 0)
-    for cluster, i in zip(empty, range(len(stats["far_dist"]))):
-        point, weight, old = stats["far_points"][i], stats["far_weights"][i], stats["far_labels"][i]
+    for cluster, i in zip(np.flatnonzero(counts == 0), range(len(far["dist"]) if far else 0)):
+        point, weight, old = far["points"][i], far["weights"][i], far["labels"][i]
         sums[old] -= weight * point
         counts[old] -= weight
         sums[cluster] = weight * point
         counts[cluster] = weight
-    with np.errstate(invalid="ignore", divide="ignore"):
-        centres = sums / counts[:, None]
-    return centres, len(empty)
+    return sums / counts[:, None]
 
 
 def kmeans_plusplus(x, weights, k, rng):
@@ -148,19 +131,29 @@ def kmeans_plusplus(x, weights, k, rng):
     ndarray (k, D) float64
     """
     n_trials = 2 + int(np.log(k))
+    point_sq = np.einsum("nd,nd->n", x, x)
     centres = np.empty((k, x.shape[1]))
     centres[0] = x[rng.choice(len(x), p=weights / weights.sum())]
-    closest = np.einsum("nd,nd->n", x - centres[0], x - centres[0])
+    closest = _sq_dist_to(x, point_sq, centres[:1])[:, 0]
     for c in range(1, k):
         potential = weights @ closest
         candidates = np.searchsorted(np.cumsum(weights * closest), rng.uniform(size=n_trials) * potential)
         candidates = np.minimum(candidates, len(x) - 1)
-        candidate_dist = np.stack([np.einsum("nd,nd->n", x - x[j], x - x[j]) for j in candidates])
-        np.minimum(closest, candidate_dist, out=candidate_dist)
-        best = int(np.argmin(candidate_dist @ weights))
-        closest = candidate_dist[best]
+        candidate_dist = _sq_dist_to(x, point_sq, x[candidates])
+        np.minimum(closest[:, None], candidate_dist, out=candidate_dist)
+        best = int(np.argmin(weights @ candidate_dist))
+        closest = candidate_dist[:, best]
         centres[c] = x[candidates[best]]
     return centres
+
+
+def _sq_dist_to(x, point_sq, targets):
+    """Squared distances ``(n, t)`` from points ``x`` (with ``point_sq = ||x||^2``) to ``targets (t, D)``."""
+    dist = x @ targets.T
+    dist *= -2.0
+    dist += point_sq[:, None]
+    dist += np.einsum("td,td->t", targets, targets)
+    return np.maximum(dist, 0.0, out=dist)
 
 
 def minibatch_update(centres, seen, batch):
@@ -192,116 +185,104 @@ def minibatch_update(centres, seen, batch):
 
 
 def sample_chunk(x, weights, size, seed_key):
-    """Draw ``size`` rows of a chunk with replacement, with probability proportional to their weight.
+    """Draw ``size`` rows of ``x (n, D)`` with replacement, with probability proportional to ``weights (n,)``.
 
     ``seed_key`` is a tuple of ints naming the stream (seed, round, chunk index), so a chunk's draws do
     not depend on where or when it runs.
     """
     rng = np.random.default_rng(np.random.SeedSequence(list(seed_key)))
-    if weights is None:
-        return x[rng.integers(0, len(x), size)]
     return x[rng.choice(len(x), size=size, p=weights / weights.sum())]
 
 
 # ------------------------------------------------------------------------------- data on the cluster
 
 class WeightedPoints:
-    """Points ``(N, D)`` float64, centred on their weighted mean, with optional weights ``(N,)``,
-    persisted on the cluster in row chunks.
+    """Weighted points persisted on the cluster as one array ``xw (N, D + 1)`` in row chunks: the
+    coordinates, centred on their weighted mean, and each point's weight in the last column.
+
+    Kernels see a chunk as ``(x (n, D), w (n,))``; :meth:`reduce` splits the columns for them.
 
     Parameters
     ----------
-    x : dask.array.Array (N, D) float64, already centred and persisted
-    weights : dask.array.Array (N,) float64 or None (unit weights)
+    xw : dask.array.Array (N, D + 1) float64, centred and persisted
     mean : ndarray (D,), the weighted mean that was subtracted
     variance : ndarray (D,), the weighted variance of each feature
     total_weight : float, the sum of the weights (N for unit weights)
     split_every : int, fan-in of the reduction tree
     """
 
-    def __init__(self, x, weights, mean, variance, total_weight, split_every):
-        self.x, self.weights, self.mean = x, weights, mean
-        self.variance, self.total_weight, self.split_every = variance, total_weight, split_every
+    def __init__(self, xw, mean, variance, total_weight, split_every):
+        self.xw, self.mean, self.variance = xw, mean, variance
+        self.total_weight, self.split_every = total_weight, split_every
 
     @classmethod
     def from_arrays(cls, points, weights=None, *, chunk_rows=1 << 18, split_every=8):
-        """Centre and persist points given as numpy or dask arrays (numpy blocks are scattered, not
-        embedded in the graph)."""
-        x = _as_dask(points, chunk_rows).astype(np.float64).rechunk({1: -1})
-        w = None if weights is None else _as_dask(weights, x.chunks[0]).astype(np.float64).rechunk((x.chunks[0],))
-        moments = tree_reduce(x, moments_chunk, add_stats, name="kmeans-moments",
-                              weights=None if w is None else w[:, None], split_every=split_every).compute()
+        """Centre and persist points ``(N, D)`` and weights ``(N,)`` (or None: unit weights) given as numpy
+        or dask arrays; numpy blocks are scattered to the workers, not embedded in the graph."""
+        import dask.array as da
+
+        if isinstance(points, da.Array) or isinstance(weights, da.Array):
+            x = da.asarray(points).astype(np.float64)
+            w = da.ones(len(x), chunks=x.chunks[0]) if weights is None else da.asarray(weights).astype(np.float64)
+            xw = da.concatenate([x, w[:, None]], axis=1).rechunk({0: x.chunks[0], 1: -1})
+        else:
+            w = np.ones(len(points)) if weights is None else np.asarray(weights, dtype=np.float64)
+            xw = _scattered(np.column_stack([np.asarray(points, dtype=np.float64), w]), chunk_rows)
+        moments = tree_reduce(xw, functools.partial(_on_columns, moments_chunk), add_stats,
+                              name="kmeans-moments", split_every=split_every).compute()
         mean = moments["sum"] / moments["weight"]
         variance = moments["sumsq"] / moments["weight"] - mean ** 2
-        return cls((x - mean).persist(), None if w is None else w.persist(), mean, variance,
-                   moments["weight"], split_every)
+        centred = (xw - np.append(mean, 0.0)).persist()
+        return cls(centred, mean, variance, moments["weight"], split_every)
 
     def reduce(self, chunk, merge, name):
-        """Lazy tree reduction of ``chunk(x_block, weights_block)`` statistics over all chunks."""
-        weights = None if self.weights is None else self.weights[:, None]
-        return tree_reduce(self.x, chunk, merge, name=name, weights=weights, split_every=self.split_every)
+        """Lazy tree reduction of ``chunk(x, w)`` statistics over all chunks (see :func:`tree_reduce`)."""
+        return tree_reduce(self.xw, functools.partial(_on_columns, chunk), merge, name=name,
+                           split_every=self.split_every)
+
+    def far_points(self, centres, count):
+        """The ``count`` points farthest from their nearest centre (centred coordinates), as numpy."""
+        chunk = functools.partial(far_points_chunk, centres=centres, count=count)
+        return self.reduce(chunk, functools.partial(merge_far_points, count=count), "kmeans-far-points").compute()
 
     def labels(self, centres):
         """Lazy nearest-centre labels ``(N,)`` int of the points for centres in the original coordinates."""
         shifted = centres - self.mean
-        return self.x.map_blocks(lambda block: nearest_centres(block, shifted)[0], drop_axis=1,
-                                 dtype=np.intp, token="kmeans-labels")
+        return self.xw.map_blocks(lambda block: nearest_centres(block[:, :-1], shifted)[0], drop_axis=1,
+                                  dtype=np.intp, token="kmeans-labels")
 
     def sample(self, size, seed_key):
-        """Draw ``size`` centred points with probability proportional to their weight, as numpy.
+        """Draw ``size`` centred points ``(size, D)`` with probability proportional to their weight.
 
         The draws are split among chunks by a multinomial on the chunks' total weights, then drawn
         inside each chunk from its own random stream keyed by ``seed_key + (chunk index,)``.
         """
         import dask
 
-        x_blocks = self.x.to_delayed().ravel()
-        if self.weights is None:
-            totals = np.array(self.x.chunks[0], dtype=np.float64)
-            w_blocks = [None] * len(x_blocks)
-        else:
-            w_blocks = self.weights.to_delayed().ravel()
-            totals = np.asarray(self.weights.map_blocks(lambda b: np.array([b.sum()]), chunks=(1,),
-                                                        token="kmeans-chunk-weights").compute())
+        totals = np.asarray(self.xw[:, -1].map_blocks(lambda w: np.array([w.sum()]), chunks=(1,),
+                                                      token="kmeans-chunk-weights").compute())
         rng = np.random.default_rng(np.random.SeedSequence(list(seed_key)))
         per_chunk = rng.multinomial(size, totals / totals.sum())
-        draw = dask.delayed(sample_chunk, pure=True)
-        parts = [draw(xb, wb, int(n), tuple(seed_key) + (i,), dask_key_name=f"kmeans-sample-{_key(seed_key)}-{i}")
-                 for i, (xb, wb, n) in enumerate(zip(x_blocks, w_blocks, per_chunk)) if n > 0]
+        draw = dask.delayed(_on_columns, pure=True)
+        name = "kmeans-sample-" + "-".join(map(str, seed_key))
+        parts = [draw(sample_chunk, block, size=int(n), seed_key=tuple(seed_key) + (i,), dask_key_name=f"{name}-{i}")
+                 for i, (block, n) in enumerate(zip(self.xw.to_delayed().ravel(), per_chunk)) if n > 0]
         drawn = np.concatenate(dask.compute(*parts))
         return drawn[rng.permutation(len(drawn))]
 
 
-def _key(seed_key):
-    return "-".join(map(str, seed_key))
+def _on_columns(kernel, block, **params):
+    """Call ``kernel(x, w, **params)`` on a weighted-points block ``(n, D + 1)``."""
+    return kernel(block[:, :-1], block[:, -1], **params)
 
 
-def _as_dask(array, chunks):
-    import dask.array as da
-
-    if isinstance(array, da.Array):
-        return array
-    array = np.asarray(array)
-    rows = chunks if isinstance(chunks, tuple) else _row_chunks(len(array), chunks)
-    return _scattered(array, rows)
-
-
-def _row_chunks(n, chunk_rows):
-    full, rest = divmod(n, chunk_rows)
-    return (chunk_rows,) * full + ((rest,) if rest else ())
-
-
-def _scattered(array, rows):
-    """A dask array over blocks of ``array`` scattered to the workers (or kept in memory without a client)."""
+def _scattered(array, chunk_rows):
+    """A dask array over row blocks of ``array`` scattered to the workers of the current client."""
     import dask.array as da
     from distributed import default_client
 
-    bounds = np.cumsum((0,) + tuple(rows))
-    blocks = [array[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    try:
-        futures = default_client().scatter(blocks)
-    except ValueError:
-        return da.from_array(array, chunks=(tuple(rows),) + array.shape[1:])
+    blocks = [array[start:start + chunk_rows] for start in range(0, len(array), chunk_rows)]
+    futures = default_client().scatter(blocks)
     parts = [da.from_delayed(f, shape=b.shape, dtype=b.dtype) for f, b in zip(futures, blocks)]
     return da.concatenate(parts, axis=0)
 
@@ -360,7 +341,7 @@ def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max
     """
     data = WeightedPoints.from_arrays(points, weights, chunk_rows=chunk_rows, split_every=split_every)
     rng = np.random.default_rng(seed)
-    centres = _initial_centres(data, init, k, rng, seed, init_sample, points, weights)
+    centres = _initial_centres(data, init, k, rng, seed, init_sample)
     tol_abs = tol * float(np.mean(data.variance))
     if method == "lloyd":
         centres, iterations, converged, tasks, reseeded = _lloyd(data, centres, max_iter, tol_abs)
@@ -370,26 +351,25 @@ def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max
         tasks, reseeded = 0, 0
     else:
         raise ValueError(f"unknown k-means method {method!r}")
-    final = data.reduce(functools.partial(lloyd_chunk, centres=centres), merge_lloyd, "kmeans-inertia").compute()
+    final = data.reduce(functools.partial(lloyd_chunk, centres=centres), add_stats, "kmeans-inertia").compute()
     centres = centres + data.mean
     return KMeansResult(centres, iterations, converged, final["inertia"], tasks, reseeded, data.labels(centres))
 
 
-def _initial_centres(data, init, k, rng, seed, init_sample, points, weights):
+def _initial_centres(data, init, k, rng, seed, init_sample):
+    """Initial centres (k, D) in the centred coordinates of ``data``."""
+    dims = data.xw.shape[1] - 1
     if not isinstance(init, str):
         centres = np.asarray(init, dtype=np.float64)
-        if centres.shape != (k, data.x.shape[1]):
-            raise ValueError(f"init has shape {centres.shape}; expected {(k, data.x.shape[1])}")
+        if centres.shape != (k, dims):
+            raise ValueError(f"init has shape {centres.shape}; expected {(k, dims)}")
         return centres - data.mean
     if init != "k-means++":
         raise ValueError(f"unknown init {init!r}")
-    if data.x.shape[0] <= init_sample:
-        x = np.asarray(data.x.compute())
-        w = np.ones(len(x)) if data.weights is None else np.asarray(data.weights.compute())
-    else:
-        x = data.sample(init_sample, (seed, 0))
-        w = np.ones(len(x))
-    return kmeans_plusplus(x, w, k, rng)
+    if data.xw.shape[0] <= init_sample:
+        xw = np.asarray(data.xw.compute())
+        return kmeans_plusplus(xw[:, :-1], xw[:, -1], k, rng)
+    return kmeans_plusplus(data.sample(init_sample, (seed, 0)), np.ones(init_sample), k, rng)
 
 
 def _lloyd(data, centres, max_iter, tol_abs):
@@ -397,12 +377,15 @@ def _lloyd(data, centres, max_iter, tol_abs):
     reseeded = 0
     tasks = 0
     for iteration in range(1, max_iter + 1):
-        stats = data.reduce(functools.partial(lloyd_chunk, centres=centres), merge_lloyd, "kmeans-stats")
+        stats = data.reduce(functools.partial(lloyd_chunk, centres=centres), add_stats, "kmeans-stats")
         tasks = len(stats.__dask_graph__())
-        new_centres, n_empty = centres_from_stats(stats.compute())
+        stats = stats.compute()
+        n_empty = int((stats["counts"] == 0).sum())
+        far = data.far_points(centres, n_empty) if n_empty else None
         if n_empty:
             log.info("k-means iteration %d: re-seeded %d empty cluster(s)", iteration, n_empty)
             reseeded += n_empty
+        new_centres = centres_from_stats(stats, far)
         shift = float(((new_centres - centres) ** 2).sum())
         centres = new_centres
         log.debug("k-means iteration %d: centre shift %.3g", iteration, shift)

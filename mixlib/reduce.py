@@ -1,7 +1,7 @@
 """The one place that builds tree reductions of statistics.
 
-A reduction here is three named pieces: a pure numpy ``chunk`` function that turns one block (and its
-weights) into a small dict of statistics, a ``merge`` function that combines a list of such dicts into
+A reduction here is three named pieces: a pure numpy ``chunk`` function that turns one block into a
+small dict of statistics, a ``merge`` function that combines a list of such dicts into
 one, and Dask's tree (``dask.array.reduction`` with ``concatenate=False``), which applies ``merge`` in
 groups of ``split_every`` until one dict is left. The tree depends only on the number of blocks, so the
 result does not depend on the number of workers or on scheduling.
@@ -21,16 +21,15 @@ def add_stats(parts):
     return total
 
 
-def tree_reduce(x, chunk, merge, *, name, weights=None, split_every=8):
+def tree_reduce(x, chunk, merge, *, name, split_every=8):
     """A lazy tree reduction of every block of ``x`` to one dict of statistics.
 
     Parameters
     ----------
     x : dask.array.Array, any shape; every block is passed to ``chunk``
-    chunk : callable ``(block, weights_block or None) -> dict`` (pure numpy)
+    chunk : callable ``(block) -> dict`` (pure numpy)
     merge : callable ``(list of dicts) -> dict``, associative (e.g. :func:`add_stats`)
     name : str, the layer name shown on the dashboard (``kmeans-stats``, ``colour-histogram``)
-    weights : dask.array.Array or None, broadcastable to ``x``; passed block by block to ``chunk``
     split_every : int, the tree's fan-in
 
     Returns
@@ -43,7 +42,7 @@ def tree_reduce(x, chunk, merge, *, name, weights=None, split_every=8):
         x, functools.partial(_chunk, chunk), functools.partial(_merge, merge, wrap=False),
         combine=functools.partial(_merge, merge, wrap=True), axis=tuple(range(x.ndim)), keepdims=False,
         dtype=object, meta=np.empty((), dtype=object), concatenate=False, split_every=split_every,
-        name=name, weights=weights,
+        name=name,
     )
 
 
@@ -54,8 +53,8 @@ def _wrapped(stats, ndim):
     return box
 
 
-def _chunk(chunk, block, weights=None, axis=None, keepdims=None):
-    return _wrapped(chunk(block, weights), block.ndim)
+def _chunk(chunk, block, axis=None, keepdims=None):
+    return _wrapped(chunk(block), block.ndim)
 
 
 def _merge(merge, nested, axis=None, keepdims=None, wrap=False):
