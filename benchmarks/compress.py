@@ -113,7 +113,7 @@ def sklearn_minibatch(pixels, k, seed):
     from sklearn.cluster import MiniBatchKMeans
 
     x = pixels.reshape(-1, 3).astype(np.float64)
-    model = MiniBatchKMeans(n_clusters=k, n_init=1, random_state=seed).fit(x)
+    model = MiniBatchKMeans(n_clusters=k, n_init=1, batch_size=4096, random_state=seed).fit(x)
     return np.clip(np.rint(model.cluster_centers_), 0, 255).astype(np.uint8)[model.predict(x)].reshape(pixels.shape)
 
 

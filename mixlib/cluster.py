@@ -53,12 +53,11 @@ def connect(settings, address=None):
             log.info("connected to scheduler %s; dashboard: %s", address, client.dashboard_link)
             yield client
         return
-    # Worker processes talk TCP on the loopback interface; threaded workers use in-process transport and
-    # open no port but the dashboard's.
-    where = {"host": "127.0.0.1"} if settings.processes else {}
-    with LocalCluster(dashboard_address=settings.dashboard_address, n_workers=settings.workers,
-                      threads_per_worker=settings.threads_per_worker, processes=settings.processes,
-                      memory_limit=settings.memory_limit, **where) as cluster:
+    # TCP on the loopback interface for threaded workers too: Dask's in-process transport would leave the
+    # workers' HTTP servers listening on every interface.
+    with LocalCluster(host="127.0.0.1", protocol="tcp://", dashboard_address=settings.dashboard_address,
+                      n_workers=settings.workers, threads_per_worker=settings.threads_per_worker,
+                      processes=settings.processes, memory_limit=settings.memory_limit) as cluster:
         with Client(cluster) as client:
             log.info("local cluster: %d %s x %d threads; dashboard: %s", settings.workers,
                      "processes" if settings.processes else "threaded workers",

@@ -87,17 +87,19 @@ def moments_chunk(x, weights):
     return {"weight": float(weights.sum()), "sum": weights @ x, "sumsq": weights @ (x * x)}
 
 
-def centres_from_stats(stats, far=None):
+def centres_from_stats(stats, far, previous):
     """New centres from merged Lloyd statistics, re-seeding empty clusters.
 
     Each empty cluster takes one of the points farthest from their centre (the farthest first), which
-    leaves its old cluster, as scikit-learn does.
+    leaves its old cluster, as scikit-learn does. A cluster left with no weight by that keeps its
+    previous centre (it is re-seeded at the next iteration).
 
     Parameters
     ----------
     stats : dict from :func:`lloyd_chunk` merged with :func:`mixlib.reduce.add_stats`
     far : dict from :func:`merge_far_points` with at least as many points as empty clusters, or None
         when no cluster is empty
+    previous : ndarray (k, D), the centres the statistics were computed with
 
     Returns
     -------
@@ -110,7 +112,10 @@ def centres_from_stats(stats, far=None):
         counts[old] -= weight
         sums[cluster] = weight * point
         counts[cluster] = weight
-    return sums / counts[:, None]
+    centres = previous.copy()
+    filled = counts > 0
+    centres[filled] = sums[filled] / counts[filled, None]
+    return centres
 
 
 def kmeans_plusplus(x, weights, k, rng):
@@ -385,7 +390,7 @@ def _lloyd(data, centres, max_iter, tol_abs):
         if n_empty:
             log.info("k-means iteration %d: re-seeded %d empty cluster(s)", iteration, n_empty)
             reseeded += n_empty
-        new_centres = centres_from_stats(stats, far)
+        new_centres = centres_from_stats(stats, far, centres)
         shift = float(((new_centres - centres) ** 2).sum())
         centres = new_centres
         log.debug("k-means iteration %d: centre shift %.3g", iteration, shift)

@@ -41,9 +41,18 @@ def tree_reduce(x, chunk, merge, *, name, split_every=8):
     return da.reduction(
         x, functools.partial(_chunk, chunk), functools.partial(_merge, merge, wrap=False),
         combine=functools.partial(_merge, merge, wrap=True), axis=tuple(range(x.ndim)), keepdims=False,
-        dtype=object, meta=np.empty((), dtype=object), concatenate=False, split_every=split_every,
+        dtype=object, meta=np.empty((), dtype=object), concatenate=False,
+        split_every=_fan_in_per_axis(x.numblocks, split_every),
         name=name,
     )
+
+
+def _fan_in_per_axis(numblocks, split_every):
+    """Spread a merge's fan-in over the axes that have several blocks (Dask would spread an integer over
+    every reduced axis, giving a binary tree along the one axis of row-chunked points)."""
+    split = [axis for axis, n in enumerate(numblocks) if n > 1]
+    per_axis = max(2, round(split_every ** (1 / max(1, len(split)))))
+    return {axis: (per_axis if axis in split else 2) for axis in range(len(numblocks))}
 
 
 def _wrapped(stats, ndim):

@@ -1,0 +1,490 @@
+"""Library-level tests of mixlib.kmeans, mixlib.reduce and mixlib.colors.
+
+Every check compares against an independent reference: scikit-learn's KMeans, brute-force numpy with
+explicit loops, or a closed form. Tests that touch Dask run on the session cluster (``client`` fixture).
+"""
+
+import functools
+import math
+
+import numpy as np
+import pytest
+
+from mixlib import colors, kmeans
+from mixlib.colors import ColourLookup, colour_codes, colour_histogram, decode_colours, histogram_chunk
+from mixlib.kmeans import fit_kmeans
+from mixlib.reduce import add_stats, tree_reduce
+
+# ------------------------------------------------------------------------------------ references
+
+
+def brute_sq_dist(x, centres):
+    """Squared distance of every point to every centre, one centre at a time: (n, k)."""
+    out = np.empty((len(x), len(centres)))
+    for j, c in enumerate(centres):
+        diff = x - c
+        out[:, j] = (diff * diff).sum(axis=1)
+    return out
+
+
+def brute_inertia(x, centres, weights=None):
+    """Weighted sum of squared distances to the nearest centre, by brute force."""
+    best = np.full(len(x), np.inf)
+    for c in centres:
+        diff = x - c
+        np.minimum(best, (diff * diff).sum(axis=1), out=best)
+    return float(best.sum() if weights is None else weights @ best)
+
+
+def photo_data(image):
+    """(distinct colours (M, 3) float64, their counts (M,) float64, every pixel (N, 3) float64)."""
+    hist = histogram_chunk(np.asarray(image))
+    colours = decode_colours(hist["codes"], 3).astype(np.float64)
+    return colours, hist["counts"].astype(np.float64), np.asarray(image).reshape(-1, 3).astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def photos(china, flower):
+    return {"china": photo_data(china), "flower": photo_data(flower)}
+
+
+# --------------------------------------------------------------------- fit_kmeans against sklearn
+
+def exact_ties(x, centres):
+    """Whether some point is exactly equidistant from its two nearest centres (integer data: exact)."""
+    dist = np.sort(brute_sq_dist(x, centres), axis=1)
+    return bool((dist[:, 0] == dist[:, 1]).any())
+
+
+@pytest.mark.parametrize("k", [8, 16])
+@pytest.mark.parametrize("photo", ["china", "flower"])
+def test_lloyd_on_histogram_equals_sklearn_on_every_pixel(client, photos, photo, k):
+    from sklearn.cluster import KMeans, kmeans_plusplus
+
+    colours, counts, pixels = photos[photo]
+    init, _ = kmeans_plusplus(pixels, k, random_state=0)
+    reference = KMeans(n_clusters=k, init=init, n_init=1, tol=0, max_iter=1000, algorithm="lloyd").fit(pixels)
+
+    result = fit_kmeans(colours, counts, k=k, init=init, tol=0, max_iter=1000)
+
+    assert result.converged
+    np.testing.assert_allclose(result.centres, reference.cluster_centers_, rtol=0, atol=1e-6)
+    assert result.inertia == pytest.approx(reference.inertia_, rel=1e-9)
+    if not exact_ties(colours, init):
+        assert result.iterations == reference.n_iter_
+    else:
+        # The initial centres are pixels, so an integer colour can be exactly equidistant from two of them in
+        # the first iteration; scikit-learn breaks such ties by the rounding of its ||x||^2 - 2 x.c + ||c||^2
+        # arithmetic, mixlib by taking the first centre. Both paths reach the same centres (checked above),
+        # but the last tiny moves can take a few iterations more or less.
+        assert abs(result.iterations - reference.n_iter_) <= 5
+
+
+def test_weighted_lloyd_equals_sklearn_with_sample_weight(client):
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(20)
+    blobs = rng.normal(size=(6, 3)) * 4
+    points = np.vstack([b + rng.normal(size=(800, 3)) for b in blobs])
+    weights = rng.uniform(0.2, 5.0, size=len(points))
+    init = points[rng.choice(len(points), 10, replace=False)] + 0.01  # no exact ties: continuous data
+    reference = KMeans(n_clusters=10, init=init, n_init=1, tol=0, max_iter=1000,
+                       algorithm="lloyd").fit(points, sample_weight=weights)
+
+    result = fit_kmeans(points, weights, k=10, init=init, tol=0, max_iter=1000, chunk_rows=700)
+
+    assert reference.n_iter_ > 3
+    assert result.converged
+    assert result.iterations == reference.n_iter_
+    np.testing.assert_allclose(result.centres, reference.cluster_centers_, rtol=0, atol=1e-9)
+    assert result.inertia == pytest.approx(reference.inertia_, rel=1e-9)
+    labels = np.asarray(result.labels.compute())
+    np.testing.assert_array_equal(labels, reference.labels_)
+
+
+@pytest.mark.parametrize("photo", ["china", "flower"])
+def test_own_kmeans_plusplus_is_as_good_as_sklearn(client, photos, photo):
+    from sklearn.cluster import KMeans
+
+    colours, counts, pixels = photos[photo]
+    ours, theirs = [], []
+    for seed in (0, 1, 2):
+        result = fit_kmeans(colours, counts, k=16, init="k-means++", seed=seed)
+        reference = KMeans(n_clusters=16, n_init=1, random_state=seed).fit(pixels)
+        assert result.centres.shape == (16, 3)
+        assert np.isfinite(result.centres).all()
+        # The reported inertia is the inertia of the returned centres on every pixel.
+        assert result.inertia == pytest.approx(brute_inertia(pixels, result.centres), rel=1e-9)
+        # One seed against one seed: local optima differ by a few percent either way (measured over ten
+        # seeds: mean ratio 1.002, spread +-3%), so the tight bound applies to the mean over seeds below.
+        assert result.inertia <= 1.05 * reference.inertia_
+        ours.append(result.inertia)
+        theirs.append(reference.inertia_)
+    assert np.mean(ours) <= 1.005 * np.mean(theirs)
+
+
+def test_histogram_path_equals_every_pixel_path(client, photos):
+    import dask.array as da
+    from sklearn.cluster import kmeans_plusplus
+
+    colours, counts, pixels = photos["flower"]
+    init, _ = kmeans_plusplus(pixels, 8, random_state=0)
+    rows = -(-len(pixels) // 7)
+    every_pixel = da.from_array(pixels, chunks=(rows, 3))
+    assert every_pixel.numblocks[0] >= 5
+
+    by_histogram = fit_kmeans(colours, counts, k=8, init=init, tol=0)
+    by_pixel = fit_kmeans(every_pixel, None, k=8, init=init, tol=0)
+
+    assert by_histogram.converged and by_pixel.converged
+    assert by_histogram.iterations == by_pixel.iterations
+    np.testing.assert_allclose(by_histogram.centres, by_pixel.centres, rtol=0, atol=1e-9)
+    assert by_histogram.inertia == pytest.approx(by_pixel.inertia, rel=1e-9)
+    # The lazy labels of the pixel path are the nearest centres of every pixel.
+    labels = np.asarray(by_pixel.labels.compute())
+    np.testing.assert_array_equal(labels, brute_sq_dist(pixels, by_pixel.centres).argmin(axis=1))
+
+
+def test_graph_size_is_the_same_in_every_iteration(client, monkeypatch):
+    # Uniform points with many clusters: Lloyd needs about 200 iterations here (tol=0).
+    points = np.random.default_rng(0).uniform(0, 1, size=(40_000, 3))
+    sizes = []
+    original = kmeans.WeightedPoints.reduce
+
+    def recording_reduce(self, chunk, merge, name):
+        stats = original(self, chunk, merge, name)
+        if name == "kmeans-stats":
+            sizes.append(len(stats.__dask_graph__()))
+        return stats
+
+    monkeypatch.setattr(kmeans.WeightedPoints, "reduce", recording_reduce)
+    result = fit_kmeans(points, None, k=100, tol=0, max_iter=100, chunk_rows=5_000, split_every=4)
+
+    assert result.iterations == 100 and not result.converged
+    assert len(sizes) == 100
+    assert sizes[0] > 8  # eight chunks plus the reduction tree: a real graph, not a single task
+    assert set(sizes) == {sizes[0]}
+    assert result.tasks_per_iteration == sizes[0]
+
+
+def test_minibatch_is_close_to_lloyd_and_deterministic(client, photos):
+    from sklearn.cluster import KMeans
+
+    colours, counts, pixels = photos["china"]
+    reference = KMeans(n_clusters=8, n_init=1, random_state=0).fit(pixels).inertia_
+
+    first = fit_kmeans(colours, counts, k=8, method="minibatch", seed=0)
+    again = fit_kmeans(colours, counts, k=8, method="minibatch", seed=0)
+    other = fit_kmeans(colours, counts, k=8, method="minibatch", seed=1)
+
+    assert abs(first.inertia / reference - 1) <= 0.05
+    assert first.inertia == pytest.approx(brute_inertia(pixels, first.centres), rel=1e-9)
+    np.testing.assert_array_equal(first.centres, again.centres)
+    assert first.iterations == again.iterations
+    assert not np.allclose(first.centres, other.centres)
+
+
+# ------------------------------------------------------------------------------ kernels, no Dask
+
+@pytest.mark.parametrize("unit_weights", [False, True], ids=["weighted", "unit"])
+def test_lloyd_chunk_matches_brute_force(unit_weights):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(500, 3)) * [1.0, 3.0, 0.5]
+    centres = rng.normal(size=(7, 3))
+    w_ref = np.ones(500) if unit_weights else rng.uniform(0.1, 4.0, size=500)
+
+    stats = kmeans.lloyd_chunk(x, w_ref.copy(), centres)
+
+    dist = brute_sq_dist(x, centres)
+    labels = dist.argmin(axis=1)
+    counts = np.zeros(7)
+    sums = np.zeros((7, 3))
+    for i in range(len(x)):
+        counts[labels[i]] += w_ref[i]
+        sums[labels[i]] += w_ref[i] * x[i]
+    inertia = sum(w_ref[i] * dist[i, labels[i]] for i in range(len(x)))
+
+    np.testing.assert_allclose(stats["counts"], counts, rtol=1e-12)
+    np.testing.assert_allclose(stats["sums"], sums, rtol=1e-12, atol=1e-12)
+    assert stats["inertia"] == pytest.approx(inertia, rel=1e-12)
+
+
+def test_lloyd_chunks_add_up_to_the_whole():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 2))
+    w = rng.uniform(0.5, 2.0, size=300)
+    centres = rng.normal(size=(5, 2))
+    whole = kmeans.lloyd_chunk(x, w, centres)
+    parts = [kmeans.lloyd_chunk(x[a:b], w[a:b], centres) for a, b in [(0, 1), (1, 120), (120, 300)]]
+    merged = add_stats(parts)
+    np.testing.assert_allclose(merged["counts"], whole["counts"], rtol=1e-12)
+    np.testing.assert_allclose(merged["sums"], whole["sums"], rtol=1e-12, atol=1e-12)
+    assert merged["inertia"] == pytest.approx(whole["inertia"], rel=1e-12)
+
+
+def _reseed(x, w, centres, chunks=((0, None),)):
+    """Lloyd statistics and the far points of ``x`` split into ``chunks``, merged as the fit merges them."""
+    parts = [(x[a:b], w[a:b]) for a, b in chunks]
+    stats = add_stats([kmeans.lloyd_chunk(xp, wp, centres) for xp, wp in parts])
+    n_empty = int((stats["counts"] == 0).sum())
+    far = None
+    if n_empty:
+        far = kmeans.merge_far_points([kmeans.far_points_chunk(xp, wp, centres, n_empty) for xp, wp in parts],
+                                      n_empty)
+    return stats, far, n_empty
+
+
+@pytest.mark.parametrize("far_centres", [1, 2])
+def test_centres_from_stats_reseeds_empty_clusters_with_farthest_points(far_centres):
+    rng = np.random.default_rng(3)
+    blob_a = rng.normal(0.0, 1.0, size=(60, 3))
+    blob_b = rng.normal(10.0, 1.0, size=(40, 3))
+    x = np.vstack([blob_a, blob_b])
+    w = rng.uniform(0.5, 2.0, size=len(x))
+    far_away = [[1000.0, 1000.0, 1000.0], [-900.0, 50.0, 2000.0]][:far_centres]
+    centres = np.vstack([blob_a[0], blob_b[0], far_away])
+
+    stats, far, n_empty = _reseed(x, w, centres, chunks=((0, 30), (30, 75), (75, None)))
+    assert n_empty == far_centres
+    new = kmeans.centres_from_stats(stats, far, centres)
+
+    assert np.isfinite(new).all()
+    # Brute force: the empty clusters take the farthest points, the farthest first, which leave their clusters.
+    dist = brute_sq_dist(x, centres)
+    labels, nearest = dist.argmin(axis=1), dist.min(axis=1)
+    farthest = np.argsort(-nearest, kind="stable")[:far_centres]
+    for j, i in enumerate(farthest):
+        np.testing.assert_allclose(new[2 + j], x[i], rtol=1e-12)  # (w x) / w
+    moved = np.zeros(len(x), bool)
+    moved[farthest] = True
+    for c in (0, 1):
+        members = (labels == c) & ~moved
+        expected = (w[members, None] * x[members]).sum(0) / w[members].sum()
+        np.testing.assert_allclose(new[c], expected, rtol=1e-12)
+    # With the new centres no cluster is empty.
+    assert (kmeans.lloyd_chunk(x, w, new)["counts"] > 0).all()
+
+
+def test_centres_from_stats_never_returns_nan_when_the_donor_cluster_has_one_point():
+    # Cluster 1 holds one point (60), which is also the point farthest from its centre (100); cluster 2 (1000)
+    # is empty. Moving the point leaves cluster 1 empty: its centre must not become 0/0.
+    x = np.array([[0.0], [1.0], [60.0]])
+    centres = np.array([[0.0], [100.0], [1000.0]])
+    stats, far, n_empty = _reseed(x, np.ones(3), centres)
+    assert n_empty == 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        new = kmeans.centres_from_stats(stats, far, centres)
+    assert np.isfinite(new).all(), new
+    # The emptied cluster keeps its previous centre; the re-seeded one takes the moved point.
+    np.testing.assert_array_equal(new.ravel(), [0.5, 100.0, 60.0])
+
+
+def test_kmeans_plusplus_returns_distinct_input_points():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(400, 3))
+    w = rng.uniform(0.1, 3.0, size=400)
+    centres = kmeans.kmeans_plusplus(x, w, 20, np.random.default_rng(0))
+    assert centres.shape == (20, 3)
+    for c in centres:
+        assert (x == c).all(axis=1).any()
+    assert len(np.unique(centres, axis=0)) == 20
+    # Same generator state, same centres.
+    np.testing.assert_array_equal(centres, kmeans.kmeans_plusplus(x, w, 20, np.random.default_rng(0)))
+
+
+def test_kmeans_plusplus_on_duplicated_points_picks_every_distinct_point():
+    rng = np.random.default_rng(5)
+    distinct = rng.normal(size=(12, 2)) * 10
+    x = np.repeat(distinct, 50, axis=0)
+    w = rng.uniform(0.5, 2.0, size=len(x))
+    centres = kmeans.kmeans_plusplus(x, w, 12, np.random.default_rng(1))
+    assert len(np.unique(centres, axis=0)) == 12
+    np.testing.assert_array_equal(np.unique(centres, axis=0), np.unique(distinct, axis=0))
+
+
+def sculley_reference(centres, seen, batch):
+    """Sculley (2010), one point at a time: eta = 1 / v_c, assignments cached from the centres before the batch."""
+    centres, seen = centres.copy(), seen.copy()
+    labels = brute_sq_dist(batch, centres).argmin(axis=1)
+    for point, c in zip(batch, labels):
+        seen[c] += 1
+        eta = 1.0 / seen[c]
+        centres[c] = (1.0 - eta) * centres[c] + eta * point
+    return centres, seen
+
+
+def test_minibatch_update_matches_sequential_sculley():
+    rng = np.random.default_rng(6)
+    centres = rng.normal(size=(6, 3)) * 3
+    seen = np.array([0.0, 5.0, 0.0, 17.0, 2.0, 100.0])
+    batch = rng.normal(size=(250, 3)) * 3
+    old = centres.copy()
+
+    new_centres, new_seen, batch_inertia = kmeans.minibatch_update(centres, seen, batch)
+    ref_centres, ref_seen = sculley_reference(old, seen, batch)
+
+    np.testing.assert_array_equal(centres, old)  # the input is not modified
+    np.testing.assert_allclose(new_centres, ref_centres, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(new_seen, ref_seen)
+    assert batch_inertia == pytest.approx(brute_sq_dist(batch, old).min(axis=1).mean(), rel=1e-12)
+
+
+# ------------------------------------------------------------------------------------ tree_reduce
+
+def sum_chunk(block):
+    flat = block.reshape(block.shape[0], -1)
+    return {"sum": flat.sum(axis=0), "n": len(flat)}
+
+
+def _merge_levels(array, name):
+    """(number of merge levels, largest fan-in) of a reduction named ``name`` in ``array``'s graph."""
+    graph = array.__dask_graph__()
+    deps = graph.get_all_dependencies()
+
+    def is_merge(key):
+        layer = key[0] if isinstance(key, tuple) else key
+        return layer.startswith(f"{name}-partial") or layer.startswith(f"{name}-aggregate")
+
+    @functools.lru_cache(maxsize=None)
+    def level(key):
+        below = [level(d) for d in deps[key]]
+        return (1 if is_merge(key) else 0) + max(below, default=0)
+
+    merges = [key for key in graph if is_merge(key)]
+    return max(level(key) for key in merges), max(len(deps[key]) for key in merges)
+
+
+@pytest.mark.parametrize("shape", [(370,), (370, 3)], ids=["1d", "2d"])
+def test_tree_reduce_sum_and_tree_shape(client, shape):
+    import dask.array as da
+
+    values = np.random.default_rng(7).normal(size=shape) * 1e3
+    x = da.from_array(values, chunks=(10,) + shape[1:])
+    assert x.numblocks[0] == 37
+
+    reduced = tree_reduce(x, sum_chunk, add_stats, name="test-sum", split_every=4)
+    result = reduced.compute()
+
+    np.testing.assert_allclose(result["sum"], values.reshape(370, -1).sum(axis=0), rtol=1e-12)
+    assert result["n"] == 370
+    levels, fan_in = _merge_levels(reduced, "test-sum")
+    assert levels > 1
+    assert fan_in <= 4
+    # The tree uses the fan-in it was given: 37 -> 10 -> 3 -> 1, three merge levels.
+    assert (levels, fan_in) == (math.ceil(math.log(37, 4)), 4)
+
+
+def test_tree_reduce_result_does_not_depend_on_workers(client, one_worker_address):
+    import dask.array as da
+    from distributed import Client
+
+    # Values of very different magnitudes: any change in the order of additions changes the bits.
+    rng = np.random.default_rng(9)
+    values = rng.normal(size=(370, 2)) * 10.0 ** rng.integers(-8, 9, size=(370, 1))
+    x = da.from_array(values, chunks=(10, 2))
+    reduced = tree_reduce(x, sum_chunk, add_stats, name="test-order", split_every=4)
+
+    on_two_workers = client.compute(reduced, sync=True)
+    with Client(one_worker_address, set_as_default=False) as single:
+        on_one_worker = single.compute(reduced, sync=True)
+    in_one_thread = reduced.compute(scheduler="sync")
+
+    for other in (on_one_worker, in_one_thread):
+        np.testing.assert_array_equal(on_two_workers["sum"], other["sum"])
+        assert on_two_workers["n"] == other["n"] == 370
+
+
+# ----------------------------------------------------------------------------------------- colours
+
+def reference_codes(pixels):
+    """Colour codes computed independently with int64 arithmetic."""
+    p = pixels.astype(np.int64)
+    if pixels.shape[-1] == 3:
+        return p[..., 0] * 65536 + p[..., 1] * 256 + p[..., 2]
+    codes = p[..., 0] * 2 ** 24 + p[..., 1] * 65536 + p[..., 2] * 256 + p[..., 3]
+    return np.where(p[..., 3] == 0, 0, codes)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_colour_codes_round_trip(channels):
+    rng = np.random.default_rng(10)
+    pixels = rng.integers(0, 256, size=(50, 40, channels), dtype=np.uint8)
+    if channels == 4:
+        pixels[::3, ::2, 3] = 0
+        pixels[1, 1] = [255, 255, 255, 255]
+    pixels[0, 0, :3] = 255
+
+    codes = colour_codes(pixels)
+    assert codes.dtype == np.uint32 and codes.shape == (50, 40)
+    np.testing.assert_array_equal(codes.astype(np.int64), reference_codes(pixels))
+
+    decoded = decode_colours(codes.ravel(), channels).reshape(pixels.shape)
+    expected = pixels.copy()
+    if channels == 4:
+        transparent = pixels[..., 3] == 0
+        assert transparent.any()
+        assert (codes[transparent] == 0).all()
+        expected[transparent] = 0
+    np.testing.assert_array_equal(decoded, expected)
+
+
+def random_image(rng, shape, levels=5, channels=3):
+    """An image whose pixels take few distinct colours, so that counts exceed one."""
+    pixels = (rng.integers(0, levels, size=shape + (channels,)) * (255 // (levels - 1))).astype(np.uint8)
+    if channels == 4:
+        pixels[..., 3] = rng.choice([0, 90, 255], size=shape)
+    return pixels
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_merge_histograms_of_blocks_equals_whole(channels):
+    rng = np.random.default_rng(11)
+    for trial in range(4):
+        pixels = random_image(rng, (int(rng.integers(5, 40)), int(rng.integers(5, 40))), channels=channels)
+        whole = histogram_chunk(pixels)
+        h, w = pixels.shape[:2]
+        rows = sorted(set(rng.integers(1, h, size=3).tolist()))
+        cols = sorted(set(rng.integers(1, w, size=2).tolist()))
+        blocks = [pixels[r0:r1, c0:c1] for r0, r1 in zip([0] + rows, rows + [h])
+                  for c0, c1 in zip([0] + cols, cols + [w])]
+        parts = [histogram_chunk(b) for b in blocks]
+        for merged in (colors.merge_histograms(parts),
+                       colors.merge_histograms([colors.merge_histograms(parts[:2]),
+                                                colors.merge_histograms(parts[2:])])):
+            np.testing.assert_array_equal(merged["codes"], whole["codes"])
+            np.testing.assert_array_equal(merged["counts"], whole["counts"])
+        assert whole["counts"].sum() == h * w
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_colour_histogram_on_dask_equals_numpy_unique(client, channels):
+    import dask.array as da
+
+    pixels = random_image(np.random.default_rng(12), (101, 77), channels=channels)
+    image = da.from_array(pixels, chunks=(20, 30, channels))
+
+    hist = colour_histogram(image, split_every=3).compute()
+
+    reference = pixels.reshape(-1, channels).copy()
+    if channels == 4:
+        reference[reference[:, 3] == 0] = 0
+    colours, counts = np.unique(reference, axis=0, return_counts=True)
+    np.testing.assert_array_equal(decode_colours(hist["codes"], channels), colours)
+    np.testing.assert_array_equal(hist["counts"], counts)
+    assert np.all(np.diff(hist["codes"].astype(np.int64)) > 0)
+
+
+@pytest.mark.parametrize("channels,label_dtype", [(3, np.uint8), (3, np.uint16), (4, np.uint8), (4, np.uint16)])
+def test_colour_lookup_maps_codes_to_labels(channels, label_dtype):
+    rng = np.random.default_rng(13)
+    pixels = random_image(rng, (33, 47), levels=9, channels=channels)
+    codes = np.unique(reference_codes(pixels))
+    labels = rng.integers(0, np.iinfo(label_dtype).max, size=len(codes)).astype(label_dtype)
+    lookup = ColourLookup(codes.astype(np.uint32), labels, channels)
+
+    mapped = lookup(pixels)
+
+    table = dict(zip(codes.tolist(), labels.tolist()))
+    expected = np.vectorize(table.__getitem__)(reference_codes(pixels))
+    assert mapped.shape == (33, 47)
+    np.testing.assert_array_equal(mapped, expected)
