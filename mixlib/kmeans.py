@@ -325,7 +325,8 @@ def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max
 
     Parameters
     ----------
-    points : ndarray or dask.array.Array (N, D), float (or integer) values, N >= k
+    points : ndarray or dask.array.Array (N, D), float (or integer) values, N >= k; or WeightedPoints
+        already on the cluster (then ``weights`` is None)
     weights : ndarray or dask.array.Array (N,), non-negative, or None for unit weights
     k : int, number of clusters
     method : 'lloyd' or 'minibatch'
@@ -338,13 +339,14 @@ def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max
     max_no_improvement : int, mini-batch: stop after this many steps without a lower smoothed inertia
     init_sample : int, k-means++ runs on at most this many weighted draws of a larger dask input
     chunk_rows : int, rows per chunk for numpy input
-    split_every : int, fan-in of the reduction tree
+    split_every : int, fan-in of the reduction tree (for numpy or dask input)
 
     Returns
     -------
     KMeansResult
     """
-    data = WeightedPoints.from_arrays(points, weights, chunk_rows=chunk_rows, split_every=split_every)
+    data = points if isinstance(points, WeightedPoints) else WeightedPoints.from_arrays(
+        points, weights, chunk_rows=chunk_rows, split_every=split_every)
     rng = np.random.default_rng(seed)
     centres = _initial_centres(data, init, k, rng, seed, init_sample)
     tol_abs = tol * float(np.mean(data.variance))
