@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import platform
-import shutil
 import time
 from pathlib import Path
 
@@ -21,8 +20,9 @@ from .cluster import ClusterOptions
 from .colors import ColourLookup, colour_histogram, decode_colours
 from .config import option
 from .errors import InputError
-from .images import (PNG_MAX_COLOURS, check_output, inspect_image, side_by_side, size_on_disk,
-                     temporary_path, write_png, write_tiff, write_zarr)
+from .images import (OUTPUT_SUFFIXES, PNG_MAX_COLOURS, check_output, inspect_image, side_by_side, size_on_disk,
+                     move_into_place, remove_path, temporary_path, write_png, write_tiff, write_zarr)
+from .gmm import GMMResult, bic, fit_gmm, most_likely_component, save_mixture
 from .kmeans import fit_kmeans
 
 log = logging.getLogger("mixlib")
@@ -44,11 +44,17 @@ class CompressSettings(ClusterOptions):
     report: str = option("", "write a JSON report here ('' for none)")
     overwrite: bool = option(False, "replace outputs that exist")
     k: int = option(16, "number of colours", minimum=1, maximum=65536)
-    method: str = option("lloyd", "k-means algorithm", choices=("lloyd", "minibatch"))
-    max_iter: int = option(300, "Lloyd iterations, or mini-batch steps, at most", minimum=1)
-    tol: float = option(1e-4, "stop when the squared centre shift is below tol x the mean colour variance",
-                        minimum=0.0)
+    method: str = option("lloyd", "lloyd or minibatch k-means, or gmm: a Gaussian mixture fitted by EM",
+                         choices=("lloyd", "minibatch", "gmm"))
+    max_iter: int = option(300, "Lloyd iterations, mini-batch steps or EM iterations, at most", minimum=1)
+    tol: float = option(1e-4, "k-means: stop when the squared centre shift is below tol x the mean colour "
+                              "variance", minimum=0.0)
     batch_size: int = option(4096, "mini-batch: points per step", minimum=1)
+    em_tol: float = option(1e-3, "gmm: stop when the mean log-likelihood per pixel improves by less", minimum=0.0)
+    em_init: str = option("kmeans", "gmm: initial responsibilities", choices=("kmeans", "random"))
+    reg_covar: float = option(1e-6, "gmm: added to covariance diagonals, relative to the colour variance",
+                              minimum=0.0)
+    save_model: str = option("", "gmm: write the fitted mixture here (.json) for jobs.sample ('' for none)")
     seed: int = option(0, "random seed (k-means++ and mini-batch draws)", minimum=0)
     chunk_size: int = option(2048, "Dask chunk side in pixels (rounded to the input's own chunks)", minimum=16)
     tile_size: int = option(1024, "tile side of TIFF output and chunk side of Zarr output (multiple of 16)",
@@ -66,6 +72,7 @@ class Plan:
     out: Path
     compare: Path | None
     report: Path | None
+    save_model: Path | None
 
 
 def plan(settings):
@@ -75,8 +82,8 @@ def plan(settings):
     stem = Path(settings.input.removeprefix("sample:")).stem
     fill = {"stem": stem, "k": settings.k, "method": settings.method}
     try:
-        out, compare, report = (Path(p.format(**fill)) if p else None
-                                for p in (settings.out, settings.compare, settings.report))
+        out, compare, report, save_model = (Path(p.format(**fill)) if p else None for p in (
+            settings.out, settings.compare, settings.report, settings.save_model))
     except (KeyError, ValueError, IndexError) as e:
         raise InputError(f"an output path has a bad placeholder ({e}); use {{stem}}, {{k}} or {{method}}") from None
     if out is None:
@@ -84,19 +91,20 @@ def plan(settings):
     if out.suffix.lower() == ".png" and settings.k > PNG_MAX_COLOURS:
         raise InputError(f"--k {settings.k} does not fit a PNG palette (at most {PNG_MAX_COLOURS}); "
                          "write .tif or .zarr instead")
-    check_output(out, settings.overwrite)
-    if compare is not None:
-        check_output(compare, settings.overwrite, suffixes=(".png",))
-    if report is not None:
-        check_output(report, settings.overwrite, suffixes=(".json",))
-    named = [p for p in (out, compare, report) if p is not None]
+    if save_model is not None and settings.method != "gmm":
+        raise InputError("--save-model writes a Gaussian mixture: use it with --method gmm")
+    for path, suffixes in ((out, OUTPUT_SUFFIXES), (compare, (".png",)), (report, (".json",)),
+                           (save_model, (".json",))):
+        if path is not None:
+            check_output(path, settings.overwrite, suffixes)
+    named = [p for p in (out, compare, report, save_model) if p is not None]
     if len(set(named)) < len(named):
-        raise InputError("--out, --compare and --report must be different files")
+        raise InputError("--out, --compare, --report and --save-model must be different files")
     source = inspect_image(settings.input, settings.max_pixels)
     height, width, _ = source.shape
     if out.suffix.lower() == ".png" and height * width > PNG_MAX_PIXELS:
         raise InputError(f"{height}x{width} pixels is too large for a PNG (encoded in memory); write .tif or .zarr")
-    return Plan(source, out, compare, report)
+    return Plan(source, out, compare, report, save_model)
 
 
 # ------------------------------------------------------------------------------------------ palette
@@ -109,7 +117,7 @@ class Palette:
     ----------
     colours : ndarray (p, C) uint8, distinct entries, sorted
     code_labels : ndarray (M,) uint8 or uint16, palette index of each distinct colour code
-    fit : KMeansResult or None (None when the image has no more distinct colours than k)
+    fit : KMeansResult, GMMResult, or None (k-means on an image with no more distinct colours than k)
     """
 
     colours: np.ndarray
@@ -134,18 +142,19 @@ def fit_palette(codes, counts, channels, settings):
     transparent = channels == 4 and settings.k >= 2 and codes[0] == 0
     fitted = slice(1, None) if transparent else slice(None)
     k = settings.k - int(transparent)
-    n_colours = len(codes[fitted])
+    points, weights = colours[fitted], counts[fitted].astype(np.float64)
     fit = None
-    if n_colours <= k:
+    if settings.method == "gmm":
+        fit = fit_gmm(points, weights, k=min(k, len(points)), init=settings.em_init, max_iter=settings.max_iter,
+                      tol=settings.em_tol, reg_covar=settings.reg_covar, seed=settings.seed)
+        centres, labels = fit.mixture.means, most_likely_component(points, fit.mixture)
+    elif len(points) <= k:
         log.info("the image has %d distinct colour(s), no more than k=%d: using them all", len(codes), settings.k)
-        labels = np.arange(n_colours)
-        centres = colours[fitted]
+        centres, labels = points, np.arange(len(points))
     else:
-        fit = fit_kmeans(colours[fitted], counts[fitted].astype(np.float64), k=k, method=settings.method,
-                         max_iter=settings.max_iter, tol=settings.tol, seed=settings.seed,
-                         batch_size=settings.batch_size)
-        centres = fit.centres
-        labels = np.asarray(fit.labels.compute())
+        fit = fit_kmeans(points, weights, k=k, method=settings.method, max_iter=settings.max_iter,
+                         tol=settings.tol, seed=settings.seed, batch_size=settings.batch_size)
+        centres, labels = fit.centres, np.asarray(fit.labels.compute())
     if transparent:
         centres = np.vstack([np.zeros((1, 4)), centres])
         labels = np.concatenate([[0], labels + 1])
@@ -204,9 +213,7 @@ def run(settings, job_plan, client):
 
     palette = fit_palette(codes, counts, channels, settings)
     seconds["fit"] = _lap(started, seconds)
-    if palette.fit is not None:
-        log.info("k-means (%s): %d iterations, converged=%s, inertia %.6g", settings.method,
-                 palette.fit.iterations, palette.fit.converged, palette.fit.inertia)
+    _log_fit(palette.fit, settings.method)
 
     lookup = ColourLookup(codes, palette.code_labels, channels)
     # The lookup table (16 MiB for RGB) goes to every worker once instead of into the graph.
@@ -227,19 +234,33 @@ def run(settings, job_plan, client):
         sq_error = squared_error(codes, counts, channels, palette)
         report = _report(settings, source, palette, sq_error, int(counts.sum()) * channels, seconds,
                          temporaries[job_plan.out])
+        if job_plan.save_model:
+            temporaries[job_plan.save_model] = temporary_path(job_plan.save_model)
+            save_mixture(temporaries[job_plan.save_model], palette.fit.mixture,
+                         {"input": str(source.path), "channels": channels, "seed": settings.seed,
+                          "mean_loglik_per_pixel": palette.fit.mean_loglik})
         if job_plan.report:
             temporaries[job_plan.report] = temporary_path(job_plan.report)
             temporaries[job_plan.report].write_text(json.dumps(report, indent=2) + "\n")
         for final, temporary in temporaries.items():
-            _move_into_place(temporary, final)
+            move_into_place(temporary, final)
         temporaries = {}
     finally:
         for temporary in temporaries.values():
-            _remove(temporary)
+            remove_path(temporary)
     psnr = "lossless" if report["psnr_db"] is None else f"PSNR {report['psnr_db']:.2f} dB"
     log.info("wrote %s: %d colours, %s, %.1f s", job_plan.out, len(palette.colours), psnr,
              time.perf_counter() - started)
     return report
+
+
+def _log_fit(fit, method):
+    if isinstance(fit, GMMResult):
+        log.info("EM: %d iterations, converged=%s, mean log-likelihood %.4f per pixel, %d component(s) re-seeded",
+                 fit.iterations, fit.converged, fit.mean_loglik, fit.reseeded)
+    elif fit is not None:
+        log.info("k-means (%s): %d iterations, converged=%s, inertia %.6g", method, fit.iterations,
+                 fit.converged, fit.inertia)
 
 
 def apply_lookup(block, lookup):
@@ -265,36 +286,16 @@ def _write_output(path, labels, palette, settings, client):
         write_zarr(path, labels, palette.colours, settings.tile_size, attributes)
 
 
-def _move_into_place(temporary, final):
-    """Rename ``temporary`` to ``final``; a folder (Zarr) that exists is replaced whole."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.is_dir() and temporary.is_dir():
-        old = final.with_name(f".{final.name}.old")
-        final.rename(old)
-        temporary.rename(final)
-        shutil.rmtree(old)
-    else:
-        temporary.replace(final)
-
-
-def _remove(path):
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists():
-        path.unlink()
-
-
 def _report(settings, source, palette, sq_error, n_values, seconds, output):
     mse = sq_error / n_values
     fit = palette.fit
-    return {
+    report = {
         "input": str(source.path),
         "method": settings.method,
         "k_requested": settings.k,
         "k_effective": len(palette.colours),
         "iterations": fit.iterations if fit else 0,
         "converged": fit.converged if fit else True,
-        "inertia": fit.inertia if fit else 0.0,
         "mse": mse,
         "psnr_db": 10 * math.log10(255.0 ** 2 / mse) if mse > 0 else None,  # None: lossless
         "seconds": seconds,
@@ -302,9 +303,23 @@ def _report(settings, source, palette, sq_error, n_values, seconds, output):
         "output_bytes": size_on_disk(output),
         "palette": palette.colours.tolist(),
         "seed": settings.seed,
-        "tasks_per_iteration": fit.tasks_per_iteration if fit else 0,
         "versions": _versions(),
     }
+    if isinstance(fit, GMMResult):
+        pixels = n_values // source.channels
+        mixture = fit.mixture
+        report.update({
+            "mixture": {"weights": mixture.weights.tolist(), "means": mixture.means.tolist(),
+                        "covariances": mixture.covariances.tolist()},
+            "mean_loglik_per_pixel": fit.mean_loglik,
+            "bic": bic(fit.mean_loglik, pixels, len(mixture.weights), mixture.means.shape[1]),
+            "em_iterations": fit.iterations,
+            "reseeded_components": fit.reseeded,
+        })
+    else:
+        report.update({"inertia": fit.inertia if fit else 0.0,
+                       "tasks_per_iteration": fit.tasks_per_iteration if fit else 0})
+    return report
 
 
 def _versions():

@@ -299,3 +299,69 @@ def _valid(mixture, data, reg, seed, iteration):
     covariances[bad] = np.diag(data.variance) + reg * np.eye(dims)
     weights[bad] = 1.0 / len(weights)
     return Mixture(weights / weights.sum(), means, covariances), int(bad.sum())
+
+
+def most_likely_component(x, mixture, rows=1 << 16):
+    """Index ``(n,)`` of the component with the highest ``pi_j N(x | mu_j, Sigma_j)`` for each point,
+    computed ``rows`` points at a time."""
+    return np.concatenate([joint_log_prob(x[start:start + rows], mixture).argmax(axis=1)
+                           for start in range(0, len(x), rows)] or [np.zeros(0, np.intp)])
+
+
+def bic(mean_loglik, n_points, k, dims):
+    """Bayesian information criterion of a full-covariance mixture: ``-2 log L + p log N`` with
+    ``p = (k - 1) + k D + k D (D + 1) / 2`` free parameters."""
+    parameters = (k - 1) + k * dims + k * dims * (dims + 1) // 2
+    return -2.0 * mean_loglik * n_points + parameters * np.log(n_points)
+
+
+# -------------------------------------------------------------------------------------- model files
+
+def save_mixture(path, mixture, details):
+    """Write a mixture as JSON: ``weights``, ``means``, ``covariances`` and ``details`` (what it was fitted
+    on). A JSON file, so that no model file is ever unpickled."""
+    import json
+
+    document = {"format": "mixlib-gaussian-mixture", "version": 1, "weights": mixture.weights.tolist(),
+                "means": mixture.means.tolist(), "covariances": mixture.covariances.tolist(), **details}
+    with open(path, "w") as f:
+        json.dump(document, f, indent=2)
+        f.write("\n")
+
+
+def load_mixture(path):
+    """Read and check a mixture written by :func:`save_mixture`; InputError says what is wrong."""
+    import json
+
+    from .errors import InputError
+
+    try:
+        with open(path) as f:
+            document = json.load(f)
+    except FileNotFoundError:
+        raise InputError(f"model {path} does not exist; write one with jobs.compress --method gmm "
+                         "--save-model PATH") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"model {path} is not a readable JSON model file ({e})") from None
+    if not isinstance(document, dict) or document.get("format") != "mixlib-gaussian-mixture":
+        raise InputError(f"model {path} is not a mixlib Gaussian mixture (no format 'mixlib-gaussian-mixture')")
+    try:
+        weights, means, covariances = (np.asarray(document[key], dtype=np.float64)
+                                       for key in ("weights", "means", "covariances"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"model {path} lacks or garbles weights, means or covariances ({e})") from None
+    k = len(weights)
+    if weights.ndim != 1 or k == 0 or means.ndim != 2 or means.shape[0] != k or means.shape[1] not in (3, 4) \
+            or covariances.shape != (k, means.shape[1], means.shape[1]):
+        raise InputError(f"model {path} has inconsistent shapes: weights {weights.shape}, means {means.shape}, "
+                         f"covariances {covariances.shape}; expected (k,), (k, 3|4), (k, D, D)")
+    if not (np.isfinite(weights).all() and np.isfinite(means).all() and np.isfinite(covariances).all()) \
+            or (weights <= 0).any() or abs(weights.sum() - 1) > 1e-6:
+        raise InputError(f"model {path} has non-finite values or weights that are not positive and summing to 1")
+    try:
+        precision_cholesky(covariances)
+    except np.linalg.LinAlgError:
+        raise InputError(f"model {path} has a covariance that is not positive definite") from None
+    if not np.allclose(covariances, np.transpose(covariances, (0, 2, 1))):
+        raise InputError(f"model {path} has a covariance that is not symmetric")
+    return Mixture(weights, means, covariances)

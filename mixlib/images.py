@@ -8,6 +8,7 @@ TIFF only their metadata), and :meth:`ImageSource.to_dask` builds the lazy array
 import dataclasses
 import importlib.util
 import os
+import shutil
 import struct
 import tempfile
 from pathlib import Path
@@ -233,6 +234,26 @@ def temporary_path(path):
     return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
 
 
+def move_into_place(temporary, final):
+    """Rename ``temporary`` to ``final``; a folder (Zarr) that exists is replaced whole."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.is_dir() and temporary.is_dir():
+        old = final.with_name(f".{final.name}.old")
+        final.rename(old)
+        temporary.rename(final)
+        shutil.rmtree(old)
+    else:
+        temporary.replace(final)
+
+
+def remove_path(path):
+    """Remove a file or a folder (a Zarr store) if it exists."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()
+
+
 def write_png(path, labels, palette):
     """A palette (P-mode) PNG.
 
@@ -250,7 +271,8 @@ def write_png(path, labels, palette):
 
 
 def write_tiff(path, labels, palette, tile, client_compute):
-    """A tiled TIFF: palette-colour for RGB, RGBA colours for RGBA (a TIFF colormap has no alpha).
+    """A tiled TIFF of palette indices: palette colour for RGB, RGBA pixels for RGBA (a TIFF colormap has
+    no alpha).
 
     Parameters
     ----------
@@ -259,34 +281,54 @@ def write_tiff(path, labels, palette, tile, client_compute):
     tile : int, tile side (a multiple of 16)
     client_compute : callable(list of dask arrays) -> list of ndarrays, computes a batch of strips
     """
-    import tifffile
-
-    height, width = labels.shape
-    strips = labels.rechunk({0: tile, 1: -1})
     if palette.shape[1] == 3:
         colormap = np.zeros((3, 1 << (8 * labels.dtype.itemsize)), dtype=np.uint16)
         colormap[:, :len(palette)] = palette.T.astype(np.uint16) * 257
-        options = {"photometric": "palette", "colormap": colormap}
-        shape, dtype = (height, width), labels.dtype
+        write_tiled_tiff(path, labels, tile, client_compute, photometric="palette", colormap=colormap)
     else:
-        options = {"photometric": "rgb", "extrasamples": ["unassalpha"]}
-        shape, dtype = (height, width, 4), np.uint8
-    tiles = _tiles(strips, palette, tile, client_compute)
-    tifffile.imwrite(path, tiles, shape=shape, dtype=dtype, tile=(tile, tile), compression="zlib", **options)
+        colours = labels.map_blocks(lambda block: palette[block], new_axis=2, chunks=labels.chunks + ((4,),),
+                                    dtype=np.uint8, token="palette-colours")
+        write_tiled_tiff(path, colours, tile, client_compute, photometric="rgb", extrasamples=["unassalpha"])
 
 
-def _tiles(strips, palette, tile, client_compute, strips_at_once=4):
-    """Yield full-size tiles row by row, computing a few strips of labels at a time."""
+def write_tiled_tiff(path, image, tile, client_compute, **options):
+    """A tiled, zlib-compressed TIFF of ``image`` (dask, (H, W) or (H, W, C)), computed a few strips of
+    ``tile`` rows at a time and streamed to tifffile tile by tile (``options`` go to ``tifffile.imwrite``)."""
+    import tifffile
+
+    strips = image.rechunk({0: tile, 1: -1})
+    tifffile.imwrite(path, _tiles(strips, tile, client_compute), shape=image.shape, dtype=image.dtype,
+                     tile=(tile, tile), compression="zlib", **options)
+
+
+def _tiles(strips, tile, client_compute, strips_at_once=4):
+    """Yield full-size tiles row by row, computing a few strips at a time."""
     blocks = [strips.blocks[i] for i in range(strips.numblocks[0])]
     for start in range(0, len(blocks), strips_at_once):
         for strip in client_compute(blocks[start:start + strips_at_once]):
-            if palette.shape[1] == 4:
-                strip = palette[strip]
             for col in range(0, strip.shape[1], tile):
                 piece = strip[:, col:col + tile]
                 padded = np.zeros((tile, tile) + strip.shape[2:], dtype=strip.dtype)
                 padded[:piece.shape[0], :piece.shape[1]] = piece
                 yield padded
+
+
+def write_pixels(path, image, tile, client_compute):
+    """An RGB(A) image ``(H, W, C)`` uint8 (dask) as PNG (in memory), tiled TIFF, or a Zarr array with
+    ``tile x tile`` chunks written in parallel (which ``jobs.compress`` reads back as input)."""
+    import dask.array as da
+    import zarr
+    from PIL import Image
+
+    suffix = Path(path).suffix.lower()
+    if suffix == ".png":
+        Image.fromarray(client_compute([image])[0]).save(path, format="PNG")
+    elif suffix in TIFF_SUFFIXES:
+        extra = {"extrasamples": ["unassalpha"]} if image.shape[2] == 4 else {}
+        write_tiled_tiff(path, image, tile, client_compute, photometric="rgb", **extra)
+    else:
+        target = zarr.create_array(str(path), shape=image.shape, dtype=np.uint8, chunks=(tile, tile, image.shape[2]))
+        da.store(image.rechunk((tile, tile, image.shape[2])), target, lock=False)
 
 
 def write_zarr(path, labels, palette, tile, attributes):
