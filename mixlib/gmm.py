@@ -362,8 +362,8 @@ def load_mixture(path):
                                        for key in ("weights", "means", "covariances"))
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"model {path} lacks or garbles weights, means or covariances ({e})") from None
-    k = len(weights)
-    if weights.ndim != 1 or k == 0 or means.ndim != 2 or means.shape[0] != k or means.shape[1] not in (3, 4) \
+    k = len(weights) if weights.ndim == 1 else 0
+    if k == 0 or means.ndim != 2 or means.shape[0] != k or means.shape[1] not in (3, 4) \
             or covariances.shape != (k, means.shape[1], means.shape[1]):
         raise InputError(f"model {path} has inconsistent shapes: weights {weights.shape}, means {means.shape}, "
                          f"covariances {covariances.shape}; expected (k,), (k, 3|4), (k, D, D)")
@@ -376,4 +376,4 @@ def load_mixture(path):
         raise InputError(f"model {path} has a covariance that is not positive definite") from None
     if not np.allclose(covariances, np.transpose(covariances, (0, 2, 1))):
         raise InputError(f"model {path} has a covariance that is not symmetric")
-    return Mixture(weights, means, covariances)
+    return Mixture(weights / weights.sum(), means, covariances)  # exact normalisation for sampling

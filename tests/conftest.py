@@ -199,3 +199,31 @@ def run_cli(*argv, cwd, env=None, timeout=600):
 def cli():
     """The subprocess runner :func:`run_cli` as a fixture."""
     return run_cli
+
+
+@pytest.fixture
+def run_sample(capsys, scheduler_address, empty_config):
+    """``run_sample(*argv)``: run ``jobs.sample.main(argv)`` in this process and return its exit status.
+
+    Like :func:`run_job`: adds ``--scheduler <session cluster>`` and ``--config <empty file>`` unless the
+    test gives them, and discards what was captured before, so ``capsys.readouterr().err`` afterwards is
+    the run's stderr.
+    """
+    import jobs.sample
+
+    def run(*argv):
+        argv = [str(a) for a in argv]
+        if not any(a == "--scheduler" or a.startswith("--scheduler=") for a in argv):
+            argv += ["--scheduler", scheduler_address]
+        if not any(a == "--config" or a.startswith("--config=") for a in argv):
+            argv += ["--config", str(empty_config)]
+        capsys.readouterr()
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        try:
+            return jobs.sample.main(argv)
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
+
+    return run
