@@ -319,7 +319,7 @@ class KMeansResult:
 
 
 def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max_iter=300, tol=1e-4,
-               seed=0, batch_size=4096, max_no_improvement=10, init_sample=1 << 20, chunk_rows=1 << 18,
+               seed=0, batch_size=4096, max_no_improvement=10, init_sample=1 << 18, chunk_rows=1 << 18,
                split_every=8):
     """Fit k-means to weighted points on the current Dask client.
 
