@@ -19,7 +19,7 @@ class ClusterOptions:
                                 "local cluster. DASK_SCHEDULER_ADDRESS is used when neither flag nor file set it")
     workers: int = option(2, "worker processes (or threads) of the embedded local cluster", minimum=1)
     threads_per_worker: int = option(1, "threads per worker of the embedded local cluster", minimum=1)
-    processes: bool = option(True, "embedded cluster: worker processes (true) or threads in this process (false)")
+    processes: bool = option(False, "embedded cluster: worker processes (true) or threads in this process (false)")
     memory_limit: str = option("auto", "embedded cluster: memory limit per worker ('auto', '4GiB', ...)")
     dashboard_address: str = option("127.0.0.1:8787", "embedded cluster: dashboard host:port (port 0: any free)")
     connect_timeout: float = option(10.0, "seconds to wait for a remote scheduler", minimum=0.1)
