@@ -337,7 +337,7 @@ def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max
     seed : int, seeds k-means++ and the mini-batch draws
     batch_size : int, points per mini-batch step
     max_no_improvement : int, mini-batch: stop after this many steps without a lower smoothed inertia
-    init_sample : int, k-means++ runs on at most this many weighted draws of a larger dask input
+    init_sample : int, k-means++ runs on every point up to this many, else on this many weighted draws
     chunk_rows : int, rows per chunk for numpy input
     split_every : int, fan-in of the reduction tree (for numpy or dask input)
 
