@@ -2,24 +2,13 @@
 
 import sys
 
-from mixlib.cli import parse_settings, run_job, setup_logging
-from mixlib.cluster import connect
+from mixlib.cli import job_main
 from mixlib.sample import SampleSettings, plan, run
 
 DESCRIPTION = ("Draw every pixel of a new image independently from a Gaussian mixture, chunk-parallel on a Dask "
                "cluster. Every option can also be set in the TOML config file; a flag beats the file.")
 
-
-def main(argv=None):
-    def body():
-        settings = parse_settings(SampleSettings, "sample", argv, DESCRIPTION)
-        setup_logging(settings.log_level)
-        job_plan = plan(settings)
-        with connect(settings) as client:
-            run(settings, job_plan, client)
-
-    return run_job(body)
-
+main = job_main(SampleSettings, "sample", DESCRIPTION, plan, run)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -79,3 +79,23 @@ def run_job(body):
         print(f"error: unexpected failure: {e.__class__.__name__}: {e} (rerun with --log-level debug for the "
               "traceback)", file=sys.stderr)
         return 1
+
+
+def job_main(settings_class, job, description, plan, run, positional=None):
+    """The whole of a job's command: settings, logging, checks before any work, a cluster, the run.
+
+    Returns ``main(argv=None) -> exit status`` for ``jobs/<job>.py``.
+    """
+    from .cluster import connect
+
+    def main(argv=None):
+        def body():
+            settings = parse_settings(settings_class, job, argv, description, positional=positional)
+            setup_logging(settings.log_level)
+            job_plan = plan(settings)
+            with connect(settings) as client:
+                run(settings, job_plan, client)
+
+        return run_job(body)
+
+    return main

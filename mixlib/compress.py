@@ -21,7 +21,7 @@ from .colors import ColourLookup, colour_histogram, decode_colours
 from .config import option
 from .errors import InputError
 from .images import (OUTPUT_SUFFIXES, PNG_MAX_COLOURS, check_output, inspect_image, side_by_side, size_on_disk,
-                     move_into_place, remove_path, temporary_path, write_png, write_tiff, write_zarr)
+                     staged_outputs, write_png, write_tiff, write_zarr)
 from .gmm import GMMResult, bic, fit_gmm, most_likely_component, save_mixture
 from .kmeans import fit_kmeans
 
@@ -220,34 +220,23 @@ def run(settings, job_plan, client):
     lookup_on_workers = client.scatter(lookup, broadcast=True, hash=False)
     labels = image.map_blocks(apply_lookup, lookup_on_workers, drop_axis=2, dtype=palette.code_labels.dtype,
                               token="palette-labels")
-    temporaries = {}
-    try:
-        temporaries[job_plan.out] = temporary_path(job_plan.out)
-        _write_output(temporaries[job_plan.out], labels, palette, settings, client)
+    with staged_outputs() as stage:
+        output = stage(job_plan.out)
+        _write_output(output, labels, palette, settings, client)
         seconds["write"] = _lap(started, seconds)
         if job_plan.compare:
-            temporaries[job_plan.compare] = temporary_path(job_plan.compare)
             small = thumbnail[0]
             titles = (f"Original ({width}x{height})", f"Compressed ({len(palette.colours)} colours)")
-            side_by_side(small, palette.colours[lookup(small)], titles).save(temporaries[job_plan.compare])
+            side_by_side(small, palette.colours[lookup(small)], titles).save(stage(job_plan.compare))
             seconds["compare"] = _lap(started, seconds)
         sq_error = squared_error(codes, counts, channels, palette)
-        report = _report(settings, source, palette, sq_error, int(counts.sum()) * channels, seconds,
-                         temporaries[job_plan.out])
+        report = _report(settings, source, palette, sq_error, int(counts.sum()) * channels, seconds, output)
         if job_plan.save_model:
-            temporaries[job_plan.save_model] = temporary_path(job_plan.save_model)
-            save_mixture(temporaries[job_plan.save_model], palette.fit.mixture,
+            save_mixture(stage(job_plan.save_model), palette.fit.mixture,
                          {"input": str(source.path), "channels": channels, "seed": settings.seed,
                           "mean_loglik_per_pixel": palette.fit.mean_loglik})
         if job_plan.report:
-            temporaries[job_plan.report] = temporary_path(job_plan.report)
-            temporaries[job_plan.report].write_text(json.dumps(report, indent=2) + "\n")
-        for final, temporary in temporaries.items():
-            move_into_place(temporary, final)
-        temporaries = {}
-    finally:
-        for temporary in temporaries.values():
-            remove_path(temporary)
+            stage(job_plan.report).write_text(json.dumps(report, indent=2) + "\n")
     psnr = "lossless" if report["psnr_db"] is None else f"PSNR {report['psnr_db']:.2f} dB"
     log.info("wrote %s: %d colours, %s, %.1f s", job_plan.out, len(palette.colours), psnr,
              time.perf_counter() - started)
@@ -273,7 +262,6 @@ def _lap(started, seconds):
 
 
 def _write_output(path, labels, palette, settings, client):
-    path.parent.mkdir(parents=True, exist_ok=True)
     kind = path.suffix.lower()
     if kind == ".png":
         write_png(path, client.compute(labels, sync=True), palette.colours)

@@ -5,6 +5,7 @@ reads what it needs to reject a bad file (for a Pillow image that is the decoded
 TIFF only their metadata), and :meth:`ImageSource.to_dask` builds the lazy array on the cluster.
 """
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -234,9 +235,31 @@ def temporary_path(path):
     return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
 
 
+@contextlib.contextmanager
+def staged_outputs():
+    """Write a job's outputs under temporary names, then rename them all into place; on failure remove them.
+
+    Yields ``stage(final) -> Path``, the temporary path to write ``final`` under (its folder is created).
+    """
+    staged = {}
+
+    def stage(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staged[final] = temporary_path(final)
+        return staged[final]
+
+    try:
+        yield stage
+        while staged:
+            final, temporary = staged.popitem()
+            move_into_place(temporary, final)
+    finally:
+        for temporary in staged.values():
+            remove_path(temporary)
+
+
 def move_into_place(temporary, final):
     """Rename ``temporary`` to ``final``; a folder (Zarr) that exists is replaced whole."""
-    final.parent.mkdir(parents=True, exist_ok=True)
     if final.is_dir() and temporary.is_dir():
         old = final.with_name(f".{final.name}.old")
         final.rename(old)

@@ -19,8 +19,7 @@ from .cluster import ClusterOptions
 from .config import option
 from .errors import InputError
 from .gmm import Mixture, load_mixture, sample_mixture
-from .images import (OUTPUT_SUFFIXES, check_output, inspect_image, move_into_place, remove_path, side_by_side,
-                     temporary_path, write_pixels)
+from .images import OUTPUT_SUFFIXES, check_output, inspect_image, side_by_side, staged_outputs, write_pixels
 
 log = logging.getLogger("mixlib")
 
@@ -134,20 +133,10 @@ def run(settings, job_plan, client):
     image = sampled_image(job_plan.mixture, job_plan.shape, settings.seed, settings.chunk_size)
     log.info("drawing %dx%d pixels from a %d-component mixture, %s chunks", height, width,
              len(job_plan.mixture.weights), "x".join(map(str, image.chunksize[:2])))
-    temporaries = {job_plan.out: temporary_path(job_plan.out)}
-    try:
-        job_plan.out.parent.mkdir(parents=True, exist_ok=True)
-        write_pixels(temporaries[job_plan.out], image, settings.tile_size,
-                     lambda parts: client.compute(parts, sync=True))
+    with staged_outputs() as stage:
+        write_pixels(stage(job_plan.out), image, settings.tile_size, lambda parts: client.compute(parts, sync=True))
         if job_plan.compare:
-            temporaries[job_plan.compare] = temporary_path(job_plan.compare)
-            _write_comparison(temporaries[job_plan.compare], job_plan, image, settings, client)
-        for final, temporary in temporaries.items():
-            move_into_place(temporary, final)
-        temporaries = {}
-    finally:
-        for temporary in temporaries.values():
-            remove_path(temporary)
+            _write_comparison(stage(job_plan.compare), job_plan, image, settings, client)
     log.info("wrote %s in %.1f s", job_plan.out, time.perf_counter() - started)
 
 

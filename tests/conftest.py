@@ -157,14 +157,12 @@ def empty_config(tmp_path_factory):
     return path
 
 
-@pytest.fixture
-def run_job(capsys, scheduler_address, empty_config):
-    """``run_job(*argv)``: run ``jobs.compress.main(argv)`` in this process and return its exit status.
+def in_process_runner(main, capsys, scheduler_address, empty_config):
+    """``run(*argv)``: call a job's ``main(argv)`` in this process and return its exit status.
 
     Adds ``--scheduler <session cluster>`` and ``--config <empty file>`` unless the test gives them.
     Whatever was captured before is discarded, so ``capsys.readouterr().err`` afterwards is the run's stderr.
     """
-    import jobs.compress
 
     def run(*argv):
         argv = [str(a) for a in argv]
@@ -176,13 +174,21 @@ def run_job(capsys, scheduler_address, empty_config):
         root = logging.getLogger()
         handlers, level = root.handlers[:], root.level
         try:
-            return jobs.compress.main(argv)
+            return main(argv)
         finally:
             # The job points the root logger at the captured stderr; give the session its handlers back.
             root.handlers[:] = handlers
             root.setLevel(level)
 
     return run
+
+
+@pytest.fixture
+def run_job(capsys, scheduler_address, empty_config):
+    """:func:`in_process_runner` for ``jobs.compress``."""
+    import jobs.compress
+
+    return in_process_runner(jobs.compress.main, capsys, scheduler_address, empty_config)
 
 
 def run_cli(*argv, cwd, env=None, timeout=600):
@@ -203,27 +209,15 @@ def cli():
 
 @pytest.fixture
 def run_sample(capsys, scheduler_address, empty_config):
-    """``run_sample(*argv)``: run ``jobs.sample.main(argv)`` in this process and return its exit status.
-
-    Like :func:`run_job`: adds ``--scheduler <session cluster>`` and ``--config <empty file>`` unless the
-    test gives them, and discards what was captured before, so ``capsys.readouterr().err`` afterwards is
-    the run's stderr.
-    """
+    """:func:`in_process_runner` for ``jobs.sample``."""
     import jobs.sample
 
-    def run(*argv):
-        argv = [str(a) for a in argv]
-        if not any(a == "--scheduler" or a.startswith("--scheduler=") for a in argv):
-            argv += ["--scheduler", scheduler_address]
-        if not any(a == "--config" or a.startswith("--config=") for a in argv):
-            argv += ["--config", str(empty_config)]
-        capsys.readouterr()
-        root = logging.getLogger()
-        handlers, level = root.handlers[:], root.level
-        try:
-            return jobs.sample.main(argv)
-        finally:
-            root.handlers[:] = handlers
-            root.setLevel(level)
+    return in_process_runner(jobs.sample.main, capsys, scheduler_address, empty_config)
 
-    return run
+
+@pytest.fixture
+def outdir(tmp_path):
+    """An empty output folder of its own (so that a test can check nothing was left in it)."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder

@@ -72,12 +72,6 @@ def write_tiled_tiff(path, pixels, tile=(256, 256)):
     return path
 
 
-@pytest.fixture
-def outdir(tmp_path):
-    folder = tmp_path / "out"
-    folder.mkdir()
-    return folder
-
 
 # ------------------------------------------------------------------------------------- bad inputs
 

@@ -59,12 +59,6 @@ def rgba_model_path(tmp_path_factory):
     return path
 
 
-@pytest.fixture
-def outdir(tmp_path):
-    folder = tmp_path / "out"
-    folder.mkdir()
-    return folder
-
 
 def read_rgb(path):
     with Image.open(path) as im:
