@@ -57,3 +57,23 @@ def test_group_size_bounds_padding_and_memory(monkeypatch):
     assert size == 4  # the fifth row (7 ratings) would pad the first (3) more than twice
     assert als._group_size(np.array([500]), rank=10) == 1  # a single huge row still gets solved
 
+
+
+def test_als_on_low_rank_data_reaches_the_noise_level(client):
+    """Ratings = P Q^T + N(0, sigma^2) noise: held-out RMSE within 5% of sigma."""
+    rng = np.random.default_rng(0)
+    n_users, n_items, rank, sigma = 700, 500, 4, 0.5
+    truth_p, truth_q = rng.normal(size=(n_users, rank)), rng.normal(size=(n_items, rank))
+    observed = rng.random((n_users, n_items)) < 0.3
+    users, items = np.nonzero(observed)
+    ratings = np.einsum("nk,nk->n", truth_p[users], truth_q[items]) + rng.normal(0, sigma, len(users))
+    held = rng.random(len(users)) < 0.1
+    p, q, history = als.fit_als(client, users[~held], items[~held], ratings[~held], n_users, n_items,
+                                rank=rank, lam=0.5, steps=15, seed=1, block_rows=128)
+    predicted = np.einsum("nk,nk->n", p[users[held]], q[items[held]])
+    test_rmse = np.sqrt(np.mean((ratings[held] - predicted) ** 2))
+    assert abs(test_rmse - sigma) < 0.05 * sigma, test_rmse
+    assert history[-1] < history[0]
+    # The training error reported is the one of the returned factors, computed here independently.
+    train_rmse = np.sqrt(np.mean((ratings[~held] - np.einsum("nk,nk->n", p[users[~held]], q[items[~held]])) ** 2))
+    np.testing.assert_allclose(history[-1], train_rmse, rtol=1e-10)
