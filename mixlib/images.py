@@ -195,12 +195,12 @@ def _decode_with_pillow(path, max_pixels):
                                  f"{max_pixels} (Pillow's decompression-bomb guard); raise --max-pixels if you "
                                  "trust the file, or convert it to a tiled TIFF or Zarr array")
             im.load()
-            rgb = im.convert("RGBA" if _has_alpha(im) else "RGB")
+            mode = "RGBA" if _has_alpha(im) else "RGB"
+            pixels = np.asarray(im if im.mode == mode else im.convert(mode))  # convert() would copy
     except UnidentifiedImageError:
         raise InputError(f"input {path} is not an image that Pillow, tifffile or Zarr can read") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"input {path} is truncated or corrupt ({e})") from None
-    pixels = np.asarray(rgb)
     _check_shape(path, pixels.shape, pixels.dtype)
     return ImageSource(path, "pillow", pixels.shape, pixels=pixels)
 
