@@ -1,0 +1,92 @@
+"""Jobs on a real cluster: `dask scheduler` and two `dask worker` processes on 127.0.0.1, reached through
+--scheduler, give the same bytes as the embedded cluster."""
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import save_png
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def real_cluster():
+    """The address of a scheduler with two worker processes, all started as commands and always stopped."""
+    from distributed import Client
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    processes = [subprocess.Popen(dask + ["--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                                          "--dashboard-address", "127.0.0.1:0"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for _ in range(2):
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--host", "127.0.0.1",
+                 "--nthreads", "1", "--no-dashboard", "--memory-limit", "2GiB"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with Client(address, timeout=5) as client:
+                    client.wait_for_workers(2, timeout=max(1, deadline - time.monotonic()))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield address
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def tree_bytes(path):
+    if path.is_dir():
+        return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("suffix,extra", [(".png", []), (".zarr", []), (".png", ["--method", "gmm", "--k", "4"])],
+                         ids=["png", "zarr", "gmm"])
+def test_compress_on_a_real_cluster_equals_embedded(run_job, capsys, tmp_path, small_china, real_cluster,
+                                                    suffix, extra):
+    source = save_png(tmp_path / "in.png", small_china)
+    outputs = {}
+    for name, where in (("real", ["--scheduler", real_cluster]),
+                        ("embedded", ["--scheduler", "", "--dashboard-address", "127.0.0.1:0"])):
+        outputs[name] = tmp_path / f"{name}{suffix}"
+        status = run_job(source, "--out", outputs[name], "--k", "8", *extra, *where)
+        assert status == 0, capsys.readouterr().err
+    assert tree_bytes(outputs["real"]) == tree_bytes(outputs["embedded"])
+
+
+def test_sample_on_a_real_cluster_equals_embedded(run_sample, capsys, tmp_path, real_cluster):
+    import numpy as np
+
+    from mixlib.gmm import Mixture, save_mixture
+
+    model = tmp_path / "m.json"
+    save_mixture(model, Mixture(np.array([0.4, 0.6]), np.array([[60.0, 80, 100], [180, 150, 120]]),
+                                np.stack([np.eye(3) * 90, np.eye(3) * 40])), {})
+    outputs = {}
+    for name, where in (("real", ["--scheduler", real_cluster]),
+                        ("embedded", ["--scheduler", "", "--dashboard-address", "127.0.0.1:0"])):
+        outputs[name] = tmp_path / f"{name}.png"
+        status = run_sample("--model", model, "--shape", "300x520", "--chunk-size", "256", "--out", outputs[name],
+                            *where)
+        assert status == 0, capsys.readouterr().err
+    assert outputs["real"].read_bytes() == outputs["embedded"].read_bytes()
