@@ -81,13 +81,17 @@ def read_tiff_block(block, path, block_info=None):
 
 
 def _scattered_image(pixels, chunk):
-    """A decoded image on the workers: scattered once, then split into chunks there."""
+    """A decoded image on the workers, chunk by chunk: each block is scattered to a worker of its own choosing
+    (one copy each; no single worker holds the whole image, and nothing is embedded in the graph)."""
     import dask.array as da
     from distributed import default_client
 
-    future = default_client().scatter(pixels)
-    whole = da.from_delayed(future, shape=pixels.shape, dtype=pixels.dtype)
-    return whole.rechunk(chunk + (pixels.shape[2],))
+    rows, cols = (tuple(range(0, n, c)) for n, c in zip(pixels.shape[:2], chunk))
+    blocks = [[pixels[r:r + chunk[0], c:c + chunk[1]] for c in cols] for r in rows]
+    futures = default_client().scatter([block for row in blocks for block in row])
+    arrays = iter(da.from_delayed(f, shape=b.shape, dtype=b.dtype)
+                  for f, b in zip(futures, (block for row in blocks for block in row)))
+    return da.block([[[next(arrays)] for _ in cols] for _ in rows])
 
 
 def size_on_disk(path):
