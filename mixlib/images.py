@@ -86,12 +86,13 @@ def _scattered_image(pixels, chunk):
     import dask.array as da
     from distributed import default_client
 
-    rows, cols = (tuple(range(0, n, c)) for n, c in zip(pixels.shape[:2], chunk))
-    blocks = [[pixels[r:r + chunk[0], c:c + chunk[1]] for c in cols] for r in rows]
-    futures = default_client().scatter([block for row in blocks for block in row])
-    arrays = iter(da.from_delayed(f, shape=b.shape, dtype=b.dtype)
-                  for f, b in zip(futures, (block for row in blocks for block in row)))
-    return da.block([[[next(arrays)] for _ in cols] for _ in rows])
+    tops, lefts = (range(0, n, c) for n, c in zip(pixels.shape[:2], chunk))
+    grid = [[pixels[top:top + chunk[0], left:left + chunk[1]] for left in lefts] for top in tops]
+    futures = default_client().scatter([block for row in grid for block in row])
+    width = len(grid[0])
+    # Three levels of nesting for da.block: rows, columns, and the (single) channel block.
+    return da.block([[[da.from_delayed(futures[i * width + j], shape=block.shape, dtype=block.dtype)]
+                      for j, block in enumerate(row)] for i, row in enumerate(grid)])
 
 
 def size_on_disk(path):
