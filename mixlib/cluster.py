@@ -13,7 +13,8 @@ log = logging.getLogger("mixlib")
 
 @dataclasses.dataclass(frozen=True)
 class ClusterOptions:
-    """Where a job computes. Job settings classes inherit these keys."""
+    """Where a job computes. Job settings classes inherit these keys. The TLS keys apply to a remote scheduler;
+    the embedded cluster never leaves 127.0.0.1."""
 
     scheduler: str = option("", "address of an existing Dask scheduler (tcp://host:8786); empty: an embedded "
                                 "local cluster. DASK_SCHEDULER_ADDRESS is used when neither flag nor file set it")
@@ -23,6 +24,29 @@ class ClusterOptions:
     memory_limit: str = option("auto", "embedded cluster: memory limit per worker ('auto', '4GiB', ...)")
     dashboard_address: str = option("127.0.0.1:8787", "embedded cluster: dashboard host:port (port 0: any free)")
     connect_timeout: float = option(10.0, "seconds to wait for a remote scheduler", minimum=0.1)
+    tls_ca_file: str = option("", "remote scheduler: CA certificate (PEM) that signed the cluster's certificates")
+    tls_cert: str = option("", "remote scheduler: this client's TLS certificate (PEM)")
+    tls_key: str = option("", "remote scheduler: this client's TLS private key (PEM; may be inside --tls-cert)")
+
+
+def security(settings):
+    """``distributed.security.Security`` from the TLS settings (encryption required), or None without them.
+
+    Raises InputError when a named file does not exist, or a certificate comes without its CA.
+    """
+    from distributed.security import Security
+
+    files = {"--tls-ca-file": settings.tls_ca_file, "--tls-cert": settings.tls_cert, "--tls-key": settings.tls_key}
+    if not any(files.values()):
+        return None
+    for flag, path in files.items():
+        if path and not os.path.isfile(path):
+            raise InputError(f"{flag} {path} does not exist")
+    if not (settings.tls_ca_file and settings.tls_cert):
+        raise InputError("TLS needs --tls-ca-file and --tls-cert (and --tls-key unless the key is in the "
+                         "certificate file)")
+    return Security(tls_ca_file=settings.tls_ca_file, tls_client_cert=settings.tls_cert,
+                    tls_client_key=settings.tls_key or None, require_encryption=True)
 
 
 def scheduler_address(settings):
@@ -44,8 +68,11 @@ def connect(settings, address=None):
 
     address = scheduler_address(settings) if address is None else address
     if address:
+        tls = security(settings)
+        if address.startswith("tls://") and tls is None:
+            raise InputError(f"the scheduler at {address} speaks TLS; give --tls-ca-file, --tls-cert and --tls-key")
         try:
-            client = Client(address, timeout=settings.connect_timeout)
+            client = Client(address, timeout=settings.connect_timeout, security=tls)
         except (OSError, TimeoutError) as e:
             raise InputError(f"cannot reach the Dask scheduler at {address} ({e.__class__.__name__}); "
                              "check the address and that the scheduler runs, or drop --scheduler "

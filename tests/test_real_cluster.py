@@ -90,3 +90,74 @@ def test_sample_on_a_real_cluster_equals_embedded(run_sample, capsys, tmp_path, 
                             *where)
         assert status == 0, capsys.readouterr().err
     assert outputs["real"].read_bytes() == outputs["embedded"].read_bytes()
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory):
+    """A TLS-only scheduler and one worker on 127.0.0.1, with temporary certificates written to files."""
+    from distributed.security import Security
+
+    folder = tmp_path_factory.mktemp("tls")
+    temporary = Security.temporary()
+    files = {}
+    for name, pem in (("ca", temporary.tls_ca_file), ("cert", temporary.tls_client_cert),
+                      ("key", temporary.tls_client_key)):
+        files[name] = folder / f"{name}.pem"
+        files[name].write_text(pem)
+    tls = ["--tls-ca-file", files["ca"], "--tls-cert", files["cert"], "--tls-key", files["key"]]
+    port = free_port()
+    address = f"tls://127.0.0.1:{port}"
+    processes = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--protocol", "tls",
+                                   "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", "127.0.0.1:0",
+                                   *map(str, tls)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        processes.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                                           "--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard",
+                                           *map(str, tls)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        security = Security(tls_ca_file=str(files["ca"]), tls_client_cert=str(files["cert"]),
+                            tls_client_key=str(files["key"]), require_encryption=True)
+        from distributed import Client
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with Client(address, security=security, timeout=5) as client:
+                    client.wait_for_workers(1, timeout=max(1, deadline - time.monotonic()))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield address, [str(a) for a in tls]
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def test_tls_only_scheduler(run_job, capsys, tmp_path, small_china, tls_cluster):
+    address, tls = tls_cluster
+    source = save_png(tmp_path / "in.png", small_china)
+    status = run_job(source, "--out", tmp_path / "tls.png", "--k", "6", "--scheduler", address, *tls)
+    assert status == 0, capsys.readouterr().err
+    # The same job on the session cluster gives the same bytes.
+    assert run_job(source, "--out", tmp_path / "plain.png", "--k", "6") == 0
+    assert (tmp_path / "tls.png").read_bytes() == (tmp_path / "plain.png").read_bytes()
+    # Without TLS settings the scheduler cannot be used: over tls:// without certificates, and over plain tcp://.
+    for plain, message in ((address, "speaks TLS"), (address.replace("tls://", "tcp://"), "cannot reach")):
+        status = run_job(source, "--out", tmp_path / "refused.png", "--scheduler", plain, "--connect-timeout", "3")
+        assert status == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "refused.png").exists()
+
+
+def test_tls_settings_are_checked(run_job, capsys, tmp_path, small_china):
+    source = save_png(tmp_path / "in.png", small_china)
+    status = run_job(source, "--out", tmp_path / "o.png", "--scheduler", "tls://127.0.0.1:1",
+                     "--tls-ca-file", tmp_path / "missing.pem", "--tls-cert", tmp_path / "missing.pem")
+    err = capsys.readouterr().err
+    assert status == 2 and "--tls-ca-file" in err and "does not exist" in err and "Traceback" not in err
