@@ -4,6 +4,7 @@ Exit statuses: 0 done; 2 bad input, options or configuration (InputError); 1 the
 (JobFailed) or failed unexpectedly; 130 interrupted.
 """
 
+import contextlib
 import logging
 import os
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from . import config
 from .errors import InputError, JobFailed
+from .images import check_output, staged_outputs
 
 log = logging.getLogger("mixlib")
 
@@ -81,6 +83,13 @@ def run_job(body):
         return 1
 
 
+def performance_report(path):
+    """Distributed's performance report of everything inside the block, written to ``path`` at its end."""
+    from distributed import performance_report as report
+
+    return report(filename=str(path))
+
+
 def job_main(settings_class, job, description, plan, run, positional=None):
     """The whole of a job's command: settings, logging, checks before any work, a cluster, the run.
 
@@ -92,9 +101,13 @@ def job_main(settings_class, job, description, plan, run, positional=None):
         def body():
             settings = parse_settings(settings_class, job, argv, description, positional=positional)
             setup_logging(settings.log_level)
+            report = Path(settings.performance_report) if settings.performance_report else None
+            if report is not None:
+                check_output(report, settings.overwrite, (".html",))
             job_plan = plan(settings)
-            with connect(settings) as client:
-                run(settings, job_plan, client)
+            with connect(settings) as client, staged_outputs() as stage:
+                with performance_report(stage(report)) if report else contextlib.nullcontext():
+                    run(settings, job_plan, client)
 
         return run_job(body)
 

@@ -24,6 +24,7 @@ class ClusterOptions:
     memory_limit: str = option("auto", "embedded cluster: memory limit per worker ('auto', '4GiB', ...)")
     dashboard_address: str = option("127.0.0.1:8787", "embedded cluster: dashboard host:port (port 0: any free)")
     connect_timeout: float = option(10.0, "seconds to wait for a remote scheduler", minimum=0.1)
+    performance_report: str = option("", "write Dask's performance report (task stream, profiles) to this .html")
     tls_ca_file: str = option("", "remote scheduler: CA certificate (PEM) that signed the cluster's certificates")
     tls_cert: str = option("", "remote scheduler: this client's TLS certificate (PEM)")
     tls_key: str = option("", "remote scheduler: this client's TLS private key (PEM; may be inside --tls-cert)")

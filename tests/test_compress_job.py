@@ -622,3 +622,17 @@ def test_command_line_exit_statuses(cli, tmp_path, scheduler_address, small_chin
              env={"DASK_SCHEDULER_ADDRESS": scheduler_address})
     assert ok.returncode == 0, ok.stderr
     assert len(read_png(tmp_path / "small-k4.png")[1]) == 4
+
+
+def test_performance_report(run_job, capsys, tmp_path, small_china_png):
+    report = tmp_path / "perf.html"
+    assert run_job(small_china_png, "--out", tmp_path / "o.png", "--performance-report", report) == 0, \
+        capsys.readouterr().err
+    html = report.read_text()
+    assert "Dask Performance Report" in html
+    for layer in ("colour-histogram", "kmeans-stats", "palette-labels"):
+        assert layer in html, layer
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # An existing report is kept without --overwrite, before any work.
+    assert run_job(small_china_png, "--out", tmp_path / "o2.png", "--performance-report", report) == 2
+    assert "perf.html exists" in capsys.readouterr().err and not (tmp_path / "o2.png").exists()
