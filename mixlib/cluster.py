@@ -23,6 +23,8 @@ class ClusterOptions:
     processes: bool = option(False, "embedded cluster: worker processes (true) or threads in this process (false)")
     memory_limit: str = option("auto", "embedded cluster: memory limit per worker ('auto', '4GiB', ...)")
     dashboard_address: str = option("127.0.0.1:8787", "embedded cluster: dashboard host:port (port 0: any free)")
+    dashboard_link: str = option("", "template of the dashboard link printed at start, for clusters behind a "
+                                     "proxy: {host} and {port} are filled in (e.g. https://proxy/{port}/status)")
     connect_timeout: float = option(10.0, "seconds to wait for a remote scheduler", minimum=0.1)
     performance_report: str = option("", "write Dask's performance report (task stream, profiles) to this .html")
     tls_ca_file: str = option("", "remote scheduler: CA certificate (PEM) that signed the cluster's certificates")
@@ -72,15 +74,16 @@ def connect(settings, address=None):
         tls = security(settings)
         if address.startswith("tls://") and tls is None:
             raise InputError(f"the scheduler at {address} speaks TLS; give --tls-ca-file, --tls-cert and --tls-key")
-        try:
-            client = Client(address, timeout=settings.connect_timeout, security=tls)
-        except (OSError, TimeoutError) as e:
-            raise InputError(f"cannot reach the Dask scheduler at {address} ({e.__class__.__name__}); "
-                             "check the address and that the scheduler runs, or drop --scheduler "
-                             "to use an embedded local cluster") from None
-        with client:
-            log.info("connected to scheduler %s; dashboard: %s", address, client.dashboard_link)
-            yield client
+        with dask.config.set(_link_config(settings.dashboard_link)):
+            try:
+                client = Client(address, timeout=settings.connect_timeout, security=tls)
+            except (OSError, TimeoutError) as e:
+                raise InputError(f"cannot reach the Dask scheduler at {address} ({e.__class__.__name__}); "
+                                 "check the address and that the scheduler runs, or drop --scheduler "
+                                 "to use an embedded local cluster") from None
+            with client:
+                log.info("connected to scheduler %s; dashboard: %s", address, client.dashboard_link)
+                yield client
         return
     # Worker processes talk TCP on the loopback interface. Threaded workers use Dask's in-process transport
     # (scattering a 64-megapixel image took 0.4 s instead of 1.8 s over loopback TCP); their HTTP servers are
@@ -89,8 +92,8 @@ def connect(settings, address=None):
              else {"protocol": "inproc://", "worker_dashboard_address": "127.0.0.1:0"})
     # The dashboard link names the host the dashboard is bound to (an in-process scheduler's own address
     # names the machine's public interface, where the dashboard does not listen).
-    link = "http://" + (settings.dashboard_address.rsplit(":", 1)[0] or "127.0.0.1") + ":{port}/status"
-    with dask.config.set({"distributed.dashboard.link": link}), \
+    bound = "http://" + (settings.dashboard_address.rsplit(":", 1)[0] or "127.0.0.1") + ":{port}/status"
+    with dask.config.set(_link_config(settings.dashboard_link or bound)), \
             LocalCluster(dashboard_address=settings.dashboard_address, n_workers=settings.workers,
                          threads_per_worker=settings.threads_per_worker, processes=settings.processes,
                          memory_limit=settings.memory_limit, **where) as cluster, Client(cluster) as client:
@@ -98,3 +101,8 @@ def connect(settings, address=None):
                  "processes" if settings.processes else "threaded workers", settings.threads_per_worker,
                  client.dashboard_link)
         yield client
+
+
+def _link_config(template):
+    """Dask's dashboard link template (``{host}``, ``{port}`` and environment variables are filled in)."""
+    return {"distributed.dashboard.link": template} if template else {}

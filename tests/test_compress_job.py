@@ -636,3 +636,15 @@ def test_performance_report(run_job, capsys, tmp_path, small_china_png):
     # An existing report is kept without --overwrite, before any work.
     assert run_job(small_china_png, "--out", tmp_path / "o2.png", "--performance-report", report) == 2
     assert "perf.html exists" in capsys.readouterr().err and not (tmp_path / "o2.png").exists()
+
+
+def test_dashboard_link_template(run_job, capsys, tmp_path, small_china_png, scheduler_address):
+    """For clusters behind a proxy the printed link follows a template (embedded and remote clusters)."""
+    template = "https://proxy.example/dask/{port}/status"
+    for where in (["--scheduler", "", "--dashboard-address", "127.0.0.1:0"], ["--scheduler", scheduler_address]):
+        out = tmp_path / f"o{len(where)}.png"
+        assert run_job(small_china_png, "--out", out, "--dashboard-link", template, *where) == 0
+        err = capsys.readouterr().err
+        links = [line.split("dashboard: ")[1] for line in err.splitlines() if "dashboard: " in line]
+        assert len(links) == 1 and links[0].startswith("https://proxy.example/dask/"), err
+        assert links[0].removeprefix("https://proxy.example/dask/").removesuffix("/status").isdigit()
