@@ -1,6 +1,7 @@
 """Jobs on a real cluster: `dask scheduler` and two `dask worker` processes on 127.0.0.1, reached through
 --scheduler, give the same bytes as the embedded cluster."""
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -17,27 +18,31 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def real_cluster():
-    """The address of a scheduler with two worker processes, all started as commands and always stopped."""
+@contextlib.contextmanager
+def dask_cluster(protocol, workers, options=(), security=None):
+    """``dask scheduler`` and ``workers`` ``dask worker`` processes on 127.0.0.1, started as commands, ready
+    (every worker registered) when the block starts and always stopped after it. Yields the address.
+
+    ``options`` go to every command (TLS files); ``security`` is what a client needs to connect.
+    """
     from distributed import Client
 
-    address = f"tcp://127.0.0.1:{free_port()}"
-    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    processes = [subprocess.Popen(dask + ["--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
-                                          "--dashboard-address", "127.0.0.1:0"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    port = free_port()
+    address = f"{protocol}://127.0.0.1:{port}"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    processes = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--protocol", protocol,
+                                   "--host", "127.0.0.1", "--port", str(port), "--dashboard-address",
+                                   "127.0.0.1:0", *options], **quiet)]
     try:
-        for _ in range(2):
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--host", "127.0.0.1",
-                 "--nthreads", "1", "--no-dashboard", "--memory-limit", "2GiB"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for _ in range(workers):
+            processes.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                                               "--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard",
+                                               "--memory-limit", "2GiB", *options], **quiet))
         deadline = time.monotonic() + 60
         while True:
             try:
-                with Client(address, timeout=5) as client:
-                    client.wait_for_workers(2, timeout=max(1, deadline - time.monotonic()))
+                with Client(address, security=security, timeout=5) as client:
+                    client.wait_for_workers(workers, timeout=max(1, deadline - time.monotonic()))
                 break
             except OSError:
                 if time.monotonic() > deadline:
@@ -52,6 +57,13 @@ def real_cluster():
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@pytest.fixture(scope="module")
+def real_cluster():
+    """The address of a scheduler with two worker processes."""
+    with dask_cluster("tcp", workers=2) as address:
+        yield address
 
 
 def tree_bytes(path):
@@ -104,39 +116,11 @@ def tls_cluster(tmp_path_factory):
                       ("key", temporary.tls_client_key)):
         files[name] = folder / f"{name}.pem"
         files[name].write_text(pem)
-    tls = ["--tls-ca-file", files["ca"], "--tls-cert", files["cert"], "--tls-key", files["key"]]
-    port = free_port()
-    address = f"tls://127.0.0.1:{port}"
-    processes = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--protocol", "tls",
-                                   "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", "127.0.0.1:0",
-                                   *map(str, tls)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    try:
-        processes.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
-                                           "--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard",
-                                           *map(str, tls)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        security = Security(tls_ca_file=str(files["ca"]), tls_client_cert=str(files["cert"]),
-                            tls_client_key=str(files["key"]), require_encryption=True)
-        from distributed import Client
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with Client(address, security=security, timeout=5) as client:
-                    client.wait_for_workers(1, timeout=max(1, deadline - time.monotonic()))
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        yield address, [str(a) for a in tls]
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    tls = [str(a) for a in ("--tls-ca-file", files["ca"], "--tls-cert", files["cert"], "--tls-key", files["key"])]
+    security = Security(tls_ca_file=str(files["ca"]), tls_client_cert=str(files["cert"]),
+                        tls_client_key=str(files["key"]), require_encryption=True)
+    with dask_cluster("tls", workers=1, options=tls, security=security) as address:
+        yield address, tls
 
 
 def test_tls_only_scheduler(run_job, capsys, tmp_path, small_china, tls_cluster):
