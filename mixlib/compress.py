@@ -20,16 +20,14 @@ from .cluster import ClusterOptions
 from .colors import ColourLookup, colour_histogram, decode_colours
 from .config import option
 from .errors import InputError
-from .images import (OUTPUT_SUFFIXES, PNG_MAX_COLOURS, check_output, inspect_image, side_by_side, size_on_disk,
+from .images import (OUTPUT_SUFFIXES, PILLOW_MAX_PIXELS, PNG_MAX_COLOURS, check_output, check_png_size,
+                     thumbnail_step, inspect_image, side_by_side, size_on_disk,
                      staged_outputs, write_png, write_tiff, write_zarr)
 from .gmm import GMMResult, bic, fit_gmm, most_likely_component, save_mixture
 from .kmeans import fit_kmeans
 
 log = logging.getLogger("mixlib")
 
-PILLOW_MAX_PIXELS = 89_478_485  # Pillow's own Image.MAX_IMAGE_PIXELS
-PNG_MAX_PIXELS = 1 << 30  # a PNG is encoded in memory by Pillow; larger outputs go to .tif or .zarr
-COMPARE_SIDE = 1024  # each half of the comparison image fits in COMPARE_SIDE x COMPARE_SIDE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +100,7 @@ def plan(settings):
         raise InputError("--out, --compare, --report and --save-model must be different files")
     source = inspect_image(settings.input, settings.max_pixels)
     height, width, _ = source.shape
-    if out.suffix.lower() == ".png" and height * width > PNG_MAX_PIXELS:
-        raise InputError(f"{height}x{width} pixels is too large for a PNG (encoded in memory); write .tif or .zarr")
+    check_png_size(out, height, width)
     return Plan(source, out, compare, report, save_model)
 
 
@@ -204,7 +201,7 @@ def run(settings, job_plan, client):
     log.info("input %s: %dx%d, %d channels, %s chunks", source.path, height, width, channels,
              "x".join(map(str, image.chunksize[:2])))
 
-    step = max(1, math.ceil(max(height, width) / COMPARE_SIDE))
+    step = thumbnail_step(height, width)
     wanted = [colour_histogram(image)] + ([image[::step, ::step]] if job_plan.compare else [])
     histogram, *thumbnail = client.compute(wanted, sync=True)
     codes, counts = histogram["codes"], histogram["counts"]

@@ -22,6 +22,9 @@ SAMPLE_PREFIX = "sample:"
 TIFF_SUFFIXES = (".tif", ".tiff")
 OUTPUT_SUFFIXES = (".png", ".tif", ".tiff", ".zarr")
 PNG_MAX_COLOURS = 256
+PILLOW_MAX_PIXELS = 89_478_485  # Pillow's own Image.MAX_IMAGE_PIXELS
+PNG_MAX_PIXELS = 1 << 30  # a PNG is encoded in memory by Pillow; larger outputs go to .tif or .zarr
+COMPARE_SIDE = 1024  # each half of a comparison image fits in COMPARE_SIDE x COMPARE_SIDE
 
 
 @dataclasses.dataclass
@@ -232,6 +235,17 @@ def check_output(path, overwrite, suffixes=OUTPUT_SUFFIXES):
             pass
     except OSError as e:
         raise InputError(f"cannot write output {path}: folder {folder} is not writable ({e.strerror})") from None
+
+
+def check_png_size(out, height, width):
+    """Refuse a PNG output too large to encode in memory."""
+    if Path(out).suffix.lower() == ".png" and height * width > PNG_MAX_PIXELS:
+        raise InputError(f"{height}x{width} pixels is too large for a PNG (encoded in memory); write .tif or .zarr")
+
+
+def thumbnail_step(height, width):
+    """The stride that fits an image in COMPARE_SIDE x COMPARE_SIDE for a comparison image."""
+    return max(1, -(-max(height, width) // COMPARE_SIDE))
 
 
 def temporary_path(path):

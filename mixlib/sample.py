@@ -8,7 +8,6 @@ where a chunk runs.
 
 import dataclasses
 import logging
-import math
 import re
 import time
 from pathlib import Path
@@ -19,13 +18,12 @@ from .cluster import ClusterOptions
 from .config import option
 from .errors import InputError
 from .gmm import Mixture, load_mixture, sample_mixture
-from .images import OUTPUT_SUFFIXES, check_output, inspect_image, side_by_side, staged_outputs, write_pixels
+from .images import (OUTPUT_SUFFIXES, PILLOW_MAX_PIXELS, check_output, check_png_size, inspect_image, side_by_side,
+                     staged_outputs, thumbnail_step, write_pixels)
 
 log = logging.getLogger("mixlib")
 
 STREAM_TILE = 256
-PNG_MAX_PIXELS = 1 << 30
-COMPARE_SIDE = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +42,7 @@ class SampleSettings(ClusterOptions):
                              minimum=1)
     tile_size: int = option(1024, "tile side of TIFF output and chunk side of Zarr output (multiple of 16)",
                             minimum=16)
-    max_pixels: int = option(89_478_485, "largest --like image Pillow may decode", minimum=1)
+    max_pixels: int = option(PILLOW_MAX_PIXELS, "largest --like image Pillow may decode", minimum=1)
     log_level: str = option("info", "log detail on stderr", choices=("debug", "info", "warning", "error"))
 
 
@@ -87,9 +85,7 @@ def plan(settings):
     mixture = load_mixture(settings.model)
     like = inspect_image(settings.like, settings.max_pixels) if settings.like else None
     shape = like.shape[:2] if like else parse_shape(settings.shape)
-    if out.suffix.lower() == ".png" and shape[0] * shape[1] > PNG_MAX_PIXELS:
-        raise InputError(f"{shape[0]}x{shape[1]} pixels is too large for a PNG (encoded in memory); "
-                         "write .tif or .zarr")
+    check_png_size(out, *shape)
     return Plan(mixture, shape, like, out, compare)
 
 
@@ -142,7 +138,7 @@ def run(settings, job_plan, client):
 
 def _write_comparison(path, job_plan, image, settings, client):
     original = job_plan.like.to_dask(settings.chunk_size)
-    step = max(1, math.ceil(max(job_plan.shape) / COMPARE_SIDE))
+    step = thumbnail_step(*job_plan.shape)
     small_original, small_sample = client.compute([original[::step, ::step], image[::step, ::step]], sync=True)
     if small_original.shape[2] != small_sample.shape[2]:  # an RGB photo beside an RGBA model, or the reverse
         small_original = _with_channels(small_original, small_sample.shape[2])
