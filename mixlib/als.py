@@ -1,27 +1,42 @@
-"""Alternating least squares for explicit ratings: the block solver (pure numpy on one block of rows).
+"""Alternating least squares for explicit ratings: block kernels, ratings on the workers, the training loop.
 
-One half-step of ALS solves, for every user u of a block (then, with the roles swapped, every item), the ridge
-problem over the items u rated and nothing else::
+The model predicts ``r_ui ~ mu + b_u + b_i + p_u . q_i`` (each bias optional) and minimises::
 
-    p_u = argmin_p  sum_{i in R(u)} (r_ui - p . q_i)^2 + lambda_u ||p||^2
-        = (Q_u^T Q_u + lambda_u I)^-1 Q_u^T r_u,        Q_u = the rows of Q for the items in R(u)
+    L = sum_{(u,i) observed} (r_ui - mu - b_u - b_i - p_u . q_i)^2
+        + lambda * (sum_u c_u (|p_u|^2 + b_u^2) + sum_i c_i (|q_i|^2 + b_i^2))
 
-with ``lambda_u = lambda`` or, weighted by the row's rating count, ``lambda_u = lambda |R(u)|``. Missing
-ratings are not zeros: they do not appear in the sum at all.
+with ``c = 1``, or ``c`` = the row's rating count with ``weighted_lambda``. One half-step solves, for every user u
+(then, with the roles swapped, every item), the ridge problem over the items u rated and nothing else::
 
-The Gram matrices ``Q_u^T Q_u`` of rows with similar rating counts are built together: rows are sorted by
-count and cut into groups, each group's item lists padded to its longest (padding rows are zero and add
-nothing), so one batched matrix product and one batched Cholesky factorisation serve a whole group, with no
-Python loop over rows.
+    [p_u, b_u] = argmin  sum_{i in R(u)} (r_ui - mu - b_i - [p_u, b_u] . [q_i, 1])^2 + lambda c_u |[p_u, b_u]|^2
+               = (X_u^T X_u + lambda c_u I)^-1 X_u^T t_u,   X_u = rows [q_i, 1] (no 1 without b_u), t_ui = r_ui - mu - b_i
+
+Missing ratings are not zeros: they do not appear in the sum at all. Both half-steps are the same kernel
+(:func:`solve_rows`) on a CSR block: of R for users, of R^T (CSC of R) for items. ``mu`` is fixed (the mean
+training rating when the global bias is on, else 0).
+
+The Gram matrices ``X_u^T X_u`` of rows with similar rating counts are built together: rows are sorted by count
+and cut into groups, each group's lists padded to its longest (padding rows are zero and add nothing), so one
+batched matrix product and one batched Cholesky factorisation serve a whole group, with no Python loop over rows.
 """
 
+import dataclasses
+import logging
+
 import numpy as np
+
+from .config import option
+from .reduce import add_stats, tree_reduce_futures
+
+log = logging.getLogger("mixlib")
 
 # A group's padded gather holds at most this many float64 values (rows x longest list x rank): 128 MB.
 GROUP_ELEMENTS = 1 << 24
 
+# ----------------------------------------------------------------------------------------- kernels
 
-def solve_rows(indptr, indices, ratings, other, lam, weighted_lambda=False):
+
+def solve_rows(indptr, indices, ratings, design, offset, lam, weighted_lambda=False):
     """Solve the ridge problem of every row of a CSR block.
 
     Parameters
@@ -29,25 +44,28 @@ def solve_rows(indptr, indices, ratings, other, lam, weighted_lambda=False):
     indptr : ndarray (n_rows + 1,) int, CSR row pointers of the block
     indices : ndarray (nnz,) int, column (the other side's) index of each rating
     ratings : ndarray (nnz,) float64
-    other : ndarray (n_other, k) float64, the other side's factors
+    design : ndarray (n_other, d) float64, the other side's row of the design matrix: its factors, with a
+        column of ones appended when this side has a bias
+    offset : ndarray (n_other,) float64, subtracted from each rating of that column (``mu + b_i``)
     lam : float, the regularisation lambda (> 0 so that every system is positive definite)
     weighted_lambda : bool, scale lambda by each row's rating count
 
     Returns
     -------
-    ndarray (n_rows, k) float64; a row without ratings gets zeros
+    ndarray (n_rows, d) float64; a row without ratings gets zeros
     """
-    n_rows, rank = len(indptr) - 1, other.shape[1]
+    n_rows, width = len(indptr) - 1, design.shape[1]
     counts = np.diff(indptr)
-    factors = np.zeros((n_rows, rank))
+    targets = ratings - offset[indices]
+    solution = np.zeros((n_rows, width))
     order = np.argsort(counts, kind="stable")
     order = order[counts[order] > 0]
     start = 0
     while start < len(order):
-        group = order[start:start + _group_size(counts[order[start:]], rank)]
-        factors[group] = _solve_group(group, indptr, indices, ratings, other, lam, weighted_lambda)
+        group = order[start:start + _group_size(counts[order[start:]], width)]
+        solution[group] = _solve_group(group, indptr, indices, targets, design, lam, weighted_lambda)
         start += len(group)
-    return factors
+    return solution
 
 
 def _group_size(sorted_counts, rank):
@@ -58,17 +76,17 @@ def _group_size(sorted_counts, rank):
     return max(1, int(np.argmin(fits)) if not fits.all() else len(fits))
 
 
-def _solve_group(rows, indptr, indices, ratings, other, lam, weighted_lambda):
-    """Solve rows whose item lists fit one padded array ``(len(rows), longest, k)``."""
+def _solve_group(rows, indptr, indices, targets, design, lam, weighted_lambda):
+    """Solve rows whose lists fit one padded array ``(len(rows), longest, d)``."""
     counts = indptr[rows + 1] - indptr[rows]
     longest = int(counts.max())
     slot = np.arange(longest)
     present = slot[None, :] < counts[:, None]  # (g, longest)
     position = np.where(present, indptr[rows][:, None] + slot[None, :], 0)
-    gathered = other[indices[position]] * present[:, :, None]  # (g, longest, k), zero padding
-    values = ratings[position] * present
-    gram = np.matmul(np.transpose(gathered, (0, 2, 1)), gathered)  # Q_u^T Q_u, (g, k, k)
-    rhs = np.einsum("glk,gl->gk", gathered, values)  # Q_u^T r_u
+    gathered = design[indices[position]] * present[:, :, None]  # (g, longest, d), zero padding
+    values = targets[position] * present
+    gram = np.matmul(np.transpose(gathered, (0, 2, 1)), gathered)  # X_u^T X_u, (g, d, d)
+    rhs = np.einsum("gld,gl->gd", gathered, values)  # X_u^T t_u
     penalty = lam * (counts if weighted_lambda else np.ones(len(rows)))
     gram[:, np.arange(gram.shape[1]), np.arange(gram.shape[1])] += penalty[:, None]
     lower = np.linalg.cholesky(gram)
@@ -76,19 +94,27 @@ def _solve_group(rows, indptr, indices, ratings, other, lam, weighted_lambda):
     return np.linalg.solve(np.transpose(lower, (0, 2, 1)), half)[:, :, 0]
 
 
-def block_squared_error(indptr, indices, ratings, factors, other):
-    """Squared error of a block's observed ratings: ``{"sse": sum (r_ui - p_u . q_i)^2, "count": nnz}``.
+def block_squared_error(indptr, indices, ratings, factors, bias, other_factors, other_offset):
+    """Squared error of a block's observed ratings: ``{"sse": sum (r_ui - prediction)^2, "count": nnz}``.
 
     Parameters
     ----------
     indptr, indices, ratings : the block's CSR arrays
-    factors : ndarray (n_rows, k), the block's own factors
-    other : ndarray (n_other, k)
+    factors : ndarray (n_rows, k), bias : ndarray (n_rows,), the block's own factors and biases
+    other_factors : ndarray (n_other, k), other_offset : ndarray (n_other,) = mu + the other side's bias
     """
     rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-    predicted = np.einsum("nk,nk->n", factors[rows], other[indices])
+    predicted = bias[rows] + other_offset[indices] + np.einsum("nk,nk->n", factors[rows], other_factors[indices])
     return {"sse": float(((ratings - predicted) ** 2).sum()), "count": len(ratings)}
 
+
+def predict(user_factors, user_bias, item_factors, item_bias, mu, users, items):
+    """Predictions ``(n,)`` = mu + b_u + b_i + p_u . q_i for index pairs ``users (n,)``, ``items (n,)``."""
+    return (mu + user_bias[users] + item_bias[items]
+            + np.einsum("nk,nk->n", user_factors[users], item_factors[items]))
+
+
+# ------------------------------------------------------------------------------- data on the cluster
 
 class BlockedRatings:
     """One side's ratings as CSR row blocks persisted on the workers (users: CSR of R; items: CSR of R^T,
@@ -98,75 +124,286 @@ class BlockedRatings:
     ----------
     blocks : list of futures, each of a tuple ``(indptr, indices, ratings)``
     bounds : ndarray (n_blocks + 1,), the first row of each block and the row count
+    counts : ndarray (n_rows,), ratings per row
     side : 'users' or 'items', names the tasks on the dashboard (``als-solve-users``)
     """
 
-    def __init__(self, blocks, bounds, side):
-        self.blocks, self.bounds, self.side = blocks, bounds, side
+    def __init__(self, blocks, bounds, counts, side):
+        self.blocks, self.bounds, self.counts, self.side = blocks, bounds, counts, side
 
     @classmethod
-    def scatter(cls, client, rows, cols, ratings, n_rows, n_cols, block_rows, side):
-        """Build CSR blocks of ``block_rows`` rows from triplets and scatter them to the workers."""
-        import scipy.sparse as sp
-
-        matrix = sp.csr_matrix((ratings, (rows, cols)), shape=(n_rows, n_cols))
+    def scatter(cls, client, matrix, block_rows, side):
+        """Cut a CSR matrix ``(n_rows, n_other)`` into blocks of ``block_rows`` rows and scatter them to the
+        workers."""
+        n_rows = matrix.shape[0]
         bounds = np.append(np.arange(0, n_rows, block_rows), n_rows)
         parts = []
         for start, stop in zip(bounds[:-1], bounds[1:]):
             block = matrix[start:stop]
             parts.append((block.indptr, block.indices, block.data))
-        return cls(client.scatter(parts), bounds, side)
+        return cls(client.scatter(parts), bounds, np.diff(matrix.indptr), side)
 
-    def solve(self, client, other, lam, weighted_lambda, step):
-        """One half-step: every row's factors ``(n_rows, k)`` given the other side's ``other``, which goes to
-        the workers once."""
-        shared = client.scatter(other, broadcast=True, hash=False)
-        futures = [client.submit(_solve_block, block, shared, lam, weighted_lambda,
+    def solve(self, client, design, offset, lam, weighted_lambda, step):
+        """One half-step: every row's solution ``(n_rows, d)`` given the other side's ``design (n_other, d)``
+        and ``offset (n_other,)``, which go to the workers once."""
+        shared = client.scatter((design, offset), broadcast=True, hash=False)
+        futures = [client.submit(_solve_block, block, shared, lam, weighted_lambda, pure=False,
                                  key=f"als-solve-{self.side}-{step}-{i}") for i, block in enumerate(self.blocks)]
         return np.concatenate(client.gather(futures))
 
-    def squared_error(self, client, factors, other, step):
-        """Sum of squared errors over every rating of this side, as a tree of per-block sums."""
-        from .reduce import add_stats, tree_reduce_futures
-
-        shared = client.scatter(other, broadcast=True, hash=False)
-        futures = [client.submit(_block_error, block, factors[a:b], shared, key=f"als-error-{self.side}-{step}-{i}")
+    def squared_error(self, client, factors, bias, other_factors, other_offset, step):
+        """``{"sse", "count"}`` over every rating of this side, as a tree of per-block sums."""
+        shared = client.scatter((other_factors, other_offset), broadcast=True, hash=False)
+        futures = [client.submit(_block_error, block, factors[a:b], bias[a:b], shared, pure=False,
+                                 key=f"als-error-{self.side}-{step}-{i}")
                    for i, (block, a, b) in enumerate(zip(self.blocks, self.bounds[:-1], self.bounds[1:]))]
         return tree_reduce_futures(client, futures, add_stats, name=f"als-error-merge-{self.side}-{step}")
 
 
-def _solve_block(block, other, lam, weighted_lambda):
-    return solve_rows(*block, other, lam, weighted_lambda)
+def _solve_block(block, shared, lam, weighted_lambda):
+    return solve_rows(*block, *shared, lam, weighted_lambda)
 
 
-def _block_error(block, factors, other):
-    return block_squared_error(*block, factors, other)
+def _block_error(block, factors, bias, shared):
+    return block_squared_error(*block, factors, bias, *shared)
 
 
-def fit_als(client, users, items, ratings, n_users, n_items, *, rank, lam, steps, seed=0, weighted_lambda=False,
-            block_rows=4096):
-    """Alternating least squares on the current cluster: users, then items, ``steps`` times.
+# ------------------------------------------------------------------------------- options and state
+
+@dataclasses.dataclass(frozen=True)
+class ALSOptions:
+    """The model and its training loop (keys of configs/recommender.toml; the job's settings inherit them)."""
+
+    rank: int = option(32, "latent factors per user and item", minimum=1)
+    reg_lambda: float = option(0.1, "lambda: weight of the squared norms of the factors (and biases)", minimum=1e-12)
+    weighted_lambda: bool = option(False, "scale lambda by each user's and item's rating count")
+    global_bias: bool = option(True, "predict mu + ... with mu the mean training rating")
+    user_bias: bool = option(True, "learn a bias b_u per user")
+    item_bias: bool = option(True, "learn a bias b_i per item")
+    init: str = option("random", "initial factors: random (seeded) or svd (truncated SVD of the ratings)",
+                       choices=("random", "svd"))
+    init_scale: float = option(0.1, "random init: standard deviation of the initial factors", minimum=0.0)
+    max_steps: int = option(50, "ALS steps (a user half-step and an item half-step) at most", minimum=1)
+    eval_every: int = option(1, "compute the training and validation loss every this many steps", minimum=1)
+    log_every: int = option(1, "log a line every this many steps (a multiple of eval_every)", minimum=1)
+    patience: int = option(10, "stop after this many evaluations without a lower validation RMSE; the best "
+                               "factors are restored", minimum=1)
+    seed: int = option(0, "random seed (split and initial factors)", minimum=0)
+    block_rows: int = option(4096, "users (items) per block on the workers", minimum=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Factors:
+    """Factors and biases of both sides; a disabled bias is zeros.
+
+    Attributes
+    ----------
+    user_factors : ndarray (n_users, k); user_bias : ndarray (n_users,)
+    item_factors : ndarray (n_items, k); item_bias : ndarray (n_items,)
+    """
+
+    user_factors: np.ndarray
+    user_bias: np.ndarray
+    item_factors: np.ndarray
+    item_bias: np.ndarray
+
+    def penalty(self, user_weight, item_weight):
+        """sum_u c_u (|p_u|^2 + b_u^2) + sum_i c_i (|q_i|^2 + b_i^2) for weights ``c`` (n_users,), (n_items,)."""
+        users = np.einsum("uk,uk->u", self.user_factors, self.user_factors) + self.user_bias ** 2
+        items = np.einsum("ik,ik->i", self.item_factors, self.item_factors) + self.item_bias ** 2
+        return float(user_weight @ users + item_weight @ items)
+
+    def all_finite(self):
+        return all(np.isfinite(a).all() for a in dataclasses.astuple(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingState:
+    """Everything the training loop carries from one step to the next (what a checkpoint holds).
+
+    Attributes
+    ----------
+    step : int, ALS steps done
+    current : Factors, after ``step`` steps
+    best : Factors, those with the lowest validation RMSE so far (``current`` without validation ratings)
+    best_step : int, the step of ``best`` (0: the initial factors)
+    best_rmse : float, their validation RMSE (inf before the first evaluation)
+    stale : int, evaluations since ``best`` improved
+    history : ndarray (n_evaluations, 4): step, training loss L, validation squared error, validation RMSE
+    """
+
+    step: int
+    current: Factors
+    best: Factors
+    best_step: int
+    best_rmse: float
+    stale: int
+    history: np.ndarray
+
+    @classmethod
+    def start(cls, factors):
+        return cls(0, factors, factors, 0, np.inf, 0, np.zeros((0, 4)))
+
+    def to_arrays(self):
+        """``(arrays, scalars)``: name -> ndarray and name -> JSON number, the whole state (for a checkpoint)."""
+        arrays = {"history": self.history}
+        for prefix, factors in (("current", self.current), ("best", self.best)):
+            arrays.update({f"{prefix}/{f.name}": getattr(factors, f.name) for f in dataclasses.fields(Factors)})
+        scalars = {"step": self.step, "best_step": self.best_step, "stale": self.stale,
+                   "best_rmse": None if np.isinf(self.best_rmse) else self.best_rmse}
+        return arrays, scalars
+
+    @classmethod
+    def from_arrays(cls, arrays, scalars):
+        """The state that :meth:`to_arrays` gave."""
+        current, best = (Factors(**{f.name: np.asarray(arrays[f"{prefix}/{f.name}"])
+                                    for f in dataclasses.fields(Factors)}) for prefix in ("current", "best"))
+        best_rmse = np.inf if scalars["best_rmse"] is None else scalars["best_rmse"]
+        return cls(scalars["step"], current, best, scalars["best_step"], best_rmse, scalars["stale"],
+                   np.asarray(arrays["history"]).reshape(-1, 4))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+    """Training ratings ``R (n_users, n_items)`` CSR and validation triplets, in contiguous indices.
+
+    Attributes
+    ----------
+    matrix : scipy.sparse.csr_matrix (n_users, n_items), the training ratings
+    validation : tuple (users (m,), items (m,), ratings (m,)); m may be 0
+    mu : float, the fixed global bias (0 when it is off)
+    """
+
+    matrix: object
+    validation: tuple
+    mu: float
+
+
+# ---------------------------------------------------------------------------------------- training
+
+def validate_rank(rank, n_users, n_items, init):
+    """A message saying why ``rank`` does not fit the data, or None when it does."""
+    limit = min(n_users, n_items)
+    if init == "svd" and rank >= limit:
+        return f"rank {rank} needs more than {rank} users and items for the SVD init (have {n_users} x {n_items})"
+    if rank > limit:
+        return f"rank {rank} exceeds the {n_users} users x {n_items} items of the training ratings"
+    return None
+
+
+def initial_factors(data, options, rng, known=None):
+    """Initial factors: seeded N(0, init_scale^2) draws or a truncated SVD of the ratings, biases zero.
+
+    The SVD init is ``P = U sqrt(S)``, ``Q = V sqrt(S)`` of ``R - mu`` over the observed ratings (ARPACK's start
+    vector drawn from ``rng``). ``known`` (a Factors with NaN rows for users and items it does not know) overrides
+    the rows it knows: a warm start.
+    """
+    n_users, n_items = data.matrix.shape
+    rank = options.rank
+    if options.init == "svd":
+        from scipy.sparse.linalg import svds
+
+        centred = data.matrix.copy()
+        centred.data = centred.data - data.mu
+        u, s, vt = svds(centred, k=rank, v0=rng.standard_normal(min(n_users, n_items)))
+        factors = Factors(u * np.sqrt(s), np.zeros(n_users), vt.T * np.sqrt(s), np.zeros(n_items))
+    else:
+        factors = Factors(options.init_scale * rng.standard_normal((n_users, rank)), np.zeros(n_users),
+                          options.init_scale * rng.standard_normal((n_items, rank)), np.zeros(n_items))
+    if known is None:
+        return factors
+    return Factors(*(np.where(np.isnan(old), new, old) for new, old in
+                     zip(dataclasses.astuple(factors), dataclasses.astuple(known))))
+
+
+class _Sides:
+    """The training ratings on the workers, by user and by item, and the half-steps and losses over them."""
+
+    def __init__(self, client, data, options):
+        self.client, self.data, self.options = client, data, options
+        matrix = data.matrix
+        self.by_user = BlockedRatings.scatter(client, matrix, options.block_rows, "users")
+        self.by_item = BlockedRatings.scatter(client, matrix.T.tocsr(), options.block_rows, "items")
+        self.weights = [side.counts if options.weighted_lambda else np.ones(len(side.counts))
+                        for side in (self.by_user, self.by_item)]
+
+    def step(self, factors, step):
+        """One ALS step: users given the items, then items given the users."""
+        opts, mu = self.options, self.data.mu
+        users, user_bias = self._half(self.by_user, factors.item_factors, mu + factors.item_bias, opts.user_bias,
+                                      step)
+        items, item_bias = self._half(self.by_item, users, mu + user_bias, opts.item_bias, step)
+        return Factors(users, user_bias, items, item_bias)
+
+    def _half(self, side, other_factors, other_offset, with_bias, step):
+        design = np.column_stack([other_factors, np.ones(len(other_factors))]) if with_bias else other_factors
+        solution = side.solve(self.client, design, other_offset, self.options.reg_lambda,
+                              self.options.weighted_lambda, step)
+        if with_bias:
+            return solution[:, :-1], solution[:, -1]
+        return solution, np.zeros(len(solution))
+
+    def losses(self, factors, step):
+        """(training loss L, validation squared error, validation RMSE; NaN without validation ratings)."""
+        error = self.by_user.squared_error(self.client, factors.user_factors, factors.user_bias,
+                                           factors.item_factors, self.data.mu + factors.item_bias, step)
+        train_loss = error["sse"] + self.options.reg_lambda * factors.penalty(*self.weights)
+        users, items, ratings = self.data.validation
+        if len(ratings) == 0:
+            return train_loss, np.nan, np.nan
+        predicted = predict(factors.user_factors, factors.user_bias, factors.item_factors, factors.item_bias,
+                            self.data.mu, users, items)
+        sse = float(((ratings - predicted) ** 2).sum())
+        return train_loss, sse, np.sqrt(sse / len(ratings))
+
+
+def fit_als(client, data, options, state, checkpoint=None, checkpoint_every=0):
+    """The training loop: ALS steps from ``state`` until ``max_steps`` or until patience runs out.
+
+    Every ``eval_every`` steps the training loss and the validation error are computed and the best factors
+    kept; every ``log_every`` steps a line is logged; every ``checkpoint_every`` steps ``checkpoint(state)``
+    is called. Factors that are not finite stop the loop with FloatingPointError naming the step.
 
     Parameters
     ----------
-    users, items : ndarray (N,) int, contiguous indices
-    ratings : ndarray (N,) float64
-    rank : int; lam : float; steps : int; seed : int (random initial factors, N(0, 0.1^2))
+    client : distributed.Client
+    data : TrainingData
+    options : ALSOptions
+    state : TrainingState, from :meth:`TrainingState.start` or a checkpoint
+    checkpoint : callable(TrainingState) or None
+    checkpoint_every : int, 0 for never
 
     Returns
     -------
-    P : ndarray (n_users, rank), Q : ndarray (n_items, rank), history : list of training RMSE per step
+    final : TrainingState, where the loop stopped
+    early_stopped : bool, patience ran out (the model converged after ``final.best_step``)
     """
-    by_user = BlockedRatings.scatter(client, users, items, ratings, n_users, n_items, block_rows, "users")
-    by_item = BlockedRatings.scatter(client, items, users, ratings, n_items, n_users, block_rows, "items")
-    rng = np.random.default_rng(seed)
-    item_factors = 0.1 * rng.standard_normal((n_items, rank))
-    history = []
-    for step in range(1, steps + 1):
-        user_factors = by_user.solve(client, item_factors, lam, weighted_lambda, step)
-        item_factors = by_item.solve(client, user_factors, lam, weighted_lambda, step)
-        if not (np.isfinite(user_factors).all() and np.isfinite(item_factors).all()):
-            raise FloatingPointError(f"ALS step {step}: factors are not finite; raise lambda")
-        error = by_user.squared_error(client, user_factors, item_factors, step)
-        history.append(np.sqrt(error["sse"] / error["count"]))
-    return user_factors, item_factors, history
+    sides = _Sides(client, data, options)
+    has_validation = len(data.validation[2]) > 0
+    while state.step < options.max_steps:
+        step = state.step + 1
+        current = sides.step(state.current, step)
+        if not current.all_finite():
+            raise FloatingPointError(f"ALS step {step}: the factors are not finite; raise reg_lambda or lower rank")
+        state = dataclasses.replace(state, step=step, current=current)
+        if step % options.eval_every == 0 or step == options.max_steps:
+            state = _evaluated(state, sides.losses(current, step), has_validation)
+            if step % options.log_every == 0:
+                _, train_loss, val_error, val_rmse = state.history[-1]
+                log.info("Iteration %d, Train Error: %.6g, Validation Error: %.6g, Validation RMSE: %.6f",
+                         step, train_loss, val_error, val_rmse)
+        if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0:
+            checkpoint(state)
+        if state.stale >= options.patience:
+            return state, True
+    return state, False
+
+
+def _evaluated(state, losses, has_validation):
+    """The state after an evaluation: history extended, best factors and patience counter updated."""
+    train_loss, val_error, val_rmse = losses
+    history = np.vstack([state.history, [state.step, train_loss, val_error, val_rmse]])
+    if not has_validation or val_rmse < state.best_rmse:
+        return dataclasses.replace(state, history=history, best=state.current, best_step=state.step,
+                                   best_rmse=val_rmse if has_validation else np.inf, stale=0)
+    return dataclasses.replace(state, history=history, stale=state.stale + 1)

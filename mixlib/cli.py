@@ -1,7 +1,7 @@
 """What every job's command shares: logging on stderr, settings from TOML and flags, exit statuses.
 
 Exit statuses: 0 done; 2 bad input, options or configuration (InputError); 1 the job could not finish
-(JobFailed) or failed unexpectedly; 130 interrupted.
+(JobFailed) or failed unexpectedly; 3 a guardrail refused to publish the result (Refused); 130 interrupted.
 """
 
 import contextlib
@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 from . import config
-from .errors import InputError, JobFailed
+from .errors import InputError, JobFailed, Refused
 from .images import check_output, staged_outputs
 
 log = logging.getLogger("mixlib")
@@ -31,22 +31,25 @@ def setup_logging(level):
         logging.getLogger(name).setLevel(logging.DEBUG if level == "debug" else logging.ERROR)
 
 
-def parse_settings(settings_class, job, argv, description, positional=None):
+def parse_settings(settings_class, job, argv, description, positional=None, config_name=None, other_keys=()):
     """Settings for ``python -m jobs.<job>``: defaults < ``--config`` TOML file < environment < flags.
 
     Parameters
     ----------
     settings_class : dataclass type declared with :func:`mixlib.config.option`
-    job : str, names the default config file ``configs/<job>.toml``
+    job : str, the command after ``python -m jobs.`` (``"recommend train"`` for a subcommand)
     argv : list of str or None
     positional : str or None, a settings key that may also be given as the first positional argument
+    config_name : str, names the default config file ``configs/<config_name>.toml`` (default: ``job``)
+    other_keys : keys the config file may hold for other subcommands sharing it; ignored here
     """
+    config_name = config_name or job
     parser = config.Parser(prog=f"python -m jobs.{job}", description=description)
     if positional:
         parser.add_argument(f"{positional}_positional", nargs="?", default=None, metavar=positional.upper(),
                             help=f"same as --{positional}")
-    parser.add_argument("--config", default=str(CONFIG_DIR / f"{job}.toml"),
-                        help=f"TOML file of settings (default: configs/{job}.toml)")
+    parser.add_argument("--config", default=str(CONFIG_DIR / f"{config_name}.toml"),
+                        help=f"TOML file of settings (default: configs/{config_name}.toml)")
     config.add_options(parser, settings_class)
     args = vars(parser.parse_args(argv))
     config_path = args.pop("config")
@@ -55,7 +58,7 @@ def parse_settings(settings_class, job, argv, description, positional=None):
         if given is not None and args[positional] is not None:
             raise InputError(f"give the {positional} once, either as an argument or as --{positional}")
         args[positional] = args[positional] if given is None else given
-    file_values = config.read_toml(config_path)
+    file_values = {key: value for key, value in config.read_toml(config_path).items() if key not in other_keys}
     if args.get("scheduler") is None and "DASK_SCHEDULER_ADDRESS" in os.environ:
         args["scheduler"] = os.environ["DASK_SCHEDULER_ADDRESS"]
     return config.load(settings_class, file_values, config_path, args)
@@ -66,10 +69,7 @@ def run_job(body):
     try:
         body()
         return 0
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_status
-    except JobFailed as e:
+    except (InputError, JobFailed, Refused) as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_status
     except KeyboardInterrupt:
@@ -90,16 +90,18 @@ def performance_report(path):
     return report(filename=str(path))
 
 
-def job_main(settings_class, job, description, plan, run, positional=None):
+def job_main(settings_class, job, description, plan, run, positional=None, config_name=None, other_keys=()):
     """The whole of a job's command: settings, logging, checks before any work, a cluster, the run.
 
-    Returns ``main(argv=None) -> exit status`` for ``jobs/<job>.py``.
+    Returns ``main(argv=None) -> exit status`` for ``jobs/<job>.py`` (see :func:`parse_settings` for the
+    parameters).
     """
     from .cluster import connect
 
     def main(argv=None):
         def body():
-            settings = parse_settings(settings_class, job, argv, description, positional=positional)
+            settings = parse_settings(settings_class, job, argv, description, positional=positional,
+                                      config_name=config_name, other_keys=other_keys)
             setup_logging(settings.log_level)
             report = Path(settings.performance_report) if settings.performance_report else None
             if report is not None:

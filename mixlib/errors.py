@@ -2,6 +2,7 @@
 
 ``InputError`` means the user can fix it (a bad file, flag, config value or address): exit status 2.
 ``JobFailed`` means the job could not finish for a reason the message explains: exit status 1.
+``Refused`` means the job finished its work but refused to publish it (a guardrail): exit status 3.
 Anything else is unexpected and also exits 1.
 """
 
@@ -16,3 +17,9 @@ class JobFailed(Exception):
     """The job started but could not finish; the message says what to change (exit status 1)."""
 
     exit_status = 1
+
+
+class Refused(Exception):
+    """The job refused to publish its result; the message says why (exit status 3)."""
+
+    exit_status = 3

@@ -2,7 +2,7 @@
 
 Reading gives :class:`Ratings` with contiguous user and item indices and the original ids they stand for.
 Preprocessing: the cold-start filter, user-mean shifting and a seeded train / validation / test split. Each
-step logs the shape before and after. (Parquet input, which needs pyarrow, is still to come.)
+step logs the shape before and after. Parquet input is read with pyarrow.
 """
 
 import csv
@@ -17,6 +17,7 @@ from .errors import InputError
 log = logging.getLogger("mixlib")
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".data", ".txt")
+PARQUET_COLUMNS = ("user", "item", "rating")
 SNIFF_BYTES = 1 << 16
 
 
@@ -76,8 +77,10 @@ def read_ratings(path, drop_invalid=False):
         users, items, values, first_row = _read_npy(path)
     elif suffix in TEXT_SUFFIXES:
         users, items, values, first_row = _read_text(path)
+    elif suffix == ".parquet":
+        users, items, values, first_row = _read_parquet(path)
     else:
-        raise InputError(f"ratings file {path}: unknown format; use .npy, .csv, .tsv, .data or .txt")
+        raise InputError(f"ratings file {path}: unknown format; use .npy, .csv, .tsv, .data, .txt or .parquet")
     return _clean(path, users, items, values, first_row, drop_invalid)
 
 
@@ -93,6 +96,39 @@ def _read_npy(path):
     return users, items, array[:, 2].astype(np.float64), 0
 
 
+def _read_parquet(path):
+    """Columns ``user``, ``item`` and ``rating`` of a Parquet file (nulls become invalid rows)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+        table = pq.read_table(path, columns=[c for c in PARQUET_COLUMNS if c in schema.names])
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(f"ratings file {path} is not a readable Parquet file ({e})") from None
+    missing = [c for c in PARQUET_COLUMNS if c not in schema.names]
+    if missing:
+        raise InputError(f"ratings file {path} has no column {', '.join(missing)} (it has {', '.join(schema.names)}); "
+                         f"name the columns {', '.join(PARQUET_COLUMNS)}")
+    users, items = (_parquet_ids(table.column(c)) for c in PARQUET_COLUMNS[:2])
+    rating = table.column("rating")
+    if not (pa.types.is_integer(rating.type) or pa.types.is_floating(rating.type)):
+        raise InputError(f"ratings file {path}: column rating holds {rating.type}, not numbers")
+    return users, items, rating.to_numpy(zero_copy_only=False).astype(np.float64), 0
+
+
+def _parquet_ids(column):
+    """A Parquet id column as int64 (float64 with NaN where null) or as strings (NaN where null)."""
+    import pyarrow as pa
+
+    if pa.types.is_integer(column.type):
+        values = column.to_numpy(zero_copy_only=False)
+        return values.astype(np.int64) if column.null_count == 0 else values.astype(np.float64)
+    if pa.types.is_floating(column.type):
+        return _as_ids(column.to_numpy(zero_copy_only=False).astype(np.float64))
+    return np.array([np.nan if v is None else str(v) for v in column.to_pylist()], dtype=object)
+
+
 def _as_ids(column):
     """Integer ids when every value is a whole number, else the values as strings (NaN stays NaN)."""
     if np.issubdtype(column.dtype, np.integer):
@@ -104,14 +140,7 @@ def _as_ids(column):
 
 
 def _read_text(path):
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        head = f.read(SNIFF_BYTES)
-        try:
-            dialect = csv.Sniffer().sniff(head, delimiters=",\t;| ")
-        except csv.Error:
-            raise InputError(f"ratings file {path}: cannot tell its delimiter; use commas or tabs") from None
-        f.seek(0)
-        rows = list(csv.reader(f, dialect))
+    rows = _text_rows(path, "ratings file", columns=3)
     first_row = 1 if rows and not _is_number(rows[0][2] if len(rows[0]) > 2 else "") else 0
     body = rows[first_row:]
     short = next((i for i, row in enumerate(body) if len(row) < 3), None)
@@ -120,6 +149,45 @@ def _read_text(path):
                          "(user, item, rating)")
     users, items, values = (np.array([row[c].strip() for row in body], dtype=object) for c in range(3))
     return _text_ids(users), _text_ids(items), _numbers(values), first_row
+
+
+def _text_rows(path, what, columns):
+    """Every row of a delimited text file (the delimiter sniffed; one column needs none)."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        head = f.read(SNIFF_BYTES)
+        try:
+            dialect = csv.Sniffer().sniff(head, delimiters=",\t;| ")
+        except csv.Error:
+            if columns > 1:
+                raise InputError(f"{what} {path}: cannot tell its delimiter; use commas or tabs") from None
+            dialect = csv.excel
+        f.seek(0)
+        return [row for row in csv.reader(f, dialect) if row]
+
+
+def read_id_columns(path, names):
+    """The leading columns of a text file of ids, as strings: ``names`` says which (``("user", "item")``).
+
+    A first line whose fields are ``names`` (any case) is a header. Rows with fewer fields or an empty id are
+    an InputError naming the line.
+
+    Returns
+    -------
+    list of ndarray (n,) str, one per name
+    """
+    path = Path(path)
+    what = f"{'/'.join(names)} file"
+    if not path.is_file():
+        raise InputError(f"{what} {path} does not exist")
+    rows = _text_rows(path, what, len(names))
+    header = 1 if rows and [field.strip().lower() for field in rows[0][:len(names)]] == list(names) else 0
+    body = rows[header:]
+    bad = next((n for n, row in enumerate(body) if len(row) < len(names) or not all(f.strip() for f in
+                                                                                      row[:len(names)])), None)
+    if bad is not None:
+        raise InputError(f"{what} {path}, line {bad + header + 1}: expected {len(names)} non-empty field(s) "
+                         f"({', '.join(names)})")
+    return [np.array([row[c].strip() for row in body], dtype=str) for c in range(len(names))]
 
 
 def _is_number(text):

