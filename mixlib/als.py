@@ -129,7 +129,11 @@ class BlockedRatings:
     """
 
     def __init__(self, blocks, bounds, counts, side):
+        import uuid
+
         self.blocks, self.bounds, self.counts, self.side = blocks, bounds, counts, side
+        # Task keys: als-solve-users-<this scatter>-<step>-<block>, unique however many fits share a cluster.
+        self.run = uuid.uuid4().hex[:12]
 
     @classmethod
     def scatter(cls, client, matrix, block_rows, side):
@@ -141,23 +145,23 @@ class BlockedRatings:
         for start, stop in zip(bounds[:-1], bounds[1:]):
             block = matrix[start:stop]
             parts.append((block.indptr, block.indices, block.data))
-        return cls(client.scatter(parts), bounds, np.diff(matrix.indptr), side)
+        return cls(client.scatter(parts, hash=False), bounds, np.diff(matrix.indptr), side)
 
     def solve(self, client, design, offset, lam, weighted_lambda, step):
         """One half-step: every row's solution ``(n_rows, d)`` given the other side's ``design (n_other, d)``
         and ``offset (n_other,)``, which go to the workers once."""
         shared = client.scatter((design, offset), broadcast=True, hash=False)
         futures = [client.submit(_solve_block, block, shared, lam, weighted_lambda, pure=False,
-                                 key=f"als-solve-{self.side}-{step}-{i}") for i, block in enumerate(self.blocks)]
+                                 key=f"als-solve-{self.side}-{self.run}-{step}-{i}") for i, block in enumerate(self.blocks)]
         return np.concatenate(client.gather(futures))
 
     def squared_error(self, client, factors, bias, other_factors, other_offset, step):
         """``{"sse", "count"}`` over every rating of this side, as a tree of per-block sums."""
         shared = client.scatter((other_factors, other_offset), broadcast=True, hash=False)
         futures = [client.submit(_block_error, block, factors[a:b], bias[a:b], shared, pure=False,
-                                 key=f"als-error-{self.side}-{step}-{i}")
+                                 key=f"als-error-{self.side}-{self.run}-{step}-{i}")
                    for i, (block, a, b) in enumerate(zip(self.blocks, self.bounds[:-1], self.bounds[1:]))]
-        return tree_reduce_futures(client, futures, add_stats, name=f"als-error-merge-{self.side}-{step}")
+        return tree_reduce_futures(client, futures, add_stats, name=f"als-error-merge-{self.side}-{self.run}-{step}")
 
 
 def _solve_block(block, shared, lam, weighted_lambda):

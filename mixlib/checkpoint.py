@@ -63,7 +63,7 @@ def read_group(path):
 def _plain(values):
     """numpy values as written: variable-length strings come back as ``str`` arrays."""
     values = np.asarray(values)
-    return values.astype(str) if values.dtype.kind == "T" else values
+    return np.array(values.tolist(), dtype=str) if values.dtype.kind == "T" else values
 
 
 def point_to(folder, name, pointer=POINTER):

@@ -1,7 +1,7 @@
 """Trained recommender models and the versioned model store.
 
 A model directory holds ``versions/v0001``, ``versions/v0002``, ... (one Zarr group each: factors, biases, id
-maps, user means, the training ratings' pattern, config and metrics) and a ``latest`` pointer file naming the
+maps, user means, the pattern of the ratings it was trained from, config and metrics) and a ``latest`` pointer file naming the
 published version. A version is complete before ``latest`` names it, and ``latest`` is replaced atomically, so a
 reader sees the old model or the new one, never a mixture (see :mod:`mixlib.checkpoint`).
 """
@@ -34,8 +34,8 @@ class Model:
     mu : float, the global bias (0 when off)
     user_means : ndarray (n_users,), the user-mean shift (zeros when off)
     user_ids, item_ids : ndarray (n_users,), (n_items,), the original ids, sorted (int64 or str)
-    seen_indptr, seen_indices : CSR pattern ``(n_users + 1,)``, ``(nnz,)`` of the training ratings (what each
-        user has already rated, left out of recommendations)
+    seen_indptr, seen_indices : CSR pattern ``(n_users + 1,)``, ``(nnz,)`` of every rating the model was trained
+        from (training, validation and test: what each user has already rated, left out of recommendations)
     config : dict, the training settings
     metrics : dict, what training measured
     """

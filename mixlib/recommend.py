@@ -177,7 +177,7 @@ def run_train(settings, job_plan, client):
     data = training_data(ratings, parts, job_plan.means, settings)
     state = _starting_state(settings, job_plan, data)
     final, early = fit_als(client, data, settings, state, _saver(job_plan.checkpoints), settings.checkpoint_every)
-    model = _model(ratings, parts, job_plan.means, data, final.best, settings)
+    model = _model(ratings, job_plan.means, data.mu, final.best, settings)
     metrics = _train_metrics(model, ratings, parts, final, early, time.perf_counter() - started)
     with staged_outputs() as stage:
         if job_plan.plots is not None:
@@ -233,10 +233,14 @@ def _saver(checkpoints):
     return save
 
 
-def _model(ratings, parts, means, data, factors, settings):
-    seen = data.matrix
+def _model(ratings, means, mu, factors, settings):
+    """The Model to publish; it remembers every rating of the input (training, validation and test) as seen."""
+    import scipy.sparse as sp
+
+    seen = sp.csr_matrix((np.ones(len(ratings.values), dtype=np.int8), (ratings.users, ratings.items)),
+                         shape=(len(ratings.user_ids), len(ratings.item_ids)))
     config = {f.name: getattr(settings, f.name) for f in dataclasses.fields(TrainSettings)}
-    return Model(factors, data.mu, means, ratings.user_ids, ratings.item_ids, seen.indptr.astype(np.int64),
+    return Model(factors, mu, means, ratings.user_ids, ratings.item_ids, seen.indptr.astype(np.int64),
                  seen.indices.astype(np.int64), config, {})
 
 

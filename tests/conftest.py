@@ -191,14 +191,19 @@ def run_job(capsys, scheduler_address, empty_config):
     return in_process_runner(jobs.compress.main, capsys, scheduler_address, empty_config)
 
 
-def run_cli(*argv, cwd, env=None, timeout=600):
-    """Run ``python -m jobs.compress ARGV`` in a subprocess; return the CompletedProcess (text output)."""
+def cli_command(*argv, module="jobs.compress", env=None):
+    """``(command, environment)`` of ``python -m MODULE ARGV`` with this checkout importable."""
     environment = dict(os.environ)
     environment.pop("DASK_SCHEDULER_ADDRESS", None)
     environment.update(env or {})
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), environment.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-m", "jobs.compress", *map(str, argv)], cwd=cwd, env=environment,
-                          capture_output=True, text=True, timeout=timeout)
+    return [sys.executable, "-m", module, *map(str, argv)], environment
+
+
+def run_cli(*argv, cwd, env=None, timeout=600, module="jobs.compress"):
+    """Run ``python -m MODULE ARGV`` in a subprocess; return the CompletedProcess (text output)."""
+    command, environment = cli_command(*argv, module=module, env=env)
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
@@ -213,6 +218,14 @@ def run_sample(capsys, scheduler_address, empty_config):
     import jobs.sample
 
     return in_process_runner(jobs.sample.main, capsys, scheduler_address, empty_config)
+
+
+@pytest.fixture
+def run_recommend(capsys, scheduler_address, empty_config):
+    """:func:`in_process_runner` for ``jobs.recommend`` (the first argument is the command)."""
+    import jobs.recommend
+
+    return in_process_runner(jobs.recommend.main, capsys, scheduler_address, empty_config)
 
 
 @pytest.fixture
