@@ -26,7 +26,6 @@ import logging
 import numpy as np
 
 from .config import option
-from .reduce import add_stats, tree_reduce_futures
 
 log = logging.getLogger("mixlib")
 
@@ -56,14 +55,18 @@ def solve_rows(indptr, indices, ratings, design, offset, lam, weighted_lambda=Fa
     """
     n_rows, width = len(indptr) - 1, design.shape[1]
     counts = np.diff(indptr)
-    targets = ratings - offset[indices]
+    # Padding slots point one past the end: at a zero design row and a zero target, so they add nothing.
+    padded_design = np.vstack([design, np.zeros((1, width))])
+    padded_targets = np.append(ratings - offset[indices], 0.0)
+    padded_indices = np.append(indices, len(design))
     solution = np.zeros((n_rows, width))
     order = np.argsort(counts, kind="stable")
     order = order[counts[order] > 0]
     start = 0
     while start < len(order):
         group = order[start:start + _group_size(counts[order[start:]], width)]
-        solution[group] = _solve_group(group, indptr, indices, targets, design, lam, weighted_lambda)
+        solution[group] = _solve_group(group, indptr, padded_indices, padded_targets, padded_design, lam,
+                                       weighted_lambda)
         start += len(group)
     return solution
 
@@ -77,35 +80,40 @@ def _group_size(sorted_counts, rank):
 
 
 def _solve_group(rows, indptr, indices, targets, design, lam, weighted_lambda):
-    """Solve rows whose lists fit one padded array ``(len(rows), longest, d)``."""
+    """Solve rows whose lists fit one padded array ``(len(rows), longest, d)``; ``indices``, ``targets`` and
+    ``design`` end with the zero padding entry."""
+    from scipy.linalg import cho_solve
+
     counts = indptr[rows + 1] - indptr[rows]
-    longest = int(counts.max())
-    slot = np.arange(longest)
-    present = slot[None, :] < counts[:, None]  # (g, longest)
-    position = np.where(present, indptr[rows][:, None] + slot[None, :], 0)
-    gathered = design[indices[position]] * present[:, :, None]  # (g, longest, d), zero padding
-    values = targets[position] * present
+    slot = np.arange(int(counts.max()))
+    position = np.where(slot[None, :] < counts[:, None], indptr[rows][:, None] + slot[None, :], len(targets) - 1)
+    gathered = design[indices[position]]  # (g, longest, d), zero rows in the padding
     gram = np.matmul(np.transpose(gathered, (0, 2, 1)), gathered)  # X_u^T X_u, (g, d, d)
-    rhs = np.einsum("gld,gl->gd", gathered, values)  # X_u^T t_u
+    rhs = np.matmul(np.transpose(gathered, (0, 2, 1)), targets[position][:, :, None])  # X_u^T t_u, (g, d, 1)
     penalty = lam * (counts if weighted_lambda else np.ones(len(rows)))
     gram[:, np.arange(gram.shape[1]), np.arange(gram.shape[1])] += penalty[:, None]
-    lower = np.linalg.cholesky(gram)
-    half = np.linalg.solve(lower, rhs[:, :, None])
-    return np.linalg.solve(np.transpose(lower, (0, 2, 1)), half)[:, :, 0]
+    return cho_solve((np.linalg.cholesky(gram), True), rhs, check_finite=False)[:, :, 0]
 
 
-def block_squared_error(indptr, indices, ratings, factors, bias, other_factors, other_offset):
-    """Squared error of a block's observed ratings: ``{"sse": sum (r_ui - prediction)^2, "count": nnz}``.
+def block_squared_error(indptr, indices, ratings, solution, design, offset):
+    """Squared error ``sum (t_ui - x_i . s_u)^2`` of a block's ratings after its half-step.
+
+    The ridge residual is the rating's residual: ``offset_i + x_i . s_u = mu + b_i + [q_i, 1] . [p_u, b_u]`` is
+    the prediction of ``r_ui`` (with ``[q_i, 1]`` or ``q_i`` as the half-step built the design).
 
     Parameters
     ----------
     indptr, indices, ratings : the block's CSR arrays
-    factors : ndarray (n_rows, k), bias : ndarray (n_rows,), the block's own factors and biases
-    other_factors : ndarray (n_other, k), other_offset : ndarray (n_other,) = mu + the other side's bias
+    solution : ndarray (n_rows, d), the block's solution from :func:`solve_rows`
+    design : ndarray (n_other, d), offset : ndarray (n_other,), as given to :func:`solve_rows`
+
+    Returns
+    -------
+    float
     """
     rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-    predicted = bias[rows] + other_offset[indices] + np.einsum("nk,nk->n", factors[rows], other_factors[indices])
-    return {"sse": float(((ratings - predicted) ** 2).sum()), "count": len(ratings)}
+    predicted = offset[indices] + np.einsum("nd,nd->n", solution[rows], design[indices])
+    return float(((ratings - predicted) ** 2).sum())
 
 
 def predict(user_factors, user_bias, item_factors, item_bias, mu, users, items):
@@ -136,40 +144,39 @@ class BlockedRatings:
         self.run = uuid.uuid4().hex[:12]
 
     @classmethod
-    def scatter(cls, client, matrix, block_rows, side):
-        """Cut a CSR matrix ``(n_rows, n_other)`` into blocks of ``block_rows`` rows and scatter them to the
-        workers."""
-        n_rows = matrix.shape[0]
-        bounds = np.append(np.arange(0, n_rows, block_rows), n_rows)
+    def scatter(cls, client, matrix, block_ratings, side):
+        """Cut a CSR matrix ``(n_rows, n_other)`` into blocks of about ``block_ratings`` ratings (whole rows; the
+        cut depends on the data only, never on the cluster) and scatter them to the workers."""
+        n_rows, nnz = matrix.shape[0], matrix.nnz
+        n_blocks = max(1, -(-nnz // block_ratings))
+        cuts = np.searchsorted(matrix.indptr, np.linspace(0, nnz, n_blocks + 1)[1:-1])
+        bounds = np.unique(np.concatenate([[0], cuts, [n_rows]]))
         parts = []
         for start, stop in zip(bounds[:-1], bounds[1:]):
             block = matrix[start:stop]
             parts.append((block.indptr, block.indices, block.data))
         return cls(client.scatter(parts, hash=False), bounds, np.diff(matrix.indptr), side)
 
-    def solve(self, client, design, offset, lam, weighted_lambda, step):
+    def solve(self, client, design, offset, lam, weighted_lambda, step, with_error=False):
         """One half-step: every row's solution ``(n_rows, d)`` given the other side's ``design (n_other, d)``
-        and ``offset (n_other,)``, which go to the workers once."""
+        and ``offset (n_other,)``, which go to the workers once.
+
+        With ``with_error``, also the summed squared error of this side's ratings after the half-step, computed
+        in the same tasks: ``(solution, sse)``.
+        """
         shared = client.scatter((design, offset), broadcast=True, hash=False)
-        futures = [client.submit(_solve_block, block, shared, lam, weighted_lambda, pure=False,
-                                 key=f"als-solve-{self.side}-{self.run}-{step}-{i}") for i, block in enumerate(self.blocks)]
-        return np.concatenate(client.gather(futures))
-
-    def squared_error(self, client, factors, bias, other_factors, other_offset, step):
-        """``{"sse", "count"}`` over every rating of this side, as a tree of per-block sums."""
-        shared = client.scatter((other_factors, other_offset), broadcast=True, hash=False)
-        futures = [client.submit(_block_error, block, factors[a:b], bias[a:b], shared, pure=False,
-                                 key=f"als-error-{self.side}-{self.run}-{step}-{i}")
-                   for i, (block, a, b) in enumerate(zip(self.blocks, self.bounds[:-1], self.bounds[1:]))]
-        return tree_reduce_futures(client, futures, add_stats, name=f"als-error-merge-{self.side}-{self.run}-{step}")
+        futures = [client.submit(_solve_block, block, shared, lam, weighted_lambda, with_error, pure=False,
+                                 key=f"als-solve-{self.side}-{self.run}-{step}-{i}")
+                   for i, block in enumerate(self.blocks)]
+        parts = client.gather(futures)
+        if not with_error:
+            return np.concatenate(parts)
+        return np.concatenate([p[0] for p in parts]), float(np.sum([p[1] for p in parts]))
 
 
-def _solve_block(block, shared, lam, weighted_lambda):
-    return solve_rows(*block, *shared, lam, weighted_lambda)
-
-
-def _block_error(block, factors, bias, shared):
-    return block_squared_error(*block, factors, bias, *shared)
+def _solve_block(block, shared, lam, weighted_lambda, with_error):
+    solution = solve_rows(*block, *shared, lam, weighted_lambda)
+    return (solution, block_squared_error(*block, solution, *shared)) if with_error else solution
 
 
 # ------------------------------------------------------------------------------- options and state
@@ -178,22 +185,23 @@ def _block_error(block, factors, bias, shared):
 class ALSOptions:
     """The model and its training loop (keys of configs/recommender.toml; the job's settings inherit them)."""
 
-    rank: int = option(32, "latent factors per user and item", minimum=1)
-    reg_lambda: float = option(0.1, "lambda: weight of the squared norms of the factors (and biases)", minimum=1e-12)
-    weighted_lambda: bool = option(False, "scale lambda by each user's and item's rating count")
+    rank: int = option(16, "latent factors per user and item", minimum=1)
+    reg_lambda: float = option(0.13, "lambda: weight of the squared norms of the factors (and biases)", minimum=1e-12)
+    weighted_lambda: bool = option(True, "scale lambda by each user's and item's rating count")
     global_bias: bool = option(True, "predict mu + ... with mu the mean training rating")
     user_bias: bool = option(True, "learn a bias b_u per user")
     item_bias: bool = option(True, "learn a bias b_i per item")
-    init: str = option("random", "initial factors: random (seeded) or svd (truncated SVD of the ratings)",
+    init: str = option("svd", "initial factors: random (seeded) or svd (truncated SVD of the ratings)",
                        choices=("random", "svd"))
     init_scale: float = option(0.1, "random init: standard deviation of the initial factors", minimum=0.0)
     max_steps: int = option(50, "ALS steps (a user half-step and an item half-step) at most", minimum=1)
     eval_every: int = option(1, "compute the training and validation loss every this many steps", minimum=1)
     log_every: int = option(1, "log a line every this many steps (a multiple of eval_every)", minimum=1)
-    patience: int = option(10, "stop after this many evaluations without a lower validation RMSE; the best "
+    patience: int = option(3, "stop after this many evaluations without a lower validation RMSE; the best "
                                "factors are restored", minimum=1)
     seed: int = option(0, "random seed (split and initial factors)", minimum=0)
-    block_rows: int = option(4096, "users (items) per block on the workers", minimum=1)
+    block_ratings: int = option(65536, "ratings per block of users (items) on the workers; whole users (items) "
+                                       "per block, cut from the data alone", minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,32 +334,33 @@ class _Sides:
     def __init__(self, client, data, options):
         self.client, self.data, self.options = client, data, options
         matrix = data.matrix
-        self.by_user = BlockedRatings.scatter(client, matrix, options.block_rows, "users")
-        self.by_item = BlockedRatings.scatter(client, matrix.T.tocsr(), options.block_rows, "items")
+        self.by_user = BlockedRatings.scatter(client, matrix, options.block_ratings, "users")
+        self.by_item = BlockedRatings.scatter(client, matrix.T.tocsr(), options.block_ratings, "items")
         self.weights = [side.counts if options.weighted_lambda else np.ones(len(side.counts))
                         for side in (self.by_user, self.by_item)]
 
-    def step(self, factors, step):
-        """One ALS step: users given the items, then items given the users."""
+    def step(self, factors, step, with_error):
+        """One ALS step, users given the items, then items given the users: ``(Factors, training squared error
+        or None)``; the error comes from the item half-step's tasks when ``with_error``."""
         opts, mu = self.options, self.data.mu
-        users, user_bias = self._half(self.by_user, factors.item_factors, mu + factors.item_bias, opts.user_bias,
-                                      step)
-        items, item_bias = self._half(self.by_item, users, mu + user_bias, opts.item_bias, step)
-        return Factors(users, user_bias, items, item_bias)
+        (users, user_bias), _ = self._half(self.by_user, factors.item_factors, mu + factors.item_bias,
+                                           opts.user_bias, step, False)
+        (items, item_bias), sse = self._half(self.by_item, users, mu + user_bias, opts.item_bias, step, with_error)
+        return Factors(users, user_bias, items, item_bias), sse
 
-    def _half(self, side, other_factors, other_offset, with_bias, step):
+    def _half(self, side, other_factors, other_offset, with_bias, step, with_error):
+        """``((factors, bias), sse or None)`` of one side; the bias is zeros when it is off."""
         design = np.column_stack([other_factors, np.ones(len(other_factors))]) if with_bias else other_factors
-        solution = side.solve(self.client, design, other_offset, self.options.reg_lambda,
-                              self.options.weighted_lambda, step)
+        solved = side.solve(self.client, design, other_offset, self.options.reg_lambda,
+                            self.options.weighted_lambda, step, with_error)
+        solution, sse = solved if with_error else (solved, None)
         if with_bias:
-            return solution[:, :-1], solution[:, -1]
-        return solution, np.zeros(len(solution))
+            return (solution[:, :-1], solution[:, -1]), sse
+        return (solution, np.zeros(len(solution))), sse
 
-    def losses(self, factors, step):
+    def losses(self, factors, train_sse):
         """(training loss L, validation squared error, validation RMSE; NaN without validation ratings)."""
-        error = self.by_user.squared_error(self.client, factors.user_factors, factors.user_bias,
-                                           factors.item_factors, self.data.mu + factors.item_bias, step)
-        train_loss = error["sse"] + self.options.reg_lambda * factors.penalty(*self.weights)
+        train_loss = train_sse + self.options.reg_lambda * factors.penalty(*self.weights)
         users, items, ratings = self.data.validation
         if len(ratings) == 0:
             return train_loss, np.nan, np.nan
@@ -386,12 +395,13 @@ def fit_als(client, data, options, state, checkpoint=None, checkpoint_every=0):
     has_validation = len(data.validation[2]) > 0
     while state.step < options.max_steps:
         step = state.step + 1
-        current = sides.step(state.current, step)
+        evaluate = step % options.eval_every == 0 or step == options.max_steps
+        current, train_sse = sides.step(state.current, step, evaluate)
         if not current.all_finite():
             raise FloatingPointError(f"ALS step {step}: the factors are not finite; raise reg_lambda or lower rank")
         state = dataclasses.replace(state, step=step, current=current)
-        if step % options.eval_every == 0 or step == options.max_steps:
-            state = _evaluated(state, sides.losses(current, step), has_validation)
+        if evaluate:
+            state = _evaluated(state, sides.losses(current, train_sse), has_validation)
             if step % options.log_every == 0:
                 _, train_loss, val_error, val_rmse = state.history[-1]
                 log.info("Iteration %d, Train Error: %.6g, Validation Error: %.6g, Validation RMSE: %.6f",

@@ -45,7 +45,7 @@ class TrainSettings(ServingOptions, ALSOptions):
     min_entries: int = option(0, "cold-start filter: drop users and items with this many ratings or fewer, "
                                  "repeatedly (0: keep all)", minimum=0)
     shift_user_means: bool = option(False, "subtract each user's mean training rating before fitting")
-    validation: float = option(0.1, "validation ratings: a count (>= 1) or a fraction (< 1)", minimum=0.0)
+    validation: float = option(0.05, "validation ratings: a count (>= 1) or a fraction (< 1)", minimum=0.0)
     test: float = option(0.1, "test ratings: a count (>= 1) or a fraction (< 1)", minimum=0.0)
     warm_start: bool = option(False, "start known users and items from the published model's factors")
     resume: bool = option(False, "continue from the last checkpoint of an interrupted run (same config and data)")
@@ -149,7 +149,7 @@ def _warm_model(store, settings):
 
 def _fingerprint(settings, ratings, parts, warm):
     """What a checkpoint must match: the model and preprocessing settings, the data and any warm-start model."""
-    keys = [f.name for f in dataclasses.fields(ALSOptions) if f.name not in ("log_every", "block_rows")]
+    keys = [f.name for f in dataclasses.fields(ALSOptions) if f.name not in ("log_every", "block_ratings")]
     keys += ["min_entries", "shift_user_means", "validation", "test", "warm_start"]
     values = {key: getattr(settings, key) for key in keys}
     values["warm_from"] = None if warm is None else warm.metrics.get("version")

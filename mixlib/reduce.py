@@ -79,23 +79,3 @@ def _flatten(nested):
     else:
         for item in nested:
             yield from _flatten(item)
-
-
-def tree_reduce_futures(client, futures, merge, *, name, split_every=8):
-    """Merge the results of ``futures`` (dicts of statistics) on the workers in a tree of fan-in
-    ``split_every``, level by level in a fixed order; return the final dict.
-
-    For statistics that live in futures rather than in a dask array (ALS blocks persisted on the workers).
-    """
-    level = 0
-    while len(futures) > 1:
-        futures = [client.submit(merge, futures[i:i + split_every], key=f"{name}-{level}-{i}-{_token(futures)}")
-                   for i in range(0, len(futures), split_every)]
-        level += 1
-    return futures[0].result()
-
-
-def _token(futures):
-    from dask.base import tokenize
-
-    return tokenize([f.key for f in futures])

@@ -66,8 +66,8 @@ def test_group_size_bounds_padding_and_memory(monkeypatch):
 # ------------------------------------------------------------------------------------ the training loop
 
 def options(**overrides):
-    values = dict(rank=4, reg_lambda=0.05, weighted_lambda=True, max_steps=15, patience=100, block_rows=128,
-                  seed=0)
+    values = dict(rank=4, reg_lambda=0.05, weighted_lambda=True, init="random", max_steps=15, patience=100,
+                  block_ratings=2000, seed=0)
     values.update(overrides)
     return als.ALSOptions(**values)
 

@@ -1,0 +1,253 @@
+"""Benchmark of the ALS recommender against Surprise (SVD, SVD++) and Spark MLlib's ALS, in one run.
+
+    python benchmarks/recommend.py --movielens ../shared/data/movielens-100k/u.data
+        [--config configs/recommender.toml] [--set key=value ...] [--splits 5] [--skip-svdpp]
+        [--synthetic 20000000] [--synthetic-steps 5] [--spark]
+
+(a) MovieLens 100K (the path is an argument; the data is never copied into the project): 5 seeded random 80/20
+    splits. This project trains on the 80% (its validation ratings for early stopping come out of the 80%) with
+    the config's settings, on an embedded cluster like the job's; Surprise's SVD and SVD++ (their defaults) train
+    on the same 80%. All are scored on the same 20%: mean test RMSE and total fit+predict seconds.
+(b) A synthetic set of ratings (20 million by default) with power-law user and item activity, like Yelp's:
+    seconds per ALS step (median) at rank 32 and the peak memory of this process.
+(c) With --spark (pyspark and Java installed): Spark MLlib's ALS on the same synthetic ratings with the same rank,
+    lambda (Spark scales it by each row's count, as weighted_lambda does) and iterations, no biases on either
+    side: seconds per iteration and test RMSE beside this project's.
+"""
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mixlib import als, recommend  # noqa: E402
+from mixlib.cluster import connect  # noqa: E402
+from mixlib.config import load, read_toml  # noqa: E402
+from mixlib.ratings import Ratings, read_ratings, split, user_means  # noqa: E402
+
+
+class PeakMemory:
+    """Samples this process's RSS (and its children's) every 50 ms."""
+
+    def __init__(self):
+        self.process, self.peak, self._stop = psutil.Process(), 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self):
+        while not self._stop.is_set():
+            tree = [self.process] + self.process.children(recursive=True)
+            self.peak = max(self.peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            self._stop.wait(0.05)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def settings_from(config, overrides):
+    """TrainSettings from a config file (serving keys ignored) and ``key=value`` overrides."""
+    known = {f.name: f for f in dataclasses.fields(recommend.TrainSettings)}
+    values = {k: v for k, v in read_toml(config).items() if k in known}
+    for item in overrides:
+        key, _, text = item.partition("=")
+        kind = known[key].type
+        values[key] = (text.lower() == "true") if kind is bool else kind(text)
+    return load(recommend.TrainSettings, values, config, {})
+
+
+# --------------------------------------------------------------------------------------------- ours
+
+def fit_ours(client, ratings, train_rows, settings):
+    """Train on ``train_rows`` (validation carved out of them); return (model factors, mu, user means)."""
+    validation = settings.validation
+    inner_train, inner_validation, _ = split(len(train_rows), validation if validation < 1 else int(validation), 0,
+                                             settings.seed)
+    parts = {"train": train_rows[inner_train], "validation": train_rows[inner_validation], "test": np.zeros(0, int)}
+    means = user_means(ratings.subset(parts["train"])) if settings.shift_user_means else np.zeros(len(ratings.user_ids))
+    data = recommend.training_data(ratings, parts, means, settings)
+    rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 1]))
+    state = als.TrainingState.start(als.initial_factors(data, settings, rng))
+    final, _ = als.fit_als(client, data, settings, state)
+    return final, data.mu, means
+
+
+def predict_ours(fit, ratings, rows):
+    final, mu, means = fit
+    f = final.best
+    users, items = ratings.users[rows], ratings.items[rows]
+    return als.predict(f.user_factors, f.user_bias, f.item_factors, f.item_bias, mu, users, items) + means[users]
+
+
+# ----------------------------------------------------------------------------------------- Surprise
+
+def surprise_run(algorithm, ratings, train_rows, test_rows, folder):
+    """Fit a Surprise algorithm on the training rows and predict the test rows (files in ``folder``)."""
+    from surprise import Dataset, Reader
+    from surprise.model_selection import PredefinedKFold
+
+    paths = []
+    for name, rows in (("train", train_rows), ("test", test_rows)):
+        path = folder / f"{name}.tsv"
+        np.savetxt(path, np.column_stack([ratings.users[rows], ratings.items[rows], ratings.values[rows]]),
+                   fmt=["%d", "%d", "%.6g"], delimiter="\t")
+        paths.append(str(path))
+    data = Dataset.load_from_folds([tuple(paths)], Reader(line_format="user item rating", sep="\t",
+                                                          rating_scale=(ratings.values.min(), ratings.values.max())))
+    trainset, testset = next(PredefinedKFold().split(data))
+    started = time.perf_counter()
+    algorithm.fit(trainset)
+    predictions = algorithm.test(testset)
+    seconds = time.perf_counter() - started
+    return seconds, np.array([p.est for p in predictions]), np.array([p.r_ui for p in predictions])
+
+
+def movielens(path, settings, n_splits, skip_svdpp):
+    from surprise import SVD, SVDpp
+
+    ratings = read_ratings(path)
+    peers = {"Surprise SVD": lambda seed: SVD(random_state=seed)}
+    if not skip_svdpp:
+        peers["Surprise SVD++"] = lambda seed: SVDpp(random_state=seed)
+    results = {name: ([], []) for name in ["mixlib ALS", *peers]}
+    with connect(settings) as client, tempfile.TemporaryDirectory() as folder:
+        for seed in range(n_splits):
+            order = np.random.default_rng(seed).permutation(len(ratings.values))
+            cut = int(0.8 * len(order))
+            train_rows, test_rows = np.sort(order[:cut]), np.sort(order[cut:])
+            started = time.perf_counter()
+            fit = fit_ours(client, ratings, train_rows, dataclasses.replace(settings, seed=seed))
+            predicted = np.clip(predict_ours(fit, ratings, test_rows), ratings.values.min(), ratings.values.max())
+            results["mixlib ALS"][0].append(time.perf_counter() - started)
+            results["mixlib ALS"][1].append(np.sqrt(np.mean((ratings.values[test_rows] - predicted) ** 2)))
+            for name, make in peers.items():
+                seconds, estimates, truth = surprise_run(make(seed), ratings, train_rows, test_rows, Path(folder))
+                results[name][0].append(seconds)
+                results[name][1].append(np.sqrt(np.mean((truth - estimates) ** 2)))
+            print(f"  split {seed}: " + ", ".join(f"{n} {r[1][-1]:.4f} ({r[0][-1]:.1f} s)" for n, r in results.items()),
+                  flush=True)
+    ours = sum(results["mixlib ALS"][0])
+    print(f"\nMovieLens 100K ({path}): {n_splits} random 80/20 splits; rank {settings.rank}, lambda "
+          f"{settings.reg_lambda}{' x count' if settings.weighted_lambda else ''}, biases "
+          f"{settings.global_bias}/{settings.user_bias}/{settings.item_bias}")
+    print(f"  {'':18s} {'mean test RMSE':>15s} {'total seconds':>14s} {'time / mixlib':>14s}")
+    for name, (seconds, rmse) in results.items():
+        print(f"  {name:18s} {np.mean(rmse):15.4f} {sum(seconds):14.1f} {sum(seconds) / ours:14.2f}")
+
+
+# ---------------------------------------------------------------------------------------- synthetic
+
+def power_law_ratings(n_ratings, seed, rank=8):
+    """``n_ratings`` distinct (user, item) pairs with Zipf-like activity and ratings from a low-rank model."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items = n_ratings // 10, n_ratings // 100
+    user_weight = 1.0 / np.arange(1, n_users + 1) ** 0.8
+    item_weight = 1.0 / np.arange(1, n_items + 1) ** 1.0
+    draws = int(n_ratings * 1.15)
+    users = rng.choice(n_users, draws, p=user_weight / user_weight.sum())
+    items = rng.choice(n_items, draws, p=item_weight / item_weight.sum())
+    pairs = np.unique(users.astype(np.int64) * n_items + items)[:n_ratings]
+    pairs = pairs[rng.permutation(len(pairs))][:n_ratings]
+    users, items = pairs // n_items, pairs % n_items
+    p, q = rng.normal(0, 0.5, (n_users, rank)), rng.normal(0, 0.5, (n_items, rank))
+    values = np.clip(3.5 + np.einsum("nk,nk->n", p[users], q[items]) + rng.normal(0, 0.5, len(users)), 1, 5)
+    return Ratings(users, items, values, np.arange(n_users), np.arange(n_items))
+
+
+def synthetic(settings, n_ratings, steps, spark):
+    memory = PeakMemory()
+    started = time.perf_counter()
+    ratings = power_law_ratings(n_ratings, seed=0).reindexed()
+    n_users, n_items, n = ratings.shape
+    print(f"\nsynthetic power-law ratings: {n} ratings, {n_users} users, {n_items} items "
+          f"(built in {time.perf_counter() - started:.0f} s)", flush=True)
+    test = np.random.default_rng(1).random(n) < 0.01
+    settings = dataclasses.replace(settings, max_steps=steps, eval_every=steps, log_every=steps, patience=steps)
+    parts = {"train": np.flatnonzero(~test), "validation": np.flatnonzero(test), "test": np.zeros(0, int)}
+    rows = {}
+    with connect(settings) as client:
+        data = recommend.training_data(ratings, parts, np.zeros(n_users), settings)
+        state = als.TrainingState.start(als.initial_factors(data, settings, np.random.default_rng(0)))
+        marks = [time.perf_counter()]
+        final, _ = als.fit_als(client, data, settings, state, checkpoint=lambda s: marks.append(time.perf_counter()),
+                               checkpoint_every=1)
+    per_step = np.diff(marks)[1:]  # the first interval also holds scattering the blocks
+    peak = memory.stop()
+    rows["mixlib ALS"] = (statistics.median(per_step), final.best_rmse)
+    print(f"  mixlib ALS, rank {settings.rank}: {statistics.median(per_step):.2f} s per step (median of "
+          f"{len(per_step)}; first step with the scatter {marks[1] - marks[0]:.1f} s), test RMSE "
+          f"{final.best_rmse:.4f}, peak memory {peak / 2**30:.2f} GiB", flush=True)
+    if spark:
+        rows["Spark MLlib ALS"] = spark_als(ratings, parts, settings, steps)
+        print(f"  Spark MLlib ALS: {rows['Spark MLlib ALS'][0]:.2f} s per iteration, test RMSE "
+              f"{rows['Spark MLlib ALS'][1]:.4f}")
+        print(f"  mixlib time / Spark time: {rows['mixlib ALS'][0] / rows['Spark MLlib ALS'][0]:.2f}")
+
+
+def spark_als(ratings, parts, settings, steps):
+    """Spark MLlib's ALS (local[2]) on the same ratings: (seconds per iteration, test RMSE).
+
+    Per-iteration time: the fit with ``steps`` iterations minus the fit with 1, over ``steps - 1``."""
+    from pyspark.ml.recommendation import ALS
+    from pyspark.sql import SparkSession
+
+    spark = (SparkSession.builder.master("local[2]").config("spark.driver.memory", "8g")
+             .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1").getOrCreate())
+    try:
+        def frame(rows):
+            table = np.column_stack([ratings.users[rows], ratings.items[rows], ratings.values[rows]])
+            return spark.createDataFrame([(int(u), int(i), float(r)) for u, i, r in table], ["user", "item", "rating"])
+
+        train, test = frame(parts["train"]).cache(), frame(parts["validation"]).cache()
+        train.count()
+        times = {}
+        for iterations in (1, steps):
+            model_spec = ALS(rank=settings.rank, maxIter=iterations, regParam=settings.reg_lambda, userCol="user",
+                             itemCol="item", ratingCol="rating", coldStartStrategy="drop", seed=0)
+            started = time.perf_counter()
+            model = model_spec.fit(train)
+            model.userFactors.count()
+            times[iterations] = time.perf_counter() - started
+        predicted = np.array(model.transform(test).select("prediction", "rating").collect())
+        rmse = float(np.sqrt(np.mean((predicted[:, 0] - predicted[:, 1]) ** 2)))
+        return (times[steps] - times[1]) / (steps - 1), rmse
+    finally:
+        spark.stop()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--movielens", type=Path, help="MovieLens 100K u.data")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "recommender.toml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    parser.add_argument("--splits", type=int, default=5)
+    parser.add_argument("--skip-svdpp", action="store_true", help="SVD++ takes minutes per split")
+    parser.add_argument("--synthetic", type=int, default=20_000_000, help="ratings of the synthetic set (0: skip)")
+    parser.add_argument("--synthetic-steps", type=int, default=5)
+    parser.add_argument("--spark", action="store_true", help="also time Spark MLlib's ALS on the synthetic set")
+    args = parser.parse_args()
+    settings = settings_from(args.config, ["log_level=warning", "dashboard_address=127.0.0.1:0", *args.set])
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    if args.movielens:
+        movielens(args.movielens, settings, args.splits, args.skip_svdpp)
+    if args.synthetic:
+        synthetic_settings = dataclasses.replace(settings, rank=32, global_bias=False, user_bias=False,
+                                                 item_bias=False, weighted_lambda=True)
+        synthetic(synthetic_settings, args.synthetic, args.synthetic_steps, args.spark)
+
+
+if __name__ == "__main__":
+    main()
