@@ -154,11 +154,13 @@ def power_law_ratings(n_ratings, seed, rank=8):
     n_users, n_items = n_ratings // 10, n_ratings // 100
     user_weight = 1.0 / np.arange(1, n_users + 1) ** 0.8
     item_weight = 1.0 / np.arange(1, n_items + 1) ** 1.0
-    draws = int(n_ratings * 1.15)
-    users = rng.choice(n_users, draws, p=user_weight / user_weight.sum())
-    items = rng.choice(n_items, draws, p=item_weight / item_weight.sum())
-    pairs = np.unique(users.astype(np.int64) * n_items + items)[:n_ratings]
-    pairs = pairs[rng.permutation(len(pairs))][:n_ratings]
+    pairs = np.zeros(0, np.int64)
+    while len(pairs) < n_ratings:  # popular pairs repeat: draw until there are enough distinct ones
+        draws = int((n_ratings - len(pairs)) * 1.3) + 1000
+        users = rng.choice(n_users, draws, p=user_weight / user_weight.sum())
+        items = rng.choice(n_items, draws, p=item_weight / item_weight.sum())
+        pairs = np.unique(np.concatenate([pairs, users.astype(np.int64) * n_items + items]))
+    pairs = np.sort(rng.choice(pairs, n_ratings, replace=False))
     users, items = pairs // n_items, pairs % n_items
     p, q = rng.normal(0, 0.5, (n_users, rank)), rng.normal(0, 0.5, (n_items, rank))
     values = np.clip(3.5 + np.einsum("nk,nk->n", p[users], q[items]) + rng.normal(0, 0.5, len(users)), 1, 5)
@@ -198,21 +200,31 @@ def synthetic(settings, n_ratings, steps, spark):
 def spark_als(ratings, parts, settings, steps):
     """Spark MLlib's ALS (local[2]) on the same ratings: (seconds per iteration, test RMSE).
 
-    Per-iteration time: the fit with ``steps`` iterations minus the fit with 1, over ``steps - 1``."""
+    Per-iteration time: after a warm-up fit, the fit with ``1 + steps`` iterations minus the fit with 1, over
+    ``steps`` (the JVM's start and data loading cancel out)."""
     from pyspark.ml.recommendation import ALS
     from pyspark.sql import SparkSession
 
+    folder = tempfile.mkdtemp()
     spark = (SparkSession.builder.master("local[2]").config("spark.driver.memory", "8g")
-             .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1").getOrCreate())
+             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+             .config("spark.driver.host", "127.0.0.1").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
     try:
-        def frame(rows):
-            table = np.column_stack([ratings.users[rows], ratings.items[rows], ratings.values[rows]])
-            return spark.createDataFrame([(int(u), int(i), float(r)) for u, i, r in table], ["user", "item", "rating"])
+        def frame(rows, name):
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        train, test = frame(parts["train"]).cache(), frame(parts["validation"]).cache()
+            path = Path(folder) / f"{name}.parquet"
+            pq.write_table(pa.table({"user": ratings.users[rows].astype(np.int32),
+                                     "item": ratings.items[rows].astype(np.int32),
+                                     "rating": ratings.values[rows].astype(np.float32)}), path)
+            return spark.read.parquet(str(path))
+
+        train, test = frame(parts["train"], "train").cache(), frame(parts["validation"], "test").cache()
         train.count()
         times = {}
-        for iterations in (1, steps):
+        for iterations in (1, 1, 1 + steps):  # the first is a warm-up
             model_spec = ALS(rank=settings.rank, maxIter=iterations, regParam=settings.reg_lambda, userCol="user",
                              itemCol="item", ratingCol="rating", coldStartStrategy="drop", seed=0)
             started = time.perf_counter()
@@ -221,9 +233,12 @@ def spark_als(ratings, parts, settings, steps):
             times[iterations] = time.perf_counter() - started
         predicted = np.array(model.transform(test).select("prediction", "rating").collect())
         rmse = float(np.sqrt(np.mean((predicted[:, 0] - predicted[:, 1]) ** 2)))
-        return (times[steps] - times[1]) / (steps - 1), rmse
+        return (times[1 + steps] - times[1]) / steps, rmse
     finally:
         spark.stop()
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main():

@@ -51,6 +51,35 @@ def test_npy_triplets_and_no_unpickling(tmp_path):
         read_ratings(tmp_path / "objects.npy")
 
 
+def test_parquet_with_integer_or_string_ids_and_nulls(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"user": [10, 20, 10, 30], "item": ["x", "y", "y", "x"], "rating": [1.5, 2.0, 3.0, 4.0],
+                             "timestamp": [1, 2, 3, 4]}), tmp_path / "r.parquet")
+    assert triplets(read_ratings(tmp_path / "r.parquet")) == {(10, "x", 1.5), (20, "y", 2.0), (10, "y", 3.0),
+                                                              (30, "x", 4.0)}
+    pq.write_table(pa.table({"user": ["a", None, "c"], "item": [1, 2, 3], "rating": [1.0, 2.0, None]}),
+                   tmp_path / "nulls.parquet")
+    with pytest.raises(InputError, match=r"2 row\(s\).*first at row 2"):
+        read_ratings(tmp_path / "nulls.parquet")
+    assert triplets(read_ratings(tmp_path / "nulls.parquet", drop_invalid=True)) == {("a", 1, 1.0)}
+
+
+@pytest.mark.parametrize("columns, message", [({"user": [1], "movie": [2], "rating": [3.0]}, "no column item"),
+                                              ({"user": [1], "item": [2], "rating": ["good"]}, "not numbers")])
+def test_bad_parquet_columns(tmp_path, columns, message):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), tmp_path / "r.parquet")
+    with pytest.raises(InputError, match=message):
+        read_ratings(tmp_path / "r.parquet")
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    with pytest.raises(InputError, match="not a readable Parquet file"):
+        read_ratings(tmp_path / "junk.parquet")
+
+
 @pytest.mark.parametrize("bad_line", ["3,,4", ",9,4", "3,9,", "3,9,nan", "3,9,inf", "3,9,good"])
 def test_invalid_rows_are_an_error_naming_count_and_first_row(tmp_path, bad_line):
     path = write(tmp_path / "r.csv", f"user,item,rating\n1,2,3\n{bad_line}\n4,5,1\n{bad_line}\n")
