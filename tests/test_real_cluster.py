@@ -145,3 +145,97 @@ def test_tls_settings_are_checked(run_job, capsys, tmp_path, small_china):
                      "--tls-ca-file", tmp_path / "missing.pem", "--tls-cert", tmp_path / "missing.pem")
     err = capsys.readouterr().err
     assert status == 2 and "--tls-ca-file" in err and "does not exist" in err and "Traceback" not in err
+
+
+def test_train_on_a_real_cluster_equals_embedded(run_recommend, capsys, tmp_path, real_cluster):
+    import numpy as np
+    import zarr
+
+    from test_recommend_job import synthetic, write_csv
+
+    ratings = write_csv(tmp_path / "r.csv", synthetic(seed=9, n_users=200, n_items=90))
+    factors = {}
+    for name, where in (("real", ["--scheduler", real_cluster]),
+                        ("embedded", ["--scheduler", "", "--dashboard-address", "127.0.0.1:0"])):
+        models = tmp_path / name
+        status = run_recommend("train", "--ratings", ratings, "--model-dir", models, "--rank", 4, "--max-steps", 6,
+                               "--block-ratings", 1000, *where)
+        assert status == 0, capsys.readouterr().err
+        group = zarr.open_group(str(models / "versions" / "v0001"), mode="r")
+        factors[name] = [np.asarray(group[key][...]) for key in ("user_factors", "item_factors", "item_bias")]
+    for real, embedded in zip(factors["real"], factors["embedded"]):
+        np.testing.assert_array_equal(real, embedded)
+
+
+def test_als_survives_a_worker_killed_mid_training(tmp_path, caplog):
+    """SIGKILL to a worker process between ALS steps: its rating blocks are lost, scattered again, and the
+    training ends with the factors of an undisturbed run."""
+    import dataclasses
+    import logging
+    import os
+    import signal
+
+    import numpy as np
+    from distributed import Client
+
+    from mixlib import als
+    from test_als import low_rank_ratings, options, training_data
+
+    users, items, ratings, _ = low_rank_ratings(seed=11, n_users=300, n_items=200)
+    data = training_data(users, items, ratings, np.random.default_rng(0).random(len(users)) < 0.1)
+    opts = options(max_steps=6, block_ratings=1500)
+    start = als.TrainingState.start(als.initial_factors(data, opts, np.random.default_rng(0)))
+    with dask_cluster("tcp", workers=2) as address, Client(address) as client:
+        undisturbed, _ = als.fit_als(client, data, opts, start)
+        killed = []
+
+        def kill_a_worker(state):
+            if state.step == 2:
+                pids = client.run(os.getpid)
+                os.kill(next(iter(pids.values())), signal.SIGKILL)
+                killed.append(state.step)
+
+        with caplog.at_level(logging.WARNING, logger="mixlib"):
+            disturbed, _ = als.fit_als(client, data, opts, start, checkpoint=kill_a_worker, checkpoint_every=1)
+    assert killed == [2]
+    assert any("blocks lost with a worker" in r.getMessage() for r in caplog.records)
+    for a, b in zip(dataclasses.asdict(undisturbed.best).values(), dataclasses.asdict(disturbed.best).values()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(undisturbed.history, disturbed.history)
+
+
+def test_three_jobs_at_once_on_one_scheduler_equal_their_solo_runs(tmp_path, real_cluster, small_china, flower):
+    """Two compress jobs and one train, started together as commands against one scheduler."""
+    import numpy as np
+    import zarr
+
+    from conftest import REPO, cli_command, downscale
+    from test_recommend_job import synthetic, write_csv
+
+    inputs = {"china": save_png(tmp_path / "china.png", small_china),
+              "flower": save_png(tmp_path / "flower.png", downscale(flower, (200, 133)))}
+    ratings = write_csv(tmp_path / "r.csv", synthetic(seed=12, n_users=250, n_items=100))
+    (tmp_path / "empty.toml").write_text("")
+    common = ["--scheduler", real_cluster, "--config", tmp_path / "empty.toml"]
+
+    def commands(tag):
+        return [cli_command(inputs["china"], "--out", tmp_path / f"china-{tag}.png", "--k", 8, *common),
+                cli_command(inputs["flower"], "--out", tmp_path / f"flower-{tag}.png", "--k", 6, "--method", "gmm",
+                            *common),
+                cli_command("train", "--ratings", ratings, "--model-dir", tmp_path / f"models-{tag}", "--rank", 4,
+                            "--max-steps", 8, "--block-ratings", 2000, *common, module="jobs.recommend")]
+
+    for command, env in commands("solo"):
+        done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    running = [subprocess.Popen(command, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+               for command, env in commands("together")]
+    for process in running:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+    for name in ("china", "flower"):
+        assert (tmp_path / f"{name}-solo.png").read_bytes() == (tmp_path / f"{name}-together.png").read_bytes()
+    groups = [zarr.open_group(str(tmp_path / f"models-{tag}" / "versions" / "v0001"), mode="r")
+              for tag in ("solo", "together")]
+    for key in ("user_factors", "item_factors", "user_bias", "item_bias"):
+        np.testing.assert_array_equal(groups[0][key][...], groups[1][key][...])
