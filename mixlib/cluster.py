@@ -27,6 +27,9 @@ class ClusterOptions:
                                      "proxy: {host} and {port} are filled in (e.g. https://proxy/{port}/status)")
     connect_timeout: float = option(10.0, "seconds to wait for a remote scheduler", minimum=0.1)
     performance_report: str = option("", "write Dask's performance report (task stream, profiles) to this .html")
+    progress_seconds: float = option(30.0, "long phases show a progress bar on a terminal; otherwise a progress "
+                                           "line at most every this many seconds (0: no progress output)",
+                                     minimum=0.0)
     tls_ca_file: str = option("", "remote scheduler: CA certificate (PEM) that signed the cluster's certificates")
     tls_cert: str = option("", "remote scheduler: this client's TLS certificate (PEM)")
     tls_key: str = option("", "remote scheduler: this client's TLS private key (PEM; may be inside --tls-cert)")

@@ -25,6 +25,7 @@ from .images import (OUTPUT_SUFFIXES, PILLOW_MAX_PIXELS, PNG_MAX_COLOURS, check_
                      staged_outputs, write_png, write_tiff, write_zarr)
 from .gmm import GMMResult, bic, fit_gmm, most_likely_component, save_mixture
 from .kmeans import fit_kmeans
+from .progress import computed
 
 log = logging.getLogger("mixlib")
 
@@ -203,7 +204,7 @@ def run(settings, job_plan, client):
 
     step = thumbnail_step(height, width)
     wanted = [colour_histogram(image)] + ([image[::step, ::step]] if job_plan.compare else [])
-    histogram, *thumbnail = client.compute(wanted, sync=True)
+    histogram, *thumbnail = computed(client, wanted, "colour-histogram", settings.progress_seconds)
     codes, counts = histogram["codes"], histogram["counts"]
     seconds["histogram"] = _lap(started, seconds)
     log.info("colour histogram: %d distinct colours in %d pixels", len(codes), counts.sum())
@@ -261,14 +262,15 @@ def _lap(started, seconds):
 def _write_output(path, labels, palette, settings, client):
     kind = path.suffix.lower()
     if kind == ".png":
-        write_png(path, client.compute(labels, sync=True), palette.colours)
+        write_png(path, computed(client, [labels], "palette-labels", settings.progress_seconds)[0], palette.colours)
     elif kind in (".tif", ".tiff"):
         write_tiff(path, labels, palette.colours, settings.tile_size,
                    lambda parts: client.compute(parts, sync=True))
     else:
         attributes = {"method": settings.method, "k": settings.k, "seed": settings.seed,
                       "mixlib": __version__}
-        write_zarr(path, labels, palette.colours, settings.tile_size, attributes)
+        write_zarr(path, labels, palette.colours, settings.tile_size, attributes,
+                   lambda stored: computed(client, [stored], "palette-labels", settings.progress_seconds))
 
 
 def _report(settings, source, palette, sq_error, n_values, seconds, output):

@@ -1,0 +1,89 @@
+"""Progress of a job's long phases on stderr: a bar on a terminal, plain lines at a bounded rate otherwise.
+
+The counts come from the scheduler (distributed's progress plugin, as ``distributed.progress`` uses): every task
+of the phase's graph, finished or still to run. On a terminal a bar is redrawn in place; when stderr is not a
+terminal (cron, a workflow tool), a log line is written at most every ``line_seconds`` seconds, and once at the end.
+"""
+
+import logging
+import sys
+import threading
+
+from distributed.diagnostics.progressbar import TextProgressBar
+
+log = logging.getLogger("mixlib")
+
+BAR_WIDTH = 30
+
+
+class PhaseBar(TextProgressBar):
+    """distributed's text progress bar, drawn on stderr (a bar on a terminal, rate-limited log lines otherwise).
+
+    Parameters
+    ----------
+    futures : list of distributed.Future, the phase's results; every task they depend on is counted
+    phase : str, names the phase in the output
+    line_seconds : float, least time between two plain lines
+    stream : file, stderr by default
+    """
+
+    def __init__(self, futures, phase, line_seconds, stream=None, **kwargs):
+        self.phase, self.line_seconds = phase, line_seconds
+        self.stream = stream or sys.stderr
+        self.on_terminal = self.stream.isatty()
+        self._last_line = None
+        super().__init__(futures, interval="200ms", **kwargs)
+
+    def _draw_bar(self, remaining, all, **kwargs):
+        done = all - remaining
+        if self.on_terminal:
+            filled = int(BAR_WIDTH * done / all) if all else BAR_WIDTH
+            self.stream.write(f"\r{self.phase} [{'#' * filled:<{BAR_WIDTH}}] {done}/{all} tasks "
+                              f"{self.elapsed:5.1f} s")
+            self.stream.flush()
+        elif self._last_line is None or self.elapsed - self._last_line >= self.line_seconds:
+            self._last_line = self.elapsed
+            log.info("%s: %d of %d tasks done (%.0f%%) after %.0f s", self.phase, done, all,
+                     100.0 * done / all if all else 100.0, self.elapsed)
+
+    def _draw_stop(self, remaining, all, status, **kwargs):
+        if self.on_terminal:
+            self.stream.write("\n")
+            self.stream.flush()
+        else:
+            log.info("%s: %s, %d of %d tasks after %.0f s", self.phase, status, all - remaining, all, self.elapsed)
+
+
+def watch(futures, phase, line_seconds):
+    """Draw a :class:`PhaseBar` for ``futures`` from a background thread; returns the thread (a daemon).
+
+    A failure of the progress display never fails the job: it is logged at debug level.
+    """
+    def draw():
+        try:
+            PhaseBar(futures, phase, line_seconds)
+        except Exception as e:  # the display is a convenience; the phase itself reports its own errors
+            log.debug("progress display for %s stopped: %s", phase, e)
+
+    thread = threading.Thread(target=draw, name=f"progress-{phase}", daemon=True)
+    thread.start()
+    return thread
+
+
+def computed(client, collections, phase, line_seconds):
+    """Compute dask collections on ``client`` while showing the phase's progress; return their results (a list).
+
+    Parameters
+    ----------
+    collections : list of dask collections
+    phase : str
+    line_seconds : float, least time between two plain progress lines (when stderr is not a terminal); 0 shows
+        no progress at all
+    """
+    futures = client.compute(collections)
+    if not line_seconds:
+        return client.gather(futures)
+    thread = watch(futures, phase, line_seconds)
+    results = client.gather(futures)
+    thread.join(timeout=2)
+    return results
