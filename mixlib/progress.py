@@ -2,7 +2,8 @@
 
 The counts come from the scheduler (distributed's progress plugin, as ``distributed.progress`` uses): every task
 of the phase's graph, finished or still to run. On a terminal a bar is redrawn in place; when stderr is not a
-terminal (cron, a workflow tool), a log line is written at most every ``line_seconds`` seconds, and once at the end.
+terminal (cron, a workflow tool), a log line is written every ``line_seconds`` seconds at most, and a last one at the
+end of a phase that printed any: phases shorter than ``line_seconds`` stay quiet.
 """
 
 import logging
@@ -41,7 +42,7 @@ class PhaseBar(TextProgressBar):
             self.stream.write(f"\r{self.phase} [{'#' * filled:<{BAR_WIDTH}}] {done}/{all} tasks "
                               f"{self.elapsed:5.1f} s")
             self.stream.flush()
-        elif self._last_line is None or self.elapsed - self._last_line >= self.line_seconds:
+        elif self.elapsed - (self._last_line or 0.0) >= self.line_seconds:
             self._last_line = self.elapsed
             log.info("%s: %d of %d tasks done (%.0f%%) after %.0f s", self.phase, done, all,
                      100.0 * done / all if all else 100.0, self.elapsed)
@@ -50,7 +51,7 @@ class PhaseBar(TextProgressBar):
         if self.on_terminal:
             self.stream.write("\n")
             self.stream.flush()
-        else:
+        elif self._last_line is not None:  # a phase shorter than line_seconds prints nothing
             log.info("%s: %s, %d of %d tasks after %.0f s", self.phase, status, all - remaining, all, self.elapsed)
 
 

@@ -2,6 +2,7 @@
 
 import io
 import logging
+import time
 
 import dask.array as da
 import numpy as np
@@ -30,13 +31,19 @@ def test_bar_on_a_terminal_counts_every_task(client):
 
 def test_plain_lines_when_not_a_terminal_at_a_bounded_rate(client, caplog):
     x = da.random.default_rng(0).random((2000, 2000), chunks=250)
-    with caplog.at_level(logging.INFO, logger="mixlib"):
-        result, = computed(client, [(x @ x.T).sum()], "demo-phase", line_seconds=3600)
-    assert np.isfinite(result)
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("demo-phase:")]
-    # With an hour between lines: the first report and the final one only.
-    assert len(lines) == 2, lines
-    assert "tasks done" in lines[0] and lines[1].startswith("demo-phase: finished, ")
+    for line_seconds in (3600, 0.2):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="mixlib"):
+            started = time.perf_counter()
+            result, = computed(client, [(x @ x.T).sum()], "demo-phase", line_seconds=line_seconds)
+            seconds = time.perf_counter() - started
+        assert np.isfinite(result)
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("demo-phase:")]
+        if line_seconds == 3600:
+            assert lines == []  # a phase shorter than the interval stays quiet
+        else:
+            assert 2 <= len(lines) <= seconds / line_seconds + 2, (lines, seconds)
+            assert "tasks done" in lines[0] and lines[-1].startswith("demo-phase: finished, ")
 
 
 def test_no_progress_output_when_disabled(client, caplog):
