@@ -239,3 +239,45 @@ def test_three_jobs_at_once_on_one_scheduler_equal_their_solo_runs(tmp_path, rea
               for tag in ("solo", "together")]
     for key in ("user_factors", "item_factors", "user_bias", "item_bias"):
         np.testing.assert_array_equal(groups[0][key][...], groups[1][key][...])
+
+
+def dashboard_task_names(port):
+    """The task-group names that the dashboard's /status page shows (its task-progress chart), fetched over
+    HTTP and its Bokeh websocket as a browser would."""
+    from bokeh.client import pull_session
+    from bokeh.models import ColumnDataSource
+
+    with pull_session(url=f"http://127.0.0.1:{port}/status") as session:
+        return {name for model in session.document.models if isinstance(model, ColumnDataSource)
+                for name in model.data.get("name", []) if isinstance(name, str)}
+
+
+def test_dashboard_status_page_shows_the_algorithm_while_a_job_runs(tmp_path, free_port):
+    import urllib.request
+
+    import numpy as np
+    import zarr
+
+    from conftest import REPO, cli_command
+
+    pixels = np.random.default_rng(0).integers(0, 32, (3072, 3072, 3), dtype=np.uint8) * 8  # 32768 colours
+    zarr.create_array(str(tmp_path / "big.zarr"), data=pixels, chunks=(512, 512, 3))
+    (tmp_path / "empty.toml").write_text("")
+    command, env = cli_command(tmp_path / "big.zarr", "--k", 8, "--out", tmp_path / "out.zarr", "--chunk-size", 512,
+                               "--config", tmp_path / "empty.toml", "--dashboard-address", f"127.0.0.1:{free_port}")
+    job = subprocess.Popen(command, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    seen, page = set(), ""
+    try:
+        while job.poll() is None:
+            try:
+                page = page or urllib.request.urlopen(f"http://127.0.0.1:{free_port}/status", timeout=5).read().decode()
+                seen |= dashboard_task_names(free_port)
+            except OSError:
+                pass  # the dashboard is not up yet, or already closed
+            time.sleep(0.2)
+    finally:
+        _, stderr = job.communicate(timeout=300)
+    assert job.returncode == 0, stderr
+    assert f"dashboard: http://127.0.0.1:{free_port}/status" in stderr
+    assert "Dask" in page and "bokeh" in page.lower()
+    assert "colour-histogram" in seen and ("palette-labels" in seen or "kmeans-stats" in seen), seen
