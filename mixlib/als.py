@@ -26,14 +26,11 @@ import logging
 import numpy as np
 
 from .config import option
-from .errors import JobFailed
 
 log = logging.getLogger("mixlib")
 
 # A group's padded gather holds at most this many float64 values (rows x longest list x rank): 128 MB.
 GROUP_ELEMENTS = 1 << 24
-# Times a half-step rebuilds its blocks after losing them with a worker before the job gives up.
-REBUILDS = 3
 
 # ----------------------------------------------------------------------------------------- kernels
 
@@ -198,26 +195,15 @@ class BlockedRatings:
         With ``with_error``, also the summed squared error of this side's ratings after the half-step, computed
         in the same tasks: ``(solution, sse)``.
         """
-        import time
+        from .cluster import with_rebuilds
 
-        from distributed import KilledWorker
-        from distributed.client import FutureCancelledError
-        from distributed.comm import CommClosedError
+        def run(attempt):
+            if attempt > 1:
+                self.blocks = client.scatter(self.parts, hash=False)
+            return self._solve_once(client, design, offset, lam, weighted_lambda, f"{step}-{attempt}", with_error)
 
-        for attempt in range(1, REBUILDS + 2):
-            try:
-                if attempt > 1:
-                    self.blocks = client.scatter(self.parts, hash=False)
-                return self._solve_once(client, design, offset, lam, weighted_lambda, f"{step}-{attempt}",
-                                        with_error)
-            except (FutureCancelledError, KilledWorker, CommClosedError) as e:
-                if attempt > REBUILDS:
-                    raise JobFailed(f"ALS step {step}: workers kept failing ({e.__class__.__name__}); give the "
-                                    "workers more memory or smaller blocks (--block-ratings), then rerun with "
-                                    "--resume") from None
-                log.warning("ALS step %d: %s blocks lost with a worker (%s); scattering them again", step,
-                            self.side, e.__class__.__name__)
-                time.sleep(attempt)  # let the scheduler notice the lost worker
+        return with_rebuilds(run, f"ALS step {step}, {self.side}", "give the workers more memory or use smaller "
+                                                                    "blocks (--block-ratings), then rerun with --resume")
 
     def _solve_once(self, client, design, offset, lam, weighted_lambda, try_name, with_error):
         shared = client.scatter((design, offset), broadcast=True, hash=False)

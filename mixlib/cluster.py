@@ -6,9 +6,12 @@ import logging
 import os
 
 from .config import option
-from .errors import InputError
+from .errors import InputError, JobFailed
 
 log = logging.getLogger("mixlib")
+
+# Times a phase is run again after losing data with a worker before the job gives up.
+REBUILDS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,3 +123,26 @@ def _blas_threads(settings):
 def _link_config(template):
     """Dask's dashboard link template (``{host}``, ``{port}`` and environment variables are filled in)."""
     return {"distributed.dashboard.link": template} if template else {}
+
+
+def with_rebuilds(run, phase, advice):
+    """``run(attempt)`` for attempt 1, 2, ...: again, after a pause, whenever it fails because a worker died with
+    data that Dask cannot recompute (scattered data, a task killed repeatedly); ``run`` rebuilds that data when
+    ``attempt > 1``. After REBUILDS such failures: JobFailed naming the phase and ``advice`` (what to change).
+    """
+    import time
+
+    from distributed import KilledWorker
+    from distributed.client import FutureCancelledError
+    from distributed.comm import CommClosedError
+
+    for attempt in range(1, REBUILDS + 2):
+        try:
+            return run(attempt)
+        except (FutureCancelledError, KilledWorker, CommClosedError) as e:
+            if attempt > REBUILDS:
+                raise JobFailed(f"{phase}: workers kept failing ({e.__class__.__name__}, {REBUILDS + 1} times); "
+                                f"{advice}") from None
+            log.warning("%s: data lost with a worker (%s); rebuilding it and running the phase again", phase,
+                        e.__class__.__name__)
+            time.sleep(attempt)  # let the scheduler notice the lost worker

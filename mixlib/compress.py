@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .cluster import ClusterOptions
+from .cluster import ClusterOptions, with_rebuilds
 from .colors import ColourLookup, colour_histogram, decode_colours
 from .config import option
 from .errors import InputError
@@ -203,24 +203,37 @@ def run(settings, job_plan, client):
              "x".join(map(str, image.chunksize[:2])))
 
     step = thumbnail_step(height, width)
-    wanted = [colour_histogram(image)] + ([image[::step, ::step]] if job_plan.compare else [])
-    histogram, *thumbnail = computed(client, wanted, "colour-histogram", settings.progress_seconds)
+    advice = "give the workers more memory or use smaller chunks (--chunk-size)"
+
+    def histogram_pass(attempt):
+        pixels = image if attempt == 1 else source.to_dask(settings.chunk_size)
+        wanted = [colour_histogram(pixels)] + ([pixels[::step, ::step]] if job_plan.compare else [])
+        return computed(client, wanted, "colour-histogram", settings.progress_seconds)
+
+    histogram, *thumbnail = with_rebuilds(histogram_pass, "colour histogram", advice)
     codes, counts = histogram["codes"], histogram["counts"]
     seconds["histogram"] = _lap(started, seconds)
     log.info("colour histogram: %d distinct colours in %d pixels", len(codes), counts.sum())
 
-    palette = fit_palette(codes, counts, channels, settings)
+    # The fit scatters the distinct colours itself, so a rerun rebuilds them.
+    palette = with_rebuilds(lambda attempt: fit_palette(codes, counts, channels, settings), "fitting the palette",
+                            advice)
     seconds["fit"] = _lap(started, seconds)
     _log_fit(palette.fit, settings.method)
 
     lookup = ColourLookup(codes, palette.code_labels, channels)
-    # The lookup table (16 MiB for RGB) goes to every worker once instead of into the graph.
-    lookup_on_workers = client.scatter(lookup, broadcast=True, hash=False)
-    labels = image.map_blocks(apply_lookup, lookup_on_workers, drop_axis=2, dtype=palette.code_labels.dtype,
-                              token="palette-labels")
+
+    def labels_of(attempt):
+        # The lookup table (16 MiB for RGB) goes to every worker once instead of into the graph.
+        lookup_on_workers = client.scatter(lookup, broadcast=True, hash=False)
+        pixels = image if attempt == 1 else source.to_dask(settings.chunk_size)
+        return pixels.map_blocks(apply_lookup, lookup_on_workers, drop_axis=2, dtype=palette.code_labels.dtype,
+                                 token="palette-labels")
+
     with staged_outputs() as stage:
         output = stage(job_plan.out)
-        _write_output(output, labels, palette, settings, client)
+        with_rebuilds(lambda attempt: _write_output(output, labels_of(attempt), palette, settings, client),
+                      "writing the output", advice)
         seconds["write"] = _lap(started, seconds)
         if job_plan.compare:
             small = thumbnail[0]
