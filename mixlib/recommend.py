@@ -18,7 +18,7 @@ from .als import ALSOptions, Factors, TrainingData, TrainingState, fit_als, init
 from .checkpoint import Checkpoints, fingerprint
 from .cluster import ClusterOptions
 from .config import option
-from .errors import InputError, Refused
+from .errors import InputError, JobFailed, Refused
 from .images import check_output, staged_outputs
 from .models import Model, ModelStore, rows_of, top_unseen
 from .ratings import Ratings, cold_start_filter, read_id_columns, read_ratings, split, user_means
@@ -176,7 +176,11 @@ def run_train(settings, job_plan, client):
     ratings, parts = job_plan.ratings, job_plan.parts
     data = training_data(ratings, parts, job_plan.means, settings)
     state = _starting_state(settings, job_plan, data)
-    final, early = fit_als(client, data, settings, state, _saver(job_plan.checkpoints), settings.checkpoint_every)
+    try:
+        final, early = fit_als(client, data, settings, state, _saver(job_plan.checkpoints),
+                               settings.checkpoint_every)
+    except FloatingPointError as e:
+        raise JobFailed(str(e)) from None
     model = _model(ratings, job_plan.means, data.mu, final.best, settings)
     metrics = _train_metrics(model, ratings, parts, final, early, time.perf_counter() - started)
     with staged_outputs() as stage:

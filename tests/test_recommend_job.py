@@ -233,6 +233,18 @@ def test_resume_refuses_a_checkpoint_of_another_config(run_recommend, ratings_cs
     assert "comes from another config or other ratings" in err[-1]
 
 
+def test_non_finite_factors_stop_the_job_with_one_line_and_status_1(run_recommend, tmp_path, capsys, monkeypatch):
+    """(test_als checks that non-finite factors are detected; here, what the job makes of it.)"""
+    from mixlib import als
+
+    monkeypatch.setattr(als.Factors, "all_finite", lambda self: False)
+    ratings = write_csv(tmp_path / "r.csv", synthetic(seed=13, n_users=60, n_items=40))
+    status = run_recommend("train", "--ratings", ratings, "--model-dir", tmp_path / "m", "--rank", 3)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and one_error_line(err) and "ALS step 1: the factors are not finite" in err[-1], err
+    assert not (tmp_path / "m" / "latest").exists()
+
+
 def test_the_seed_config_runs_its_preprocessing(run_recommend, tmp_path, capsys):
     ratings = write_csv(tmp_path / "r.csv", synthetic(seed=6, n_users=200, n_items=150, density=0.25))
     models = tmp_path / "m"
