@@ -71,6 +71,62 @@ def colour_histogram(image, split_every=8):
                        split_every=split_every)
 
 
+def checkpointed_histogram(source, chunk_shape, folder):
+    """Lazy tree-reduced colour histogram of a Zarr or TIFF image whose chunk histograms are kept in ``folder``.
+
+    Each chunk's task returns the histogram saved in ``folder/r{row}-c{col}`` when a complete one is there (the
+    chunk is not even read); otherwise it reads the chunk, computes its histogram and saves it (crash-safely, see
+    :func:`mixlib.checkpoint.write_group`) before returning it. A job killed during the pass and run again
+    computes only the chunks that had not finished. The merged histogram does not depend on which chunks came from
+    the folder: the counts are integers.
+
+    Parameters
+    ----------
+    source : mixlib.images.ImageSource of kind 'zarr' or 'tiff'
+    chunk_shape : (rows, cols) of the chunks
+    folder : Path, on storage the workers share with the client
+
+    Returns
+    -------
+    dask.array.Array () object, as :func:`colour_histogram`
+    """
+    import dask.array as da
+
+    grid = da.empty(source.shape[:2], dtype=np.uint8, chunks=chunk_shape)
+    parts = grid.map_blocks(_saved_chunk_histogram, source.kind, str(source.path), str(folder), dtype=object,
+                            meta=np.empty((0, 0), dtype=object), chunks=(1, 1), token="colour-histogram-chunk")
+    return tree_reduce(parts, _unboxed, merge_histograms, name="colour-histogram")
+
+
+def _saved_chunk_histogram(block, kind, path, folder, block_info=None):
+    """One chunk's histogram, from ``folder`` when saved there, else computed and saved; boxed ``(1, 1)``."""
+    from pathlib import Path
+
+    from .checkpoint import read_group, write_group
+    from .errors import InputError
+    from .images import read_region
+
+    (r0, r1), (c0, c1) = block_info[0]["array-location"]  # the image chunk (the output block is 1 x 1)
+    saved = Path(folder) / f"r{r0}-c{c0}"
+    try:
+        arrays, _ = read_group(saved)
+        histogram = {"codes": arrays["codes"], "counts": arrays["counts"]}
+    except InputError:  # not there, or left incomplete by a killed job
+        histogram = histogram_chunk(read_region(kind, path, r0, r1, c0, c1))
+        try:
+            write_group(saved, histogram, {})
+        except OSError:  # a second run of the same task (after a lost worker) saved it first
+            if not saved.is_dir():
+                raise
+    box = np.empty((1, 1), dtype=object)
+    box[0, 0] = histogram
+    return box
+
+
+def _unboxed(block):
+    return block.flat[0]
+
+
 class ColourLookup:
     """Maps colour codes to palette indices.
 

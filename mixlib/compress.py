@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from . import __version__
 from .cluster import ClusterOptions, with_rebuilds
-from .colors import ColourLookup, colour_histogram, decode_colours
+from .colors import ColourLookup, checkpointed_histogram, colour_histogram, decode_colours
 from .config import option
 from .errors import InputError
 from .images import (OUTPUT_SUFFIXES, PILLOW_MAX_PIXELS, PNG_MAX_COLOURS, check_output, check_png_size,
@@ -54,6 +55,9 @@ class CompressSettings(ClusterOptions):
     reg_covar: float = option(1e-6, "gmm: added to covariance diagonals, relative to the colour variance",
                               minimum=0.0)
     save_model: str = option("", "gmm: write the fitted mixture here (.json) for jobs.sample ('' for none)")
+    checkpoint_dir: str = option("", "Zarr or TIFF input: keep each chunk's colour histogram in this folder (shared "
+                                     "with the workers) as the pass goes, so that --resume continues a killed job")
+    resume: bool = option(False, "continue the colour histogram of a killed job from --checkpoint-dir")
     seed: int = option(0, "random seed (k-means++ and mini-batch draws)", minimum=0)
     chunk_size: int = option(2048, "Dask chunk side in pixels (rounded to the input's own chunks)", minimum=16)
     tile_size: int = option(1024, "tile side of TIFF output and chunk side of Zarr output (multiple of 16)",
@@ -72,6 +76,7 @@ class Plan:
     compare: Path | None
     report: Path | None
     save_model: Path | None
+    checkpoint: Path | None
 
 
 def plan(settings):
@@ -102,7 +107,60 @@ def plan(settings):
     source = inspect_image(settings.input, settings.max_pixels)
     height, width, _ = source.shape
     check_png_size(out, height, width)
-    return Plan(source, out, compare, report, save_model)
+    checkpoint = _checked_checkpoint(settings, source)
+    return Plan(source, out, compare, report, save_model, checkpoint)
+
+
+def _checked_checkpoint(settings, source):
+    """The histogram checkpoint folder, or None; InputError when it cannot serve this input."""
+    if not settings.checkpoint_dir:
+        if settings.resume:
+            raise InputError("--resume continues from --checkpoint-dir: give the folder of the killed job")
+        return None
+    if source.kind == "pillow":
+        raise InputError("--checkpoint-dir needs a Zarr or TIFF input (read chunk by chunk); a decoded image is "
+                         "simply read again")
+    folder = Path(settings.checkpoint_dir)
+    saved = _read_json(folder / CHECKPOINT_SOURCE)
+    if settings.resume and saved is not None and saved != _source_fingerprint(source, settings.chunk_size):
+        raise InputError(f"the checkpoint in {folder} is of another input, or of other chunks; rerun without "
+                         "--resume to start again")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ".write-probe").write_text("")
+        (folder / ".write-probe").unlink()
+    except OSError as e:
+        raise InputError(f"cannot write checkpoints to {folder} ({e.strerror}); choose another --checkpoint-dir") \
+            from None
+    return folder
+
+
+CHECKPOINT_SOURCE = "source.json"
+
+
+def _source_fingerprint(source, chunk_size):
+    """What a histogram checkpoint must match: the input (path, bytes, modification time) and the chunks."""
+    path = Path(source.path)
+    return {"path": str(path.resolve()), "shape": list(source.shape), "chunks": list(source.chunk_shape(chunk_size)),
+            "bytes": source.input_bytes, "mtime_ns": path.stat().st_mtime_ns}
+
+
+def _read_json(path):
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _start_checkpoint(folder, source, settings):
+    """Empty the checkpoint folder unless resuming; record what it is a checkpoint of."""
+    if not settings.resume:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    saved = sum(1 for p in folder.glob("r*-c*") if p.is_dir())
+    if settings.resume:
+        log.info("resuming the colour histogram: %d chunk histogram(s) saved in %s", saved, folder)
+    (folder / CHECKPOINT_SOURCE).write_text(json.dumps(_source_fingerprint(source, settings.chunk_size)))
 
 
 # ------------------------------------------------------------------------------------------ palette
@@ -205,9 +263,14 @@ def run(settings, job_plan, client):
     step = thumbnail_step(height, width)
     advice = "give the workers more memory or use smaller chunks (--chunk-size)"
 
+    if job_plan.checkpoint is not None:
+        _start_checkpoint(job_plan.checkpoint, source, settings)
+
     def histogram_pass(attempt):
         pixels = image if attempt == 1 else source.to_dask(settings.chunk_size)
-        wanted = [colour_histogram(pixels)] + ([pixels[::step, ::step]] if job_plan.compare else [])
+        histogram = (colour_histogram(pixels) if job_plan.checkpoint is None else
+                     checkpointed_histogram(source, image.chunksize[:2], job_plan.checkpoint))
+        wanted = [histogram] + ([pixels[::step, ::step]] if job_plan.compare else [])
         return computed(client, wanted, "colour-histogram", settings.progress_seconds)
 
     histogram, *thumbnail = with_rebuilds(histogram_pass, "colour histogram", advice)
@@ -248,6 +311,8 @@ def run(settings, job_plan, client):
                           "mean_loglik_per_pixel": palette.fit.mean_loglik})
         if job_plan.report:
             stage(job_plan.report).write_text(json.dumps(report, indent=2) + "\n")
+    if job_plan.checkpoint is not None:
+        shutil.rmtree(job_plan.checkpoint, ignore_errors=True)  # the job is done: nothing to resume
     psnr = "lossless" if report["psnr_db"] is None else f"PSNR {report['psnr_db']:.2f} dB"
     log.info("wrote %s: %d colours, %s, %.1f s", job_plan.out, len(palette.colours), psnr,
              time.perf_counter() - started)

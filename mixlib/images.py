@@ -75,10 +75,18 @@ class ImageSource:
 
 def read_tiff_block(block, path, block_info=None):
     """Read one block's region of a TIFF (tifffile's Zarr store does not pickle: open it in the task)."""
-    import tifffile
+    (r0, r1), (c0, c1), _ = block_info[None]["array-location"]
+    return read_region("tiff", path, r0, r1, c0, c1)
+
+
+def read_region(kind, path, r0, r1, c0, c1):
+    """Pixels ``[r0:r1, c0:c1]`` ``(h, w, C)`` uint8 of a Zarr array or a TIFF, read from the file."""
     import zarr
 
-    (r0, r1), (c0, c1), _ = block_info[None]["array-location"]
+    if kind == "zarr":
+        return np.asarray(zarr.open_array(str(path), mode="r")[r0:r1, c0:c1])
+    import tifffile
+
     with tifffile.imread(path, aszarr=True) as store:
         return np.asarray(zarr.open_array(store, mode="r")[r0:r1, c0:c1])
 

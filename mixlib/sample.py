@@ -20,6 +20,7 @@ from .errors import InputError
 from .gmm import Mixture, load_mixture, sample_mixture
 from .images import (OUTPUT_SUFFIXES, PILLOW_MAX_PIXELS, check_output, check_png_size, inspect_image, side_by_side,
                      staged_outputs, thumbnail_step, write_pixels)
+from .progress import computed
 
 log = logging.getLogger("mixlib")
 
@@ -130,7 +131,8 @@ def run(settings, job_plan, client):
     log.info("drawing %dx%d pixels from a %d-component mixture, %s chunks", height, width,
              len(job_plan.mixture.weights), "x".join(map(str, image.chunksize[:2])))
     with staged_outputs() as stage:
-        write_pixels(stage(job_plan.out), image, settings.tile_size, lambda parts: client.compute(parts, sync=True))
+        write_pixels(stage(job_plan.out), image, settings.tile_size,
+                     lambda parts: computed(client, parts, "mixture-sample", settings.progress_seconds))
         if job_plan.compare:
             _write_comparison(stage(job_plan.compare), job_plan, image, settings, client)
     log.info("wrote %s in %.1f s", job_plan.out, time.perf_counter() - started)

@@ -648,3 +648,60 @@ def test_dashboard_link_template(run_job, capsys, tmp_path, small_china_png, sch
         links = [line.split("dashboard: ")[1] for line in err.splitlines() if "dashboard: " in line]
         assert len(links) == 1 and links[0].startswith("https://proxy.example/dask/"), err
         assert links[0].removeprefix("https://proxy.example/dask/").removesuffix("/status").isdigit()
+
+
+def test_killed_histogram_pass_resumes_from_its_checkpoint(tmp_path):
+    """A compress of a Zarr image killed with SIGKILL during its histogram pass: --resume reads the chunk
+    histograms it had saved, computes the rest, and writes the bytes of an uninterrupted run."""
+    import signal
+    import subprocess
+    import time
+
+    import zarr
+
+    from conftest import REPO, cli_command
+
+    pixels = np.random.default_rng(2).integers(0, 64, (4096, 4096, 3), dtype=np.uint8) * 4
+    zarr.create_array(str(tmp_path / "in.zarr"), data=pixels, chunks=(256, 256, 3))
+    (tmp_path / "empty.toml").write_text("")
+    checkpoint = tmp_path / "checkpoint"
+
+    def command(out, *extra):
+        return cli_command(tmp_path / "in.zarr", "--k", 8, "--out", out, "--chunk-size", 256, "--config",
+                           tmp_path / "empty.toml", "--dashboard-address", "127.0.0.1:0", *extra)
+
+    whole, env = command(tmp_path / "whole.png")
+    assert subprocess.run(whole, env=env, cwd=REPO, capture_output=True, timeout=300).returncode == 0
+
+    killed, env = command(tmp_path / "resumed.png", "--checkpoint-dir", checkpoint)
+    job = subprocess.Popen(killed, env=env, cwd=REPO, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while job.poll() is None and time.monotonic() < deadline and len(list(checkpoint.glob("r*-c*"))) < 40:
+        time.sleep(0.01)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    saved = len(list(checkpoint.glob("r*-c*")))
+    assert job.returncode == -signal.SIGKILL and 40 <= saved < 256, saved
+    assert not (tmp_path / "resumed.png").exists()
+
+    resumed, env = command(tmp_path / "resumed.png", "--checkpoint-dir", checkpoint, "--resume")
+    done = subprocess.run(resumed, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming the colour histogram: {saved} chunk histogram(s) saved" in done.stderr
+    assert (tmp_path / "resumed.png").read_bytes() == (tmp_path / "whole.png").read_bytes()
+    assert not checkpoint.exists()  # a finished job leaves no checkpoint
+
+
+def test_histogram_checkpoint_is_checked(run_job, capsys, tmp_path, small_china_png):
+    import zarr
+
+    status = run_job(small_china_png, "--out", tmp_path / "o.png", "--checkpoint-dir", tmp_path / "c")
+    assert status == 2 and "needs a Zarr or TIFF input" in capsys.readouterr().err
+    status = run_job(small_china_png, "--out", tmp_path / "o.png", "--resume")
+    assert status == 2 and "--resume continues from --checkpoint-dir" in capsys.readouterr().err
+    zarr.create_array(str(tmp_path / "a.zarr"), data=np.zeros((64, 64, 3), dtype=np.uint8), chunks=(32, 32, 3))
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "source.json").write_text(json.dumps({"path": "elsewhere"}))
+    status = run_job(tmp_path / "a.zarr", "--out", tmp_path / "o.png", "--checkpoint-dir", tmp_path / "c", "--resume")
+    assert status == 2 and "is of another input, or of other chunks" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
