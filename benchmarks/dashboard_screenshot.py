@@ -4,8 +4,9 @@
 
 It writes synthetic power-law ratings to a temporary folder, starts `python -m jobs.recommend train` on them with an
 embedded cluster whose dashboard listens on a free port of 127.0.0.1, waits until the dashboard shows ALS tasks
-and ``--after`` seconds have passed, and has Chromium (``--chromium``, Debian's package: apt-get install chromium)
-render the dashboard's /status page into a PNG. The job is stopped afterwards.
+and ``--after`` seconds have passed, and has a headless Chromium (``--chromium``, Debian's package: apt-get install
+chromium), driven by Playwright (pip install playwright; it does not need its own browser download), load the
+dashboard's /status page, wait for its Bokeh plots to draw, and save a PNG. The job is stopped afterwards.
 """
 
 import argparse
@@ -38,6 +39,21 @@ def task_names(port):
                     for name in model.data.get("name", []) if isinstance(name, str)}
     except OSError:
         return set()
+
+
+def screenshot(chromium, url, out, size):
+    """Load ``url`` in headless Chromium, wait for the Bokeh canvases to draw, save a PNG of the page."""
+    from playwright.sync_api import sync_playwright
+
+    width, height = map(int, size.split(","))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.goto(url)
+        page.wait_for_selector("canvas", timeout=60_000)
+        page.wait_for_timeout(3000)  # a few dashboard refreshes
+        page.screenshot(path=str(out))
+        browser.close()
 
 
 def write_ratings(path, n_ratings):
@@ -74,9 +90,7 @@ def main():
                 time.sleep(0.5)
             time.sleep(args.after)
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run([args.chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                            f"--window-size={args.size}", "--virtual-time-budget=4000", f"--screenshot={args.out}",
-                            f"http://127.0.0.1:{port}/status"], check=True, capture_output=True, timeout=120)
+            screenshot(args.chromium, f"http://127.0.0.1:{port}/status", args.out, args.size)
             print(f"wrote {args.out}")
         finally:
             job.terminate()
