@@ -9,12 +9,15 @@ end of a phase that printed any: phases shorter than ``line_seconds`` stay quiet
 import logging
 import sys
 import threading
+import time
 
 from distributed.diagnostics.progressbar import TextProgressBar
 
 log = logging.getLogger("mixlib")
 
 BAR_WIDTH = 30
+BAR_INTERVAL = 0.2  # seconds between the scheduler's progress updates
+GRACE_SECONDS = 2.0  # phases shorter than this show no progress
 
 
 class PhaseBar(TextProgressBar):
@@ -33,7 +36,7 @@ class PhaseBar(TextProgressBar):
         self.stream = stream or sys.stderr
         self.on_terminal = self.stream.isatty()
         self._last_line = None
-        super().__init__(futures, interval="200ms", **kwargs)
+        super().__init__(futures, interval=BAR_INTERVAL, **kwargs)
 
     def _draw_bar(self, remaining, all, **kwargs):
         done = all - remaining
@@ -74,6 +77,9 @@ def watch(futures, phase, line_seconds):
 def computed(client, collections, phase, line_seconds):
     """Compute dask collections on ``client`` while showing the phase's progress; return their results (a list).
 
+    A phase that ends within ``min(line_seconds, GRACE_SECONDS)`` shows nothing (no bar flickers by, and no
+    progress stream is opened for it).
+
     Parameters
     ----------
     collections : list of dask collections
@@ -81,10 +87,20 @@ def computed(client, collections, phase, line_seconds):
     line_seconds : float, least time between two plain progress lines (when stderr is not a terminal); 0 shows
         no progress at all
     """
+    from distributed import wait
+
     futures = client.compute(collections)
     if not line_seconds:
         return client.gather(futures)
+    try:
+        wait(futures, timeout=min(line_seconds, GRACE_SECONDS))
+        return client.gather(futures)
+    except TimeoutError:
+        pass
     thread = watch(futures, phase, line_seconds)
     results = client.gather(futures)
-    thread.join(timeout=2)
+    thread.join(timeout=10)
+    # The scheduler's side of the progress stream notices the closed stream at its next update: let it, so that
+    # a cluster closed right after this phase does not interrupt it (which distributed logs as an error).
+    time.sleep(2 * BAR_INTERVAL)
     return results
