@@ -131,15 +131,15 @@ def with_rebuilds(run, phase, advice):
     ``attempt > 1``. After REBUILDS such failures: JobFailed naming the phase and ``advice`` (what to change).
     """
     import time
+    from concurrent.futures import CancelledError  # distributed's Future(s)CancelledError: lost dependencies
 
     from distributed import KilledWorker
-    from distributed.client import FutureCancelledError
     from distributed.comm import CommClosedError
 
     for attempt in range(1, REBUILDS + 2):
         try:
             return run(attempt)
-        except (FutureCancelledError, KilledWorker, CommClosedError) as e:
+        except (CancelledError, KilledWorker, CommClosedError) as e:
             if attempt > REBUILDS:
                 raise JobFailed(f"{phase}: workers kept failing ({e.__class__.__name__}, {REBUILDS + 1} times); "
                                 f"{advice}") from None

@@ -222,8 +222,9 @@ def _known_factors(warm, ratings):
              (users >= 0).sum(), len(users), (items >= 0).sum(), len(items))
 
     def rows(values, index):
-        out = np.where((index >= 0).reshape((-1,) + (1,) * (values.ndim - 1)), values[np.maximum(index, 0)], np.nan)
-        return out
+        """``values[index]`` with NaN rows where ``index`` is -1 (an id the warm model does not know)."""
+        known = (index >= 0).reshape((-1,) + (1,) * (values.ndim - 1))
+        return np.where(known, values[np.maximum(index, 0)], np.nan)
 
     return Factors(rows(f.user_factors, users), rows(f.user_bias, users), rows(f.item_factors, items),
                    rows(f.item_bias, items))
