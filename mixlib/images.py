@@ -378,7 +378,7 @@ def write_pixels(path, image, tile, client_compute):
         write_tiled_tiff(path, image, tile, client_compute, photometric="rgb", **extra)
     else:
         target = zarr.create_array(str(path), shape=image.shape, dtype=np.uint8, chunks=(tile, tile, image.shape[2]))
-        da.store(image.rechunk((tile, tile, image.shape[2])), target, lock=False)
+        client_compute([da.store(image.rechunk((tile, tile, image.shape[2])), target, lock=False, compute=False)])
 
 
 def write_zarr(path, labels, palette, tile, attributes, run):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cluster import ClusterOptions
+from .cluster import ClusterOptions, with_rebuilds
 from .config import option
 from .errors import InputError
 from .gmm import Mixture, load_mixture, sample_mixture
@@ -133,8 +133,10 @@ def run(settings, job_plan, client):
     with staged_outputs() as stage:
         write_pixels(stage(job_plan.out), image, settings.tile_size,
                      lambda parts: computed(client, parts, "mixture-sample", settings.progress_seconds))
-        if job_plan.compare:
-            _write_comparison(stage(job_plan.compare), job_plan, image, settings, client)
+        if job_plan.compare:  # a decoded 'like' image is scattered: rebuilt if a worker dies with it
+            with_rebuilds(lambda attempt: _write_comparison(stage(job_plan.compare), job_plan, image, settings,
+                                                            client),
+                          "the comparison image", "give the workers more memory")
     log.info("wrote %s in %.1f s", job_plan.out, time.perf_counter() - started)
 
 

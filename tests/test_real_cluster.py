@@ -303,6 +303,32 @@ def kill_a_worker_when(client, prefix, deadline_seconds=120):
     return None
 
 
+def run_with_and_without_a_kill(tmp_path, argv_for, phase, module="jobs.compress"):
+    """Run a job twice on a fresh real cluster, the second time with a worker SIGKILLed while ``phase`` runs.
+
+    ``argv_for(out)`` gives the job's arguments for an output path. Returns ``{"undisturbed": path, "killed": path}``
+    and the killed run's stderr.
+    """
+    from distributed import Client
+
+    from conftest import REPO, cli_command
+
+    (tmp_path / "empty.toml").write_text("")
+    outputs, stderr = {}, ""
+    with dask_cluster("tcp", workers=2) as address, Client(address) as watcher:
+        for run in ("undisturbed", "killed"):
+            outputs[run] = tmp_path / f"{run}.zarr"
+            command, env = cli_command(*argv_for(outputs[run]), "--scheduler", address, "--config",
+                                       tmp_path / "empty.toml", module=module)
+            job = subprocess.Popen(command, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+            killed = kill_a_worker_when(watcher, phase) if run == "killed" else None
+            _, stderr = job.communicate(timeout=300)
+            assert job.returncode == 0, stderr
+            assert run == "undisturbed" or killed is not None, "the phase never showed on the scheduler"
+            watcher.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker
+    return outputs, stderr
+
+
 @pytest.mark.parametrize("source, phase", [("zarr", "colour-histogram"), ("zarr", "palette-labels"),
                                            ("png", "colour-histogram"), ("png", "kmeans-stats")])
 def test_compress_survives_a_worker_killed_mid_phase(tmp_path, source, phase):
@@ -310,30 +336,32 @@ def test_compress_survives_a_worker_killed_mid_phase(tmp_path, source, phase):
     scattered again from the client and the phase reruns: the output is the undisturbed run's."""
     import numpy as np
     import zarr
-    from distributed import Client
-
-    from conftest import REPO, cli_command
 
     pixels = np.random.default_rng(1).integers(0, 32, (3072, 3072, 3), dtype=np.uint8) * 8
     if source == "zarr":
         zarr.create_array(str(tmp_path / "in.zarr"), data=pixels, chunks=(256, 256, 3))
     else:
         save_png(tmp_path / "in.png", pixels)
-    (tmp_path / "empty.toml").write_text("")
-    with dask_cluster("tcp", workers=2) as address, Client(address) as watcher:
-        outputs = {}
-        for run in ("undisturbed", "killed"):
-            outputs[run] = tmp_path / f"{run}.zarr"
-            command, env = cli_command(tmp_path / f"in.{source}", "--k", 8, "--out", outputs[run], "--chunk-size", 256,
-                                       "--scheduler", address, "--config", tmp_path / "empty.toml")
-            job = subprocess.Popen(command, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
-            killed = kill_a_worker_when(watcher, phase) if run == "killed" else None
-            _, stderr = job.communicate(timeout=300)
-            assert job.returncode == 0, stderr
-            if run == "killed":
-                assert killed is not None, "the phase never showed on the scheduler"
-                assert "data lost with a worker" in stderr or source == "zarr"
-            watcher.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker
+    outputs, stderr = run_with_and_without_a_kill(
+        tmp_path, lambda out: (tmp_path / f"in.{source}", "--k", 8, "--out", out, "--chunk-size", 256), phase)
+    assert "data lost with a worker" in stderr or source == "zarr"
     a, b = (zarr.open_group(str(outputs[run]), mode="r") for run in ("undisturbed", "killed"))
     np.testing.assert_array_equal(a["labels"][...], b["labels"][...])
     np.testing.assert_array_equal(a["palette"][...], b["palette"][...])
+
+
+def test_sample_survives_a_worker_killed_mid_draw(tmp_path):
+    """Sampling tasks depend on nothing scattered: Dask recomputes what the killed worker held."""
+    import numpy as np
+    import zarr
+
+    from mixlib.gmm import Mixture, save_mixture
+
+    model = tmp_path / "m.json"
+    save_mixture(model, Mixture(np.array([0.3, 0.7]), np.array([[50.0, 90, 120], [200, 160, 90]]),
+                                np.stack([np.eye(3) * 60, np.eye(3) * 30])), {})
+    outputs, _ = run_with_and_without_a_kill(
+        tmp_path, lambda out: ("--model", model, "--shape", "3072x3072", "--chunk-size", 256, "--out", out),
+        "mixture-sample", module="jobs.sample")
+    a, b = (zarr.open_array(str(outputs[run]), mode="r") for run in ("undisturbed", "killed"))
+    np.testing.assert_array_equal(a[...], b[...])
