@@ -66,6 +66,8 @@ def parse_settings(settings_class, job, argv, description, positional=None, conf
 
 def run_job(body):
     """Run ``body()`` and turn its outcome into an exit status, with one line on stderr on failure."""
+    from distributed.scheduler import NoWorkerError
+
     try:
         body()
         return 0
@@ -75,6 +77,10 @@ def run_job(body):
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except NoWorkerError as e:  # the scheduler's no-workers-timeout ran out
+        print(f"error: the cluster has no worker left ({e}); check the workers' logs and memory limits, start "
+              "workers, then run the job again (train: with --resume)", file=sys.stderr)
+        return 1
     except Exception as e:  # the last line of defence: one line, the traceback only when debugging
         if log.isEnabledFor(logging.DEBUG):
             traceback.print_exc()

@@ -29,6 +29,9 @@ class ClusterOptions:
     dashboard_link: str = option("", "template of the dashboard link printed at start, for clusters behind a "
                                      "proxy: {host} and {port} are filled in (e.g. https://proxy/{port}/status)")
     connect_timeout: float = option(10.0, "seconds to wait for a remote scheduler", minimum=0.1)
+    no_workers_timeout: float = option(300.0, "embedded cluster: fail the job when its tasks waited this many seconds "
+                                              "with no worker alive (a remote scheduler has its own setting, "
+                                              "distributed.scheduler.no-workers-timeout)", minimum=1.0)
     performance_report: str = option("", "write Dask's performance report (task stream, profiles) to this .html")
     progress_seconds: float = option(30.0, "long phases show a progress bar on a terminal; otherwise a progress "
                                            "line at most every this many seconds (0: no progress output)",
@@ -99,7 +102,8 @@ def connect(settings, address=None):
     # The dashboard link names the host the dashboard is bound to (an in-process scheduler's own address
     # names the machine's public interface, where the dashboard does not listen).
     bound = "http://" + (settings.dashboard_address.rsplit(":", 1)[0] or "127.0.0.1") + ":{port}/status"
-    with dask.config.set(_link_config(settings.dashboard_link or bound)), _blas_threads(settings), \
+    no_workers = {"distributed.scheduler.no-workers-timeout": f"{settings.no_workers_timeout}s"}
+    with dask.config.set({**_link_config(settings.dashboard_link or bound), **no_workers}), _blas_threads(settings), \
             LocalCluster(dashboard_address=settings.dashboard_address, n_workers=settings.workers,
                          threads_per_worker=settings.threads_per_worker, processes=settings.processes,
                          memory_limit=settings.memory_limit, **where) as cluster, Client(cluster) as client:

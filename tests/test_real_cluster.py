@@ -19,12 +19,15 @@ def free_port():
 
 
 @contextlib.contextmanager
-def dask_cluster(protocol, workers, options=(), security=None):
+def dask_cluster(protocol, workers, options=(), security=None, worker_options=(), scheduler_env=None):
     """``dask scheduler`` and ``workers`` ``dask worker`` processes on 127.0.0.1, started as commands, ready
     (every worker registered) when the block starts and always stopped after it. Yields the address.
 
-    ``options`` go to every command (TLS files); ``security`` is what a client needs to connect.
+    ``options`` go to every command (TLS files), ``worker_options`` to the workers only; ``scheduler_env`` adds
+    environment variables (Dask config) to the scheduler's; ``security`` is what a client needs to connect.
     """
+    import os
+
     from distributed import Client
 
     port = free_port()
@@ -32,12 +35,12 @@ def dask_cluster(protocol, workers, options=(), security=None):
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     processes = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--protocol", protocol,
                                    "--host", "127.0.0.1", "--port", str(port), "--dashboard-address",
-                                   "127.0.0.1:0", *options], **quiet)]
+                                   "127.0.0.1:0", *options], env={**os.environ, **(scheduler_env or {})}, **quiet)]
     try:
         for _ in range(workers):
             processes.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
                                                "--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard",
-                                               "--memory-limit", "2GiB", *options], **quiet))
+                                               "--memory-limit", "2GiB", *options, *worker_options], **quiet))
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -283,9 +286,9 @@ def test_dashboard_status_page_shows_the_algorithm_while_a_job_runs(tmp_path, fr
     assert "colour-histogram" in seen and ("palette-labels" in seen or "kmeans-stats" in seen), seen
 
 
-def kill_a_worker_when(client, prefix, deadline_seconds=120):
-    """Wait until a task whose key starts with ``prefix`` is processing, then SIGKILL one worker process;
-    return the killed pid (or None if the phase never showed)."""
+def kill_a_worker_when(client, prefix, deadline_seconds=120, every=False):
+    """Wait until a task whose key starts with ``prefix`` is processing, then SIGKILL one worker process (or
+    ``every`` one); return the first killed pid (or None if the phase never showed)."""
     import os
     import signal
 
@@ -296,9 +299,10 @@ def kill_a_worker_when(client, prefix, deadline_seconds=120):
     deadline = time.monotonic() + deadline_seconds
     while time.monotonic() < deadline:
         if client.run_on_scheduler(processing):
-            pid = next(iter(client.run(os.getpid).values()))
-            os.kill(pid, signal.SIGKILL)
-            return pid
+            pids = list(client.run(os.getpid).values())
+            for pid in pids if every else pids[:1]:
+                os.kill(pid, signal.SIGKILL)
+            return pids[0]
         time.sleep(0.05)
     return None
 
@@ -365,3 +369,29 @@ def test_sample_survives_a_worker_killed_mid_draw(tmp_path):
         "mixture-sample", module="jobs.sample")
     a, b = (zarr.open_array(str(outputs[run]), mode="r") for run in ("undisturbed", "killed"))
     np.testing.assert_array_equal(a[...], b[...])
+
+
+def test_a_job_whose_workers_are_all_gone_stops_with_one_line(tmp_path):
+    """Every worker killed mid-job (no nanny to restart them): the scheduler's no-workers timeout fails the tasks,
+    and the job stops with one line, exit status 1, and no output."""
+    import numpy as np
+    import zarr
+    from distributed import Client
+
+    from conftest import REPO, cli_command
+
+    pixels = np.random.default_rng(3).integers(0, 32, (3072, 3072, 3), dtype=np.uint8) * 8
+    zarr.create_array(str(tmp_path / "in.zarr"), data=pixels, chunks=(256, 256, 3))
+    (tmp_path / "empty.toml").write_text("")
+    with dask_cluster("tcp", workers=2, worker_options=["--no-nanny"],
+                      scheduler_env={"DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT": "3s"}) as address, \
+            Client(address) as watcher:
+        command, env = cli_command(tmp_path / "in.zarr", "--k", 8, "--out", tmp_path / "out.zarr", "--chunk-size",
+                                   256, "--scheduler", address, "--config", tmp_path / "empty.toml")
+        job = subprocess.Popen(command, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+        assert kill_a_worker_when(watcher, "colour-histogram", every=True) is not None
+        _, stderr = job.communicate(timeout=120)
+    lines = stderr.strip().splitlines()
+    assert job.returncode == 1, stderr
+    assert lines[-1].startswith("error: the cluster has no worker left") and "Traceback" not in stderr, lines[-3:]
+    assert not (tmp_path / "out.zarr").exists() and not list(tmp_path.glob(".out*"))
