@@ -17,6 +17,7 @@ import numpy as np
 from .als import Factors, predict
 from .checkpoint import pointed, point_to, read_group, write_group
 from .errors import InputError
+from .ratings import parse_each
 
 log = logging.getLogger("mixlib")
 
@@ -129,13 +130,7 @@ def _index_of(known, ids):
 
 def _as_int_ids(ids):
     """String ids as integers where they are integers; the others map to a value no model holds."""
-    out = np.full(len(ids), np.iinfo(np.int64).min)
-    for n, text in enumerate(ids):
-        try:
-            out[n] = int(text)
-        except ValueError:
-            pass
-    return out
+    return parse_each(ids, int, np.iinfo(np.int64).min)
 
 
 class ModelStore:

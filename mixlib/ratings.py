@@ -199,10 +199,15 @@ def _is_number(text):
 
 
 def _numbers(texts):
-    out = np.full(len(texts), np.nan)
+    return parse_each(texts, float, np.nan)
+
+
+def parse_each(texts, convert, missing):
+    """``convert(text)`` of every text ``(n,)``, ``missing`` where it raises ValueError (numpy array of its type)."""
+    out = np.full(len(texts), missing)
     for i, text in enumerate(texts):
         try:
-            out[i] = float(text)
+            out[i] = convert(text)
         except ValueError:
             pass
     return out
