@@ -161,15 +161,14 @@ class BlockedRatings:
     ----------
     parts : list of tuples ``(indptr, indices, ratings)``, the blocks (the client's copy, to rebuild lost ones)
     blocks : list of futures of ``parts`` on the workers
-    bounds : ndarray (n_blocks + 1,), the first row of each block and the row count
     counts : ndarray (n_rows,), ratings per row
     side : 'users' or 'items', names the tasks on the dashboard (``als-solve-users``)
     """
 
-    def __init__(self, parts, blocks, bounds, counts, side):
+    def __init__(self, parts, blocks, counts, side):
         import uuid
 
-        self.parts, self.blocks, self.bounds, self.counts, self.side = parts, blocks, bounds, counts, side
+        self.parts, self.blocks, self.counts, self.side = parts, blocks, counts, side
         # Task keys: als-solve-users-<this scatter>-<step>-<attempt>-<block>, unique however many fits share a
         # cluster.
         self.run = uuid.uuid4().hex[:12]
@@ -186,7 +185,7 @@ class BlockedRatings:
         for start, stop in zip(bounds[:-1], bounds[1:]):
             block = matrix[start:stop]
             parts.append((block.indptr, block.indices, block.data))
-        return cls(parts, client.scatter(parts, hash=False), bounds, np.diff(matrix.indptr), side)
+        return cls(parts, client.scatter(parts, hash=False), np.diff(matrix.indptr), side)
 
     def solve(self, client, design, offset, lam, weighted_lambda, step, with_error=False):
         """One half-step: every row's solution ``(n_rows, d)`` given the other side's ``design (n_other, d)``
