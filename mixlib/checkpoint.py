@@ -85,6 +85,18 @@ def pointed(folder, pointer=POINTER):
         return None
 
 
+def writable_folder(folder, flag):
+    """Create ``folder`` if needed and write a file in it, or raise InputError naming ``flag``: a real write, as
+    permissions alone miss read-only and virtual file systems (and root)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"cannot write to {flag} {folder} ({e.strerror}); choose a writable folder") from None
+
+
 def _fsync_folder(folder):
     descriptor = os.open(folder, os.O_RDONLY)
     try:
@@ -105,14 +117,7 @@ class Checkpoints:
 
     def check_writable(self):
         """InputError now, before training, if checkpoints cannot be written to the folder."""
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            probe = self.folder / ".write-probe"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as e:
-            raise InputError(f"cannot write checkpoints to {self.folder} ({e.strerror}); choose a writable "
-                             "--checkpoint-dir") from None
+        writable_folder(self.folder, "--checkpoint-dir")
 
     def save(self, step, arrays, scalars):
         """Write the checkpoint of ``step``, point LATEST at it and remove the older ones."""

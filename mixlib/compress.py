@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .checkpoint import writable_folder
 from .cluster import ClusterOptions, with_rebuilds
 from .colors import ColourLookup, checkpointed_histogram, colour_histogram, decode_colours
 from .config import option
@@ -125,13 +126,7 @@ def _checked_checkpoint(settings, source):
     if settings.resume and saved is not None and saved != _source_fingerprint(source, settings.chunk_size):
         raise InputError(f"the checkpoint in {folder} is of another input, or of other chunks; rerun without "
                          "--resume to start again")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / ".write-probe").write_text("")
-        (folder / ".write-probe").unlink()
-    except OSError as e:
-        raise InputError(f"cannot write checkpoints to {folder} ({e.strerror}); choose another --checkpoint-dir") \
-            from None
+    writable_folder(folder, "--checkpoint-dir")
     return folder
 
 

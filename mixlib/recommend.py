@@ -15,7 +15,7 @@ import numpy as np
 
 from . import __version__
 from .als import ALSOptions, Factors, TrainingData, TrainingState, fit_als, initial_factors, validate_rank
-from .checkpoint import Checkpoints, fingerprint
+from .checkpoint import Checkpoints, fingerprint, writable_folder
 from .cluster import ClusterOptions
 from .config import option
 from .errors import InputError, JobFailed, Refused
@@ -85,7 +85,7 @@ def plan_train(settings):
     if plots is not None:
         check_output(plots / "loss-curves.png", settings.overwrite, (".png",))
     store = ModelStore(settings.model_dir)
-    _check_writable_folder(store.root, "--model-dir")
+    writable_folder(store.root, "--model-dir")
     warm = _warm_model(store, settings)
     ratings, parts, means = prepare(read_ratings(settings.ratings, settings.drop_invalid), settings)
     problem = validate_rank(settings.rank, len(ratings.user_ids), len(ratings.item_ids), settings.init)
@@ -327,16 +327,6 @@ def _output(path, overwrite, suffixes):
         return None
     check_output(Path(path), overwrite, suffixes)
     return Path(path)
-
-
-def _check_writable_folder(folder, flag):
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-probe"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise InputError(f"{flag} {folder} is not writable ({e.strerror})") from None
 
 
 def plan_predict(settings):

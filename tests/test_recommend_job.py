@@ -271,7 +271,7 @@ BAD = [
     (("train", "--ratings", "{ratings}", "--rank", 500, "--init", "random"), "exceeds"),
     (("train", "--ratings", "{ratings}", "--rank", 120), "needs more than 120 users and items for the SVD init"),
     (("train", "--ratings", "{ratings}", "--log-every", 3, "--eval-every", 2), "multiple of --eval-every"),
-    (("train", "--ratings", "{ratings}", "--checkpoint-dir", "{ratings}/sub"), "cannot write checkpoints"),
+    (("train", "--ratings", "{ratings}", "--checkpoint-dir", "{ratings}/sub"), "cannot write to --checkpoint-dir"),
     (("train", "--ratings", "{ratings}", "--metrics", "{ratings}"), "unknown format"),
     (("train", "--ratings", "{ratings}", "--min-entries", 10000), "removed every rating"),
     (("train", "--ratings", "{ratings}", "--validation", 2.5), "whole number"),
