@@ -334,16 +334,18 @@ def _lap(started, seconds):
 
 def _write_output(path, labels, palette, settings, client):
     kind = path.suffix.lower()
+
+    def client_compute(parts):
+        return computed(client, parts, "palette-labels", settings.progress_seconds)
+
     if kind == ".png":
-        write_png(path, computed(client, [labels], "palette-labels", settings.progress_seconds)[0], palette.colours)
+        write_png(path, client_compute([labels])[0], palette.colours)
     elif kind in (".tif", ".tiff"):
-        write_tiff(path, labels, palette.colours, settings.tile_size,
-                   lambda parts: client.compute(parts, sync=True))
+        write_tiff(path, labels, palette.colours, settings.tile_size, client_compute)
     else:
         attributes = {"method": settings.method, "k": settings.k, "seed": settings.seed,
                       "mixlib": __version__}
-        write_zarr(path, labels, palette.colours, settings.tile_size, attributes,
-                   lambda stored: computed(client, [stored], "palette-labels", settings.progress_seconds))
+        write_zarr(path, labels, palette.colours, settings.tile_size, attributes, client_compute)
 
 
 def _report(settings, source, palette, sq_error, n_values, seconds, output):

@@ -381,7 +381,7 @@ def write_pixels(path, image, tile, client_compute):
         client_compute([da.store(image.rechunk((tile, tile, image.shape[2])), target, lock=False, compute=False)])
 
 
-def write_zarr(path, labels, palette, tile, attributes, run):
+def write_zarr(path, labels, palette, tile, attributes, client_compute):
     """A Zarr group with ``labels (H, W)`` in ``tile x tile`` chunks and ``palette (k, C)``, the labels
     written chunk by chunk in parallel by the workers (Dask chunks aligned to the Zarr chunks).
 
@@ -390,7 +390,7 @@ def write_zarr(path, labels, palette, tile, attributes, run):
     labels : dask.array.Array (H, W) uint8 or uint16
     palette : ndarray (k, 3|4) uint8
     attributes : dict, JSON-serialisable group attributes
-    run : callable(dask.delayed.Delayed), computes the store on the cluster
+    client_compute : callable(list of dask collections) -> list of results, computes on the cluster
     """
     import dask.array as da
     import zarr
@@ -399,7 +399,7 @@ def write_zarr(path, labels, palette, tile, attributes, run):
     group.attrs.update(attributes)
     target = group.create_array("labels", shape=labels.shape, dtype=labels.dtype, chunks=(tile, tile))
     group.create_array("palette", data=palette)
-    run(da.store(labels.rechunk((tile, tile)), target, lock=False, compute=False))
+    client_compute([da.store(labels.rechunk((tile, tile)), target, lock=False, compute=False)])
 
 
 def side_by_side(original, compressed, titles, max_width=2048):
