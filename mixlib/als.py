@@ -266,12 +266,12 @@ class Factors:
         items = np.einsum("ik,ik->i", self.item_factors, self.item_factors) + self.item_bias ** 2
         return float(user_weight @ users + item_weight @ items)
 
-    def arrays(self):
-        """The four arrays, in field order (not copied)."""
-        return [getattr(self, f.name) for f in dataclasses.fields(self)]
+    def named(self):
+        """``{field name: array}`` in field order, not copied (``dataclasses.asdict`` deep-copies the arrays)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def all_finite(self):
-        return all(np.isfinite(a).all() for a in self.arrays())
+        return all(np.isfinite(a).all() for a in self.named().values())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,7 +305,7 @@ class TrainingState:
         """``(arrays, scalars)``: name -> ndarray and name -> JSON number, the whole state (for a checkpoint)."""
         arrays = {"history": self.history}
         for prefix, factors in (("current", self.current), ("best", self.best)):
-            arrays.update({f"{prefix}/{f.name}": getattr(factors, f.name) for f in dataclasses.fields(Factors)})
+            arrays.update({f"{prefix}/{name}": values for name, values in factors.named().items()})
         scalars = {"step": self.step, "best_step": self.best_step, "stale": self.stale,
                    "best_rmse": None if np.isinf(self.best_rmse) else self.best_rmse}
         return arrays, scalars
@@ -369,7 +369,8 @@ def initial_factors(data, options, rng, known=None):
                           options.init_scale * rng.standard_normal((n_items, rank)), np.zeros(n_items))
     if known is None:
         return factors
-    return Factors(*(np.where(np.isnan(old), new, old) for new, old in zip(factors.arrays(), known.arrays())))
+    old = known.named()
+    return Factors(**{name: np.where(np.isnan(old[name]), new, old[name]) for name, new in factors.named().items()})
 
 
 class _Sides:

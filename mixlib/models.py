@@ -158,7 +158,7 @@ class ModelStore:
     def publish(self, model):
         """Write ``model`` as the next version and point ``latest`` at it; return the version's name."""
         self.versions.mkdir(parents=True, exist_ok=True)
-        arrays = dataclasses.asdict(model.factors)
+        arrays = model.factors.named()
         arrays.update({"user_means": model.user_means, "user_ids": model.user_ids, "item_ids": model.item_ids,
                        "seen_indptr": model.seen_indptr, "seen_indices": model.seen_indices})
         created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

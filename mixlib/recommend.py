@@ -266,7 +266,11 @@ def _errors(model, ratings, rows):
     """RMSE and MAE of the model on some ratings (original scale); empty without ratings."""
     if len(rows) == 0:
         return {}
-    residual = ratings.values[rows] - model.predict_indices(ratings.users[rows], ratings.items[rows])
+    return residual_errors(ratings.values[rows] - model.predict_indices(ratings.users[rows], ratings.items[rows]))
+
+
+def residual_errors(residual):
+    """``{"rmse": sqrt(mean(r^2)), "mae": mean(|r|)}`` of residuals ``(n,)``, n > 0."""
     return {"rmse": float(np.sqrt(np.mean(residual ** 2))), "mae": float(np.mean(np.abs(residual)))}
 
 
@@ -280,7 +284,7 @@ def _guardrail(store, ratings, parts, metrics, tolerance):
     users = published.user_index(ratings.user_ids[ratings.users[rows]])
     items = published.item_index(ratings.item_ids[ratings.items[rows]])
     residual = ratings.values[rows] - published.predict_indices(users, items)
-    old, new = float(np.sqrt(np.mean(residual ** 2))), metrics["validation"]["rmse"]
+    old, new = residual_errors(residual)["rmse"], metrics["validation"]["rmse"]
     metrics["guardrail"] = {"published_version": store.latest_name(), "published_validation_rmse": old,
                             "validation_rmse": new, "tolerance": tolerance}
     log.info("guardrail: validation RMSE %.6f against %.6f of the published %s", new, old, store.latest_name())
@@ -411,8 +415,7 @@ def run_evaluate(settings, job_plan, client):
     items = model.item_index(heldout.item_ids)[heldout.items]
     residual = heldout.values - model.predict_indices(users, items)
     metrics = {"ratings": len(residual), "unknown_users": int((users < 0).sum()),
-               "unknown_items": int((items < 0).sum()), "rmse": float(np.sqrt(np.mean(residual ** 2))),
-               "mae": float(np.mean(np.abs(residual)))}
+               "unknown_items": int((items < 0).sum()), **residual_errors(residual)}
     if settings.top:
         metrics.update(ranking_metrics(client, model, users, items, heldout.values, settings))
     log.info("evaluate: %s", ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
