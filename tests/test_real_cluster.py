@@ -2,6 +2,7 @@
 --scheduler, give the same bytes as the embedded cluster."""
 
 import contextlib
+import re
 import socket
 import subprocess
 import sys
@@ -349,6 +350,8 @@ def test_compress_survives_a_worker_killed_mid_phase(tmp_path, source, phase):
     outputs, stderr = run_with_and_without_a_kill(
         tmp_path, lambda out: (tmp_path / f"in.{source}", "--k", 8, "--out", out, "--chunk-size", 256), phase)
     assert "data lost with a worker" in stderr or source == "zarr"
+    retried = re.search(r"tasks: \d+ run, (\d+) retried .*, 0 failed", stderr)
+    assert retried and (int(retried.group(1)) > 0 or source == "png"), stderr  # lazy chunks: Dask retried them
     a, b = (zarr.open_group(str(outputs[run]), mode="r") for run in ("undisturbed", "killed"))
     np.testing.assert_array_equal(a["labels"][...], b["labels"][...])
     np.testing.assert_array_equal(a["palette"][...], b["palette"][...])
@@ -395,3 +398,47 @@ def test_a_job_whose_workers_are_all_gone_stops_with_one_line(tmp_path):
     assert job.returncode == 1, stderr
     assert lines[-1].startswith("error: the cluster has no worker left") and "Traceback" not in stderr, lines[-3:]
     assert not (tmp_path / "out.zarr").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_task_outcomes_count_a_task_retried_after_its_worker_died_and_a_failed_one(real_cluster, caplog):
+    """Brute force: kill the very worker that runs a task; Dask reruns it elsewhere, and the summary counts one
+    retry (the quick tasks run after it, so none of their results is lost and recomputed). A task that raises
+    counts as failed; a fresh client's summary counts only its own tasks."""
+    import logging
+    import os
+    import signal
+
+    from distributed import Client
+
+    from mixlib.outcomes import counted_tasks
+
+    def _sleep_then(value, seconds):  # local functions travel by value: the workers cannot import this module
+        time.sleep(seconds)
+        return value
+
+    def _fail(value):
+        raise ValueError(value)
+
+    def running_on(dask_scheduler, key):
+        return getattr(getattr(dask_scheduler.tasks.get(key), "processing_on", None), "address", None)
+
+    with Client(real_cluster) as client, caplog.at_level(logging.INFO, logger="mixlib"):
+        with counted_tasks(client):
+            slow = client.submit(_sleep_then, "slow", 3, pure=False)
+            deadline = time.monotonic() + 60
+            while not (where := client.run_on_scheduler(running_on, key=slow.key)):
+                assert time.monotonic() < deadline and slow.status == "pending", slow.status
+                time.sleep(0.05)
+            os.kill(client.run(os.getpid, workers=[where])[where], signal.SIGKILL)
+            assert slow.result(timeout=120) == "slow"
+            assert client.gather(client.map(_sleep_then, range(5), seconds=0, pure=False)) == list(range(5))
+            failing = client.submit(_fail, "on purpose", pure=False)
+            with pytest.raises(ValueError):
+                failing.result(timeout=60)
+        client.wait_for_workers(2, timeout=60)
+    assert "tasks: 7 run, 1 retried (their worker died or lost their result), 1 failed" in caplog.text
+
+    caplog.clear()
+    with Client(real_cluster) as client, caplog.at_level(logging.INFO, logger="mixlib"), counted_tasks(client):
+        assert client.submit(_sleep_then, 1, 0, pure=False).result(timeout=60) == 1
+    assert "tasks: 1 run, 0 retried (their worker died or lost their result), 0 failed" in caplog.text
