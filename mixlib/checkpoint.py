@@ -4,17 +4,17 @@ Zarr writes each key atomically but not a group, and a half-written group opens 
 written under a temporary name, its ``complete`` attribute is set last, it is renamed into place and its folder
 fsynced; only then does a pointer file (replaced with ``os.replace``) name it. Readers follow the pointer and
 refuse a group without ``complete``. A process killed at any moment leaves the previous pointer and the group it
-names untouched.
+names untouched. At an fsspec URL (:mod:`mixlib.storage`) there is no rename: the group is written in place and
+the pointer is one object written whole, so ``complete`` and the pointer alone keep readers safe.
 """
 
 import json
 import os
-import shutil
-from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
+from .storage import is_local, location, remove_tree, zarr_store
 
 POINTER = "LATEST"
 
@@ -24,14 +24,19 @@ def write_group(path, arrays, attrs):
 
     Parameters
     ----------
-    path : Path
+    path : Path or UPath
     arrays : dict name -> ndarray (numbers, or strings stored as variable-length UTF-8); '/' in a name nests
     attrs : dict of JSON values
     """
     import zarr
 
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    group = zarr.open_group(str(temporary), mode="w")
+    if is_local(path):
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    elif path.exists():  # at a URL the group is written in place: never over another writer's group
+        raise FileExistsError(f"{path} exists")
+    else:
+        temporary = path
+    group = zarr.open_group(zarr_store(temporary), mode="w")
     for name, values in arrays.items():
         values = np.asarray(values)
         if values.dtype.kind in "USTO":
@@ -41,8 +46,9 @@ def write_group(path, arrays, attrs):
         else:
             group.create_array(name, data=values)
     group.attrs.update({"attrs": attrs, "complete": True})
-    os.replace(temporary, path)
-    _fsync_folder(path.parent)
+    if temporary != path:
+        temporary.rename(path)
+        _fsync_folder(path.parent)
 
 
 def read_group(path):
@@ -50,7 +56,7 @@ def read_group(path):
     import zarr
 
     try:
-        group = zarr.open_group(str(path), mode="r")
+        group = zarr.open_group(zarr_store(path, read_only=True), mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         raise InputError(f"{path} is not a Zarr group") from None
     if not group.attrs.get("complete"):
@@ -67,7 +73,10 @@ def _plain(values):
 
 
 def point_to(folder, name, pointer=POINTER):
-    """Make ``folder/pointer`` name ``name`` (atomically replaced)."""
+    """Make ``folder/pointer`` name ``name`` (atomically replaced; at a URL, one object written whole)."""
+    if not is_local(folder):
+        (folder / pointer).write_text(name + "\n")
+        return
     temporary = folder / f".{pointer}.tmp"
     with open(temporary, "w") as f:
         f.write(name + "\n")
@@ -113,7 +122,7 @@ class Checkpoints:
     """
 
     def __init__(self, folder, fingerprint):
-        self.folder, self.fingerprint = Path(folder), fingerprint
+        self.folder, self.fingerprint = location(folder, "--checkpoint-dir"), fingerprint
 
     def check_writable(self):
         """InputError now, before training, if checkpoints cannot be written to the folder."""
@@ -122,11 +131,13 @@ class Checkpoints:
     def save(self, step, arrays, scalars):
         """Write the checkpoint of ``step``, point LATEST at it and remove the older ones."""
         name = f"step-{step:06d}"
+        if pointed(self.folder) != name:
+            remove_tree(self.folder / name)  # left by a run killed between writing it and moving the pointer
         write_group(self.folder / name, arrays, {"fingerprint": self.fingerprint, "scalars": scalars})
         point_to(self.folder, name)
         for old in self.folder.glob("step-*"):
             if old.name != name:
-                shutil.rmtree(old, ignore_errors=True)
+                remove_tree(old)
 
     def load(self):
         """``(arrays, scalars)`` of the last good checkpoint, or None when there is none."""
@@ -141,7 +152,7 @@ class Checkpoints:
 
     def clear(self):
         """Remove every checkpoint (after a finished run)."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        remove_tree(self.folder)
 
 
 def fingerprint(settings, *arrays):

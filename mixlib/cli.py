@@ -14,6 +14,7 @@ from pathlib import Path
 from . import config
 from .errors import InputError, JobFailed, Refused
 from .images import check_output, staged_outputs
+from .storage import location
 
 log = logging.getLogger("mixlib")
 
@@ -84,7 +85,8 @@ def run_job(body):
     except Exception as e:  # the last line of defence: one line, the traceback only when debugging
         if log.isEnabledFor(logging.DEBUG):
             traceback.print_exc()
-        print(f"error: unexpected failure: {e.__class__.__name__}: {e} (rerun with --log-level debug for the "
+        message = " ".join(str(e).split())  # one line, whatever the exception's message holds
+        print(f"error: unexpected failure: {e.__class__.__name__}: {message} (rerun with --log-level debug for the "
               "traceback)", file=sys.stderr)
         return 1
 
@@ -103,17 +105,19 @@ def job_main(settings_class, job, description, plan, run, positional=None, confi
     parameters).
     """
     from .cluster import connect
+    from .outcomes import counted_tasks
 
     def main(argv=None):
         def body():
             settings = parse_settings(settings_class, job, argv, description, positional=positional,
                                       config_name=config_name, other_keys=other_keys)
             setup_logging(settings.log_level)
-            report = Path(settings.performance_report) if settings.performance_report else None
+            report = (location(settings.performance_report, "--performance-report") if settings.performance_report
+                      else None)
             if report is not None:
                 check_output(report, settings.overwrite, (".html",))
             job_plan = plan(settings)
-            with connect(settings) as client, staged_outputs() as stage:
+            with connect(settings) as client, counted_tasks(client), staged_outputs() as stage:
                 with performance_report(stage(report)) if report else contextlib.nullcontext():
                     run(settings, job_plan, client)
 

@@ -84,7 +84,7 @@ def checkpointed_histogram(source, chunk_shape, folder):
     ----------
     source : mixlib.images.ImageSource of kind 'zarr' or 'tiff'
     chunk_shape : (rows, cols) of the chunks
-    folder : Path, on storage the workers share with the client
+    folder : Path or UPath (:mod:`mixlib.storage`), on storage the workers share with the client
 
     Returns
     -------
@@ -93,21 +93,19 @@ def checkpointed_histogram(source, chunk_shape, folder):
     import dask.array as da
 
     grid = da.empty(source.shape[:2], dtype=np.uint8, chunks=chunk_shape)
-    parts = grid.map_blocks(_saved_chunk_histogram, source.kind, str(source.path), str(folder), dtype=object,
+    parts = grid.map_blocks(_saved_chunk_histogram, source.kind, source.path, folder, dtype=object,
                             meta=np.empty((0, 0), dtype=object), chunks=(1, 1), token="colour-histogram-chunk")
     return tree_reduce(parts, _unboxed, merge_histograms, name="colour-histogram")
 
 
 def _saved_chunk_histogram(block, kind, path, folder, block_info=None):
     """One chunk's histogram, from ``folder`` when saved there, else computed and saved; boxed ``(1, 1)``."""
-    from pathlib import Path
-
     from .checkpoint import read_group, write_group
     from .errors import InputError
     from .images import read_region
 
     (r0, r1), (c0, c1) = block_info[0]["array-location"]  # the image chunk (the output block is 1 x 1)
-    saved = Path(folder) / f"r{r0}-c{c0}"
+    saved = folder / f"r{r0}-c{c0}"
     try:
         arrays, _ = read_group(saved)
         histogram = {"codes": arrays["codes"], "counts": arrays["counts"]}

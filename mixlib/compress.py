@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import platform
-import shutil
 import time
 from pathlib import Path
 
@@ -23,11 +22,12 @@ from .colors import ColourLookup, checkpointed_histogram, colour_histogram, deco
 from .config import option
 from .errors import InputError
 from .images import (OUTPUT_SUFFIXES, PILLOW_MAX_PIXELS, PNG_MAX_COLOURS, check_output, check_png_size,
-                     thumbnail_step, inspect_image, side_by_side, size_on_disk,
+                     thumbnail_step, inspect_image, side_by_side,
                      staged_outputs, write_png, write_tiff, write_zarr)
 from .gmm import GMMResult, bic, fit_gmm, most_likely_component, save_mixture
 from .kmeans import fit_kmeans
 from .progress import computed
+from .storage import is_local, location, remove_tree, tree_bytes
 
 log = logging.getLogger("mixlib")
 
@@ -87,8 +87,9 @@ def plan(settings):
     stem = Path(settings.input.removeprefix("sample:")).stem
     fill = {"stem": stem, "k": settings.k, "method": settings.method}
     try:
-        out, compare, report, save_model = (Path(p.format(**fill)) if p else None for p in (
-            settings.out, settings.compare, settings.report, settings.save_model))
+        out, compare, report, save_model = (location(p.format(**fill), flag) if p else None for p, flag in (
+            (settings.out, "--out"), (settings.compare, "--compare"), (settings.report, "--report"),
+            (settings.save_model, "--save-model")))
     except (KeyError, ValueError, IndexError) as e:
         raise InputError(f"an output path has a bad placeholder ({e}); use {{stem}}, {{k}} or {{method}}") from None
     if out is None:
@@ -121,7 +122,7 @@ def _checked_checkpoint(settings, source):
     if source.kind == "pillow":
         raise InputError("--checkpoint-dir needs a Zarr or TIFF input (read chunk by chunk); a decoded image is "
                          "simply read again")
-    folder = Path(settings.checkpoint_dir)
+    folder = location(settings.checkpoint_dir, "--checkpoint-dir")
     saved = _read_json(folder / CHECKPOINT_SOURCE)
     if settings.resume and saved is not None and saved != _source_fingerprint(source, settings.chunk_size):
         raise InputError(f"the checkpoint in {folder} is of another input, or of other chunks; rerun without "
@@ -134,10 +135,12 @@ CHECKPOINT_SOURCE = "source.json"
 
 
 def _source_fingerprint(source, chunk_size):
-    """What a histogram checkpoint must match: the input (path, bytes, modification time) and the chunks."""
-    path = Path(source.path)
-    return {"path": str(path.resolve()), "shape": list(source.shape), "chunks": list(source.chunk_shape(chunk_size)),
-            "bytes": source.input_bytes, "mtime_ns": path.stat().st_mtime_ns}
+    """What a histogram checkpoint must match: the input (path or URL, bytes, a local file's modification time) and
+    the chunks."""
+    path = source.path
+    return {"path": str(path.resolve() if is_local(path) else path), "shape": list(source.shape),
+            "chunks": list(source.chunk_shape(chunk_size)), "bytes": source.input_bytes,
+            "mtime_ns": path.stat().st_mtime_ns if is_local(path) else None}
 
 
 def _read_json(path):
@@ -150,7 +153,7 @@ def _read_json(path):
 def _start_checkpoint(folder, source, settings):
     """Empty the checkpoint folder unless resuming; record what it is a checkpoint of."""
     if not settings.resume:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_tree(folder)
         folder.mkdir(parents=True)
     saved = sum(1 for p in folder.glob("r*-c*") if p.is_dir())
     if settings.resume:
@@ -307,7 +310,7 @@ def run(settings, job_plan, client):
         if job_plan.report:
             stage(job_plan.report).write_text(json.dumps(report, indent=2) + "\n")
     if job_plan.checkpoint is not None:
-        shutil.rmtree(job_plan.checkpoint, ignore_errors=True)  # the job is done: nothing to resume
+        remove_tree(job_plan.checkpoint)  # the job is done: nothing to resume
     psnr = "lossless" if report["psnr_db"] is None else f"PSNR {report['psnr_db']:.2f} dB"
     log.info("wrote %s: %d colours, %s, %.1f s", job_plan.out, len(palette.colours), psnr,
              time.perf_counter() - started)
@@ -362,7 +365,7 @@ def _report(settings, source, palette, sq_error, n_values, seconds, output):
         "psnr_db": 10 * math.log10(255.0 ** 2 / mse) if mse > 0 else None,  # None: lossless
         "seconds": seconds,
         "input_bytes": source.input_bytes,
-        "output_bytes": size_on_disk(output),
+        "output_bytes": tree_bytes(output),
         "palette": palette.colours.tolist(),
         "seed": settings.seed,
         "versions": _versions(),

@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import importlib.util
 import os
-import shutil
 import struct
 import tempfile
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .storage import is_local, location, remove_tree, tree_bytes, zarr_store
 
 SAMPLE_PREFIX = "sample:"
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -33,7 +33,7 @@ class ImageSource:
 
     Attributes
     ----------
-    path : Path
+    path : Path, or UPath (an fsspec URL) for a Zarr array
     kind : 'pillow' (decoded in memory), 'zarr' or 'tiff' (read lazily chunk by chunk)
     shape : tuple (H, W, C), C = 3 or 4
     storage_chunks : tuple (rows, cols) of the file's own chunks or tiles, or None
@@ -52,7 +52,7 @@ class ImageSource:
 
     @property
     def input_bytes(self):
-        return size_on_disk(self.path)
+        return tree_bytes(self.path)
 
     def chunk_shape(self, chunk_size):
         """Dask chunk (rows, cols) near ``chunk_size``, a multiple of the storage chunks."""
@@ -66,7 +66,7 @@ class ImageSource:
 
         rows, cols = self.chunk_shape(chunk_size)
         if self.kind == "zarr":
-            return da.from_zarr(str(self.path), chunks=(rows, cols, self.channels))
+            return da.from_zarr(_open_zarr_array(self.path), chunks=(rows, cols, self.channels))
         if self.kind == "tiff":
             blocks = da.empty(self.shape, dtype=np.uint8, chunks=(rows, cols, self.channels))
             return blocks.map_blocks(read_tiff_block, str(self.path), dtype=np.uint8, token="read-tiff")
@@ -84,7 +84,7 @@ def read_region(kind, path, r0, r1, c0, c1):
     import zarr
 
     if kind == "zarr":
-        return np.asarray(zarr.open_array(str(path), mode="r")[r0:r1, c0:c1])
+        return np.asarray(_open_zarr_array(path)[r0:r1, c0:c1])
     import tifffile
 
     with tifffile.imread(path, aszarr=True) as store:
@@ -106,20 +106,18 @@ def _scattered_image(pixels, chunk):
                       for j, block in enumerate(row)] for i, row in enumerate(grid)])
 
 
-def size_on_disk(path):
-    """Bytes of a file, or of all files below a folder (a Zarr store)."""
-    path = Path(path)
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
+def _open_zarr_array(path):
+    import zarr
+
+    return zarr.open_array(zarr_store(path, read_only=True), mode="r")
 
 
 # ------------------------------------------------------------------------------------------ inspect
 
 def resolve_input(name):
-    """A path for an input name; ``sample:NAME`` names one of scikit-learn's sample photos."""
+    """A path (or an fsspec URL) for an input name; ``sample:NAME`` names one of scikit-learn's sample photos."""
     if not name.startswith(SAMPLE_PREFIX):
-        return Path(name)
+        return location(name, "input")
     spec = importlib.util.find_spec("sklearn")
     if spec is None:
         raise InputError(f"{name} needs scikit-learn's sample photos; pip install scikit-learn or give an image path")
@@ -148,6 +146,9 @@ def inspect_image(name, max_pixels):
         raise InputError(f"input {path} does not exist")
     if path.is_dir() or path.suffix.lower() == ".zarr":
         return _inspect_zarr(path)
+    if not is_local(path):
+        raise InputError(f"input {path}: only Zarr arrays are read from URLs; copy the file to a local or mounted "
+                         "path, or convert it to Zarr")
     if path.stat().st_size == 0:
         raise InputError(f"input {path} is empty (0 bytes)")
     if path.suffix.lower() in TIFF_SUFFIXES:
@@ -161,7 +162,7 @@ def _inspect_zarr(path):
     import zarr
 
     try:
-        node = zarr.open(str(path), mode="r")
+        node = zarr.open(zarr_store(path, read_only=True), mode="r")
     except Exception as e:  # zarr raises several types for a folder that is not a store
         raise InputError(f"input {path} is not a readable Zarr array ({e.__class__.__name__}: {e})") from None
     if not isinstance(node, zarr.Array):
@@ -229,12 +230,18 @@ def _has_alpha(im):
 
 def check_output(path, overwrite, suffixes=OUTPUT_SUFFIXES):
     """Reject an output path before any work: an unknown format, a file that exists without
-    ``overwrite``, or a folder that cannot be written."""
-    path = Path(path)
+    ``overwrite``, or a folder that cannot be written. Only Zarr outputs go to URLs (:mod:`mixlib.storage`)."""
     if path.suffix.lower() not in suffixes:
         raise InputError(f"output {path} has an unknown format; use one of {', '.join(suffixes)}")
     if path.exists() and not overwrite:
         raise InputError(f"output {path} exists; pass --overwrite to replace it")
+    if not is_local(path):
+        if path.suffix.lower() != ".zarr":
+            raise InputError(f"output {path}: only Zarr outputs are written to URLs; give a local path")
+        from .checkpoint import writable_folder
+
+        writable_folder(path.parent, "output folder")
+        return
     folder = path.parent
     while not folder.exists():
         folder = folder.parent
@@ -247,7 +254,7 @@ def check_output(path, overwrite, suffixes=OUTPUT_SUFFIXES):
 
 def check_png_size(out, height, width):
     """Refuse a PNG output too large to encode in memory."""
-    if Path(out).suffix.lower() == ".png" and height * width > PNG_MAX_PIXELS:
+    if out.suffix.lower() == ".png" and height * width > PNG_MAX_PIXELS:
         raise InputError(f"{height}x{width} pixels is too large for a PNG (encoded in memory); write .tif or .zarr")
 
 
@@ -258,7 +265,6 @@ def thumbnail_step(height, width):
 
 def temporary_path(path):
     """A hidden sibling name, with the same suffix, to write ``path`` under before renaming it."""
-    path = Path(path)
     return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
 
 
@@ -266,20 +272,25 @@ def temporary_path(path):
 def staged_outputs():
     """Write a job's outputs under temporary names, then rename them all into place; on failure remove them.
 
-    Yields ``stage(final) -> Path``, the temporary path to write ``final`` under (its folder is created).
+    Yields ``stage(final) -> Path``, the temporary path to write ``final`` under (its folder is created). A Zarr
+    output at a URL is written in place, as object stores cannot rename (the old one, which ``--overwrite``
+    allowed, is removed first); on failure it is removed all the same.
     """
     staged = {}
 
     def stage(final):
         final.parent.mkdir(parents=True, exist_ok=True)
-        staged[final] = temporary_path(final)
+        if not is_local(final):
+            remove_path(final)
+        staged[final] = temporary_path(final) if is_local(final) else final
         return staged[final]
 
     try:
         yield stage
         while staged:
             final, temporary = staged.popitem()
-            move_into_place(temporary, final)
+            if temporary != final:
+                move_into_place(temporary, final)
     finally:
         for temporary in staged.values():
             remove_path(temporary)
@@ -291,7 +302,7 @@ def move_into_place(temporary, final):
         old = final.with_name(f".{final.name}.old")
         final.rename(old)
         temporary.rename(final)
-        shutil.rmtree(old)
+        remove_tree(old)
     else:
         temporary.replace(final)
 
@@ -299,7 +310,7 @@ def move_into_place(temporary, final):
 def remove_path(path):
     """Remove a file or a folder (a Zarr store) if it exists."""
     if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path)
     elif path.exists():
         path.unlink()
 
@@ -370,14 +381,14 @@ def write_pixels(path, image, tile, client_compute):
     import zarr
     from PIL import Image
 
-    suffix = Path(path).suffix.lower()
+    suffix = path.suffix.lower()
     if suffix == ".png":
         Image.fromarray(client_compute([image])[0]).save(path, format="PNG")
     elif suffix in TIFF_SUFFIXES:
         extra = {"extrasamples": ["unassalpha"]} if image.shape[2] == 4 else {}
         write_tiled_tiff(path, image, tile, client_compute, photometric="rgb", **extra)
     else:
-        target = zarr.create_array(str(path), shape=image.shape, dtype=np.uint8, chunks=(tile, tile, image.shape[2]))
+        target = zarr.create_array(zarr_store(path), shape=image.shape, dtype=np.uint8, chunks=(tile, tile, image.shape[2]))
         client_compute([da.store(image.rechunk((tile, tile, image.shape[2])), target, lock=False, compute=False)])
 
 
@@ -395,7 +406,7 @@ def write_zarr(path, labels, palette, tile, attributes, client_compute):
     import dask.array as da
     import zarr
 
-    group = zarr.open_group(str(path), mode="w")
+    group = zarr.open_group(zarr_store(path), mode="w")
     group.attrs.update(attributes)
     target = group.create_array("labels", shape=labels.shape, dtype=labels.dtype, chunks=(tile, tile))
     group.create_array("palette", data=palette)

@@ -10,12 +10,12 @@ import dataclasses
 import datetime
 import logging
 import re
-from pathlib import Path
 
 import numpy as np
 
 from .als import Factors, predict
 from .checkpoint import pointed, point_to, read_group, write_group
+from .storage import location
 from .errors import InputError
 from .ratings import parse_each
 
@@ -137,7 +137,7 @@ class ModelStore:
     """The versions under ``model_dir`` and the ``latest`` pointer."""
 
     def __init__(self, model_dir):
-        self.root = Path(model_dir)
+        self.root = location(model_dir, "--model-dir")
         self.versions = self.root / "versions"
 
     def latest_name(self):

@@ -22,6 +22,7 @@ from .errors import InputError, JobFailed, Refused
 from .images import check_output, staged_outputs
 from .models import Model, ModelStore, rows_of, top_unseen
 from .ratings import Ratings, cold_start_filter, read_id_columns, read_ratings, split, user_means
+from .storage import location
 
 log = logging.getLogger("mixlib")
 
@@ -81,7 +82,7 @@ def plan_train(settings):
         raise InputError(f"--log-every {settings.log_every} must be a multiple of --eval-every "
                          f"{settings.eval_every} (a log line shows the latest evaluation)")
     metrics = _output(settings.metrics, settings.overwrite, (".json",))
-    plots = Path(settings.plots) if settings.plots else None
+    plots = location(settings.plots, "--plots") if settings.plots else None
     if plots is not None:
         check_output(plots / "loss-curves.png", settings.overwrite, (".png",))
     store = ModelStore(settings.model_dir)
@@ -91,7 +92,7 @@ def plan_train(settings):
     problem = validate_rank(settings.rank, len(ratings.user_ids), len(ratings.item_ids), settings.init)
     if problem:
         raise InputError(f"{problem}; lower --rank")
-    folder = Path(settings.checkpoint_dir) if settings.checkpoint_dir else store.root / "checkpoint"
+    folder = settings.checkpoint_dir or store.root / "checkpoint"
     checkpoints = Checkpoints(folder, _fingerprint(settings, ratings, parts, warm))
     checkpoints.check_writable()
     return TrainPlan(ratings, parts, means, store, checkpoints, warm, metrics, plots)
@@ -329,8 +330,9 @@ class EvaluateSettings(ServingOptions):
 def _output(path, overwrite, suffixes):
     if not path:
         return None
-    check_output(Path(path), overwrite, suffixes)
-    return Path(path)
+    path = location(path, "output")
+    check_output(path, overwrite, suffixes)
+    return path
 
 
 def plan_predict(settings):

@@ -21,6 +21,7 @@ from .gmm import Mixture, load_mixture, sample_mixture
 from .images import (OUTPUT_SUFFIXES, PILLOW_MAX_PIXELS, check_output, check_png_size, inspect_image, side_by_side,
                      staged_outputs, thumbnail_step, write_pixels)
 from .progress import computed
+from .storage import location
 
 log = logging.getLogger("mixlib")
 
@@ -76,8 +77,8 @@ def plan(settings):
         raise InputError(f"--tile-size is {settings.tile_size}; TIFF tiles need a multiple of 16")
     if settings.compare and not settings.like:
         raise InputError("--compare needs --like: it shows that image beside the sampled one")
-    out = Path(settings.out.replace("{seed}", str(settings.seed)))
-    compare = Path(settings.compare) if settings.compare else None
+    out = location(settings.out.replace("{seed}", str(settings.seed)), "--out")
+    compare = location(settings.compare, "--compare") if settings.compare else None
     check_output(out, settings.overwrite, OUTPUT_SUFFIXES)
     if compare is not None:
         check_output(compare, settings.overwrite, (".png",))

@@ -650,9 +650,11 @@ def test_dashboard_link_template(run_job, capsys, tmp_path, small_china_png, sch
         assert links[0].removeprefix("https://proxy.example/dask/").removesuffix("/status").isdigit()
 
 
-def test_killed_histogram_pass_resumes_from_its_checkpoint(tmp_path):
+@pytest.mark.parametrize("named_by", ["path", "url"])
+def test_killed_histogram_pass_resumes_from_its_checkpoint(tmp_path, named_by):
     """A compress of a Zarr image killed with SIGKILL during its histogram pass: --resume reads the chunk
-    histograms it had saved, computes the rest, and writes the bytes of an uninterrupted run."""
+    histograms it had saved, computes the rest, and writes the bytes of an uninterrupted run. The checkpoint folder
+    may be named by an fsspec URL (file:// here, as s3:// would be on a cluster)."""
     import signal
     import subprocess
     import time
@@ -665,6 +667,7 @@ def test_killed_histogram_pass_resumes_from_its_checkpoint(tmp_path):
     zarr.create_array(str(tmp_path / "in.zarr"), data=pixels, chunks=(256, 256, 3))
     (tmp_path / "empty.toml").write_text("")
     checkpoint = tmp_path / "checkpoint"
+    checkpoint_dir = checkpoint.as_uri() if named_by == "url" else checkpoint
 
     def command(out, *extra):
         return cli_command(tmp_path / "in.zarr", "--k", 8, "--out", out, "--chunk-size", 256, "--config",
@@ -679,7 +682,7 @@ def test_killed_histogram_pass_resumes_from_its_checkpoint(tmp_path):
         except FileNotFoundError:  # the job is emptying the folder it starts from
             return 0
 
-    killed, env = command(tmp_path / "resumed.png", "--checkpoint-dir", checkpoint)
+    killed, env = command(tmp_path / "resumed.png", "--checkpoint-dir", checkpoint_dir)
     job = subprocess.Popen(killed, env=env, cwd=REPO, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while job.poll() is None and time.monotonic() < deadline and saved_chunks() < 40:
@@ -690,7 +693,7 @@ def test_killed_histogram_pass_resumes_from_its_checkpoint(tmp_path):
     assert job.returncode == -signal.SIGKILL and 40 <= saved < 256, saved
     assert not (tmp_path / "resumed.png").exists()
 
-    resumed, env = command(tmp_path / "resumed.png", "--checkpoint-dir", checkpoint, "--resume")
+    resumed, env = command(tmp_path / "resumed.png", "--checkpoint-dir", checkpoint_dir, "--resume")
     done = subprocess.run(resumed, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"resuming the colour histogram: {saved} chunk histogram(s) saved" in done.stderr

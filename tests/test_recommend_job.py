@@ -318,18 +318,3 @@ def test_rows_of_gathers_csr_rows():
     indptr, indices = np.array([0, 2, 2, 5, 6]), np.array([4, 1, 0, 2, 3, 9])
     sub_indptr, sub_indices = rows_of(indptr, indices, np.array([2, -1, 0, 3]))
     assert list(sub_indptr) == [0, 3, 3, 5, 6] and list(sub_indices) == [0, 2, 3, 4, 1, 9]
-
-
-def test_checkpoints_survive_an_interrupted_write_and_refuse_incomplete_groups(tmp_path):
-    store = checkpoint.Checkpoints(tmp_path / "ckpt", "fp")
-    store.save(2, {"x": np.arange(3.0), "nested/y": np.array(["a", "b"])}, {"step": 2})
-    # A writer killed half-way through the next checkpoint leaves a temporary group and no pointer change.
-    half = zarr.open_group(str(tmp_path / "ckpt" / ".step-000004.999.tmp"), mode="w")
-    half.create_array("x", data=np.zeros(3))
-    arrays, scalars = store.load()
-    assert scalars == {"step": 2} and list(arrays["x"]) == [0, 1, 2] and list(arrays["nested/y"]) == ["a", "b"]
-    # A group without its completion mark is refused, even if a pointer names it.
-    zarr.open_group(str(tmp_path / "ckpt" / "step-000006"), mode="w").create_array("x", data=np.zeros(1))
-    checkpoint.point_to(tmp_path / "ckpt", "step-000006")
-    with pytest.raises(checkpoint.InputError, match="incomplete"):
-        store.load()

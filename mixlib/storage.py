@@ -1,0 +1,72 @@
+"""Where jobs keep Zarr data: local paths, or fsspec URLs (``s3://``, ``gs://``, ``file://``...) for storage that a
+remote cluster's workers and the client share.
+
+A location is a ``upath.UPath``: a ``pathlib.Path`` for a local path, and the same interface over an fsspec
+filesystem for a URL, so most code that reads and writes is the same for both. What differs: a local folder is
+written under a temporary name and renamed into place (atomic); an object store has no rename (fsspec would copy
+every object), so there a Zarr group is written in place. Readers stay safe either way: they never trust a
+checkpoint or model group before its ``complete`` attribute and the pointer that names it (a pointer is one
+object, replaced whole; see :mod:`mixlib.checkpoint`), and a job removes a partial output when it fails.
+"""
+
+import shutil
+
+from .errors import InputError
+
+LOCAL_PROTOCOLS = ("", "file", "local")
+
+
+def location(name, flag):
+    """A ``UPath`` for a local path or an fsspec URL.
+
+    Parameters
+    ----------
+    name : str or path-like
+    flag : str, the option that named it (for error messages)
+
+    Raises InputError for an unknown protocol or one whose fsspec package is not installed.
+    """
+    from upath import UPath
+
+    name = str(name)
+    local_url = "://" in name and name.split("://", 1)[0] in LOCAL_PROTOCOLS[1:]
+    try:
+        path = UPath(name, auto_mkdir=True) if local_url else UPath(name)  # auto_mkdir: Zarr writes a chunk's
+        path.fs  # noqa: B018  (the filesystem is made lazily: fail now, not at the first write)
+        return path                                                       # file without making its folder
+    except ImportError as e:  # fsspec names the package to install: "Install s3fs to access S3"
+        raise InputError(f"{flag} {name}: {e}") from None
+    except ValueError as e:
+        raise InputError(f"{flag} {name}: {e}; give a local path or an fsspec URL (s3://, gs://, file://)") from None
+
+
+def is_local(path):
+    """True for a local path (a plain ``pathlib.Path``), False for a URL location."""
+    return getattr(path, "protocol", "") == ""
+
+
+def zarr_store(path, read_only=False):
+    """What ``zarr.open*`` takes for ``path``: the path string when local, else an fsspec store."""
+    if is_local(path):
+        return str(path)
+    from zarr.storage import FsspecStore
+
+    # from_url, not from_upath: it wraps synchronous filesystems (file://, memory://) for Zarr's async API.
+    return FsspecStore.from_url(str(path), storage_options=dict(path.storage_options), read_only=read_only)
+
+
+def remove_tree(path):
+    """Remove a folder and everything below it, if it exists."""
+    if is_local(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.rmdir(recursive=True)
+
+
+def tree_bytes(path):
+    """Bytes of a file, or of all files below a folder (a Zarr store)."""
+    if not is_local(path):
+        return path.fs.du(path.path, total=True)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
