@@ -67,6 +67,8 @@ def parse_settings(settings_class, job, argv, description, positional=None, conf
 
 def run_job(body):
     """Run ``body()`` and turn its outcome into an exit status, with one line on stderr on failure."""
+    from dask.utils import key_split
+    from distributed import KilledWorker
     from distributed.scheduler import NoWorkerError
 
     try:
@@ -81,6 +83,11 @@ def run_job(body):
     except NoWorkerError as e:  # the scheduler's no-workers-timeout ran out
         print(f"error: the cluster has no worker left ({e}); check the workers' logs and memory limits, start "
               "workers, then run the job again (train: with --resume)", file=sys.stderr)
+        return 1
+    except KilledWorker as e:  # a phase without its own advice (see cluster.with_rebuilds)
+        print(f"error: a task ({key_split(e.task)}) was killed with its worker {e.allowed_failures + 1} times "
+              "(most often: over the worker's memory limit; see the worker logs); give the workers more memory or "
+              "use smaller chunks or blocks, then run the job again (train: with --resume)", file=sys.stderr)
         return 1
     except Exception as e:  # the last line of defence: one line, the traceback only when debugging
         if log.isEnabledFor(logging.DEBUG):

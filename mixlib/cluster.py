@@ -131,8 +131,10 @@ def _link_config(template):
 
 def with_rebuilds(run, phase, advice):
     """``run(attempt)`` for attempt 1, 2, ...: again, after a pause, whenever it fails because a worker died with
-    data that Dask cannot recompute (scattered data, a task killed repeatedly); ``run`` rebuilds that data when
-    ``attempt > 1``. After REBUILDS such failures: JobFailed naming the phase and ``advice`` (what to change).
+    data that Dask cannot recompute (scattered data); ``run`` rebuilds that data when ``attempt > 1``. After
+    REBUILDS such failures: JobFailed naming the phase and ``advice`` (what to change). A task that took its worker
+    down more often than the scheduler allows (``KilledWorker``: most often the memory limit) would only do it
+    again: JobFailed at once.
     """
     import time
     from concurrent.futures import CancelledError  # distributed's Future(s)CancelledError: lost dependencies
@@ -143,7 +145,10 @@ def with_rebuilds(run, phase, advice):
     for attempt in range(1, REBUILDS + 2):
         try:
             return run(attempt)
-        except (CancelledError, KilledWorker, CommClosedError) as e:
+        except KilledWorker as e:
+            raise JobFailed(f"{phase}: a task was killed with its worker {e.allowed_failures + 1} times "
+                            f"(most often: over the worker's memory limit; see the worker logs); {advice}") from None
+        except (CancelledError, CommClosedError) as e:
             if attempt > REBUILDS:
                 raise JobFailed(f"{phase}: workers kept failing ({e.__class__.__name__}, {REBUILDS + 1} times); "
                                 f"{advice}") from None

@@ -6,7 +6,8 @@ seeing anything. Only the scheduler knows, so a scheduler plugin counts, for the
 
 - ``tasks``: distinct tasks that started (entered ``processing``);
 - ``retried``: starts beyond the first, summed over tasks;
-- ``failed``: tasks that ended ``erred`` (an exception, or killed more often than ``allowed-failures``).
+- ``failed``: tasks that ended ``erred`` while processing (an exception, or killed more often than
+  ``allowed-failures``); the dependents that err with them are not counted.
 
 Work stealing moves a task between workers without a transition, so it is not counted as a retry.
 """
@@ -45,7 +46,7 @@ class TaskOutcomes(SchedulerPlugin):
         if finish == "processing":
             self.starts += 1
             self.started.add(key)
-        elif finish == "erred" and start != "erred":
+        elif finish == "erred" and start == "processing":  # not its dependents, which err with it
             self.failed += 1
 
     def counts(self):

@@ -442,3 +442,47 @@ def test_task_outcomes_count_a_task_retried_after_its_worker_died_and_a_failed_o
     with Client(real_cluster) as client, caplog.at_level(logging.INFO, logger="mixlib"), counted_tasks(client):
         assert client.submit(_sleep_then, 1, 0, pure=False).result(timeout=60) == 1
     assert "tasks: 1 run, 0 retried (their worker died or lost their result), 0 failed" in caplog.text
+
+
+def test_a_task_that_kills_its_workers_stops_the_job_with_advice(tmp_path):
+    """One chunk bigger than a worker's memory limit: the nanny kills each worker that runs it, the scheduler gives
+    up on the task (KilledWorker), and the job stops at once with one line naming the phase and what to change,
+    exit status 1, no output, and the summary counts the failed task."""
+    import numpy as np
+    import zarr
+
+    from conftest import REPO, cli_command
+
+    pixels = np.random.default_rng(5).integers(0, 256, (6144, 6144, 3), dtype=np.uint8)
+    zarr.create_array(str(tmp_path / "in.zarr"), data=pixels, chunks=(6144, 6144, 3))
+    (tmp_path / "empty.toml").write_text("")
+    with dask_cluster("tcp", workers=2, worker_options=["--memory-limit", "300MB"],
+                      scheduler_env={"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}) as address:
+        command, env = cli_command(tmp_path / "in.zarr", "--k", 8, "--chunk-size", 6144, "--out", tmp_path / "out.zarr",
+                                   "--scheduler", address, "--config", tmp_path / "empty.toml")
+        done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1, done.stderr
+    assert lines[-1] == ("error: colour histogram: a task was killed with its worker 2 times (most often: over the "
+                         "worker's memory limit; see the worker logs); give the workers more memory or use smaller "
+                         "chunks (--chunk-size)"), lines[-1]
+    assert "Traceback" not in done.stderr and re.search(r"tasks: 1 run, 1 retried .*, 1 failed", done.stderr)
+    assert not (tmp_path / "out.zarr").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_killed_worker_outside_a_phase_with_advice_is_one_line_and_status_1(capsys):
+    """Phases without their own advice (sampling, serving) still end with one line that says what to change."""
+    import types
+
+    from distributed import KilledWorker
+
+    from mixlib.cli import run_job
+
+    def body():
+        raise KilledWorker(("mixture-sample-0f3a9c2e", 0, 1), types.SimpleNamespace(address="tcp://w:1"), 3)
+
+    assert run_job(body) == 1
+    assert capsys.readouterr().err == (
+        "error: a task (mixture-sample) was killed with its worker 4 times (most often: over the worker's memory "
+        "limit; see the worker logs); give the workers more memory or use smaller chunks or blocks, then run the "
+        "job again (train: with --resume)\n")
