@@ -436,8 +436,11 @@ def random_image(rng, shape, levels=5, channels=3):
     return pixels
 
 
+@pytest.mark.parametrize("dense", [False, True], ids=["sorted", "dense-table"])
 @pytest.mark.parametrize("channels", [3, 4])
-def test_merge_histograms_of_blocks_equals_whole(channels):
+def test_merge_histograms_of_blocks_equals_whole(channels, dense, monkeypatch):
+    """Against np.unique of the whole image, with both merges (RGBA codes always take the sorted one)."""
+    monkeypatch.setattr(colors, "DENSE_MERGE_MIN", 0 if dense else colors.DENSE_MERGE_MIN)
     rng = np.random.default_rng(11)
     for trial in range(4):
         pixels = random_image(rng, (int(rng.integers(5, 40)), int(rng.integers(5, 40))), channels=channels)
