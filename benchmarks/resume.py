@@ -3,7 +3,7 @@
     python benchmarks/resume.py [--workdir DIR] [--side 32768] [--kill-at 0.5] [--checkpoint-url]
 
 Runs `python -m jobs.compress` on the generated gigapixel Zarr image (the one `benchmarks/compress.py` builds)
-three times: uninterrupted; with `--checkpoint-dir`, killed with SIGKILL once a fraction `--kill-at` of the chunk
+three times: uninterrupted; with `--checkpoint-dir`, killed with SIGKILL once a fraction `--kill-at` of the block
 histograms are saved; and again with `--resume`. It prints the wall time of each run and the saved fraction, and
 checks that the resumed output equals the uninterrupted one array by array (labels and palette).
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from compress import ROOT, make_gigapixel
+from mixlib.colors import saved_block_shape
 
 
 def command(*args):
@@ -36,7 +37,7 @@ def timed(args):
 
 
 def killed_when_saved(args, folder, count):
-    """Run the job; SIGKILL it once ``count`` chunk histograms are in ``folder``. Returns (seconds, saved)."""
+    """Run the job; SIGKILL it once ``count`` block histograms are in ``folder``. Returns (seconds, saved)."""
     started = time.perf_counter()
     process = subprocess.Popen(command(*args), cwd=ROOT, stderr=subprocess.DEVNULL)
 
@@ -67,7 +68,7 @@ def main():
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "mixlib-bench")
     parser.add_argument("--side", type=int, default=32768)
     parser.add_argument("--k", type=int, default=16)
-    parser.add_argument("--kill-at", type=float, default=0.5, help="fraction of chunk histograms saved at the kill")
+    parser.add_argument("--kill-at", type=float, default=0.5, help="fraction of block histograms saved at the kill")
     parser.add_argument("--checkpoint-url", action="store_true", help="name the checkpoint folder by a file:// URL")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -77,7 +78,7 @@ def main():
     import zarr
 
     array = zarr.open_array(str(image), mode="r")
-    chunks = int(np.prod([-(-n // c) for n, c in zip(array.shape[:2], array.chunks[:2])]))
+    blocks = int(np.prod([-(-n // b) for n, b in zip(array.shape[:2], saved_block_shape(array.chunks[:2]))]))
     folder = args.workdir / "resume-checkpoint"
     shutil.rmtree(folder, ignore_errors=True)
     checkpoint = folder.as_uri() if args.checkpoint_url else folder
@@ -87,12 +88,12 @@ def main():
     out = args.workdir / "resume-resumed.zarr"
     shutil.rmtree(out, ignore_errors=True)
     until_kill, saved = killed_when_saved([*common, "--out", out, "--checkpoint-dir", checkpoint], folder,
-                                          round(args.kill_at * chunks))
+                                          round(args.kill_at * blocks))
     left_output = out.exists()
     resumed = timed([*common, "--out", out, "--checkpoint-dir", checkpoint, "--resume"])
-    print(f"{args.side}x{args.side} Zarr ({args.side ** 2 / 1e9:.2f} gigapixels, {chunks} chunk histograms), k={args.k}:")
+    print(f"{args.side}x{args.side} Zarr ({args.side ** 2 / 1e9:.2f} gigapixels, {blocks} block histograms), k={args.k}:")
     print(f"  uninterrupted run            {whole:7.1f} s")
-    print(f"  killed run (SIGKILL)         {until_kill:7.1f} s  {saved} of {chunks} chunk histograms saved; "
+    print(f"  killed run (SIGKILL)         {until_kill:7.1f} s  {saved} of {blocks} block histograms saved; "
           f"output left behind: {left_output}")
     print(f"  resumed run (--resume)       {resumed:7.1f} s  ({resumed / whole:.2f} of the uninterrupted run)")
     print(f"  resumed output == uninterrupted output: {same_output(args.workdir / 'resume-whole.zarr', out)}; "

@@ -88,19 +88,30 @@ def colour_histogram(image, split_every=8):
                        split_every=split_every)
 
 
-def checkpointed_histogram(source, chunk_shape, folder):
-    """Lazy tree-reduced colour histogram of a Zarr or TIFF image whose chunk histograms are kept in ``folder``.
+CHUNKS_PER_SAVED_BLOCK = (2, 4)  # chunks (rows, cols) whose merged histogram is saved as one Zarr group
 
-    Each chunk's task returns the histogram saved in ``folder/r{row}-c{col}`` when a complete one is there (the
-    chunk is not even read); otherwise it reads the chunk, computes its histogram and saves it (crash-safely, see
-    :func:`mixlib.checkpoint.write_group`) before returning it. A job killed during the pass and run again
-    computes only the chunks that had not finished. The merged histogram does not depend on which chunks came from
-    the folder: the counts are integers.
+
+def saved_block_shape(chunk_shape):
+    """Pixels (rows, cols) of the blocks whose histograms a checkpoint keeps: 2 x 4 chunks. Zarr's overhead per
+    group is what a checkpoint costs: on the 1-gigapixel image (256 chunks, two threaded workers) the histogram pass
+    took 12.6 s without a checkpoint, 27.6 s saving every chunk's histogram and 16.5 s saving 32 blocks'."""
+    return tuple(c * n for c, n in zip(chunk_shape, CHUNKS_PER_SAVED_BLOCK))
+
+
+def checkpointed_histogram(source, chunk_shape, folder):
+    """Lazy tree-reduced colour histogram of a Zarr or TIFF image whose block histograms are kept in ``folder``.
+
+    A block is :func:`saved_block_shape` pixels. Each block's task returns the histogram saved in
+    ``folder/r{row}-c{col}`` when a complete one is there (the block is not even read); otherwise it reads the
+    block chunk by chunk, merges the chunks' histograms and saves the result (crash-safely, see
+    :func:`mixlib.checkpoint.write_group`) before returning it. A job killed during the pass and run again computes
+    only the blocks that had not finished. The merged histogram does not depend on which blocks came from the
+    folder: the counts are integers.
 
     Parameters
     ----------
     source : mixlib.images.ImageSource of kind 'zarr' or 'tiff'
-    chunk_shape : (rows, cols) of the chunks
+    chunk_shape : (rows, cols) of the chunks read at once
     folder : Path or UPath (:mod:`mixlib.storage`), on storage the workers share with the client
 
     Returns
@@ -109,25 +120,28 @@ def checkpointed_histogram(source, chunk_shape, folder):
     """
     import dask.array as da
 
-    grid = da.empty(source.shape[:2], dtype=np.uint8, chunks=chunk_shape)
-    parts = grid.map_blocks(_saved_chunk_histogram, source.kind, source.path, folder, dtype=object,
-                            meta=np.empty((0, 0), dtype=object), chunks=(1, 1), token="colour-histogram-chunk")
+    grid = da.empty(source.shape[:2], dtype=np.uint8, chunks=saved_block_shape(chunk_shape))
+    parts = grid.map_blocks(_saved_block_histogram, source.kind, source.path, folder, chunk_shape, dtype=object,
+                            meta=np.empty((0, 0), dtype=object), chunks=(1, 1), token="colour-histogram-block")
     return tree_reduce(parts, _unboxed, merge_histograms, name="colour-histogram")
 
 
-def _saved_chunk_histogram(block, kind, path, folder, block_info=None):
-    """One chunk's histogram, from ``folder`` when saved there, else computed and saved; boxed ``(1, 1)``."""
+def _saved_block_histogram(block, kind, path, folder, chunk_shape, block_info=None):
+    """One block's histogram, from ``folder`` when saved there, else computed and saved; boxed ``(1, 1)``."""
     from .checkpoint import read_group, write_group
     from .errors import InputError
     from .images import read_region
 
-    (r0, r1), (c0, c1) = block_info[0]["array-location"]  # the image chunk (the output block is 1 x 1)
+    (r0, r1), (c0, c1) = block_info[0]["array-location"]  # the image block (the output block is 1 x 1)
     saved = folder / f"r{r0}-c{c0}"
     try:
         arrays, _ = read_group(saved)
         histogram = {"codes": arrays["codes"], "counts": arrays["counts"]}
     except InputError:  # not there, or left incomplete by a killed job
-        histogram = histogram_chunk(read_region(kind, path, r0, r1, c0, c1))
+        rows, cols = chunk_shape
+        histogram = merge_histograms([histogram_chunk(read_region(kind, path, top, min(top + rows, r1), left,
+                                                                  min(left + cols, c1)))
+                                      for top in range(r0, r1, rows) for left in range(c0, c1, cols)])
         try:
             write_group(saved, histogram, {})
         except OSError:  # a second run of the same task (after a lost worker) saved it first

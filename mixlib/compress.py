@@ -18,7 +18,7 @@ import numpy as np
 from . import __version__
 from .checkpoint import writable_folder
 from .cluster import ClusterOptions, with_rebuilds
-from .colors import ColourLookup, checkpointed_histogram, colour_histogram, decode_colours
+from .colors import ColourLookup, checkpointed_histogram, colour_histogram, decode_colours, saved_block_shape
 from .config import option
 from .errors import InputError
 from .images import (OUTPUT_SUFFIXES, PILLOW_MAX_PIXELS, PNG_MAX_COLOURS, check_output, check_png_size,
@@ -136,10 +136,10 @@ CHECKPOINT_SOURCE = "source.json"
 
 def _source_fingerprint(source, chunk_size):
     """What a histogram checkpoint must match: the input (path or URL, bytes, a local file's modification time) and
-    the chunks."""
+    the blocks it saves."""
     path = source.path
     return {"path": str(path.resolve() if is_local(path) else path), "shape": list(source.shape),
-            "chunks": list(source.chunk_shape(chunk_size)), "bytes": source.input_bytes,
+            "blocks": list(saved_block_shape(source.chunk_shape(chunk_size))), "bytes": source.input_bytes,
             "mtime_ns": path.stat().st_mtime_ns if is_local(path) else None}
 
 
@@ -157,7 +157,7 @@ def _start_checkpoint(folder, source, settings):
         folder.mkdir(parents=True)
     saved = sum(1 for p in folder.glob("r*-c*") if p.is_dir())
     if settings.resume:
-        log.info("resuming the colour histogram: %d chunk histogram(s) saved in %s", saved, folder)
+        log.info("resuming the colour histogram: %d block histogram(s) saved in %s", saved, folder)
     (folder / CHECKPOINT_SOURCE).write_text(json.dumps(_source_fingerprint(source, settings.chunk_size)))
 
 
