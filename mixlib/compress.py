@@ -56,8 +56,9 @@ class CompressSettings(ClusterOptions):
     reg_covar: float = option(1e-6, "gmm: added to covariance diagonals, relative to the colour variance",
                               minimum=0.0)
     save_model: str = option("", "gmm: write the fitted mixture here (.json) for jobs.sample ('' for none)")
-    checkpoint_dir: str = option("", "Zarr or TIFF input: keep each chunk's colour histogram in this folder (shared "
-                                     "with the workers) as the pass goes, so that --resume continues a killed job")
+    checkpoint_dir: str = option("", "Zarr or TIFF input: keep the colour histogram of each block of 2 x 4 chunks "
+                                     "in this folder (shared with the workers; a path or an fsspec URL) as the "
+                                     "pass goes, so that --resume continues a killed job")
     resume: bool = option(False, "continue the colour histogram of a killed job from --checkpoint-dir")
     seed: int = option(0, "random seed (k-means++ and mini-batch draws)", minimum=0)
     chunk_size: int = option(2048, "Dask chunk side in pixels (rounded to the input's own chunks)", minimum=16)
