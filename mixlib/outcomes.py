@@ -5,7 +5,9 @@ worker and is needed again, goes back to ``processing`` on another worker: Dask 
 seeing anything. Only the scheduler knows, so a scheduler plugin counts, for the tasks of one client:
 
 - ``tasks``: distinct tasks that started (entered ``processing``);
-- ``retried``: starts beyond the first, summed over tasks;
+- ``retried``: starts of a task after its run was interrupted (it left ``processing`` other than to ``memory`` or
+  ``erred``) or its result was lost with a worker (``memory -> released`` for a worker's sake, not the client's).
+  A task computed again by design (a later graph that reads the same chunks) is not a retry;
 - ``failed``: tasks that ended ``erred`` while processing (an exception, or killed more often than
   ``allowed-failures``); the dependents that err with them are not counted.
 
@@ -33,25 +35,32 @@ class TaskOutcomes(SchedulerPlugin):
         self.client_id = client_id
         self.keys = set()  # every task key the client submitted
         self.started = set()  # keys that entered processing at least once
-        self.starts = 0
+        self.interrupted = set()  # keys whose run or result a worker took with it, until they start again
+        self.retried = 0
         self.failed = 0
 
     def update_graph(self, scheduler, *, client, tasks, **kwargs):
         if client == self.client_id:
             self.keys.update(tasks)
 
-    def transition(self, key, start, finish, *args, **kwargs):
+    def transition(self, key, start, finish, *args, stimulus_id="", **kwargs):
         if key not in self.keys:
             return
         if finish == "processing":
-            self.starts += 1
             self.started.add(key)
-        elif finish == "erred" and start == "processing":  # not its dependents, which err with it
+            if key in self.interrupted:
+                self.retried += 1
+                self.interrupted.discard(key)
+        elif start == "processing" and finish == "erred":  # not its dependents, which err with it
             self.failed += 1
+        elif start == "processing" and finish != "memory":
+            self.interrupted.add(key)
+        elif start == "memory" and finish == "released" and "worker" in stimulus_id:
+            self.interrupted.add(key)  # lost with a worker ("handle-worker-cleanup-..."), not released by a client
 
     def counts(self):
         """``{"tasks", "retried", "failed"}`` so far."""
-        return {"tasks": len(self.started), "retried": self.starts - len(self.started), "failed": self.failed}
+        return {"tasks": len(self.started), "retried": self.retried, "failed": self.failed}
 
 
 def _counts(dask_scheduler, name):
