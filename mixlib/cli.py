@@ -71,6 +71,8 @@ def run_job(body):
     from distributed import KilledWorker
     from distributed.scheduler import NoWorkerError
 
+    from .cluster import killed_worker_reason
+
     try:
         body()
         return 0
@@ -85,9 +87,8 @@ def run_job(body):
               "workers, then run the job again (train: with --resume)", file=sys.stderr)
         return 1
     except KilledWorker as e:  # a phase without its own advice (see cluster.with_rebuilds)
-        print(f"error: a task ({key_split(e.task)}) was killed with its worker {e.allowed_failures + 1} times "
-              "(most often: over the worker's memory limit; see the worker logs); give the workers more memory or "
-              "use smaller chunks or blocks, then run the job again (train: with --resume)", file=sys.stderr)
+        print(f"error: {killed_worker_reason(e, key_split(e.task))}; give the workers more memory or use smaller "
+              "chunks or blocks, then run the job again (train: with --resume)", file=sys.stderr)
         return 1
     except Exception as e:  # the last line of defence: one line, the traceback only when debugging
         if log.isEnabledFor(logging.DEBUG):

@@ -129,6 +129,13 @@ def _link_config(template):
     return {"distributed.dashboard.link": template} if template else {}
 
 
+def killed_worker_reason(error, task_name=""):
+    """What a ``KilledWorker`` means, in words for the job's one error line."""
+    task = f"a task ({task_name})" if task_name else "a task"
+    return (f"{task} was killed with its worker {error.allowed_failures + 1} times (most often: over the worker's "
+            "memory limit; see the worker logs)")
+
+
 def with_rebuilds(run, phase, advice):
     """``run(attempt)`` for attempt 1, 2, ...: again, after a pause, whenever it fails because a worker died with
     data that Dask cannot recompute (scattered data); ``run`` rebuilds that data when ``attempt > 1``. After
@@ -146,8 +153,7 @@ def with_rebuilds(run, phase, advice):
         try:
             return run(attempt)
         except KilledWorker as e:
-            raise JobFailed(f"{phase}: a task was killed with its worker {e.allowed_failures + 1} times "
-                            f"(most often: over the worker's memory limit; see the worker logs); {advice}") from None
+            raise JobFailed(f"{phase}: {killed_worker_reason(e)}; {advice}") from None
         except (CancelledError, CommClosedError) as e:
             if attempt > REBUILDS:
                 raise JobFailed(f"{phase}: workers kept failing ({e.__class__.__name__}, {REBUILDS + 1} times); "

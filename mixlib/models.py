@@ -15,9 +15,9 @@ import numpy as np
 
 from .als import Factors, predict
 from .checkpoint import pointed, point_to, read_group, write_group
-from .storage import location
 from .errors import InputError
 from .ratings import parse_each
+from .storage import location
 
 log = logging.getLogger("mixlib")
 
