@@ -79,6 +79,7 @@ class Plan:
     report: Path | None
     save_model: Path | None
     checkpoint: Path | None
+    checkpoint_source: dict | None  # what the checkpoint is of (:func:`_source_fingerprint`), computed once
 
 
 def plan(settings):
@@ -110,26 +111,28 @@ def plan(settings):
     source = inspect_image(settings.input, settings.max_pixels)
     height, width, _ = source.shape
     check_png_size(out, height, width)
-    checkpoint = _checked_checkpoint(settings, source)
-    return Plan(source, out, compare, report, save_model, checkpoint)
+    checkpoint, checkpoint_source = _checked_checkpoint(settings, source)
+    return Plan(source, out, compare, report, save_model, checkpoint, checkpoint_source)
 
 
 def _checked_checkpoint(settings, source):
-    """The histogram checkpoint folder, or None; InputError when it cannot serve this input."""
+    """The histogram checkpoint folder and the fingerprint of what it keeps, or (None, None); InputError when it
+    cannot serve this input."""
     if not settings.checkpoint_dir:
         if settings.resume:
             raise InputError("--resume continues from --checkpoint-dir: give the folder of the killed job")
-        return None
+        return None, None
     if source.kind == "pillow":
         raise InputError("--checkpoint-dir needs a Zarr or TIFF input (read chunk by chunk); a decoded image is "
                          "simply read again")
     folder = location(settings.checkpoint_dir, "--checkpoint-dir")
+    fingerprint = _source_fingerprint(source, settings.chunk_size)
     saved = _read_json(folder / CHECKPOINT_SOURCE)
-    if settings.resume and saved is not None and saved != _source_fingerprint(source, settings.chunk_size):
+    if settings.resume and saved is not None and saved != fingerprint:
         raise InputError(f"the checkpoint in {folder} is of another input, or of other chunks; rerun without "
                          "--resume to start again")
     writable_folder(folder, "--checkpoint-dir")
-    return folder
+    return folder, fingerprint
 
 
 CHECKPOINT_SOURCE = "source.json"
@@ -151,15 +154,15 @@ def _read_json(path):
         return None
 
 
-def _start_checkpoint(folder, source, settings):
+def _start_checkpoint(folder, fingerprint, resume):
     """Empty the checkpoint folder unless resuming; record what it is a checkpoint of."""
-    if not settings.resume:
+    if resume:
+        saved = sum(1 for p in folder.glob("r*-c*") if p.is_dir())
+        log.info("resuming the colour histogram: %d block histogram(s) saved in %s", saved, folder)
+    else:
         remove_tree(folder)
         folder.mkdir(parents=True)
-    saved = sum(1 for p in folder.glob("r*-c*") if p.is_dir())
-    if settings.resume:
-        log.info("resuming the colour histogram: %d block histogram(s) saved in %s", saved, folder)
-    (folder / CHECKPOINT_SOURCE).write_text(json.dumps(_source_fingerprint(source, settings.chunk_size)))
+    (folder / CHECKPOINT_SOURCE).write_text(json.dumps(fingerprint))
 
 
 # ------------------------------------------------------------------------------------------ palette
@@ -263,7 +266,7 @@ def run(settings, job_plan, client):
     advice = "give the workers more memory or use smaller chunks (--chunk-size)"
 
     if job_plan.checkpoint is not None:
-        _start_checkpoint(job_plan.checkpoint, source, settings)
+        _start_checkpoint(job_plan.checkpoint, job_plan.checkpoint_source, settings.resume)
 
     def histogram_pass(attempt):
         pixels = image if attempt == 1 else source.to_dask(settings.chunk_size)
