@@ -59,6 +59,8 @@ def read_group(path):
         group = zarr.open_group(zarr_store(path, read_only=True), mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         raise InputError(f"{path} is not a Zarr group") from None
+    except ValueError:  # a zarr.json cut short: at a URL groups are written in place, so a kill can leave one
+        raise InputError(f"{path} is incomplete (its writer stopped half-way); remove it") from None
     if not group.attrs.get("complete"):
         raise InputError(f"{path} is incomplete (its writer stopped half-way); remove it")
     arrays = {name: _plain(node[...]) for name, node in group.members(max_depth=None)

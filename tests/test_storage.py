@@ -111,3 +111,9 @@ def test_checkpoints_refuse_incomplete_groups_and_keep_the_last_good_one(tmp_pat
     zarr.open_group(checkpoint.zarr_store(store.folder / "step-000006"), mode="w").create_array("x", data=np.ones(1))
     with pytest.raises(checkpoint.InputError, match="incomplete"):
         store.load()
+    cut_short = store.folder / "step-000008"  # killed while writing its zarr.json (in place, at a URL)
+    cut_short.mkdir(parents=True, exist_ok=True)
+    (cut_short / "zarr.json").write_text('{"zarr_format": 3, "node_type": "gr')
+    checkpoint.point_to(store.folder, "step-000008")
+    with pytest.raises(checkpoint.InputError, match="incomplete"):
+        store.load()
