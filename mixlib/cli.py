@@ -5,6 +5,7 @@ Exit statuses: 0 done; 2 bad input, options or configuration (InputError); 1 the
 """
 
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -129,6 +130,10 @@ def job_main(settings_class, job, description, plan, run, positional=None, confi
                 with performance_report(stage(report)) if report else contextlib.nullcontext():
                     run(settings, job_plan, client)
 
-        return run_job(body)
+        status = run_job(body)
+        # The job is over: spare the interpreter's exit a garbage-collector pass over every object the run
+        # left (Dask's graph expressions, mostly), which took 0.8 s after a 67-megapixel compress.
+        gc.freeze()
+        return status
 
     return main
