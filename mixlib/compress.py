@@ -257,6 +257,9 @@ def run(settings, job_plan, client):
     source = job_plan.source
     seconds = {}
     started = time.perf_counter()
+    # The workers load the fit's compiled loops while this process decodes a photo (the GIL is free then).
+    warming = [client.submit(_warm_up_kernels, pure=False, workers=[worker], key=f"warm-up-{worker}")
+               for worker in client.scheduler_info()["workers"]]
     image = source.to_dask(settings.chunk_size)
     height, width, channels = image.shape
     log.info("input %s: %dx%d, %d channels, %s chunks", source.path, height, width, channels,
@@ -280,6 +283,7 @@ def run(settings, job_plan, client):
     seconds["histogram"] = _lap(started, seconds)
     log.info("colour histogram: %d distinct colours in %d pixels", len(codes), counts.sum())
 
+    client.gather(warming)
     # The fit scatters the distinct colours itself, so a rerun rebuilds them.
     palette = with_rebuilds(lambda attempt: fit_palette(codes, counts, channels, settings), "fitting the palette",
                             advice)
@@ -319,6 +323,12 @@ def run(settings, job_plan, client):
     log.info("wrote %s: %d colours, %s, %.1f s", job_plan.out, len(palette.colours), psnr,
              time.perf_counter() - started)
     return report
+
+
+def _warm_up_kernels():
+    from .compiled import warm_up
+
+    warm_up()
 
 
 def _log_fit(fit, method):

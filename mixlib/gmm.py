@@ -14,12 +14,11 @@ import logging
 import numpy as np
 from scipy.linalg import solve_triangular
 
-from .kmeans import WeightedPoints, fit_kmeans, nearest_centres
+from .kmeans import WeightedPoints, contiguous, fit_kmeans, nearest_centres
 from .reduce import add_stats
 
 log = logging.getLogger("mixlib")
 
-LOG_2PI = np.log(2 * np.pi)
 # A component whose total responsibility falls below this share of the data has collapsed.
 COLLAPSED_SHARE = 1e-8
 
@@ -66,21 +65,20 @@ def precision_cholesky(covariances):
 
 
 def log_gaussian(x, means, prec_chol):
-    """``log N(x_i | mu_j, Sigma_j)``, shape ``(n, k)``, from the precision Cholesky factors.
+    """``log N(x_i | mu_j, Sigma_j)``, shape ``(n, k)``, from the precision Cholesky factors ``(k, D, D)``.
 
     ``log N = -(D log 2 pi + ||(x - mu) U||^2) / 2 + log det U``, and ``log det U`` is the sum of the
-    logs of U's diagonal, so no determinant or inverse is ever formed. All k products ``x U_j`` come from
-    one matrix product with the factors side by side.
+    logs of U's diagonal, so no determinant or inverse is ever formed (see :mod:`mixlib.compiled`).
     """
-    n, dims = x.shape
-    k = len(means)
-    factors = np.transpose(prec_chol, (1, 0, 2)).reshape(dims, k * dims)  # [U_1 | U_2 | ... | U_k]
-    y = x @ factors
-    y -= np.einsum("kd,kde->ke", means, prec_chol).ravel()
-    y *= y
-    sq = y.reshape(n, k, dims).sum(axis=2)
-    log_det = np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(axis=1)
-    return -0.5 * (dims * LOG_2PI + sq) + log_det
+    return joint_log_prob_of(x, np.zeros(len(means)), means, prec_chol)
+
+
+def joint_log_prob_of(x, log_weights, means, prec_chol):
+    """``log(pi_j N(x_i | mu_j, Sigma_j))``, shape ``(n, k)``, for log-weights ``(k,)``, means ``(k, D)`` and
+    precision Cholesky factors ``(k, D, D)``."""
+    from .compiled import joint_log_prob
+
+    return joint_log_prob(contiguous(x), contiguous(log_weights), contiguous(means), contiguous(prec_chol))
 
 
 def log_sum_exp(a):
@@ -93,7 +91,7 @@ def log_sum_exp(a):
 
 def joint_log_prob(x, mixture):
     """``log(pi_j N(x_i | mu_j, Sigma_j))``, shape ``(n, k)``."""
-    return log_gaussian(x, mixture.means, mixture.precision_cholesky) + np.log(mixture.weights)
+    return joint_log_prob_of(x, np.log(mixture.weights), mixture.means, mixture.precision_cholesky)
 
 
 def log_responsibilities(x, mixture):
@@ -118,13 +116,14 @@ def moment_stats(x, weights, resp):
 
 
 def em_chunk(x, weights, log_weights, means, prec_chol):
-    """E-step statistics of one chunk: :func:`moment_stats` of the responsibilities, plus ``loglik``, the
-    weighted sum of ``log p(x_i)``."""
-    joint = log_gaussian(x, means, prec_chol) + log_weights
-    norm = log_sum_exp(joint)
-    stats = moment_stats(x, weights, np.exp(joint - norm[:, None]))
-    stats["loglik"] = float(weights @ norm)
-    return stats
+    """E-step statistics of one chunk: ``nk`` (k,), ``sx`` (k, D) and ``sxx`` (k, D, D) as in
+    :func:`moment_stats`, of the responsibilities, and ``loglik``, the weighted sum of ``log p(x_i)`` (see
+    :func:`mixlib.compiled.em_sums`)."""
+    from .compiled import em_sums
+
+    nk, sx, sxx, loglik = em_sums(contiguous(x), contiguous(weights), contiguous(log_weights), contiguous(means),
+                                  contiguous(prec_chol))
+    return {"nk": nk, "sx": sx, "sxx": sxx, "loglik": loglik}
 
 
 def hard_stats_chunk(x, weights, centres):

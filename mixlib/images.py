@@ -99,7 +99,7 @@ def _scattered_image(pixels, chunk):
 
     tops, lefts = (range(0, n, c) for n, c in zip(pixels.shape[:2], chunk))
     grid = [[pixels[top:top + chunk[0], left:left + chunk[1]] for left in lefts] for top in tops]
-    futures = default_client().scatter([block for row in grid for block in row])
+    futures = default_client().scatter([block for row in grid for block in row], hash=False)
     width = len(grid[0])
     # Three levels of nesting for da.block: rows, columns, and the (single) channel block.
     return da.block([[[da.from_delayed(futures[i * width + j], shape=block.shape, dtype=block.dtype)]

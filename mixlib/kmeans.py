@@ -21,7 +21,7 @@ log = logging.getLogger("mixlib")
 # ----------------------------------------------------------------------------------------- kernels
 
 def nearest_centres(x, centres):
-    """Index of and squared distance to the nearest centre of each point (scipy's compiled ``vq``).
+    """Index of and squared distance to the nearest centre of each point.
 
     Parameters
     ----------
@@ -33,10 +33,15 @@ def nearest_centres(x, centres):
     labels : ndarray (n,) intp, the first nearest centre on a tie
     sq_dist : ndarray (n,) float64
     """
-    from scipy.cluster.vq import vq
+    from .compiled import nearest
 
-    labels, dist = vq(x, centres, check_finite=False)
-    return labels.astype(np.intp, copy=False), dist * dist
+    labels, sq_dist = nearest(contiguous(x), contiguous(centres))
+    return labels.astype(np.intp, copy=False), sq_dist
+
+
+def contiguous(array):
+    """``array`` as C-contiguous float64 (what the compiled loops of :mod:`mixlib.compiled` are built for)."""
+    return np.ascontiguousarray(array, dtype=np.float64)
 
 
 def lloyd_chunk(x, weights, centres):
@@ -53,13 +58,10 @@ def lloyd_chunk(x, weights, centres):
     dict with ``counts`` (k,) total weight per centre, ``sums`` (k, D) weighted sum of the points per
     centre and ``inertia`` () the weighted sum of squared distances to the nearest centre.
     """
-    k, dims = centres.shape
-    labels, sq_dist = nearest_centres(x, centres)
-    sums = np.empty((k, dims))
-    for d in range(dims):
-        sums[:, d] = np.bincount(labels, weights=weights * x[:, d], minlength=k)
-    return {"counts": np.bincount(labels, weights=weights, minlength=k), "sums": sums,
-            "inertia": float(weights @ sq_dist)}
+    from .compiled import lloyd_sums
+
+    counts, sums, inertia = lloyd_sums(contiguous(x), contiguous(weights), contiguous(centres))
+    return {"counts": counts, "sums": sums, "inertia": inertia}
 
 
 def far_points_chunk(x, weights, centres, count):
@@ -213,32 +215,41 @@ class WeightedPoints:
     mean : ndarray (D,), the weighted mean that was subtracted
     variance : ndarray (D,), the weighted variance of each feature
     total_weight : float, the sum of the weights (N for unit weights)
+    chunk_weights : ndarray (number of chunks,), the sum of the weights in each chunk
     split_every : int, fan-in of the reduction tree
     """
 
-    def __init__(self, xw, mean, variance, total_weight, split_every):
+    def __init__(self, xw, mean, variance, total_weight, chunk_weights, split_every):
         self.xw, self.mean, self.variance = xw, mean, variance
-        self.total_weight, self.split_every = total_weight, split_every
+        self.total_weight, self.chunk_weights, self.split_every = total_weight, chunk_weights, split_every
 
     @classmethod
     def from_arrays(cls, points, weights=None, *, chunk_rows=1 << 18, split_every=8):
         """Centre and persist points ``(N, D)`` and weights ``(N,)`` (or None: unit weights) given as numpy
         or dask arrays; numpy blocks are scattered to the workers, not embedded in the graph."""
+        import dask
         import dask.array as da
 
         if isinstance(points, da.Array) or isinstance(weights, da.Array):
             x = da.asarray(points).astype(np.float64)
             w = da.ones(len(x), chunks=x.chunks[0]) if weights is None else da.asarray(weights).astype(np.float64)
             xw = da.concatenate([x, w[:, None]], axis=1).rechunk({0: x.chunks[0], 1: -1})
+            moments = tree_reduce(xw, functools.partial(_on_columns, moments_chunk), add_stats,
+                                  name="kmeans-moments", split_every=split_every)
+            chunk_weights = xw[:, -1].map_blocks(lambda block: np.array([block.sum()]), chunks=(1,),
+                                                 token="kmeans-chunk-weights")
+            moments, chunk_weights = dask.compute(moments, chunk_weights)
+            mean, variance = _mean_and_variance(moments)
+            centred = (xw - np.append(mean, 0.0)).persist()
         else:
-            w = np.ones(len(points)) if weights is None else np.asarray(weights, dtype=np.float64)
-            xw = _scattered(np.column_stack([np.asarray(points, dtype=np.float64), w]), chunk_rows)
-        moments = tree_reduce(xw, functools.partial(_on_columns, moments_chunk), add_stats,
-                              name="kmeans-moments", split_every=split_every).compute()
-        mean = moments["sum"] / moments["weight"]
-        variance = moments["sumsq"] / moments["weight"] - mean ** 2
-        centred = (xw - np.append(mean, 0.0)).persist()
-        return cls(centred, mean, variance, moments["weight"], split_every)
+            x = np.asarray(points, dtype=np.float64)
+            w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
+            # The points are on the client already: their moments cost less here than a round trip.
+            moments = moments_chunk(x, w)
+            mean, variance = _mean_and_variance(moments)
+            centred = _scattered(np.column_stack([x - mean, w]), chunk_rows)
+            chunk_weights = np.array([w[start:start + chunk_rows].sum() for start in range(0, len(w), chunk_rows)])
+        return cls(centred, mean, variance, moments["weight"], np.asarray(chunk_weights), split_every)
 
     def reduce(self, chunk, merge, name):
         """Lazy tree reduction of ``chunk(x, w)`` statistics over all chunks (see :func:`tree_reduce`)."""
@@ -264,16 +275,20 @@ class WeightedPoints:
         """
         import dask
 
-        totals = np.asarray(self.xw[:, -1].map_blocks(lambda w: np.array([w.sum()]), chunks=(1,),
-                                                      token="kmeans-chunk-weights").compute())
         rng = np.random.default_rng(np.random.SeedSequence(list(seed_key)))
-        per_chunk = rng.multinomial(size, totals / totals.sum())
+        per_chunk = rng.multinomial(size, self.chunk_weights / self.chunk_weights.sum())
         draw = dask.delayed(_on_columns, pure=True)
         name = "kmeans-sample-" + "-".join(map(str, seed_key))
         parts = [draw(sample_chunk, block, size=int(n), seed_key=tuple(seed_key) + (i,), dask_key_name=f"{name}-{i}")
                  for i, (block, n) in enumerate(zip(self.xw.to_delayed().ravel(), per_chunk)) if n > 0]
         drawn = np.concatenate(dask.compute(*parts))
         return drawn[rng.permutation(len(drawn))]
+
+
+def _mean_and_variance(moments):
+    """Weighted mean ``(D,)`` and variance ``(D,)`` per feature from :func:`moments_chunk` statistics."""
+    mean = moments["sum"] / moments["weight"]
+    return mean, moments["sumsq"] / moments["weight"] - mean ** 2
 
 
 def _on_columns(kernel, block, **params):
@@ -287,7 +302,7 @@ def _scattered(array, chunk_rows):
     from distributed import default_client
 
     blocks = [array[start:start + chunk_rows] for start in range(0, len(array), chunk_rows)]
-    futures = default_client().scatter(blocks)
+    futures = default_client().scatter(blocks, hash=False)
     parts = [da.from_delayed(f, shape=b.shape, dtype=b.dtype) for f, b in zip(futures, blocks)]
     return da.concatenate(parts, axis=0)
 
