@@ -212,7 +212,7 @@ class GMMResult:
 
 
 def fit_gmm(points, weights=None, *, k, init="kmeans", max_iter=100, tol=1e-3, reg_covar=1e-6, seed=0,
-            chunk_rows=1 << 16, split_every=8, init_mixture=None):
+            chunk_rows=1 << 18, split_every=8, init_mixture=None):
     """Fit a full-covariance Gaussian mixture to weighted points by EM on the current Dask client.
 
     Parameters
