@@ -15,7 +15,7 @@ DENSE_MERGE_MIN = 1 << 21  # codes from which merge_histograms adds into a dense
 
 
 def colour_codes(block):
-    """Pack pixels into colour codes.
+    """Pack pixels into colour codes (see :func:`mixlib.compiled.colour_codes`).
 
     Parameters
     ----------
@@ -25,14 +25,15 @@ def colour_codes(block):
     -------
     ndarray (...) uint32
     """
-    channels = block.shape[-1]
-    codes = np.zeros(block.shape[:-1], dtype=np.uint32)
-    for c in range(channels):
-        codes <<= 8
-        codes |= block[..., c]
-    if channels == 4:
-        codes[block[..., 3] == 0] = 0
-    return codes
+    from .compiled import colour_codes as packed
+
+    return packed(_as_rows(block)).reshape(block.shape[:-1])
+
+
+def _as_rows(block):
+    """A pixel block ``(..., C)`` as the ``(h, w, C)`` uint8 array of the compiled loops (a view when it can)."""
+    block = np.asarray(block, dtype=np.uint8)
+    return block if block.ndim == 3 else block.reshape(-1, 1, block.shape[-1])
 
 
 def decode_colours(codes, channels):
@@ -181,7 +182,8 @@ class ColourLookup:
 
     def __call__(self, block):
         """Palette indices ``(h, w)`` of an image block ``(h, w, C)`` uint8."""
-        codes = colour_codes(block)
+        from .compiled import rgb_lookup
+
         if self.codes is None:
-            return self.table[codes]
-        return self.table[np.searchsorted(self.codes, codes)]
+            return rgb_lookup(_as_rows(block), self.table).reshape(block.shape[:-1])
+        return self.table[np.searchsorted(self.codes, colour_codes(block))]

@@ -1,4 +1,5 @@
-"""Compiled per-point loops behind the k-means and Gaussian-mixture kernels (numba, without the GIL).
+"""Compiled per-point loops behind the colour histogram and the k-means and Gaussian-mixture kernels (numba,
+without the GIL).
 
 Each function is a pure loop over the points of one chunk that keeps only ``k``-sized scratch arrays: it
 never forms the ``(n, k)`` distance or responsibility matrices that the numpy formulation needs, and it
@@ -155,6 +156,40 @@ def em_sums(x, weights, log_weights, means, prec_chol):
     return nk, sx, sxx, loglik
 
 
+@_inlined
+def _colour_code(pixels, i, j):
+    """The colour code of pixel ``(i, j)`` of ``pixels (h, w, C)`` uint8 (see :mod:`mixlib.colors`):
+    ``r<<16 | g<<8 | b``, or ``r<<24 | g<<16 | b<<8 | a`` with 0 for every fully transparent pixel."""
+    channels = pixels.shape[2]
+    code = 0
+    for c in range(channels):
+        code = (code << 8) | np.int64(pixels[i, j, c])
+    if channels == 4 and pixels[i, j, 3] == 0:
+        code = 0
+    return code
+
+
+@_compiled
+def colour_codes(pixels):
+    """Colour codes ``(h, w)`` uint32 of ``pixels (h, w, C)`` uint8, C = 3 or 4."""
+    codes = np.empty(pixels.shape[:2], np.uint32)
+    for i in range(pixels.shape[0]):
+        for j in range(pixels.shape[1]):
+            codes[i, j] = _colour_code(pixels, i, j)
+    return codes
+
+
+@_compiled
+def rgb_lookup(pixels, table):
+    """``table[code]`` ``(h, w)`` for the colour code of each pixel of ``pixels (h, w, 3)`` uint8, with a table
+    ``(2^24,)`` of any dtype."""
+    out = np.empty(pixels.shape[:2], table.dtype)
+    for i in range(pixels.shape[0]):
+        for j in range(pixels.shape[1]):
+            out[i, j] = table[_colour_code(pixels, i, j)]
+    return out
+
+
 def warm_up():
     """Load every compiled loop (from the cache, or compile it): about 0.6 s in a fresh process, which a job
     can spend on its workers while it decodes its input, instead of in its first iteration."""
@@ -164,3 +199,5 @@ def warm_up():
     lloyd_sums(points, weights, centres)
     joint_log_prob(points, np.zeros(2), centres, prec_chol)
     em_sums(points, weights, np.zeros(2), centres, prec_chol)
+    pixels = np.zeros((1, 1, 3), np.uint8)
+    rgb_lookup(pixels, np.zeros(1 << 24, np.uint8))

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import platform
+import threading
 import time
 from pathlib import Path
 
@@ -84,6 +85,9 @@ class Plan:
 
 def plan(settings):
     """Check settings, input and outputs before any heavy work; raise InputError on the first problem."""
+    # This process loads the fit's compiled loops while it decodes the input (Pillow's decoder lets go of the
+    # GIL): the embedded cluster's threaded workers share them.
+    threading.Thread(target=_warm_up_kernels, name="warm-up", daemon=True).start()
     if settings.tile_size % 16:
         raise InputError(f"--tile-size is {settings.tile_size}; TIFF tiles need a multiple of 16")
     stem = Path(settings.input.removeprefix("sample:")).stem
@@ -257,7 +261,7 @@ def run(settings, job_plan, client):
     source = job_plan.source
     seconds = {}
     started = time.perf_counter()
-    # The workers load the fit's compiled loops while this process decodes a photo (the GIL is free then).
+    # Worker processes (or a remote cluster's workers) load the compiled loops while the histogram is made.
     warming = [client.submit(_warm_up_kernels, pure=False, workers=[worker], key=f"warm-up-{worker}")
                for worker in client.scheduler_info()["workers"]]
     image = source.to_dask(settings.chunk_size)

@@ -12,7 +12,6 @@ import functools
 import logging
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
 from .kmeans import WeightedPoints, contiguous, fit_kmeans, nearest_centres
 from .reduce import add_stats
@@ -56,6 +55,8 @@ def precision_cholesky(covariances):
     With ``Sigma = L L^T`` (L lower triangular), ``U = L^-T`` is upper triangular and ``U U^T = Sigma^-1``.
     Raises ``numpy.linalg.LinAlgError`` when a covariance is not positive definite.
     """
+    from scipy.linalg import solve_triangular  # imported here: 0.15 s that a k-means job does not need
+
     dims = covariances.shape[-1]
     factors = np.empty_like(covariances)
     for j, cov in enumerate(covariances):
