@@ -190,6 +190,24 @@ def rgb_lookup(pixels, table):
     return out
 
 
+@_compiled
+def merge_counts(codes_a, counts_a, codes_b, counts_b):
+    """The union of two sorted arrays of distinct codes ``(m,)``, ``(n,)``, with the counts ``(m,)``, ``(n,)``
+    int64 of a code present in both added: one pass, ``O(m + n)``."""
+    codes = np.empty(len(codes_a) + len(codes_b), codes_a.dtype)
+    counts = np.empty(len(codes), np.int64)
+    i = j = size = 0
+    while i < len(codes_a) or j < len(codes_b):
+        take_a = j == len(codes_b) or (i < len(codes_a) and codes_a[i] <= codes_b[j])
+        take_b = i == len(codes_a) or (j < len(codes_b) and codes_b[j] <= codes_a[i])
+        codes[size] = codes_a[i] if take_a else codes_b[j]
+        counts[size] = (counts_a[i] if take_a else 0) + (counts_b[j] if take_b else 0)
+        i += take_a
+        j += take_b
+        size += 1
+    return codes[:size].copy(), counts[:size].copy()
+
+
 def warm_up():
     """Load every compiled loop (from the cache, or compile it): about 0.6 s in a fresh process, which a job
     can spend on its workers while it decodes its input, instead of in its first iteration."""
@@ -201,3 +219,5 @@ def warm_up():
     em_sums(points, weights, np.zeros(2), centres, prec_chol)
     pixels = np.zeros((1, 1, 3), np.uint8)
     rgb_lookup(pixels, np.zeros(1 << 24, np.uint8))
+    codes = np.arange(2, dtype=np.uint32)
+    merge_counts(codes, np.ones(2, np.int64), codes, np.ones(2, np.int64))

@@ -260,10 +260,13 @@ def run(settings, job_plan, client):
     """Compress one image on ``client``; write the outputs and return the report (a dict)."""
     source = job_plan.source
     seconds = {}
+    from distributed import fire_and_forget
+
     started = time.perf_counter()
-    # Worker processes (or a remote cluster's workers) load the compiled loops while the histogram is made.
-    warming = [client.submit(_warm_up_kernels, pure=False, workers=[worker], key=f"warm-up-{worker}")
-               for worker in client.scheduler_info()["workers"]]
+    # Worker processes (or a remote cluster's workers) load the compiled loops while the histogram is made; nothing
+    # waits for it (a worker lost meanwhile has its warm-up run elsewhere or not at all).
+    fire_and_forget([client.submit(_warm_up_kernels, pure=False, workers=[worker], allow_other_workers=True,
+                                   key=f"warm-up-{worker}") for worker in client.scheduler_info()["workers"]])
     image = source.to_dask(settings.chunk_size)
     height, width, channels = image.shape
     log.info("input %s: %dx%d, %d channels, %s chunks", source.path, height, width, channels,
@@ -287,7 +290,6 @@ def run(settings, job_plan, client):
     seconds["histogram"] = _lap(started, seconds)
     log.info("colour histogram: %d distinct colours in %d pixels", len(codes), counts.sum())
 
-    client.gather(warming)
     # The fit scatters the distinct colours itself, so a rerun rebuilds them.
     palette = with_rebuilds(lambda attempt: fit_palette(codes, counts, channels, settings), "fitting the palette",
                             advice)

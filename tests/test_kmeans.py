@@ -436,11 +436,28 @@ def random_image(rng, shape, levels=5, channels=3):
     return pixels
 
 
-@pytest.mark.parametrize("dense", [False, True], ids=["sorted", "dense-table"])
+def test_merge_histograms_against_a_counter():
+    """Unions of random sorted code sets (some empty, some overlapping) against collections.Counter."""
+    import collections
+
+    rng = np.random.default_rng(5)
+    for trial in range(20):
+        parts, expected = [], collections.Counter()
+        for _ in range(int(rng.integers(1, 9))):
+            codes = np.unique(rng.integers(0, 2**32, size=int(rng.integers(0, 50)), dtype=np.uint32)
+                              % np.uint32(rng.choice([60, 2**32 - 1])))
+            counts = rng.integers(1, 1000, size=len(codes)).astype(np.int64)
+            parts.append({"codes": codes, "counts": counts})
+            expected.update(dict(zip(codes.tolist(), counts.tolist())))
+        merged = colors.merge_histograms(parts)
+        assert merged["codes"].dtype == np.uint32
+        assert merged["codes"].tolist() == sorted(expected)
+        assert merged["counts"].tolist() == [expected[c] for c in sorted(expected)]
+
+
 @pytest.mark.parametrize("channels", [3, 4])
-def test_merge_histograms_of_blocks_equals_whole(channels, dense, monkeypatch):
-    """Against np.unique of the whole image, with both merges (RGBA codes always take the sorted one)."""
-    monkeypatch.setattr(colors, "DENSE_MERGE_MIN", 0 if dense else colors.DENSE_MERGE_MIN)
+def test_merge_histograms_of_blocks_equals_whole(channels):
+    """Against np.unique of the whole image, merging the blocks' histograms at once and in two levels."""
     rng = np.random.default_rng(11)
     for trial in range(4):
         pixels = random_image(rng, (int(rng.integers(5, 40)), int(rng.integers(5, 40))), channels=channels)

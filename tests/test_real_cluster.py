@@ -347,7 +347,9 @@ def test_compress_survives_a_worker_killed_mid_phase(tmp_path, source, phase):
     import numpy as np
     import zarr
 
-    pixels = np.random.default_rng(1).integers(0, 32, (3072, 3072, 3), dtype=np.uint8) * 8
+    # The compiled Lloyd pass is quick: the fit needs millions of distinct colours to last long enough to be hit.
+    levels = 256 if phase == "kmeans-stats" else 32
+    pixels = np.random.default_rng(1).integers(0, levels, (3072, 3072, 3), dtype=np.uint8) * (256 // levels)
     if source == "zarr":
         zarr.create_array(str(tmp_path / "in.zarr"), data=pixels, chunks=(256, 256, 3))
     else:
