@@ -85,8 +85,8 @@ class Plan:
 
 def plan(settings):
     """Check settings, input and outputs before any heavy work; raise InputError on the first problem."""
-    # This process loads the fit's compiled loops while it decodes the input (Pillow's decoder lets go of the
-    # GIL): the embedded cluster's threaded workers share them.
+    # This process loads the compiled loops while it decodes the input (Pillow's decoder lets go of the GIL):
+    # the embedded cluster's threaded workers share them. (Worker processes load them in their first task.)
     threading.Thread(target=_warm_up_kernels, name="warm-up", daemon=True).start()
     if settings.tile_size % 16:
         raise InputError(f"--tile-size is {settings.tile_size}; TIFF tiles need a multiple of 16")
@@ -260,13 +260,7 @@ def run(settings, job_plan, client):
     """Compress one image on ``client``; write the outputs and return the report (a dict)."""
     source = job_plan.source
     seconds = {}
-    from distributed import fire_and_forget
-
     started = time.perf_counter()
-    # Worker processes (or a remote cluster's workers) load the compiled loops while the histogram is made; nothing
-    # waits for it (a worker lost meanwhile has its warm-up run elsewhere or not at all).
-    fire_and_forget([client.submit(_warm_up_kernels, pure=False, workers=[worker], allow_other_workers=True,
-                                   key=f"warm-up-{worker}") for worker in client.scheduler_info()["workers"]])
     image = source.to_dask(settings.chunk_size)
     height, width, channels = image.shape
     log.info("input %s: %dx%d, %d channels, %s chunks", source.path, height, width, channels,

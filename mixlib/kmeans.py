@@ -1,8 +1,9 @@
 """k-means on weighted points: k-means++ initialisation, Lloyd iterations and mini-batch k-means.
 
-The kernels at the top are pure numpy on one chunk of points. :class:`WeightedPoints` holds the data
-on the cluster and runs tree reductions of kernel statistics over it. :func:`fit_kmeans` owns the
-iteration loops, which run on the client and move only ``k x D`` numbers per iteration.
+The kernels at the top are pure functions of one chunk of points (numpy, and the compiled loops of
+:mod:`mixlib.compiled`), with no Dask inside. :class:`WeightedPoints` holds the data on the cluster and
+runs tree reductions of kernel statistics over it. :func:`fit_kmeans` owns the iteration loops, which run
+on the client and move only ``k x D`` numbers per iteration.
 
 Every routine takes weighted points ``(x, w)``: a pixel's colour weighted by its count in the image
 gives exactly the same centres as every pixel on its own.
@@ -227,29 +228,11 @@ class WeightedPoints:
     def from_arrays(cls, points, weights=None, *, chunk_rows=1 << 18, split_every=8):
         """Centre and persist points ``(N, D)`` and weights ``(N,)`` (or None: unit weights) given as numpy
         or dask arrays; numpy blocks are scattered to the workers, not embedded in the graph."""
-        import dask
         import dask.array as da
 
         if isinstance(points, da.Array) or isinstance(weights, da.Array):
-            x = da.asarray(points).astype(np.float64)
-            w = da.ones(len(x), chunks=x.chunks[0]) if weights is None else da.asarray(weights).astype(np.float64)
-            xw = da.concatenate([x, w[:, None]], axis=1).rechunk({0: x.chunks[0], 1: -1})
-            moments = tree_reduce(xw, functools.partial(_on_columns, moments_chunk), add_stats,
-                                  name="kmeans-moments", split_every=split_every)
-            chunk_weights = xw[:, -1].map_blocks(lambda block: np.array([block.sum()]), chunks=(1,),
-                                                 token="kmeans-chunk-weights")
-            moments, chunk_weights = dask.compute(moments, chunk_weights)
-            mean, variance = _mean_and_variance(moments)
-            centred = (xw - np.append(mean, 0.0)).persist()
-        else:
-            x = np.asarray(points, dtype=np.float64)
-            w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
-            # The points are on the client already: their moments cost less here than a round trip.
-            moments = moments_chunk(x, w)
-            mean, variance = _mean_and_variance(moments)
-            centred = _scattered(np.column_stack([x - mean, w]), chunk_rows)
-            chunk_weights = np.array([w[start:start + chunk_rows].sum() for start in range(0, len(w), chunk_rows)])
-        return cls(centred, mean, variance, moments["weight"], np.asarray(chunk_weights), split_every)
+            return cls(*_from_dask(points, weights, split_every), split_every)
+        return cls(*_from_numpy(points, weights, chunk_rows), split_every)
 
     def reduce(self, chunk, merge, name):
         """Lazy tree reduction of ``chunk(x, w)`` statistics over all chunks (see :func:`tree_reduce`)."""
@@ -283,6 +266,36 @@ class WeightedPoints:
                  for i, (block, n) in enumerate(zip(self.xw.to_delayed().ravel(), per_chunk)) if n > 0]
         drawn = np.concatenate(dask.compute(*parts))
         return drawn[rng.permutation(len(drawn))]
+
+
+def _from_dask(points, weights, split_every):
+    """``(xw, mean, variance, total_weight, chunk_weights)`` for :class:`WeightedPoints` from dask arrays: one
+    tree reduction for the moments and the chunks' weights, then the centred array persisted."""
+    import dask
+    import dask.array as da
+
+    x = da.asarray(points).astype(np.float64)
+    w = da.ones(len(x), chunks=x.chunks[0]) if weights is None else da.asarray(weights).astype(np.float64)
+    xw = da.concatenate([x, w[:, None]], axis=1).rechunk({0: x.chunks[0], 1: -1})
+    moments = tree_reduce(xw, functools.partial(_on_columns, moments_chunk), add_stats, name="kmeans-moments",
+                          split_every=split_every)
+    chunk_weights = xw[:, -1].map_blocks(lambda block: np.array([block.sum()]), chunks=(1,),
+                                         token="kmeans-chunk-weights")
+    moments, chunk_weights = dask.compute(moments, chunk_weights)
+    mean, variance = _mean_and_variance(moments)
+    return (xw - np.append(mean, 0.0)).persist(), mean, variance, moments["weight"], np.asarray(chunk_weights)
+
+
+def _from_numpy(points, weights, chunk_rows):
+    """``(xw, mean, variance, total_weight, chunk_weights)`` for :class:`WeightedPoints` from numpy arrays: the
+    points are on the client already, so their moments are computed here (no round trip) and the centred
+    chunks are scattered."""
+    x = np.asarray(points, dtype=np.float64)
+    w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
+    moments = moments_chunk(x, w)
+    mean, variance = _mean_and_variance(moments)
+    chunk_weights = np.array([w[start:start + chunk_rows].sum() for start in range(0, len(w), chunk_rows)])
+    return _scattered(np.column_stack([x - mean, w]), chunk_rows), mean, variance, moments["weight"], chunk_weights
 
 
 def _mean_and_variance(moments):
