@@ -246,7 +246,7 @@ def fit_gmm(points, weights=None, *, k, init="kmeans", max_iter=100, tol=1e-3, r
         mixture, fixed = _valid(mixture, data, reg, seed, iteration)
         reseeded += fixed
         stats = data.reduce(functools.partial(em_chunk, log_weights=np.log(mixture.weights), means=mixture.means,
-                                              prec_chol=mixture.precision_cholesky), add_stats, "em-stats").compute()
+                                              prec_chol=mixture.precision_cholesky), add_stats, "em-stats").result()
         history.append(stats["loglik"] / data.total_weight)
         mixture = m_step(stats, data.total_weight, reg)
         log.debug("EM iteration %d: mean log-likelihood %.6f", iteration, history[-1])
@@ -256,7 +256,7 @@ def fit_gmm(points, weights=None, *, k, init="kmeans", max_iter=100, tol=1e-3, r
     mixture, fixed = _valid(mixture, data, reg, seed, max_iter + 1)
     reseeded += fixed
     final = data.reduce(functools.partial(em_chunk, log_weights=np.log(mixture.weights), means=mixture.means,
-                                          prec_chol=mixture.precision_cholesky), add_stats, "em-loglik").compute()
+                                          prec_chol=mixture.precision_cholesky), add_stats, "em-loglik").result()
     return GMMResult(mixture.shifted(data.mean), len(history), converged, final["loglik"] / data.total_weight,
                      history, reseeded)
 
@@ -265,7 +265,7 @@ def _initial_stats(data, k, init, seed):
     if init == "kmeans":
         centres = fit_kmeans(data, k=k, seed=seed).centres - data.mean
         chunk = functools.partial(hard_stats_chunk, centres=centres)
-        return data.reduce(chunk, add_stats, "em-init").compute()
+        return data.reduce(chunk, add_stats, "em-init").result()
     if init == "random":
         return _random_stats(data, k, seed)
     raise ValueError(f"unknown init {init!r}; use 'kmeans' or 'random'")

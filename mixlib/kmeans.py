@@ -15,7 +15,7 @@ import logging
 
 import numpy as np
 
-from .reduce import add_stats, tree_reduce
+from .reduce import add_stats, submit_tree, tree_reduce, tree_tasks
 
 log = logging.getLogger("mixlib")
 
@@ -213,6 +213,7 @@ class WeightedPoints:
     Parameters
     ----------
     xw : dask.array.Array (N, D + 1) float64, centred and persisted
+    blocks : list of distributed.Future, the blocks of ``xw`` in order
     mean : ndarray (D,), the weighted mean that was subtracted
     variance : ndarray (D,), the weighted variance of each feature
     total_weight : float, the sum of the weights (N for unit weights)
@@ -220,8 +221,8 @@ class WeightedPoints:
     split_every : int, fan-in of the reduction tree
     """
 
-    def __init__(self, xw, mean, variance, total_weight, chunk_weights, split_every):
-        self.xw, self.mean, self.variance = xw, mean, variance
+    def __init__(self, xw, blocks, mean, variance, total_weight, chunk_weights, split_every):
+        self.xw, self.blocks, self.mean, self.variance = xw, blocks, mean, variance
         self.total_weight, self.chunk_weights, self.split_every = total_weight, chunk_weights, split_every
 
     @classmethod
@@ -235,14 +236,22 @@ class WeightedPoints:
         return cls(*_from_numpy(points, weights, chunk_rows), split_every)
 
     def reduce(self, chunk, merge, name):
-        """Lazy tree reduction of ``chunk(x, w)`` statistics over all chunks (see :func:`tree_reduce`)."""
-        return tree_reduce(self.xw, functools.partial(_on_columns, chunk), merge, name=name,
+        """Submit a tree reduction of ``chunk(x, w)`` statistics over all chunks; returns the future of the
+        merged dict (see :func:`mixlib.reduce.submit_tree`)."""
+        from distributed import default_client
+
+        return submit_tree(default_client(), self.blocks, functools.partial(_on_columns, chunk), merge, name=name,
                            split_every=self.split_every)
+
+    @property
+    def tasks_per_reduction(self):
+        """Tasks in one :meth:`reduce`: the same at every iteration."""
+        return tree_tasks(len(self.blocks), self.split_every)
 
     def far_points(self, centres, count):
         """The ``count`` points farthest from their nearest centre (centred coordinates), as numpy."""
         chunk = functools.partial(far_points_chunk, centres=centres, count=count)
-        return self.reduce(chunk, functools.partial(merge_far_points, count=count), "kmeans-far-points").compute()
+        return self.reduce(chunk, functools.partial(merge_far_points, count=count), "kmeans-far-points").result()
 
     def labels(self, centres):
         """Lazy nearest-centre labels ``(N,)`` int of the points for centres in the original coordinates."""
@@ -269,10 +278,12 @@ class WeightedPoints:
 
 
 def _from_dask(points, weights, split_every):
-    """``(xw, mean, variance, total_weight, chunk_weights)`` for :class:`WeightedPoints` from dask arrays: one
-    tree reduction for the moments and the chunks' weights, then the centred array persisted."""
+    """``(xw, blocks, mean, variance, total_weight, chunk_weights)`` for :class:`WeightedPoints` from dask arrays:
+    one tree reduction for the moments and the chunks' weights, then the centred array persisted."""
     import dask
     import dask.array as da
+    from dask.core import flatten
+    from distributed import futures_of
 
     x = da.asarray(points).astype(np.float64)
     w = da.ones(len(x), chunks=x.chunks[0]) if weights is None else da.asarray(weights).astype(np.float64)
@@ -283,11 +294,14 @@ def _from_dask(points, weights, split_every):
                                          token="kmeans-chunk-weights")
     moments, chunk_weights = dask.compute(moments, chunk_weights)
     mean, variance = _mean_and_variance(moments)
-    return (xw - np.append(mean, 0.0)).persist(), mean, variance, moments["weight"], np.asarray(chunk_weights)
+    centred = (xw - np.append(mean, 0.0)).persist()
+    by_key = {future.key: future for future in futures_of(centred)}
+    blocks = [by_key[key] for key in flatten(centred.__dask_keys__())]
+    return centred, blocks, mean, variance, moments["weight"], np.asarray(chunk_weights)
 
 
 def _from_numpy(points, weights, chunk_rows):
-    """``(xw, mean, variance, total_weight, chunk_weights)`` for :class:`WeightedPoints` from numpy arrays: the
+    """``(xw, blocks, mean, variance, total_weight, chunk_weights)`` for :class:`WeightedPoints` from numpy arrays: the
     points are on the client already, so their moments are computed here (no round trip) and the centred
     chunks are scattered."""
     x = np.asarray(points, dtype=np.float64)
@@ -295,7 +309,8 @@ def _from_numpy(points, weights, chunk_rows):
     moments = moments_chunk(x, w)
     mean, variance = _mean_and_variance(moments)
     chunk_weights = np.array([w[start:start + chunk_rows].sum() for start in range(0, len(w), chunk_rows)])
-    return _scattered(np.column_stack([x - mean, w]), chunk_rows), mean, variance, moments["weight"], chunk_weights
+    xw, blocks = _scattered(np.column_stack([x - mean, w]), chunk_rows)
+    return xw, blocks, mean, variance, moments["weight"], chunk_weights
 
 
 def _mean_and_variance(moments):
@@ -310,14 +325,15 @@ def _on_columns(kernel, block, **params):
 
 
 def _scattered(array, chunk_rows):
-    """A dask array over row blocks of ``array`` scattered to the workers of the current client."""
+    """A dask array over row blocks of ``array`` scattered to the workers of the current client, and the
+    blocks' futures in order."""
     import dask.array as da
     from distributed import default_client
 
     blocks = [array[start:start + chunk_rows] for start in range(0, len(array), chunk_rows)]
     futures = default_client().scatter(blocks, hash=False)
     parts = [da.from_delayed(f, shape=b.shape, dtype=b.dtype) for f, b in zip(futures, blocks)]
-    return da.concatenate(parts, axis=0)
+    return da.concatenate(parts, axis=0), futures
 
 
 # ---------------------------------------------------------------------------------------- the fit
@@ -332,7 +348,7 @@ class KMeansResult:
     iterations : int, Lloyd iterations or mini-batch steps run
     converged : bool
     inertia : float, weighted sum of squared distances of the points to their nearest centre
-    tasks_per_iteration : int, size of one iteration's Dask graph (constant across iterations)
+    tasks_per_iteration : int, tasks of one Lloyd iteration (the same in every iteration; 0 for mini-batch)
     reseeded : int, empty clusters re-seeded during Lloyd iterations
     labels : dask.array.Array (N,) int, lazy nearest-centre label of every point
     """
@@ -379,14 +395,15 @@ def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max
     centres = _initial_centres(data, init, k, rng, seed, init_sample)
     tol_abs = tol * float(np.mean(data.variance))
     if method == "lloyd":
-        centres, iterations, converged, tasks, reseeded = _lloyd(data, centres, max_iter, tol_abs)
+        centres, iterations, converged, reseeded = _lloyd(data, centres, max_iter, tol_abs)
+        tasks = data.tasks_per_reduction
     elif method == "minibatch":
         centres, iterations, converged = _minibatch(data, centres, max_iter, tol_abs, seed, batch_size,
                                                     max_no_improvement)
         tasks, reseeded = 0, 0
     else:
         raise ValueError(f"unknown k-means method {method!r}")
-    final = data.reduce(functools.partial(lloyd_chunk, centres=centres), add_stats, "kmeans-inertia").compute()
+    final = data.reduce(functools.partial(lloyd_chunk, centres=centres), add_stats, "kmeans-inertia").result()
     centres = centres + data.mean
     return KMeansResult(centres, iterations, converged, final["inertia"], tasks, reseeded, data.labels(centres))
 
@@ -410,11 +427,8 @@ def _initial_centres(data, init, k, rng, seed, init_sample):
 def _lloyd(data, centres, max_iter, tol_abs):
     """Lloyd iterations until the summed squared centre shift is at most ``tol_abs``."""
     reseeded = 0
-    tasks = 0
     for iteration in range(1, max_iter + 1):
-        stats = data.reduce(functools.partial(lloyd_chunk, centres=centres), add_stats, "kmeans-stats")
-        tasks = len(stats.__dask_graph__())
-        stats = stats.compute()
+        stats = data.reduce(functools.partial(lloyd_chunk, centres=centres), add_stats, "kmeans-stats").result()
         n_empty = int((stats["counts"] == 0).sum())
         far = data.far_points(centres, n_empty) if n_empty else None
         if n_empty:
@@ -425,8 +439,8 @@ def _lloyd(data, centres, max_iter, tol_abs):
         centres = new_centres
         log.debug("k-means iteration %d: centre shift %.3g", iteration, shift)
         if shift <= tol_abs:
-            return centres, iteration, True, tasks, reseeded
-    return centres, max_iter, False, tasks, reseeded
+            return centres, iteration, True, reseeded
+    return centres, max_iter, False, reseeded
 
 
 def _minibatch(data, centres, max_steps, tol_abs, seed, batch_size, max_no_improvement):

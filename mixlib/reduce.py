@@ -1,13 +1,18 @@
 """The one place that builds tree reductions of statistics.
 
-A reduction here is three named pieces: a pure numpy ``chunk`` function that turns one block into a
-small dict of statistics, a ``merge`` function that combines a list of such dicts into
-one, and Dask's tree (``dask.array.reduction`` with ``concatenate=False``), which applies ``merge`` in
-groups of ``split_every`` until one dict is left. The tree depends only on the number of blocks, so the
-result does not depend on the number of workers or on scheduling.
+A reduction here is three named pieces: a pure ``chunk`` function that turns one block into a small dict
+of statistics, a ``merge`` function that combines a list of such dicts into one, and a tree that applies
+``merge`` to consecutive groups of ``split_every`` until one dict is left. The tree depends only on the
+number of blocks, so the result does not depend on the number of workers or on scheduling.
+
+Two ways to build the tree: :func:`tree_reduce` over a lazy Dask array (``dask.array.reduction``: an
+image read chunk by chunk), and :func:`submit_tree` over blocks already on the cluster, submitted as
+futures (the iterations of k-means and EM, where building and optimising a Dask collection took 20 ms of
+a 77 ms Lloyd iteration).
 """
 
 import functools
+import uuid
 
 import numpy as np
 
@@ -45,6 +50,43 @@ def tree_reduce(x, chunk, merge, *, name, split_every=8):
         split_every=_fan_in_per_axis(x.numblocks, split_every),
         name=name,
     )
+
+
+def submit_tree(client, blocks, chunk, merge, *, name, split_every=8):
+    """Submit a tree reduction of blocks on the cluster to one dict of statistics.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    blocks : list of distributed.Future, the blocks in order
+    chunk : callable ``(block) -> dict``
+    merge : callable ``(list of dicts) -> dict``, associative; applied at least once
+    name : str, the task prefix shown on the dashboard (``kmeans-stats``, ``em-stats``)
+    split_every : int, the tree's fan-in
+
+    Returns
+    -------
+    distributed.Future of the merged dict; the tree has :func:`tree_tasks` tasks
+    """
+    prefix = f"{name}-{uuid.uuid4().hex[:12]}"
+    level = [client.submit(chunk, block, key=(prefix, 0, i)) for i, block in enumerate(blocks)]
+    for depth in range(1, len(_merge_levels(len(blocks), split_every)) + 1):
+        level = [client.submit(merge, level[start:start + split_every], key=(prefix, depth, i))
+                 for i, start in enumerate(range(0, len(level), split_every))]
+    return level[0]
+
+
+def tree_tasks(n_blocks, split_every):
+    """Tasks in a :func:`submit_tree` tree over ``n_blocks`` blocks: the blocks' and every merge level's."""
+    return n_blocks + sum(_merge_levels(n_blocks, split_every))
+
+
+def _merge_levels(n_blocks, split_every):
+    """Merges per level of the tree, from the blocks up: at least one level, down to one merge."""
+    levels = [-(-n_blocks // split_every)]
+    while levels[-1] > 1:
+        levels.append(-(-levels[-1] // split_every))
+    return levels
 
 
 def _fan_in_per_axis(numblocks, split_every):

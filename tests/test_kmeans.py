@@ -145,26 +145,23 @@ def test_histogram_path_equals_every_pixel_path(client, photos):
     np.testing.assert_array_equal(labels, brute_sq_dist(pixels, by_pixel.centres).argmin(axis=1))
 
 
-def test_graph_size_is_the_same_in_every_iteration(client, monkeypatch):
+def test_graph_size_is_the_same_in_every_iteration(client):
+    """Counted by the scheduler: every Lloyd iteration runs the same tasks (its chunks and the reduction tree)."""
+    import collections
+
+    from distributed import get_task_stream
+
     # Uniform points with many clusters: Lloyd needs about 200 iterations here (tol=0).
     points = np.random.default_rng(0).uniform(0, 1, size=(40_000, 3))
-    sizes = []
-    original = kmeans.WeightedPoints.reduce
-
-    def recording_reduce(self, chunk, merge, name):
-        stats = original(self, chunk, merge, name)
-        if name == "kmeans-stats":
-            sizes.append(len(stats.__dask_graph__()))
-        return stats
-
-    monkeypatch.setattr(kmeans.WeightedPoints, "reduce", recording_reduce)
-    result = fit_kmeans(points, None, k=100, tol=0, max_iter=100, chunk_rows=5_000, split_every=4)
+    with get_task_stream(client) as stream:
+        result = fit_kmeans(points, None, k=100, tol=0, max_iter=100, chunk_rows=5_000, split_every=4)
+    per_iteration = collections.Counter(task["key"][0] for task in stream.data
+                                        if isinstance(task["key"], tuple) and task["key"][0].startswith("kmeans-stats"))
 
     assert result.iterations == 100 and not result.converged
-    assert len(sizes) == 100
-    assert sizes[0] > 8  # eight chunks plus the reduction tree: a real graph, not a single task
-    assert set(sizes) == {sizes[0]}
-    assert result.tasks_per_iteration == sizes[0]
+    assert len(per_iteration) == 100
+    # Eight chunks, two merges of four, then one: a real tree, not a single task.
+    assert set(per_iteration.values()) == {8 + 2 + 1} == {result.tasks_per_iteration}
 
 
 def test_minibatch_is_close_to_lloyd_and_deterministic(client, photos):
@@ -392,6 +389,32 @@ def test_tree_reduce_result_does_not_depend_on_workers(client, one_worker_addres
     for other in (on_one_worker, in_one_thread):
         np.testing.assert_array_equal(on_two_workers["sum"], other["sum"])
         assert on_two_workers["n"] == other["n"] == 370
+
+
+@pytest.mark.parametrize("n_blocks", [1, 4, 5, 17, 64])
+def test_submit_tree_merges_blocks_in_order_and_equals_tree_reduce(client, n_blocks):
+    """The futures tree keeps the blocks' order (a merge that concatenates shows it), runs ``merge`` at least
+    once, submits ``tree_tasks`` tasks, and adds up to the same bits as the lazy tree over the same blocks."""
+    import dask.array as da
+
+    from mixlib.reduce import submit_tree, tree_tasks
+
+    rng = np.random.default_rng(n_blocks)
+    values = rng.normal(size=(10 * n_blocks, 2)) * 10.0 ** rng.integers(-8, 9, size=(10 * n_blocks, 1))
+    blocks = client.scatter([values[10 * i:10 * i + 10] for i in range(n_blocks)], hash=False)
+
+    def chunk(block):
+        return {**sum_chunk(block), "order": [float(block[0, 0])]}
+
+    def merge(parts):  # add_stats for the sums (the same additions, in the same order), and a trace
+        return {**add_stats([{"sum": p["sum"], "n": p["n"]} for p in parts]),
+                "order": [v for p in parts for v in p["order"]], "merges": 1 + sum(p.get("merges", 0) for p in parts)}
+
+    merged = submit_tree(client, blocks, chunk, merge, name="test-tree", split_every=4).result()
+    assert merged["order"] == [float(values[10 * i, 0]) for i in range(n_blocks)]
+    assert merged["n"] == 10 * n_blocks and merged["merges"] == tree_tasks(n_blocks, 4) - n_blocks >= 1
+    lazy = tree_reduce(da.from_array(values, chunks=(10, 2)), sum_chunk, add_stats, name="test-lazy", split_every=4)
+    np.testing.assert_array_equal(merged["sum"], client.compute(lazy, sync=True)["sum"])
 
 
 # ----------------------------------------------------------------------------------------- colours
