@@ -79,43 +79,48 @@ def lloyd_sums(x, weights, centres):
 
 
 @_inlined
-def _joint_row(x, i, log_norms, means, prec_chol, out):
+def _joint_row(x, i, log_norms, mean_terms, prec_chol, out):
     """``out[j] = log(pi_j N(x_i | mu_j, Sigma_j))``.
 
-    With ``Sigma_j^-1 = U_j U_j^T`` (``U_j`` upper triangular) and ``y = (x_i - mu_j) U_j``:
+    With ``Sigma_j^-1 = U_j U_j^T`` (``U_j`` upper triangular) and ``y = (x_i - mu_j) U_j = x_i U_j - mu_j U_j``:
     ``log(pi_j N) = log pi_j + sum_e log U_j[e, e] - (D log 2 pi + ||y||^2) / 2``; ``log_norms[j]`` holds
-    the terms that do not depend on ``x_i``.
+    the terms that do not depend on ``x_i`` and ``mean_terms[j]`` is ``mu_j U_j`` (see :func:`_point_free`).
     """
-    dims = means.shape[1]
-    for j in range(means.shape[0]):
+    dims = mean_terms.shape[1]
+    for j in range(mean_terms.shape[0]):
         sq = 0.0
         for e in range(dims):
             y = 0.0
             for d in range(e + 1):
-                y += (x[i, d] - means[j, d]) * prec_chol[j, d, e]
+                y += x[i, d] * prec_chol[j, d, e]
+            y -= mean_terms[j, e]
             sq += y * y
         out[j] = log_norms[j] - 0.5 * sq
 
 
 @_compiled
-def _log_norms(log_weights, prec_chol):
-    """The point-free terms of :func:`_joint_row`: ``log pi_j + log det U_j - D log(2 pi) / 2``, ``(k,)``."""
-    k, dims = prec_chol.shape[0], prec_chol.shape[1]
-    out = log_weights - 0.5 * dims * LOG_2PI
+def _point_free(log_weights, means, prec_chol):
+    """The terms of :func:`_joint_row` that do not depend on the point: ``log pi_j + log det U_j - D log(2 pi) / 2``
+    ``(k,)`` and ``mu_j U_j`` ``(k, D)``."""
+    k, dims = means.shape
+    log_norms = log_weights - 0.5 * dims * LOG_2PI
+    mean_terms = np.zeros((k, dims))
     for j in range(k):
         for e in range(dims):
-            out[j] += math.log(prec_chol[j, e, e])
-    return out
+            log_norms[j] += math.log(prec_chol[j, e, e])
+            for d in range(e + 1):
+                mean_terms[j, e] += means[j, d] * prec_chol[j, d, e]
+    return log_norms, mean_terms
 
 
 @_compiled
 def joint_log_prob(x, log_weights, means, prec_chol):
     """``log(pi_j N(x_i | mu_j, Sigma_j))``, ``(n, k)``, for points ``x (n, D)``, log-weights ``(k,)``,
     means ``(k, D)`` and upper-triangular precision Cholesky factors ``(k, D, D)``."""
-    log_norms = _log_norms(log_weights, prec_chol)
+    log_norms, mean_terms = _point_free(log_weights, means, prec_chol)
     out = np.empty((x.shape[0], means.shape[0]))
     for i in range(x.shape[0]):
-        _joint_row(x, i, log_norms, means, prec_chol, out[i])
+        _joint_row(x, i, log_norms, mean_terms, prec_chol, out[i])
     return out
 
 
@@ -129,22 +134,22 @@ def em_sums(x, weights, log_weights, means, prec_chol):
     ``loglik = sum_i w_i log p(x_i)``.
     """
     k, dims = means.shape
-    log_norms = _log_norms(log_weights, prec_chol)
+    log_norms, mean_terms = _point_free(log_weights, means, prec_chol)
     nk = np.zeros(k)
     sx = np.zeros((k, dims))
     sxx = np.zeros((k, dims, dims))
     loglik = 0.0
     joint = np.empty(k)
     for i in range(x.shape[0]):
-        _joint_row(x, i, log_norms, means, prec_chol, joint)
+        _joint_row(x, i, log_norms, mean_terms, prec_chol, joint)
         top = joint.max()
         total = 0.0
         for j in range(k):
-            total += math.exp(joint[j] - top)
-        log_p = top + math.log(total)
-        loglik += weights[i] * log_p
+            joint[j] = math.exp(joint[j] - top)  # now pi_j N(x_i | j) / exp(top)
+            total += joint[j]
+        loglik += weights[i] * (top + math.log(total))
         for j in range(k):
-            r = weights[i] * math.exp(joint[j] - log_p)
+            r = weights[i] * joint[j] / total
             nk[j] += r
             for d in range(dims):
                 sx[j, d] += r * x[i, d]
