@@ -5,7 +5,7 @@ Each function is a pure loop over the points of one chunk that keeps only ``k``-
 never forms the ``(n, k)`` distance or responsibility matrices that the numpy formulation needs, and it
 releases the GIL, so that the threaded workers of the embedded cluster run their chunks in parallel
 (scipy's ``vq`` and numpy's ``bincount`` hold it). On 2.3 million distinct colours and 16 centres, one
-Lloyd pass took 58 ms here against 125 ms for ``vq`` plus four ``bincount``\\ s (one thread). Compiled code is
+Lloyd pass took 52 ms here against 125 ms for ``vq`` plus four ``bincount``\\ s (one thread). Compiled code is
 cached next to this file, so only the first run on a machine compiles.
 """
 
@@ -214,8 +214,8 @@ def merge_counts(codes_a, counts_a, codes_b, counts_b):
 
 
 def warm_up():
-    """Load every compiled loop (from the cache, or compile it): about 0.6 s in a fresh process, which a job
-    can spend on its workers while it decodes its input, instead of in its first iteration."""
+    """Load every compiled loop (from the cache, or compile it): about 0.6 s in a fresh process, which the
+    compress job spends in a thread while it decodes its input instead of in its first tasks."""
     points, weights, centres = np.zeros((2, 3)), np.ones(2), np.zeros((2, 3))
     prec_chol = np.broadcast_to(np.eye(3), (2, 3, 3)).copy()
     nearest(points, centres)
@@ -223,6 +223,7 @@ def warm_up():
     joint_log_prob(points, np.zeros(2), centres, prec_chol)
     em_sums(points, weights, np.zeros(2), centres, prec_chol)
     pixels = np.zeros((1, 1, 3), np.uint8)
+    colour_codes(pixels)
     rgb_lookup(pixels, np.zeros(1 << 24, np.uint8))
     codes = np.arange(2, dtype=np.uint32)
     merge_counts(codes, np.ones(2, np.int64), codes, np.ones(2, np.int64))

@@ -4,7 +4,8 @@ algebra of mixtures.
 The kernels at the top are pure functions of one chunk (numpy, and the compiled loops of
 :mod:`mixlib.compiled`). :func:`fit_gmm` owns the EM loop: each iteration is one tree reduction of the
 sufficient statistics ``N_k``, ``S_k = sum r x``, ``SS_k = sum r x x^T`` and the log-likelihood over the
-points persisted on the cluster (:class:`mixlib.kmeans.WeightedPoints`), then an M-step on the client. Weighted points make the colour histogram of an image an exact stand-in for its pixels.
+points persisted on the cluster (:class:`mixlib.kmeans.WeightedPoints`), then an M-step on the client.
+Weighted points make the colour histogram of an image an exact stand-in for its pixels.
 """
 
 import dataclasses
