@@ -57,8 +57,8 @@ def merge_histograms(parts):
 
     parts = [(p["codes"], p["counts"]) for p in parts]
     while len(parts) > 1:
-        pairs = [merge_counts(*parts[i], *parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
-        parts = pairs + parts[len(parts) - len(parts) % 2:]
+        unpaired = parts[-1:] if len(parts) % 2 else []
+        parts = [merge_counts(*parts[i], *parts[i + 1]) for i in range(0, len(parts) - 1, 2)] + unpaired
     codes, counts = parts[0]
     return {"codes": codes, "counts": counts}
 

@@ -25,6 +25,9 @@ PNG_MAX_COLOURS = 256
 PILLOW_MAX_PIXELS = 89_478_485  # Pillow's own Image.MAX_IMAGE_PIXELS
 PNG_MAX_PIXELS = 1 << 30  # a PNG is encoded in memory by Pillow; larger outputs go to .tif or .zarr
 COMPARE_SIDE = 1024  # each half of a comparison image fits in COMPARE_SIDE x COMPARE_SIDE
+# Zarr outputs write every chunk, without Zarr's check for chunks equal to the fill value (1.5 s of the workers'
+# time for the labels of a gigapixel; a chunk of palette entry 0 is as real as any other).
+WRITE_EVERY_CHUNK = {"write_empty_chunks": True}
 
 
 @dataclasses.dataclass
@@ -391,7 +394,7 @@ def write_pixels(path, image, tile, client_compute):
         write_tiled_tiff(path, image, tile, client_compute, photometric="rgb", **extra)
     else:
         target = zarr.create_array(zarr_store(path), shape=image.shape, dtype=np.uint8,
-                                   chunks=(tile, tile, image.shape[2]), config={"write_empty_chunks": True})
+                                   chunks=(tile, tile, image.shape[2]), config=WRITE_EVERY_CHUNK)
         client_compute([da.store(image.rechunk((tile, tile, image.shape[2])), target, lock=False, compute=False)])
 
 
@@ -411,10 +414,8 @@ def write_zarr(path, labels, palette, tile, attributes, client_compute):
 
     group = zarr.open_group(zarr_store(path), mode="w")
     group.attrs.update(attributes)
-    # Every chunk is written, without Zarr's check for chunks equal to the fill value (1.5 s of the workers'
-    # time at a gigapixel; a chunk of palette entry 0 is as real as any other).
     target = group.create_array("labels", shape=labels.shape, dtype=labels.dtype, chunks=(tile, tile),
-                                config={"write_empty_chunks": True})
+                                config=WRITE_EVERY_CHUNK)
     group.create_array("palette", data=palette)
     client_compute([da.store(labels.rechunk((tile, tile)), target, lock=False, compute=False)])
 

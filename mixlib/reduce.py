@@ -70,9 +70,9 @@ def submit_tree(client, blocks, chunk, merge, *, name, split_every=8):
     """
     prefix = f"{name}-{uuid.uuid4().hex[:12]}"
     level = [client.submit(chunk, block, key=(prefix, 0, i)) for i, block in enumerate(blocks)]
-    for depth in range(1, len(_merge_levels(len(blocks), split_every)) + 1):
-        level = [client.submit(merge, level[start:start + split_every], key=(prefix, depth, i))
-                 for i, start in enumerate(range(0, len(level), split_every))]
+    for depth, merges in enumerate(_merge_levels(len(blocks), split_every), start=1):
+        level = [client.submit(merge, level[i * split_every:(i + 1) * split_every], key=(prefix, depth, i))
+                 for i in range(merges)]
     return level[0]
 
 
