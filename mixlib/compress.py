@@ -85,10 +85,6 @@ class Plan:
 
 def plan(settings):
     """Check settings, input and outputs before any heavy work; raise InputError on the first problem."""
-    # This process loads dask.array and the compiled loops while it decodes the input (Pillow's decoder lets go of
-    # the GIL; 67 MP: 0.9 s less): the embedded cluster's threaded workers share them. (Worker processes load
-    # the compiled loops in their first task.)
-    threading.Thread(target=_preload, name="preload", daemon=True).start()
     if settings.tile_size % 16:
         raise InputError(f"--tile-size is {settings.tile_size}; TIFF tiles need a multiple of 16")
     stem = Path(settings.input.removeprefix("sample:")).stem
@@ -113,6 +109,10 @@ def plan(settings):
     named = [p for p in (out, compare, report, save_model) if p is not None]
     if len(set(named)) < len(named):
         raise InputError("--out, --compare, --report and --save-model must be different files")
+    # The settings and outputs are fine: this process loads dask.array and the compiled loops while it decodes the
+    # input (Pillow's decoder lets go of the GIL; 67 MP: 0.9 s less), and the embedded cluster's threaded workers
+    # share them. (Worker processes load the compiled loops in their first task.)
+    threading.Thread(target=_preload, name="preload", daemon=True).start()
     source = inspect_image(settings.input, settings.max_pixels)
     height, width, _ = source.shape
     check_png_size(out, height, width)
