@@ -3,12 +3,12 @@
 import sys
 
 from mixlib.cli import job_main
-from mixlib.compress import CompressSettings, plan, run
+from mixlib.compress import CompressSettings, plan, run, worker_paths
 
 DESCRIPTION = ("Quantise an RGB(A) image to k colours by k-means or a Gaussian mixture on a Dask cluster. Every "
                "option can also be set in the TOML config file; a flag beats the file.")
 
-main = job_main(CompressSettings, "compress", DESCRIPTION, plan, run, positional="input")
+main = job_main(CompressSettings, "compress", DESCRIPTION, plan, run, positional="input", worker_paths=worker_paths)
 
 if __name__ == "__main__":
     sys.exit(main())

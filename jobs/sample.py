@@ -3,12 +3,12 @@
 import sys
 
 from mixlib.cli import job_main
-from mixlib.sample import SampleSettings, plan, run
+from mixlib.sample import SampleSettings, plan, run, worker_paths
 
 DESCRIPTION = ("Draw every pixel of a new image independently from a Gaussian mixture, chunk-parallel on a Dask "
                "cluster. Every option can also be set in the TOML config file; a flag beats the file.")
 
-main = job_main(SampleSettings, "sample", DESCRIPTION, plan, run)
+main = job_main(SampleSettings, "sample", DESCRIPTION, plan, run, worker_paths=worker_paths)
 
 if __name__ == "__main__":
     sys.exit(main())

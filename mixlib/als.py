@@ -21,6 +21,7 @@ batched matrix product and one batched Cholesky factorisation serve a whole grou
 """
 
 import dataclasses
+import functools
 import logging
 
 import numpy as np
@@ -222,25 +223,29 @@ def _solve_block(block, shared, lam, weighted_lambda, with_error):
 
 # ------------------------------------------------------------------------------- options and state
 
+_model_option = functools.partial(option, group="model")
+
+
 @dataclasses.dataclass(frozen=True)
 class ALSOptions:
     """The model and its training loop (keys of configs/recommender.toml; the job's settings inherit them)."""
 
-    rank: int = option(16, "latent factors per user and item", minimum=1)
-    reg_lambda: float = option(0.13, "lambda: weight of the squared norms of the factors (and biases)", minimum=1e-12)
-    weighted_lambda: bool = option(True, "scale lambda by each user's and item's rating count")
-    global_bias: bool = option(True, "predict mu + ... with mu the mean training rating")
-    user_bias: bool = option(True, "learn a bias b_u per user")
-    item_bias: bool = option(True, "learn a bias b_i per item")
-    init: str = option("svd", "initial factors: random (seeded) or svd (truncated SVD of the ratings)",
-                       choices=("random", "svd"))
-    init_scale: float = option(0.1, "random init: standard deviation of the initial factors", minimum=0.0)
-    max_steps: int = option(50, "ALS steps (a user half-step and an item half-step) at most", minimum=1)
-    eval_every: int = option(1, "compute the training and validation loss every this many steps", minimum=1)
+    rank: int = _model_option(16, "latent factors per user and item", minimum=1)
+    reg_lambda: float = _model_option(0.13, "lambda: weight of the squared norms of the factors (and biases)",
+                                      minimum=1e-12)
+    weighted_lambda: bool = _model_option(True, "scale lambda by each user's and item's rating count")
+    global_bias: bool = _model_option(True, "predict mu + ... with mu the mean training rating")
+    user_bias: bool = _model_option(True, "learn a bias b_u per user")
+    item_bias: bool = _model_option(True, "learn a bias b_i per item")
+    init: str = _model_option("svd", "initial factors: random (seeded) or svd (truncated SVD of the ratings)",
+                              choices=("random", "svd"))
+    init_scale: float = _model_option(0.1, "random init: standard deviation of the initial factors", minimum=0.0)
+    max_steps: int = _model_option(50, "ALS steps (a user half-step and an item half-step) at most", minimum=1)
+    eval_every: int = _model_option(1, "compute the training and validation loss every this many steps", minimum=1)
     log_every: int = option(1, "log a line every this many steps (a multiple of eval_every)", minimum=1)
-    patience: int = option(3, "stop after this many evaluations without a lower validation RMSE; the best "
-                               "factors are restored", minimum=1)
-    seed: int = option(0, "random seed (split and initial factors)", minimum=0)
+    patience: int = _model_option(3, "stop after this many evaluations without a lower validation RMSE; the best "
+                                     "factors are restored", minimum=1)
+    seed: int = _model_option(0, "random seed (split and initial factors)", minimum=0)
     block_ratings: int = option(65536, "ratings per block of users (items) on the workers; whole users (items) "
                                        "per block, cut from the data alone", minimum=1)
 

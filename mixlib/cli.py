@@ -12,14 +12,23 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import config
+from . import __version__, config
 from .errors import InputError, JobFailed, Refused
 from .images import check_output, staged_outputs
-from .storage import location
+from .storage import check_workers_see, location
 
 log = logging.getLogger("mixlib")
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+def config_file(name):
+    """The TOML file ``--config`` names: a path, or the name of a config shipped with mixlib (``configs/`` in the
+    repository, installed as the package data ``mixlib.configs``: ``compress``, ``recommender-seed``, ...)."""
+    from importlib.resources import files
+
+    shipped = files("mixlib.configs") / f"{name}.toml"
+    if "/" not in name and not name.endswith(".toml") and shipped.is_file():
+        return shipped
+    return Path(name)
 
 
 def setup_logging(level):
@@ -42,19 +51,21 @@ def parse_settings(settings_class, job, argv, description, positional=None, conf
     job : str, the command after ``python -m jobs.`` (``"recommend train"`` for a subcommand)
     argv : list of str or None
     positional : str or None, a settings key that may also be given as the first positional argument
-    config_name : str, names the default config file ``configs/<config_name>.toml`` (default: ``job``)
+    config_name : str, names the shipped default config ``configs/<config_name>.toml`` (default: ``job``)
     other_keys : keys the config file may hold for other subcommands sharing it; ignored here
     """
     config_name = config_name or job
     parser = config.Parser(prog=f"python -m jobs.{job}", description=description)
+    parser.add_argument("--version", action="version", version=f"mixlib {__version__}")
     if positional:
         parser.add_argument(f"{positional}_positional", nargs="?", default=None, metavar=positional.upper(),
                             help=f"same as --{positional}")
-    parser.add_argument("--config", default=str(CONFIG_DIR / f"{config_name}.toml"),
-                        help=f"TOML file of settings (default: configs/{config_name}.toml)")
+    parser.add_argument("--config", default=config_name,
+                        help=f"TOML file of settings, or the name of a config shipped with mixlib (default: "
+                             f"{config_name}, the shipped configs/{config_name}.toml)")
     config.add_options(parser, settings_class)
     args = vars(parser.parse_args(argv))
-    config_path = args.pop("config")
+    config_path = config_file(args.pop("config"))
     if positional:
         given = args.pop(f"{positional}_positional")
         if given is not None and args[positional] is not None:
@@ -107,13 +118,16 @@ def performance_report(path):
     return report(filename=str(path))
 
 
-def job_main(settings_class, job, description, plan, run, positional=None, config_name=None, other_keys=()):
+def job_main(settings_class, job, description, plan, run, positional=None, config_name=None, other_keys=(),
+             worker_paths=None):
     """The whole of a job's command: settings, logging, checks before any work, a cluster, the run.
 
-    Returns ``main(argv=None) -> exit status`` for ``jobs/<job>.py`` (see :func:`parse_settings` for the
-    parameters).
+    Returns ``main(argv=None) -> exit status`` for ``jobs/<job>.py`` (see :func:`parse_settings` for the other
+    parameters). ``worker_paths(job_plan) -> (reads, writes)`` names the local files the workers will read and
+    the folders they will write into: on a remote cluster, the job checks that the workers see them as this
+    process does before it starts (:func:`mixlib.storage.check_workers_see`).
     """
-    from .cluster import connect
+    from .cluster import connect, scheduler_address
     from .outcomes import counted_tasks
 
     def main(argv=None):
@@ -127,6 +141,8 @@ def job_main(settings_class, job, description, plan, run, positional=None, confi
                 check_output(report, settings.overwrite, (".html",))
             job_plan = plan(settings)
             with connect(settings) as client, counted_tasks(client), staged_outputs() as stage:
+                if worker_paths is not None and scheduler_address(settings):
+                    check_workers_see(client, *worker_paths(job_plan))
                 with performance_report(stage(report)) if report else contextlib.nullcontext():
                     run(settings, job_plan, client)
 

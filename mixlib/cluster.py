@@ -2,6 +2,7 @@
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 
@@ -14,31 +15,41 @@ log = logging.getLogger("mixlib")
 REBUILDS = 3
 
 
+_cluster_option = functools.partial(option, group="cluster")
+
+
 @dataclasses.dataclass(frozen=True)
 class ClusterOptions:
     """Where a job computes. Job settings classes inherit these keys. The TLS keys apply to a remote scheduler;
     the embedded cluster never leaves 127.0.0.1."""
 
-    scheduler: str = option("", "address of an existing Dask scheduler (tcp://host:8786); empty: an embedded "
-                                "local cluster. DASK_SCHEDULER_ADDRESS is used when neither flag nor file set it")
-    workers: int = option(2, "worker processes (or threads) of the embedded local cluster", minimum=1)
-    threads_per_worker: int = option(1, "threads per worker of the embedded local cluster", minimum=1)
-    processes: bool = option(False, "embedded cluster: worker processes (true) or threads in this process (false)")
-    memory_limit: str = option("auto", "embedded cluster: memory limit per worker ('auto', '4GiB', ...)")
-    dashboard_address: str = option("127.0.0.1:8787", "embedded cluster: dashboard host:port (port 0: any free)")
-    dashboard_link: str = option("", "template of the dashboard link printed at start, for clusters behind a "
-                                     "proxy: {host} and {port} are filled in (e.g. https://proxy/{port}/status)")
-    connect_timeout: float = option(10.0, "seconds to wait for a remote scheduler", minimum=0.1)
-    no_workers_timeout: float = option(300.0, "embedded cluster: fail the job when its tasks waited this many seconds "
-                                              "with no worker alive (a remote scheduler has its own setting, "
-                                              "distributed.scheduler.no-workers-timeout)", minimum=1.0)
-    performance_report: str = option("", "write Dask's performance report (task stream, profiles) to this .html")
+    scheduler: str = _cluster_option(
+        "", "address of an existing Dask scheduler (tcp://host:8786); empty: an embedded local cluster. "
+            "DASK_SCHEDULER_ADDRESS is used when neither flag nor file set it")
+    workers: int = _cluster_option(2, "worker processes (or threads) of the embedded local cluster", minimum=1)
+    threads_per_worker: int = _cluster_option(1, "threads per worker of the embedded local cluster", minimum=1)
+    processes: bool = _cluster_option(
+        False, "embedded cluster: worker processes (true) or threads in this process (false)")
+    memory_limit: str = _cluster_option("auto", "embedded cluster: memory limit per worker ('auto', '4GiB', ...)")
+    dashboard_address: str = _cluster_option(
+        "127.0.0.1:8787", "embedded cluster: dashboard host:port (port 0: any free)")
+    dashboard_link: str = _cluster_option(
+        "", "template of the dashboard link printed at start, for clusters behind a proxy: {host} and {port} are "
+            "filled in (e.g. https://proxy/{port}/status)")
+    connect_timeout: float = _cluster_option(10.0, "seconds to wait for a remote scheduler", minimum=0.1)
+    no_workers_timeout: float = _cluster_option(
+        300.0, "embedded cluster: fail the job when its tasks waited this many seconds with no worker alive (a "
+               "remote scheduler has its own setting, distributed.scheduler.no-workers-timeout)", minimum=1.0)
+    performance_report: str = option("", "write Dask's performance report (task stream, profiles) to this .html",
+                                     group="input and output")
     progress_seconds: float = option(30.0, "long phases show a progress bar on a terminal; otherwise a progress "
                                            "line at most every this many seconds (0: no progress output)",
                                      minimum=0.0)
-    tls_ca_file: str = option("", "remote scheduler: CA certificate (PEM) that signed the cluster's certificates")
-    tls_cert: str = option("", "remote scheduler: this client's TLS certificate (PEM)")
-    tls_key: str = option("", "remote scheduler: this client's TLS private key (PEM; may be inside --tls-cert)")
+    tls_ca_file: str = _cluster_option(
+        "", "remote scheduler: CA certificate (PEM) that signed the cluster's certificates")
+    tls_cert: str = _cluster_option("", "remote scheduler: this client's TLS certificate (PEM)")
+    tls_key: str = _cluster_option(
+        "", "remote scheduler: this client's TLS private key (PEM; may be inside --tls-cert)")
 
 
 def security(settings):
@@ -80,6 +91,7 @@ def connect(settings, address=None):
 
     address = scheduler_address(settings) if address is None else address
     if address:
+        check_address(address)
         tls = security(settings)
         if address.startswith("tls://") and tls is None:
             raise InputError(f"the scheduler at {address} speaks TLS; give --tls-ca-file, --tls-cert and --tls-key")
@@ -104,13 +116,42 @@ def connect(settings, address=None):
     bound = "http://" + (settings.dashboard_address.rsplit(":", 1)[0] or "127.0.0.1") + ":{port}/status"
     no_workers = {"distributed.scheduler.no-workers-timeout": f"{settings.no_workers_timeout}s"}
     with dask.config.set({**_link_config(settings.dashboard_link or bound), **no_workers}), _blas_threads(settings), \
+            _quiet_port_warning(), \
             LocalCluster(dashboard_address=settings.dashboard_address, n_workers=settings.workers,
                          threads_per_worker=settings.threads_per_worker, processes=settings.processes,
                          memory_limit=settings.memory_limit, **where) as cluster, Client(cluster) as client:
-        log.info("local cluster: %d %s x %d threads; dashboard: %s", settings.workers,
+        wanted = int(settings.dashboard_address.rsplit(":", 1)[-1] or 0)
+        actual = cluster.scheduler.http_server.port
+        log.info("local cluster: %d %s x %d threads; dashboard: %s%s", settings.workers,
                  "processes" if settings.processes else "threaded workers", settings.threads_per_worker,
-                 client.dashboard_link)
+                 client.dashboard_link, f" (port {wanted} was taken)" if wanted not in (0, actual) else "")
         yield client
+
+
+def check_address(address):
+    """InputError for a scheduler address that Dask cannot connect to: a web address (the dashboard's, most
+    often) or an unknown scheme."""
+    from distributed.comm.addressing import parse_address
+    from distributed.comm.registry import backends
+
+    scheme = parse_address(address, strict=False)[0] if "://" in address else "tcp"
+    if scheme in ("http", "https"):
+        raise InputError(f"--scheduler {address} is a web address (the dashboard's?); give the scheduler's own "
+                         "address, tcp://HOST:8786 or tls://HOST:8786: the dashboard port is not the scheduler port")
+    if scheme not in backends:
+        raise InputError(f"--scheduler {address}: unknown scheme {scheme}://; give tcp://HOST:PORT or "
+                         "tls://HOST:PORT")
+
+
+@contextlib.contextmanager
+def _quiet_port_warning():
+    """No raw ``UserWarning`` when the dashboard port is taken (by another job's cluster, most often): the
+    dashboard moves to a free port, and the link logged at start names it."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
+        yield
 
 
 def _blas_threads(settings):

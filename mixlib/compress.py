@@ -27,7 +27,7 @@ from .images import (OUTPUT_SUFFIXES, PILLOW_MAX_PIXELS, PNG_MAX_COLOURS, check_
                      staged_outputs, write_png, write_tiff, write_zarr)
 from .gmm import GMMResult, bic, fit_gmm, most_likely_component, save_mixture
 from .kmeans import fit_kmeans
-from .progress import computed
+from .progress import IterationProgress, computed
 from .storage import is_local, location, remove_tree, tree_bytes
 
 log = logging.getLogger("mixlib")
@@ -39,34 +39,41 @@ class CompressSettings(ClusterOptions):
     """Settings of ``python -m jobs.compress`` (keys of configs/compress.toml)."""
 
     input: str = option("sample:china.jpg", "image: a file Pillow reads, an RGB(A) TIFF, a Zarr array "
-                                            "(H, W, 3|4) uint8, or sample:NAME for scikit-learn's photos")
+                                            "(H, W, 3|4) uint8, or sample:NAME for scikit-learn's photos",
+                                            group="input and output")
     out: str = option("outputs/compress/{stem}-k{k}.png", "output .png (palette), .tif (tiled) or .zarr; "
-                                                          "{stem}, {k} and {method} are filled in")
-    compare: str = option("", "write the original and the compressed image side by side here ('' for none)")
-    report: str = option("", "write a JSON report here ('' for none)")
-    overwrite: bool = option(False, "replace outputs that exist")
-    k: int = option(16, "number of colours", minimum=1, maximum=65536)
+                                                          "{stem}, {k} and {method} are filled in",
+                                                          group="input and output")
+    compare: str = option("", "write the original and the compressed image side by side here ('' for none)",
+                          group="input and output")
+    report: str = option("", "write a JSON report here ('' for none)", group="input and output")
+    overwrite: bool = option(False, "replace outputs that exist", group="input and output")
+    k: int = option(16, "number of colours", minimum=1, maximum=65536, group="model")
     method: str = option("lloyd", "lloyd or minibatch k-means, or gmm: a Gaussian mixture fitted by EM",
-                         choices=("lloyd", "minibatch", "gmm"))
-    max_iter: int = option(300, "Lloyd iterations, mini-batch steps or EM iterations, at most", minimum=1)
+                         choices=("lloyd", "minibatch", "gmm"), group="model")
+    max_iter: int = option(300, "Lloyd iterations, mini-batch steps or EM iterations, at most", minimum=1,
+                           group="model")
     tol: float = option(1e-4, "k-means: stop when the squared centre shift is below tol x the mean colour "
-                              "variance", minimum=0.0)
-    batch_size: int = option(4096, "mini-batch: points per step", minimum=1)
-    em_tol: float = option(1e-3, "gmm: stop when the mean log-likelihood per pixel improves by less", minimum=0.0)
-    em_init: str = option("kmeans", "gmm: initial responsibilities", choices=("kmeans", "random"))
+                              "variance", minimum=0.0, group="model")
+    batch_size: int = option(4096, "mini-batch: points per step", minimum=1, group="model")
+    em_tol: float = option(1e-3, "gmm: stop when the mean log-likelihood per pixel improves by less", minimum=0.0,
+                           group="model")
+    em_init: str = option("kmeans", "gmm: initial responsibilities", choices=("kmeans", "random"), group="model")
     reg_covar: float = option(1e-6, "gmm: added to covariance diagonals, relative to the colour variance",
-                              minimum=0.0)
-    save_model: str = option("", "gmm: write the fitted mixture here (.json) for jobs.sample ('' for none)")
+                              minimum=0.0, group="model")
+    save_model: str = option("", "gmm: write the fitted mixture here (.json) for jobs.sample ('' for none)",
+                             group="input and output")
     checkpoint_dir: str = option("", "Zarr or TIFF input: keep the colour histogram of each block of 2 x 4 chunks "
                                      "in this folder (shared with the workers; a path or an fsspec URL) as the "
-                                     "pass goes, so that --resume continues a killed job")
-    resume: bool = option(False, "continue the colour histogram of a killed job from --checkpoint-dir")
-    seed: int = option(0, "random seed (k-means++ and mini-batch draws)", minimum=0)
+                                     "pass goes, so that --resume continues a killed job", group="input and output")
+    resume: bool = option(False, "continue the colour histogram of a killed job from --checkpoint-dir",
+                          group="input and output")
+    seed: int = option(0, "random seed (k-means++ and mini-batch draws)", minimum=0, group="model")
     chunk_size: int = option(2048, "Dask chunk side in pixels (rounded to the input's own chunks)", minimum=16)
     tile_size: int = option(1024, "tile side of TIFF output and chunk side of Zarr output (multiple of 16)",
                             minimum=16)
     max_pixels: int = option(PILLOW_MAX_PIXELS, "largest image Pillow may decode (decompression-bomb guard)",
-                             minimum=1)
+                             minimum=1, group="input and output")
     log_level: str = option("info", "log detail on stderr", choices=("debug", "info", "warning", "error"))
 
 
@@ -118,6 +125,16 @@ def plan(settings):
     check_png_size(out, height, width)
     checkpoint, checkpoint_source = _checked_checkpoint(settings, source)
     return Plan(source, out, compare, report, save_model, checkpoint, checkpoint_source)
+
+
+def worker_paths(job_plan):
+    """What the workers touch themselves: ``(reads, writes)``, a Zarr or TIFF input they read chunk by chunk, and
+    the folders of a Zarr output and of the histogram checkpoint they write into."""
+    reads = [job_plan.source.path] if job_plan.source.kind != "pillow" else []
+    writes = [job_plan.out.parent] if job_plan.out.suffix.lower() == ".zarr" else []
+    if job_plan.checkpoint is not None:
+        writes.append(job_plan.checkpoint)
+    return reads, writes
 
 
 def _checked_checkpoint(settings, source):
@@ -207,16 +224,20 @@ def fit_palette(codes, counts, channels, settings):
     k = settings.k - int(transparent)
     points, weights = colours[fitted], counts[fitted].astype(np.float64)
     fit = None
+    progress = IterationProgress("EM" if settings.method == "gmm" else "k-means", settings.max_iter,
+                                 settings.progress_seconds)
     if settings.method == "gmm":
-        fit = fit_gmm(points, weights, k=min(k, len(points)), init=settings.em_init, max_iter=settings.max_iter,
-                      tol=settings.em_tol, reg_covar=settings.reg_covar, seed=settings.seed)
+        with progress:
+            fit = fit_gmm(points, weights, k=min(k, len(points)), init=settings.em_init, max_iter=settings.max_iter,
+                          tol=settings.em_tol, reg_covar=settings.reg_covar, seed=settings.seed, progress=progress)
         centres, labels = fit.mixture.means, most_likely_component(points, fit.mixture)
     elif len(points) <= k:
         log.info("the image has %d distinct colour(s), no more than k=%d: using them all", len(codes), settings.k)
         centres, labels = points, np.arange(len(points))
     else:
-        fit = fit_kmeans(points, weights, k=k, method=settings.method, max_iter=settings.max_iter,
-                         tol=settings.tol, seed=settings.seed, batch_size=settings.batch_size)
+        with progress:
+            fit = fit_kmeans(points, weights, k=k, method=settings.method, max_iter=settings.max_iter,
+                             tol=settings.tol, seed=settings.seed, batch_size=settings.batch_size, progress=progress)
         centres, labels = fit.centres, np.asarray(fit.labels.compute())
     if transparent:
         centres = np.vstack([np.zeros((1, 4)), centres])

@@ -13,9 +13,16 @@ from pathlib import Path
 from .errors import InputError
 
 
-def option(default, help, *, choices=None, minimum=None, maximum=None):
-    """Declare one setting: a dataclass field with its help text and the values it accepts."""
-    meta = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum}
+# The sections of a command's --help, in this order.
+GROUPS = ("input and output", "model", "execution", "cluster")
+
+
+def option(default, help, *, group="execution", choices=None, minimum=None, maximum=None):
+    """Declare one setting: a dataclass field with its help text, its section of ``--help`` (one of
+    :data:`GROUPS`) and the values it accepts."""
+    if group not in GROUPS:
+        raise ValueError(f"unknown option group {group!r}; choose one of {GROUPS}")
+    meta = {"help": help, "group": group, "choices": choices, "minimum": minimum, "maximum": maximum}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -31,16 +38,29 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_options(parser, settings_class):
-    """Add one ``--flag`` per field of ``settings_class``; a flag left out parses to ``None``."""
-    for field in dataclasses.fields(settings_class):
+    """Add one ``--flag`` per field of ``settings_class``, in sections of ``--help`` (:data:`GROUPS`); a flag left
+    out parses to ``None``."""
+    fields = sorted(dataclasses.fields(settings_class), key=lambda f: (GROUPS.index(f.metadata["group"]),
+                                                                     _declared_at(settings_class, f.name)))
+    sections = {name: parser.add_argument_group(name) for name in GROUPS
+                if any(f.metadata["group"] == name for f in fields)}
+    for field in fields:
         meta = field.metadata
+        section = sections[meta["group"]]
         text = f"{meta['help']} (default: {field.default!r})"
         if field.type is bool:
-            parser.add_argument(flag_name(field.name), dest=field.name, default=None,
-                                action=argparse.BooleanOptionalAction, help=text)
+            section.add_argument(flag_name(field.name), dest=field.name, default=None,
+                                 action=argparse.BooleanOptionalAction, help=text)
         else:
-            parser.add_argument(flag_name(field.name), dest=field.name, default=None, type=field.type,
-                                choices=meta["choices"], metavar=field.name.upper(), help=text)
+            section.add_argument(flag_name(field.name), dest=field.name, default=None, type=field.type,
+                                 choices=meta["choices"], metavar=field.name.upper(), help=text)
+
+
+def _declared_at(settings_class, name):
+    """How far up ``settings_class``'s bases the field ``name`` is declared (0: in the class itself), so that a
+    job's own options come before the ones it inherits."""
+    return next(depth for depth, cls in enumerate(settings_class.__mro__)
+                if name in vars(cls).get("__annotations__", {}))
 
 
 def read_toml(path):

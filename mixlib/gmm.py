@@ -214,7 +214,7 @@ class GMMResult:
 
 
 def fit_gmm(points, weights=None, *, k, init="kmeans", max_iter=100, tol=1e-3, reg_covar=1e-6, seed=0,
-            chunk_rows=1 << 18, split_every=8, init_mixture=None):
+            chunk_rows=1 << 18, split_every=8, init_mixture=None, progress=None):
     """Fit a full-covariance Gaussian mixture to weighted points by EM on the current Dask client.
 
     Parameters
@@ -229,6 +229,8 @@ def fit_gmm(points, weights=None, *, k, init="kmeans", max_iter=100, tol=1e-3, r
         when the data has none)
     seed : int
     init_mixture : Mixture or None, initial parameters (instead of ``init``)
+    progress : callable ``(iteration, **values)`` or None, called after every EM iteration with the mean
+        log-likelihood
 
     Returns
     -------
@@ -251,6 +253,8 @@ def fit_gmm(points, weights=None, *, k, init="kmeans", max_iter=100, tol=1e-3, r
         history.append(stats["loglik"] / data.total_weight)
         mixture = m_step(stats, data.total_weight, reg)
         log.debug("EM iteration %d: mean log-likelihood %.6f", iteration, history[-1])
+        if progress is not None:
+            progress(iteration, mean_loglik=history[-1])
         if len(history) > 1 and abs(history[-1] - history[-2]) < tol:
             converged = True
             break

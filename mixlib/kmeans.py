@@ -364,7 +364,7 @@ class KMeansResult:
 
 def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max_iter=300, tol=1e-4,
                seed=0, batch_size=4096, max_no_improvement=10, init_sample=1 << 18, chunk_rows=1 << 18,
-               split_every=8):
+               split_every=8, progress=None):
     """Fit k-means to weighted points on the current Dask client.
 
     Parameters
@@ -384,6 +384,8 @@ def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max
     init_sample : int, k-means++ runs on every point up to this many, else on this many weighted draws
     chunk_rows : int, rows per chunk for numpy input
     split_every : int, fan-in of the reduction tree (for numpy or dask input)
+    progress : callable ``(iteration, **values)`` or None, called after every Lloyd iteration (with the inertia
+        and the centre shift) or mini-batch step (with the smoothed batch inertia)
 
     Returns
     -------
@@ -395,11 +397,11 @@ def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max
     centres = _initial_centres(data, init, k, rng, seed, init_sample)
     tol_abs = tol * float(np.mean(data.variance))
     if method == "lloyd":
-        centres, iterations, converged, reseeded = _lloyd(data, centres, max_iter, tol_abs)
+        centres, iterations, converged, reseeded = _lloyd(data, centres, max_iter, tol_abs, progress)
         tasks = data.tasks_per_reduction
     elif method == "minibatch":
         centres, iterations, converged = _minibatch(data, centres, max_iter, tol_abs, seed, batch_size,
-                                                    max_no_improvement)
+                                                    max_no_improvement, progress)
         tasks, reseeded = 0, 0
     else:
         raise ValueError(f"unknown k-means method {method!r}")
@@ -424,7 +426,7 @@ def _initial_centres(data, init, k, rng, seed, init_sample):
     return kmeans_plusplus(data.sample(init_sample, (seed, 0)), np.ones(init_sample), k, rng)
 
 
-def _lloyd(data, centres, max_iter, tol_abs):
+def _lloyd(data, centres, max_iter, tol_abs, progress=None):
     """Lloyd iterations until the summed squared centre shift is at most ``tol_abs``."""
     reseeded = 0
     for iteration in range(1, max_iter + 1):
@@ -438,12 +440,14 @@ def _lloyd(data, centres, max_iter, tol_abs):
         shift = float(((new_centres - centres) ** 2).sum())
         centres = new_centres
         log.debug("k-means iteration %d: centre shift %.3g", iteration, shift)
+        if progress is not None:
+            progress(iteration, inertia=stats["inertia"], shift=shift)
         if shift <= tol_abs:
             return centres, iteration, True, reseeded
     return centres, max_iter, False, reseeded
 
 
-def _minibatch(data, centres, max_steps, tol_abs, seed, batch_size, max_no_improvement):
+def _minibatch(data, centres, max_steps, tol_abs, seed, batch_size, max_no_improvement, progress=None):
     """Mini-batch k-means: draws come from the cluster in rounds, updates run on the client."""
     steps_per_round = 64
     seen = np.zeros(len(centres))
@@ -461,6 +465,8 @@ def _minibatch(data, centres, max_steps, tol_abs, seed, batch_size, max_no_impro
             # Smoothed batch inertia: an exponentially weighted average, as scikit-learn uses to stop.
             smoothed = batch_inertia if smoothed is None else (1 - alpha) * smoothed + alpha * batch_inertia
             best, stale = (smoothed, 0) if smoothed < best else (best, stale + 1)
+            if progress is not None:
+                progress(step, smoothed_batch_inertia=smoothed)
             if (tol_abs > 0 and shift <= tol_abs) or stale >= max_no_improvement:
                 return centres, step, True
     return centres, step, False

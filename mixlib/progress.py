@@ -104,3 +104,53 @@ def computed(client, collections, phase, line_seconds):
     # a cluster closed right after this phase does not interrupt it (which distributed logs as an error).
     time.sleep(2 * BAR_INTERVAL)
     return results
+
+
+class IterationProgress:
+    """Progress of an iterative fit on stderr, drawn by the loop that owns it: ``progress(iteration, **values)``
+    after each iteration. A line redrawn in place on a terminal, a log line at most every ``line_seconds``
+    otherwise, and nothing for a fit shorter than ``min(line_seconds, GRACE_SECONDS)``.
+
+    Parameters
+    ----------
+    phase : str, names the fit ('k-means', 'EM')
+    total : int, iterations at most
+    line_seconds : float, least time between two plain lines; 0 shows nothing
+    stream : file, stderr by default
+    """
+
+    def __init__(self, phase, total, line_seconds, stream=None):
+        self.phase, self.total, self.line_seconds = phase, total, line_seconds
+        self.stream = stream or sys.stderr
+        self.on_terminal = self.stream.isatty()
+        self.started = time.monotonic()
+        self._last_line = None  # elapsed seconds at the last plain line, None before the first
+        self._drawn = False
+
+    def __call__(self, iteration, **values):
+        elapsed = time.monotonic() - self.started
+        if not self.line_seconds or elapsed < min(self.line_seconds, GRACE_SECONDS):
+            return
+        shown = ", ".join(f"{name} {value:.6g}" for name, value in values.items())
+        if self.on_terminal:
+            self.stream.write(f"\r{self.phase}: iteration {iteration} of at most {self.total}, {shown}, "
+                              f"{elapsed:5.1f} s ")
+            self.stream.flush()
+            self._drawn = True
+        elif self._last_line is None or elapsed - self._last_line >= self.line_seconds:
+            self._last_line = elapsed
+            log.info("%s: iteration %d of at most %d, %s, after %.0f s", self.phase, iteration, self.total, shown,
+                     elapsed)
+
+    def close(self):
+        """End the line drawn on a terminal."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -32,19 +32,24 @@ STREAM_TILE = 256
 class SampleSettings(ClusterOptions):
     """Settings of ``python -m jobs.sample`` (keys of configs/sample.toml)."""
 
-    model: str = option("", "mixture file (.json) written by jobs.compress --method gmm --save-model")
-    like: str = option("", "draw an image of this image's size (and compare against it)")
-    shape: str = option("", "HxW: draw an image of this many rows and columns (instead of --like)")
+    model: str = option("", "mixture file (.json) written by jobs.compress --method gmm --save-model",
+                        group="input and output")
+    like: str = option("", "draw an image of this image's size (and compare against it)", group="input and output")
+    shape: str = option("", "HxW: draw an image of this many rows and columns (instead of --like)",
+                        group="input and output")
     out: str = option("outputs/sample/sample-seed{seed}.png", "output .png, .tif (tiled) or .zarr (an "
-                                                               "(H, W, C) array); {seed} is filled in")
-    compare: str = option("", "with --like: write that image and the sampled one side by side here")
-    overwrite: bool = option(False, "replace outputs that exist")
-    seed: int = option(0, "random seed", minimum=0)
+                                                               "(H, W, C) array); {seed} is filled in",
+                                                               group="input and output")
+    compare: str = option("", "with --like: write that image and the sampled one side by side here",
+                          group="input and output")
+    overwrite: bool = option(False, "replace outputs that exist", group="input and output")
+    seed: int = option(0, "random seed", minimum=0, group="model")
     chunk_size: int = option(2048, f"Dask chunk side in pixels (rounded to a multiple of {STREAM_TILE})",
                              minimum=1)
     tile_size: int = option(1024, "tile side of TIFF output and chunk side of Zarr output (multiple of 16)",
                             minimum=16)
-    max_pixels: int = option(PILLOW_MAX_PIXELS, "largest --like image Pillow may decode", minimum=1)
+    max_pixels: int = option(PILLOW_MAX_PIXELS, "largest --like image Pillow may decode", minimum=1,
+                             group="input and output")
     log_level: str = option("info", "log detail on stderr", choices=("debug", "info", "warning", "error"))
 
 
@@ -89,6 +94,15 @@ def plan(settings):
     shape = like.shape[:2] if like else parse_shape(settings.shape)
     check_png_size(out, *shape)
     return Plan(mixture, shape, like, out, compare)
+
+
+def worker_paths(job_plan):
+    """What the workers touch themselves: ``(reads, writes)``, a Zarr or TIFF ``--like`` image they read for the
+    comparison, and the folder of a Zarr output they write into."""
+    like = job_plan.like
+    reads = [like.path] if like is not None and like.kind != "pillow" else []
+    writes = [job_plan.out.parent] if job_plan.out.suffix.lower() == ".zarr" else []
+    return reads, writes
 
 
 def sample_block(mixture, seed, block_info=None):

@@ -17,7 +17,9 @@ LOCAL_PROTOCOLS = ("", "file", "local")
 
 
 def location(name, flag):
-    """A ``UPath`` for a local path or an fsspec URL.
+    """A ``UPath`` for a local path or an fsspec URL; a local path is made absolute (and ``~`` expanded) here, in the
+    client's process, so that a worker of a remote cluster, whose working directory is another, reads and writes
+    the same file.
 
     Parameters
     ----------
@@ -33,7 +35,7 @@ def location(name, flag):
     try:
         path = UPath(name, auto_mkdir=True) if local_url else UPath(name)  # auto_mkdir: Zarr writes a chunk's
         path.fs  # noqa: B018  (the filesystem is made lazily: fail now, not at the first write)
-        return path                                                       # file without making its folder
+        return path.expanduser().absolute() if is_local(path) else path  # file without making its folder
     except ImportError as e:  # fsspec names the package to install: "Install s3fs to access S3"
         raise InputError(f"{flag} {name}: {e}") from None
     except ValueError as e:
@@ -70,3 +72,66 @@ def tree_bytes(path):
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
+
+
+def check_workers_see(client, reads=(), writes=()):
+    """Raise InputError unless every worker of ``client`` sees the local files the client sees.
+
+    A worker of a remote cluster that sees another file at the same path (another machine's disk, a folder of
+    its own) would read another image or write where the client never looks: a wrong result with no error. URLs
+    are not checked: fsspec storage is the same for every process that can reach it.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    reads : iterable of Path, files or folders the workers will read: each must exist on every worker with the
+        same size (a folder: the names and sizes of its entries)
+    writes : iterable of Path, folders the workers will write into: a file the client writes in each (or in its
+        nearest existing parent) must be there, with the same contents, for every worker
+    """
+    import secrets
+
+    reads = [p for p in reads if is_local(p)]
+    probes = {}
+    try:
+        for folder in (p for p in writes if is_local(p)):
+            while not folder.exists():
+                folder = folder.parent
+            probe = folder / f".mixlib-probe-{secrets.token_hex(8)}"
+            probe.write_text(probe.name)
+            probes[probe] = folder
+        expected = [_signature(p) for p in reads + list(probes)]
+        seen = client.run(_signatures, [str(p) for p in reads + list(probes)])
+    finally:
+        for probe in probes:
+            probe.unlink(missing_ok=True)
+    for worker, signatures in seen.items():
+        for path, want, got in zip(reads + list(probes), expected, signatures):
+            if got != want:
+                shown = probes.get(path, path)
+                what = ("does not see a file this process wrote there" if path in probes else
+                        "finds no such file" if got is None else "sees another file there")
+                raise InputError(f"the workers cannot see {shown} as this process does (worker {worker} {what}): "
+                                 "use storage the client and the workers share, under the same path, or an "
+                                 "fsspec URL")
+
+
+def _signatures(paths):
+    """:func:`_signature` of each path, computed where this runs (on a worker, through ``Client.run``)."""
+    from pathlib import Path
+
+    return [_signature(Path(p)) for p in paths]
+
+
+def _signature(path, most=256):
+    """What identifies a file across machines without reading it whole: its size, or for a folder the names and
+    sizes of (at most ``most`` of) its entries; a probe file: its contents. None when it does not exist."""
+    try:
+        if path.name.startswith(".mixlib-probe-"):
+            return path.read_text()
+        if path.is_dir():
+            entries = sorted(path.iterdir())[:most]
+            return [[p.name, p.stat().st_size if p.is_file() else -1] for p in entries]
+        return path.stat().st_size
+    except OSError:
+        return None

@@ -131,6 +131,11 @@ BAD_INPUTS = [
     ("unreachable-scheduler", lambda t, img, out, port: (
         [_valid_png(t, img), "--out", out / "r.png", "--scheduler", f"tcp://127.0.0.1:{port}",
          "--connect-timeout", "2"], [f"127.0.0.1:{port}"])),
+    ("dashboard-address-as-scheduler", lambda t, img, out, port: (
+        [_valid_png(t, img), "--out", out / "r.png", "--scheduler", "http://127.0.0.1:8787"],
+        ["tcp://", "dashboard port"])),
+    ("unknown-scheduler-scheme", lambda t, img, out, port: (
+        [_valid_png(t, img), "--out", out / "r.png", "--scheduler", "ftp://127.0.0.1:8786"], ["ftp://"])),
     ("config-unknown-key", lambda t, img, out, port: (
         [_valid_png(t, img), "--out", out / "r.png", "--config", _config(t, "k = 4\ncolours = 8\n")], ["colours"])),
     ("config-wrong-type", lambda t, img, out, port: (

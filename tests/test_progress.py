@@ -50,3 +50,36 @@ def test_no_progress_output_when_disabled(client, caplog):
     with caplog.at_level(logging.INFO, logger="mixlib"):
         assert computed(client, [da.ones(10, chunks=5).sum()], "quiet-phase", line_seconds=0) == [10]
     assert not [r for r in caplog.records if "quiet-phase" in r.getMessage()]
+
+
+def test_fit_progress_on_a_terminal_and_in_lines(monkeypatch, caplog):
+    """A long fit draws its iterations: one line redrawn in place on a terminal, bounded log lines otherwise,
+    nothing for a fit shorter than the grace time."""
+    import mixlib.progress as progress
+
+    clock = iter(np.arange(0.0, 100.0, 1.0))  # one second per call to time.monotonic
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    terminal = Terminal()
+    with progress.IterationProgress("k-means", 300, line_seconds=30, stream=terminal) as drawn:
+        for iteration in range(1, 6):
+            drawn(iteration, inertia=1000.0 / iteration, shift=0.5)
+    text = terminal.getvalue()
+    assert text.endswith("\n") and text.count("\n") == 1
+    assert text.split("\r")[-1].startswith("k-means: iteration 5 of at most 300, inertia 200, shift 0.5,")
+    assert "iteration 1 " not in text  # the first second is within the grace time
+
+    with caplog.at_level(logging.INFO, logger="mixlib"):
+        plain = progress.IterationProgress("EM", 100, line_seconds=4, stream=io.StringIO())
+        for iteration in range(1, 21):
+            plain(iteration, mean_loglik=-13.0)
+        plain.close()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("EM: ")]
+    assert 4 <= len(lines) <= 6, lines  # 20 s of iterations, a line at most every 4 s
+    assert lines[0].startswith("EM: iteration 2 of at most 100, mean_loglik -13,")
+
+
+def test_a_long_fit_shows_its_iterations(run_job, capsys, tmp_path, small_china_png):
+    """The compress job passes its fit's progress on: with progress lines every 0.05 s, a k=64 fit logs some."""
+    assert run_job(small_china_png, "--out", tmp_path / "o.png", "--k", "64", "--progress-seconds", "0.05") == 0
+    err = capsys.readouterr().err
+    assert "k-means: iteration " in err and "inertia" in err, err

@@ -20,27 +20,32 @@ def free_port():
 
 
 @contextlib.contextmanager
-def dask_cluster(protocol, workers, options=(), security=None, worker_options=(), scheduler_env=None):
+def dask_cluster(protocol, workers, options=(), security=None, worker_options=(), scheduler_env=None, cwd=None,
+                 worker_prefix=()):
     """``dask scheduler`` and ``workers`` ``dask worker`` processes on 127.0.0.1, started as commands, ready
     (every worker registered) when the block starts and always stopped after it. Yields the address.
 
     ``options`` go to every command (TLS files), ``worker_options`` to the workers only; ``scheduler_env`` adds
-    environment variables (Dask config) to the scheduler's; ``security`` is what a client needs to connect.
+    environment variables (Dask config) to the scheduler's; ``security`` is what a client needs to connect. The
+    processes run in ``cwd`` (by default a folder of their own, not the client's, as on a real cluster); each
+    worker command is started through ``worker_prefix`` (e.g. a mount namespace of its own).
     """
     import os
+    import tempfile
 
     from distributed import Client
 
     port = free_port()
     address = f"{protocol}://127.0.0.1:{port}"
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    folder = tempfile.TemporaryDirectory(prefix="dask-cluster-")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": cwd or folder.name}
     processes = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--protocol", protocol,
                                    "--host", "127.0.0.1", "--port", str(port), "--dashboard-address",
                                    "127.0.0.1:0", *options], env={**os.environ, **(scheduler_env or {})}, **quiet)]
     try:
         for _ in range(workers):
-            processes.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
-                                               "--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard",
+            processes.append(subprocess.Popen([*worker_prefix, sys.executable, "-m", "distributed.cli.dask_worker",
+                                               address, "--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard",
                                                "--memory-limit", "2GiB", *options, *worker_options], **quiet))
         deadline = time.monotonic() + 60
         while True:
@@ -61,6 +66,7 @@ def dask_cluster(protocol, workers, options=(), security=None, worker_options=()
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+        folder.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -493,3 +499,110 @@ def test_killed_worker_outside_a_phase_with_advice_is_one_line_and_status_1(caps
         "error: a task (mixture-sample) was killed with its worker 4 times (most often: over the worker's memory "
         "limit; see the worker logs); give the workers more memory or use smaller chunks or blocks, then run the "
         "job again (train: with --resume)\n")
+
+
+# ----------------------------------------------------------------------------------- paths on a remote cluster
+
+def _relative_inputs(folder, pixels):
+    """``rel/in.zarr`` and ``rel/in.tif`` (tiled) of ``pixels`` under ``folder``."""
+    import numpy as np
+    import tifffile
+    import zarr
+
+    (folder / "rel").mkdir()
+    zarr.create_array(str(folder / "rel" / "in.zarr"), shape=pixels.shape, dtype=np.uint8,
+                      chunks=(64, 64, pixels.shape[2]))[...] = pixels
+    tifffile.imwrite(folder / "rel" / "in.tif", pixels, tile=(64, 64), photometric="rgb")
+
+
+def _zarr_output(path):
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    return group["labels"][...], group["palette"][...]
+
+
+@pytest.mark.parametrize("name", ["in.zarr", "in.tif"])
+def test_relative_paths_reach_workers_started_elsewhere(run_job, capsys, tmp_path, monkeypatch, small_china,
+                                                        real_cluster, name):
+    """Workers run in another folder: relative input and output paths are the client's, not theirs."""
+    import numpy as np
+
+    client_folder = tmp_path / "client"
+    client_folder.mkdir()
+    _relative_inputs(client_folder, small_china)
+    monkeypatch.chdir(client_folder)
+    status = run_job(f"rel/{name}", "--out", "rel/out.zarr", "--k", "8", "--chunk-size", "64",
+                     "--scheduler", real_cluster)
+    err = capsys.readouterr().err
+    assert status == 0, err
+    labels, palette = _zarr_output(client_folder / "rel" / "out.zarr")
+    assert len(palette) == 8 and len(np.unique(labels)) == 8
+    reference = tmp_path / "reference.zarr"
+    assert run_job(save_png(tmp_path / "in.png", small_china), "--out", reference, "--k", "8", "--chunk-size",
+                   "64", "--scheduler", real_cluster) == 0, capsys.readouterr().err
+    assert tree_bytes(client_folder / "rel" / "out.zarr") == tree_bytes(reference)
+    assert [p.name for p in (client_folder / "rel").iterdir() if p.name.startswith(".")] == []
+
+
+def test_sample_writes_a_relative_zarr_output_where_the_client_says(run_sample, capsys, tmp_path, monkeypatch,
+                                                                    real_cluster):
+    import numpy as np
+
+    from mixlib.gmm import Mixture, save_mixture
+
+    save_mixture(tmp_path / "m.json", Mixture(np.array([1.0]), np.array([[120.0, 90, 60]]), np.eye(3)[None] * 50),
+                 {})
+    monkeypatch.chdir(tmp_path)
+    status = run_sample("--model", "m.json", "--shape", "100x130", "--out", "rel/s.zarr", "--scheduler", real_cluster)
+    assert status == 0, capsys.readouterr().err
+    import zarr
+
+    drawn = zarr.open_array(str(tmp_path / "rel" / "s.zarr"), mode="r")[...]
+    assert drawn.shape == (100, 130, 3) and abs(drawn.reshape(-1, 3).mean(0) - [120, 90, 60]).max() < 2
+
+
+def _hiding(folder):
+    """A command prefix that runs a command in a mount namespace of its own where ``folder`` is an empty tmpfs:
+    a worker on a machine that does not share the client's disk. Skips the test where namespaces are not allowed."""
+    prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c", f"mount -t tmpfs none {folder} && "
+              'exec "$@"', "hide"]
+    if subprocess.run([*prefix, "true"], capture_output=True).returncode != 0:
+        pytest.skip("mount namespaces are not available here (unshare needs root)")
+    return prefix
+
+
+@pytest.fixture(scope="module")
+def unshared_folder(tmp_path_factory):
+    """``(folder, address)``: a folder of the client's and a cluster whose workers do not see it."""
+    folder = tmp_path_factory.mktemp("client-only")
+    with dask_cluster("tcp", workers=1, worker_prefix=_hiding(folder)) as address:
+        yield folder, address
+
+
+@pytest.mark.parametrize("case", ["zarr-input", "tiff-input", "zarr-output", "checkpoint"])
+def test_workers_that_cannot_see_a_path_stop_the_job_with_one_line(run_job, capsys, tmp_path, unshared_folder,
+                                                                   small_china, case):
+    """A worker that sees another disk at the same path: exit status 2 before any work, nothing written."""
+    hidden, address = unshared_folder
+    hidden = hidden / case
+    hidden.mkdir()
+    _relative_inputs(hidden, small_china)
+    _relative_inputs(tmp_path, small_china)
+    source, out, extra = {
+        "zarr-input": (hidden / "rel" / "in.zarr", tmp_path / "out.png", []),
+        "tiff-input": (hidden / "rel" / "in.tif", tmp_path / "out.png", []),
+        "zarr-output": ("sample:china.jpg", hidden / "out.zarr", []),
+        "checkpoint": (tmp_path / "rel" / "in.zarr", tmp_path / "out.png", ["--checkpoint-dir", hidden / "ck"]),
+    }[case]
+    def files():
+        return sorted(str(p) for folder in (hidden, tmp_path) for p in folder.rglob("*") if p.is_file())
+
+    before = files()
+    status = run_job(source, "--out", out, *extra, "--scheduler", address)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert status == 2, err
+    assert len(lines) == 1 and "the workers cannot see" in lines[0] and "fsspec URL" in lines[0], err
+    assert "Traceback" not in err
+    assert files() == before  # no output, no probe file left behind (the checkpoint folder is made, empty)

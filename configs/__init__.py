@@ -1,0 +1,1 @@
+"""Each job's default settings (TOML), shipped inside the package as ``mixlib.configs``: ``--config NAME``."""
