@@ -3,11 +3,17 @@
 Opening is two steps so that a job can check its input before it starts a cluster: :func:`inspect_image`
 reads what it needs to reject a bad file (for a Pillow image that is the decoded pixels, for Zarr and
 TIFF only their metadata), and :meth:`ImageSource.to_dask` builds the lazy array on the cluster.
+
+Every input becomes ``(H, W, 3|4)`` uint8 as a viewer shows it: grey is repeated into RGB, 16-bit and 32-bit
+samples are scaled from their full range (``round(v * 255 / (2**bits - 1))``), floating-point samples from 0..1,
+and the EXIF (or TIFF) orientation is applied. Of an animation or a multi-page file only the first frame is read,
+and the job says so.
 """
 
 import contextlib
 import dataclasses
 import importlib.util
+import logging
 import os
 import struct
 import tempfile
@@ -28,6 +34,11 @@ COMPARE_SIDE = 1024  # each half of a comparison image fits in COMPARE_SIDE x CO
 # Zarr outputs write every chunk, without Zarr's check for chunks equal to the fill value (1.5 s of the workers'
 # time for the labels of a gigapixel; a chunk of palette entry 0 is as real as any other).
 WRITE_EVERY_CHUNK = {"write_empty_chunks": True}
+TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic TIFF and BigTIFF, either byte order
+PILLOW_16_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+CONVERT_ROWS = 1024  # rows converted to 8-bit at a time (bounds the float64 temporaries)
+
+log = logging.getLogger("mixlib")
 
 
 @dataclasses.dataclass
@@ -37,10 +48,11 @@ class ImageSource:
     Attributes
     ----------
     path : Path, or UPath (an fsspec URL) for a Zarr array
-    kind : 'pillow' (decoded in memory), 'zarr' or 'tiff' (read lazily chunk by chunk)
+    kind : 'pillow' (decoded in memory, by Pillow or tifffile), 'zarr' or 'tiff' (read lazily chunk by chunk)
     shape : tuple (H, W, C), C = 3 or 4
     storage_chunks : tuple (rows, cols) of the file's own chunks or tiles, or None
     pixels : ndarray (H, W, C) uint8 for 'pillow', else None
+    frames : int, the frames (or pages) in the file; only the first is read
     """
 
     path: Path
@@ -48,6 +60,7 @@ class ImageSource:
     shape: tuple
     storage_chunks: tuple | None = None
     pixels: np.ndarray | None = None
+    frames: int = 1
 
     @property
     def channels(self):
@@ -90,7 +103,7 @@ def read_region(kind, path, r0, r1, c0, c1):
         return np.asarray(_open_zarr_array(path)[r0:r1, c0:c1])
     import tifffile
 
-    with tifffile.imread(path, aszarr=True) as store:
+    with tifffile.imread(path, aszarr=True, key=0) as store:  # the first page, even of a multi-page TIFF
         return np.asarray(zarr.open_array(store, mode="r")[r0:r1, c0:c1])
 
 
@@ -138,7 +151,7 @@ def inspect_image(name, max_pixels):
     Parameters
     ----------
     name : str, a path or ``sample:NAME``
-    max_pixels : int, Pillow's decompression-bomb limit for images it decodes
+    max_pixels : int, the decompression-bomb limit of images decoded in memory (by Pillow or tifffile)
 
     Returns
     -------
@@ -154,11 +167,20 @@ def inspect_image(name, max_pixels):
                          "path, or convert it to Zarr")
     if path.stat().st_size == 0:
         raise InputError(f"input {path} is empty (0 bytes)")
-    if path.suffix.lower() in TIFF_SUFFIXES:
-        source = _inspect_tiff(path)
-        if source is not None:
-            return source
-    return _decode_with_pillow(path, max_pixels)
+    source = None
+    if path.suffix.lower() in TIFF_SUFFIXES or _starts_like_tiff(path):
+        source = _inspect_tiff(path, max_pixels)
+    if source is None:
+        source = _decode_with_pillow(path, max_pixels)
+    if source.frames > 1:
+        log.warning("input %s has %d frames (an animation or a multi-page file): only the first frame is used",
+                    path, source.frames)
+    return source
+
+
+def _starts_like_tiff(path):
+    with open(path, "rb") as f:
+        return f.read(4) in TIFF_MAGIC
 
 
 def _inspect_zarr(path):
@@ -182,47 +204,277 @@ def _check_shape(path, shape, dtype):
         raise InputError(f"input {path} has no pixels (shape {tuple(shape)})")
 
 
-def _inspect_tiff(path):
-    """An RGB(A) uint8 TIFF read lazily; None for other TIFFs (grey, palette, 16-bit: Pillow decodes them)."""
+def _check_pixels(path, height, width, max_pixels):
+    """The decompression-bomb guard of an image decoded in memory."""
+    if height * width > max_pixels:
+        raise InputError(f"input {path} has {height * width} pixels, more than --max-pixels {max_pixels} (the "
+                         "decompression-bomb guard); raise --max-pixels if you trust the file, or convert it to a "
+                         "tiled RGB 8-bit TIFF or a Zarr array, which are read chunk by chunk")
+
+
+# -------------------------------------------------------------------------------------------- TIFF
+
+@dataclasses.dataclass(frozen=True)
+class SampleLayout:
+    """How to read decoded samples ``(H, W, S)`` as a colour image.
+
+    Attributes
+    ----------
+    colours : int, 1 (grey) or 3 (RGB): the first samples of a pixel
+    top : int or None, the value of white for integer samples (``2**bits - 1``); None: floating point, 0..1
+    alpha : int or None, the index of the alpha sample
+    associated : bool, the colours are premultiplied by alpha
+    inverted : bool, grey where 0 is white (TIFF's min-is-white)
+    """
+
+    colours: int
+    top: int | None
+    alpha: int | None = None
+    associated: bool = False
+    inverted: bool = False
+
+
+def to_rgb8(samples, layout):
+    """Scale decoded samples to an 8-bit RGB(A) image: ``round(v * 255 / top)``, or ``round(v * 255)`` for
+    floating-point samples, clipped to 0..255; grey is repeated into R, G and B.
+
+    Parameters
+    ----------
+    samples : ndarray (H, W, S), unsigned integer or floating point (checked by the caller)
+    layout : SampleLayout
+
+    Returns
+    -------
+    ndarray (H, W, 3) or (H, W, 4) uint8, unassociated alpha
+    """
+    height, width = samples.shape[:2]
+    pixels = np.empty((height, width, 3 if layout.alpha is None else 4), dtype=np.uint8)
+    for top in range(0, height, CONVERT_ROWS):
+        pixels[top:top + CONVERT_ROWS] = _rgb8_rows(samples[top:top + CONVERT_ROWS], layout)
+    return pixels
+
+
+def _rgb8_rows(rows, layout):
+    """:func:`to_rgb8` of a band of rows ``(h, W, S)`` (float64 temporaries of the band only)."""
+    unit = rows.astype(np.float64)
+    if layout.top is not None:
+        unit /= layout.top
+    colour = unit[..., :layout.colours]
+    if layout.inverted:
+        colour = 1.0 - colour
+    channels = [colour] if layout.colours == 3 else [colour] * 3
+    if layout.alpha is not None:
+        alpha = unit[..., layout.alpha:layout.alpha + 1]
+        if layout.associated:
+            colour = np.divide(colour, alpha, out=np.zeros_like(colour), where=alpha > 0)
+            channels = [colour] if layout.colours == 3 else [colour] * 3
+        channels.append(alpha)
+    return np.clip(np.floor(np.concatenate(channels, axis=2) * 255 + 0.5), 0, 255).astype(np.uint8)
+
+
+def check_samples(path, samples):
+    """Refuse samples with no faithful 8-bit reading: signed integers, NaN or infinity, floating point outside
+    0..1 (beyond half an 8-bit level)."""
+    kind = samples.dtype.kind
+    if kind == "i":
+        raise InputError(f"input {path} holds signed {8 * samples.dtype.itemsize}-bit integer samples, which have "
+                         "no standard brightness scale; save it with unsigned 8- or 16-bit samples, or with "
+                         "floating-point samples in 0..1")
+    if kind != "f":
+        return
+    low, high = float(np.min(samples)), float(np.max(samples))
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise InputError(f"input {path} has NaN or infinite samples, which have no colour; replace them, or save "
+                         "the image with 8- or 16-bit integer samples")
+    if low < -0.5 / 255 or high > 1 + 0.5 / 255:
+        raise InputError(f"input {path} holds floating-point samples from {low:.6g} to {high:.6g}; a "
+                         "floating-point image must hold 0 (black) to 1 (white): rescale it to 0..1, or save it "
+                         "with 8- or 16-bit integer samples")
+
+
+def _inspect_tiff(path, max_pixels):
+    """A TIFF, by its first page: RGB(A) uint8 read lazily, chunk by chunk; grey and RGB(A) of more than 8 bits
+    or floating point decoded in memory by tifffile and scaled to 8-bit; None for what Pillow decodes (8-bit
+    grey, palette, bilevel, CMYK, YCbCr, or a compression tifffile cannot decode without imagecodecs)."""
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages.first
-            shape, dtype = tif.series[0].shape, tif.series[0].dtype
-            photometric = page.photometric
-            chunk = (page.tilelength, page.tilewidth) if page.is_tiled else (page.rowsperstrip or shape[0], shape[1])
-            ends = np.asarray(page.dataoffsets, np.int64) + np.asarray(page.databytecounts, np.int64)
-    except (tifffile.TiffFileError, ValueError, IndexError, struct.error) as e:
+            frames = _tiff_frames(tif)
+            route = _tiff_route(page)
+            if route is None:
+                return None
+            _check_tiff_bytes(path, page)
+            orientation = page.tags.valueof(274, 1)  # TIFF Orientation, numbered as EXIF's
+            if route == "lazy" and orientation not in (1, None):
+                if page.shape[0] * page.shape[1] <= max_pixels:
+                    route = "memory"
+                else:
+                    log.warning("input %s has TIFF orientation %d, which is not applied to a TIFF read chunk by "
+                                "chunk: the output keeps the stored orientation", path, orientation)
+            if route == "lazy":
+                return _lazy_tiff(path, page, frames)
+            return _decode_tiff(path, page, frames, max_pixels, orientation)
+    except (tifffile.TiffFileError, ValueError, IndexError, KeyError, struct.error) as e:
         raise InputError(f"input {path} is not a readable TIFF ({e})") from None
-    if photometric != tifffile.PHOTOMETRIC.RGB or len(shape) != 3 or dtype != np.uint8:
+
+
+def _tiff_frames(tif):
+    """The pages of a TIFF that are images of their own (reduced-resolution copies, such as thumbnails, are not)."""
+    if len(tif.pages) == 1:
+        return 1
+    return sum(1 for page in tif.pages if not page.is_reduced)
+
+
+def _tiff_route(page):
+    """'lazy', 'memory' or None (Pillow) for the first page of a TIFF."""
+    from tifffile import PHOTOMETRIC, TIFF
+
+    if page.compression not in TIFF.DECOMPRESSORS or page.dtype is None:
         return None
-    _check_shape(path, shape, dtype)
+    if page.photometric not in (PHOTOMETRIC.RGB, PHOTOMETRIC.MINISBLACK, PHOTOMETRIC.MINISWHITE):
+        return None
+    if page.axes not in ("YX", "YXS", "SYX") or page.dtype.kind not in "uif" or page.bitspersample < 8:
+        return None
+    if page.dtype == np.uint8 and page.bitspersample == 8:
+        rgb = page.photometric == PHOTOMETRIC.RGB and page.axes == "YXS" and page.shape[2] in (3, 4)
+        return "lazy" if rgb else None
+    return "memory"
+
+
+def _check_tiff_bytes(path, page):
+    ends = np.asarray(page.dataoffsets, np.int64) + np.asarray(page.databytecounts, np.int64)
     if len(ends) and ends.max() > path.stat().st_size:
         raise InputError(f"input {path} is truncated: its tiles end at byte {ends.max()} "
                          f"but the file has {path.stat().st_size} bytes")
-    return ImageSource(path, "tiff", tuple(shape), storage_chunks=(min(chunk[0], shape[0]), chunk[1]))
 
+
+def _lazy_tiff(path, page, frames):
+    shape = page.shape
+    chunk = (page.tilelength, page.tilewidth) if page.is_tiled else (page.rowsperstrip or shape[0], shape[1])
+    _check_shape(path, shape, page.dtype)
+    return ImageSource(path, "tiff", tuple(shape), storage_chunks=(min(chunk[0], shape[0]), chunk[1]),
+                       frames=frames)
+
+
+def _decode_tiff(path, page, frames, max_pixels, orientation):
+    """Decode the first page of a TIFF in memory and scale it to 8-bit RGB(A)."""
+    axes = page.axes
+    height, width = (page.shape[1:] if axes == "SYX" else page.shape[:2])
+    _check_pixels(path, height, width, max_pixels)
+    samples = page.asarray()
+    samples = np.moveaxis(samples, 0, -1) if axes == "SYX" else samples.reshape(height, width, -1)
+    check_samples(path, samples)
+    pixels = orient(to_rgb8(samples, _tiff_layout(path, page, samples)), orientation)
+    _check_shape(path, pixels.shape, pixels.dtype)
+    return ImageSource(path, "pillow", pixels.shape, pixels=pixels, frames=frames)
+
+
+def _tiff_layout(path, page, samples):
+    """The :class:`SampleLayout` of a grey or RGB TIFF page, from its tags."""
+    from tifffile import EXTRASAMPLE, PHOTOMETRIC
+
+    colours = 3 if page.photometric == PHOTOMETRIC.RGB else 1
+    if samples.shape[2] < colours:
+        raise InputError(f"input {path} is an RGB TIFF with {samples.shape[2]} sample(s) per pixel")
+    extra = tuple(page.extrasamples)[:samples.shape[2] - colours]
+    alpha_kinds = (EXTRASAMPLE.ASSOCALPHA, EXTRASAMPLE.UNASSALPHA)
+    alpha = colours if extra and extra[0] in alpha_kinds else None
+    top = (1 << page.bitspersample) - 1 if samples.dtype.kind == "u" else None
+    return SampleLayout(colours, top, alpha, associated=alpha is not None and extra[0] == EXTRASAMPLE.ASSOCALPHA,
+                        inverted=page.photometric == PHOTOMETRIC.MINISWHITE)
+
+
+def orient(pixels, orientation):
+    """Apply an EXIF / TIFF orientation (1 to 8) to ``pixels (H, W, C)``, as ``PIL.ImageOps.exif_transpose``
+    does; the result is ``(W, H, C)`` for orientations 5 to 8."""
+    turned = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+              5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
+              7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
+    if orientation not in turned:
+        return pixels
+    return np.ascontiguousarray(turned[orientation](pixels))
+
+
+# ------------------------------------------------------------------------------------------ Pillow
 
 def _decode_with_pillow(path, max_pixels):
-    """Decode an image with Pillow into RGB or RGBA, keeping the decompression-bomb guard."""
-    from PIL import Image, UnidentifiedImageError
+    """Decode an image with Pillow into RGB or RGBA, upright (EXIF orientation), keeping the decompression-bomb
+    guard."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            if im.width * im.height > max_pixels:
-                raise InputError(f"input {path} has {im.width * im.height} pixels, more than --max-pixels "
-                                 f"{max_pixels} (Pillow's decompression-bomb guard); raise --max-pixels if you "
-                                 "trust the file, or convert it to a tiled TIFF or Zarr array")
+        with _without_pillow_pixel_limit(), Image.open(path) as im:
+            _check_pixels(path, im.height, im.width, max_pixels)
+            frames = _pillow_frames(im)
             im.load()
-            mode = "RGBA" if _has_alpha(im) else "RGB"
-            pixels = np.asarray(im if im.mode == mode else im.convert(mode))  # convert() would copy
+            ImageOps.exif_transpose(im, in_place=True)
+            pixels = _pillow_pixels(path, im)
     except UnidentifiedImageError:
         raise InputError(f"input {path} is not an image that Pillow, tifffile or Zarr can read") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise InputError(f"input {path} is truncated or corrupt ({e})") from None
     _check_shape(path, pixels.shape, pixels.dtype)
-    return ImageSource(path, "pillow", pixels.shape, pixels=pixels)
+    return ImageSource(path, "pillow", pixels.shape, pixels=pixels, frames=frames)
+@contextlib.contextmanager
+def _without_pillow_pixel_limit():
+    """Pillow's own decompression-bomb check off while opening (its limit is fixed; :func:`_check_pixels` applies
+    ``--max-pixels`` instead, before anything is decoded)."""
+    from PIL import Image
+
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _pillow_frames(im):
+    """The frames of an animation or pages of a multi-page file (an MPO's extra pictures are previews or depth
+    maps of the same photo, not frames)."""
+    if im.format == "MPO":
+        return 1
+    return getattr(im, "n_frames", 1)
+
+
+def _pillow_pixels(path, im):
+    """The pixels of a decoded Pillow image as ``(H, W, 3|4)`` uint8, 16-bit and floating-point modes scaled."""
+    if im.mode in PILLOW_16_BIT_MODES + ("I", "F"):
+        return _deep_grey_pixels(path, im)
+    mode = "RGBA" if _has_alpha(im) else "RGB"
+    if im.mode == mode:
+        return np.asarray(im)
+    try:
+        return np.asarray(im.convert(mode))
+    except ValueError as e:  # a mode Pillow cannot convert (LAB, HSV)
+        raise InputError(f"input {path} has Pillow mode {im.mode}, which Pillow cannot convert to {mode} "
+                         f"({e}); save it as RGB") from None
+
+
+def _deep_grey_pixels(path, im):
+    """Grey of Pillow's 16-bit ('I;16*'), 32-bit integer ('I', 16-bit data from PNG or PGM) or floating-point
+    ('F') modes as 8-bit RGB, or RGBA when a grey value is marked transparent.
+
+    Returns
+    -------
+    ndarray (H, W, 3|4) uint8
+    """
+    values = np.asarray(im)
+    if im.mode == "I":
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high > 0xFFFF:
+            raise InputError(f"input {path} holds 32-bit integer samples from {low} to {high}, which have no "
+                             "standard brightness scale; save it with unsigned 8- or 16-bit samples")
+        values = values.astype(np.uint16)
+    check_samples(path, values)
+    top = None if values.dtype.kind == "f" else 0xFFFF
+    pixels = to_rgb8(values.reshape(values.shape[0], values.shape[1], 1), SampleLayout(1, top))
+    transparent = im.info.get("transparency")
+    if not isinstance(transparent, int) or top is None:
+        return pixels
+    alpha = np.where(values == transparent, 0, 255).astype(np.uint8)
+    return np.dstack([pixels, alpha])
 
 
 def _has_alpha(im):
@@ -233,7 +485,9 @@ def _has_alpha(im):
 
 def check_output(path, overwrite, suffixes=OUTPUT_SUFFIXES):
     """Reject an output path before any work: an unknown format, a file that exists without
-    ``overwrite``, or a folder that cannot be written. Only Zarr outputs go to URLs (:mod:`mixlib.storage`)."""
+    ``overwrite``, a folder where a file is wanted, or a folder that cannot be written. Only Zarr outputs go to
+    URLs (:mod:`mixlib.storage`)."""
+    _check_not_a_folder(path, suffixes)
     if path.suffix.lower() not in suffixes:
         raise InputError(f"output {path} has an unknown format; use one of {', '.join(suffixes)}")
     if path.exists() and not overwrite:
@@ -253,6 +507,18 @@ def check_output(path, overwrite, suffixes=OUTPUT_SUFFIXES):
             pass
     except OSError as e:
         raise InputError(f"cannot write output {path}: folder {folder} is not writable ({e.strerror})") from None
+
+
+def _check_not_a_folder(path, suffixes):
+    """Refuse an output that names a folder, or nothing with a suffix: the output is a file (or a Zarr folder)
+    named with its format's suffix."""
+    names = ", ".join(suffixes[:-1]) + f" or {suffixes[-1]}" if len(suffixes) > 1 else suffixes[0]
+    example = f"{path}/NAME{suffixes[0]}"
+    if path.is_dir() and not (path.suffix.lower() == ".zarr" and ".zarr" in suffixes):
+        raise InputError(f"output {path}/ is a folder; give a file name ending in {names} (for example {example})")
+    if not path.suffix:
+        raise InputError(f"output {path} has no suffix to say its format; give a file name ending in {names} "
+                         f"(in a folder: {example})")
 
 
 def check_png_size(out, height, width):
