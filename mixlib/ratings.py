@@ -1,6 +1,9 @@
 """Ratings: reading (user, item, rating) triplets and the seed notebook's preprocessing.
 
 Reading gives :class:`Ratings` with contiguous user and item indices and the original ids they stand for.
+The format comes from the suffix, or from the content when the suffix is not known (NumPy and Parquet by their
+magic bytes, delimited text by sniffing its delimiter). Columns are found by their header names: the common ones
+(:data:`COMMON_NAMES`, any case) or names the caller gives; a file without a header is read by position.
 Preprocessing: the cold-start filter, user-mean shifting and a seeded train / validation / test split. Each
 step logs the shape before and after. Parquet input is read with pyarrow.
 """
@@ -17,8 +20,14 @@ from .errors import InputError
 log = logging.getLogger("mixlib")
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".data", ".txt")
-PARQUET_COLUMNS = ("user", "item", "rating")
+ROLES = ("user", "item", "rating")
+# Header names recognised without --user-col / --item-col / --rating-col (compared in lower case).
+COMMON_NAMES = {"user": ("user", "userid", "user_id"),
+                "item": ("item", "itemid", "item_id", "movieid", "movie_id"),
+                "rating": ("rating",)}
 SNIFF_BYTES = 1 << 16
+NPY_MAGIC, PARQUET_MAGIC = b"\x93NUMPY", b"PAR1"
+FORMATS = ".npy, .csv, .tsv, .data, .txt or .parquet"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,31 +66,93 @@ class Ratings:
 
 # -------------------------------------------------------------------------------------------- reading
 
-def read_ratings(path, drop_invalid=False):
-    """Read ratings from ``.npy`` (an (N, 3) numeric array, never unpickled) or CSV/TSV text.
+def read_ratings(path, drop_invalid=False, names=None):
+    """Read ratings from ``.npy`` (an (N, 3) numeric array, never unpickled), delimited text or Parquet.
 
     Text files may have a header; the delimiter is detected; the columns are user, item, rating and
-    optionally more (a timestamp), which are ignored. Ids may be integers or strings.
+    optionally more (a timestamp), which are ignored. Ids may be integers or strings. A file whose suffix is
+    not known is read by what its content is.
 
-    Rows with a missing id or a missing or non-finite rating are an InputError naming their count and the
-    first one, unless ``drop_invalid``, which skips and counts them. Of repeated (user, item) pairs the last
-    one wins, and their count is logged.
+    Parameters
+    ----------
+    path : str or Path
+    drop_invalid : bool
+        Rows with a missing id or a missing or non-finite rating are an InputError naming their count and the
+        first one, unless ``drop_invalid``, which skips and counts them.
+    names : dict or None
+        ``{"user": ..., "item": ..., "rating": ...}``: header names of the columns (any case); a role left out
+        or ``""`` takes a common name (:data:`COMMON_NAMES`), else its position (text only).
+
+    Of repeated (user, item) pairs the last one wins, and their count is logged.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"ratings file {path} does not exist")
-    if path.stat().st_size == 0:
-        raise InputError(f"ratings file {path} is empty (0 bytes)")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        users, items, values, first_row = _read_npy(path)
-    elif suffix in TEXT_SUFFIXES:
-        users, items, values, first_row = _read_text(path)
-    elif suffix == ".parquet":
-        users, items, values, first_row = _read_parquet(path)
-    else:
-        raise InputError(f"ratings file {path}: unknown format; use .npy, .csv, .tsv, .data, .txt or .parquet")
+    path = _existing_file(path, "ratings file")
+    names = _given(names)
+    kind = _kind(path)
+    if names and kind == "npy":
+        raise InputError(f"ratings file {path}: a .npy array has no column names (--{next(iter(names))}-col); its "
+                         "columns are user, item, rating in that order")
+    reader = {"npy": _read_npy, "text": _read_text, "parquet": _read_parquet}[kind]
+    users, items, values, first_row = reader(path, names) if kind != "npy" else reader(path)
     return _clean(path, users, items, values, first_row, drop_invalid)
+
+
+def _existing_file(path, what):
+    """``path`` as a Path; InputError when it is missing, a folder or empty."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder; give one file ({FORMATS}): reading a folder of files is "
+                         "not supported yet")
+    if not path.is_file():
+        raise InputError(f"{what} {path} does not exist")
+    if path.stat().st_size == 0:
+        raise InputError(f"{what} {path} is empty (0 bytes)")
+    return path
+
+
+def _given(names):
+    """The roles that were given a column name: ``{role: name}`` without empty names."""
+    return {role: name for role, name in (names or {}).items() if name}
+
+
+def _kind(path):
+    """'npy', 'parquet' or 'text' by the suffix, else by the content; InputError when neither tells."""
+    suffix = path.suffix.lower()
+    if suffix in (".npy", ".parquet"):
+        return suffix[1:]
+    if suffix in TEXT_SUFFIXES:
+        return "text"
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+    if head.startswith(NPY_MAGIC):
+        return "npy"
+    if head.startswith(PARQUET_MAGIC):
+        return "parquet"
+    problem = _not_delimited(head)
+    if problem:
+        raise InputError(f"ratings file {path}: unknown format ({problem}); use {FORMATS}, or delimited text of "
+                         "user, item, rating")
+    return "text"
+
+
+def _not_delimited(head, columns=3):
+    """Why the first bytes ``head`` of a file are not delimited text of at least ``columns`` columns, or ''."""
+    if b"\0" in head:
+        return "binary content"
+    lines = head.decode("utf-8", errors="replace").splitlines()
+    if len(head) == SNIFF_BYTES:
+        lines = lines[:-1]  # cut short by the read
+    lines = [line for line in lines if line.strip()]
+    try:
+        dialect = csv.Sniffer().sniff("\n".join(lines), delimiters=",\t;| ")
+    except csv.Error:
+        return "no delimiter found"
+    rows = list(csv.reader(lines, dialect))
+    fields = min(len(row) for row in rows)
+    if fields < columns:
+        return f"rows of {fields} field(s), not user, item, rating"
+    if not any(_is_number(field) for row in rows[1:] or rows for field in row):
+        return "no numbers in its rows"
+    return ""
 
 
 def _read_npy(path):
@@ -96,25 +167,50 @@ def _read_npy(path):
     return users, items, array[:, 2].astype(np.float64), 0
 
 
-def _read_parquet(path):
-    """Columns ``user``, ``item`` and ``rating`` of a Parquet file (nulls become invalid rows)."""
+def _read_parquet(path, names):
+    """The user, item and rating columns of a Parquet file, found by name (nulls become invalid rows)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         schema = pq.read_schema(path)
-        table = pq.read_table(path, columns=[c for c in PARQUET_COLUMNS if c in schema.names])
     except (pa.ArrowException, OSError) as e:
         raise InputError(f"ratings file {path} is not a readable Parquet file ({e})") from None
-    missing = [c for c in PARQUET_COLUMNS if c not in schema.names]
+    found = _named_columns([name.lower() for name in schema.names], ROLES, names)
+    missing = [role for role in ROLES if found[role] is None]
     if missing:
-        raise InputError(f"ratings file {path} has no column {', '.join(missing)} (it has {', '.join(schema.names)}); "
-                         f"name the columns {', '.join(PARQUET_COLUMNS)}")
-    users, items = (_parquet_ids(table.column(c)) for c in PARQUET_COLUMNS[:2])
-    rating = table.column("rating")
+        raise InputError(f"ratings file {path} has no {_wanted(missing, names)} column (it has "
+                         f"{', '.join(schema.names)}); name it with {_flags(missing)}")
+    columns = [schema.names[found[role]] for role in ROLES]
+    try:
+        table = pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(f"ratings file {path} is not a readable Parquet file ({e})") from None
+    users, items = (_parquet_ids(table.column(c)) for c in columns[:2])
+    rating = table.column(columns[2])
     if not (pa.types.is_integer(rating.type) or pa.types.is_floating(rating.type)):
-        raise InputError(f"ratings file {path}: column rating holds {rating.type}, not numbers")
+        raise InputError(f"ratings file {path}: column {columns[2]} holds {rating.type}, not numbers")
     return users, items, rating.to_numpy(zero_copy_only=False).astype(np.float64), 0
+
+
+def _named_columns(fields, roles, names):
+    """Where each role's column is among header ``fields`` (lower case): ``{role: position or None}``.
+
+    A role with a given name looks for that name only; the others for their common names."""
+    found = {}
+    for role in roles:
+        wanted = (names[role].lower(),) if role in names else COMMON_NAMES[role]
+        found[role] = next((n for n, field in enumerate(fields) if field in wanted), None)
+    return found
+
+
+def _wanted(roles, names):
+    """'item' or "'stars' (rating)": the columns a message says are missing."""
+    return " or ".join(f"'{names[r]}' ({r})" if r in names else r for r in roles)
+
+
+def _flags(roles):
+    return " / ".join(f"--{role}-col" for role in roles)
 
 
 def _parquet_ids(column):
@@ -139,20 +235,47 @@ def _as_ids(column):
     return column.astype(str)
 
 
-def _read_text(path):
+def _read_text(path, names):
     rows = _text_rows(path, "ratings file", columns=3)
-    first_row = 1 if rows and not _is_number(rows[0][2] if len(rows[0]) > 2 else "") else 0
+    first_row, positions = _text_columns(path, "ratings file", rows[0] if rows else [], ROLES, names)
     body = rows[first_row:]
-    short = next((i for i, row in enumerate(body) if len(row) < 3), None)
+    width = max(positions) + 1
+    short = next((i for i, row in enumerate(body) if len(row) < width), None)
     if short is not None:
-        raise InputError(f"ratings file {path}, line {short + first_row + 1}: fewer than 3 columns "
-                         "(user, item, rating)")
-    users, items, values = (np.array([row[c].strip() for row in body], dtype=object) for c in range(3))
+        raise InputError(f"ratings file {path}, line {short + first_row + 1}: fewer than {width} columns "
+                         f"({', '.join(ROLES)})")
+    users, items, values = (np.array([row[c].strip() for row in body], dtype=object) for c in positions)
     return _text_ids(users), _text_ids(items), _numbers(values), first_row
+
+
+def _text_columns(path, what, first, roles, names):
+    """``(header lines (0 or 1), column of each role)`` of a text file whose first row is ``first``.
+
+    The first row is a header when it holds a column name (a given one or a common one) or, for ratings, when
+    its third field is not a number. In a header, a role whose name is absent takes its position in
+    ``roles`` if no named column is there; without a header, every role takes its position.
+    """
+    fields = [field.strip().lower() for field in first]
+    found = _named_columns(fields, roles, names)
+    rating_text = "rating" in roles and len(fields) > 2 and not _is_number(fields[2])
+    if not any(v is not None for v in found.values()) and not rating_text:
+        if names:
+            raise InputError(f"{what} {path} has no header line, so {_flags(list(names))} cannot name its "
+                             "columns; add a header or leave the column names out (columns by position)")
+        return 0, list(range(len(roles)))
+    missing = [role for role in roles if found[role] is None and (role in names or
+                                                                    roles.index(role) in found.values())]
+    if missing:
+        raise InputError(f"{what} {path}: its header ({', '.join(first)}) has no {_wanted(missing, names)} "
+                         f"column; name it with {_flags(missing)}")
+    return 1, [roles.index(role) if found[role] is None else found[role] for role in roles]
 
 
 def _text_rows(path, what, columns):
     """Every row of a delimited text file (the delimiter sniffed; one column needs none)."""
+    with open(path, "rb") as f:
+        if b"\0" in f.read(SNIFF_BYTES):
+            raise InputError(f"{what} {path} is not a text file (binary content); give delimited text")
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
         head = f.read(SNIFF_BYTES)
         try:
@@ -165,29 +288,57 @@ def _text_rows(path, what, columns):
         return [row for row in csv.reader(f, dialect) if row]
 
 
-def read_id_columns(path, names):
-    """The leading columns of a text file of ids, as strings: ``names`` says which (``("user", "item")``).
+def read_id_columns(path, roles, names=None):
+    """Id columns of a text or Parquet file, as strings: ``roles`` says which (``("user", "item")``).
 
-    A first line whose fields are ``names`` (any case) is a header. Rows with fewer fields or an empty id are
+    Columns are found as :func:`read_ratings` finds them (``names``: given header names by role; the common
+    names; else the leading columns of a text file without a header). Rows with fewer fields or an empty id are
     an InputError naming the line.
 
     Returns
     -------
-    list of ndarray (n,) str, one per name
+    list of ndarray (n,) str, one per role
     """
-    path = Path(path)
-    what = f"{'/'.join(names)} file"
-    if not path.is_file():
-        raise InputError(f"{what} {path} does not exist")
-    rows = _text_rows(path, what, len(names))
-    header = 1 if rows and [field.strip().lower() for field in rows[0][:len(names)]] == list(names) else 0
+    what = f"{'/'.join(roles)} file"
+    path = _existing_file(path, what)
+    names = _given(names)
+    if path.suffix.lower() == ".parquet" or _starts_with(path, PARQUET_MAGIC):
+        return _parquet_id_columns(path, what, roles, names)
+    rows = _text_rows(path, what, len(roles))
+    header, positions = _text_columns(path, what, rows[0] if rows else [], roles, names)
     body = rows[header:]
-    bad = next((n for n, row in enumerate(body) if len(row) < len(names) or not all(f.strip() for f in
-                                                                                      row[:len(names)])), None)
+    bad = next((n for n, row in enumerate(body) if len(row) <= max(positions)
+                or not all(row[c].strip() for c in positions)), None)
     if bad is not None:
-        raise InputError(f"{what} {path}, line {bad + header + 1}: expected {len(names)} non-empty field(s) "
-                         f"({', '.join(names)})")
-    return [np.array([row[c].strip() for row in body], dtype=str) for c in range(len(names))]
+        raise InputError(f"{what} {path}, line {bad + header + 1}: expected {len(roles)} non-empty field(s) "
+                         f"({', '.join(roles)})")
+    return [np.array([row[c].strip() for row in body], dtype=str) for c in positions]
+
+
+def _starts_with(path, magic):
+    with open(path, "rb") as f:
+        return f.read(len(magic)) == magic
+
+
+def _parquet_id_columns(path, what, roles, names):
+    """The id columns ``(n,)`` str of a Parquet file, found by name; a null id is an InputError."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+        found = _named_columns([name.lower() for name in schema.names], roles, names)
+        missing = [role for role in roles if found[role] is None]
+        if missing:
+            raise InputError(f"{what} {path} has no {_wanted(missing, names)} column (it has "
+                             f"{', '.join(schema.names)}); name it with {_flags(missing)}")
+        table = pq.read_table(path, columns=[schema.names[found[role]] for role in roles])
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(f"{what} {path} is not a readable Parquet file ({e})") from None
+    nulls = sum(column.null_count for column in table.columns)
+    if nulls:
+        raise InputError(f"{what} {path}: {nulls} null id(s); remove those rows")
+    return [np.array([str(v) for v in column.to_pylist()], dtype=str) for column in table.columns]
 
 
 def _is_number(text):
