@@ -399,6 +399,7 @@ def _report(settings, source, palette, sq_error, n_values, seconds, output):
     fit = palette.fit
     report = {
         "input": str(source.path),
+        "frames": source.frames,  # of an animation or multi-page file; only the first is compressed
         "method": settings.method,
         "k_requested": settings.k,
         "k_effective": len(palette.colours),

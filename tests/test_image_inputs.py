@@ -7,6 +7,7 @@ Pillow cannot write). The expected 8-bit values are computed by hand with numpy;
 against ``PIL.ImageOps.exif_transpose``.
 """
 
+import json
 import struct
 import zlib
 
@@ -301,12 +302,13 @@ def test_single_frame_images_have_one_frame(tmp_path, small_china_png):
 def test_animated_gif_end_to_end_warns_once(run_job, capsys, tmp_path):
     frames = [Image.fromarray(f) for f in _frames(7)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
-    out = tmp_path / "o.png"
-    assert run_job(tmp_path / "anim.gif", "--out", out, "--k", "4") == 0
+    out, report = tmp_path / "o.png", tmp_path / "report.json"
+    assert run_job(tmp_path / "anim.gif", "--out", out, "--k", "4", "--report", report) == 0
     err = capsys.readouterr().err
     warnings = [line for line in err.splitlines() if "frames" in line]
     assert len(warnings) == 1 and "7 frames" in warnings[0] and "only the first frame" in warnings[0], err
     np.testing.assert_array_equal(read_png(out)[3], _frames(7)[0])
+    assert json.loads(report.read_text())["frames"] == 7
 
 
 def test_multi_page_rgb_tiff_end_to_end(run_job, capsys, tmp_path):
