@@ -39,6 +39,9 @@ class Model:
         from (training, validation and test: what each user has already rated, left out of recommendations)
     config : dict, the training settings
     metrics : dict, what training measured
+    rating_range : (float, float) or None, the lowest and highest training rating, where predictions are
+        clipped (:meth:`clip`); None for a model stored before the range was kept: its predictions are not
+        clipped
     """
 
     factors: Factors
@@ -50,6 +53,7 @@ class Model:
     seen_indices: np.ndarray
     config: dict
     metrics: dict
+    rating_range: tuple | None = None
 
     def user_index(self, ids):
         """Indices ``(n,)`` of user ids, -1 for unknown ones."""
@@ -59,8 +63,18 @@ class Model:
         """Indices ``(n,)`` of item ids, -1 for unknown ones."""
         return _index_of(self.item_ids, ids)
 
-    def predict_indices(self, users, items):
-        """Predictions ``(n,)`` for user and item indices, -1 meaning unknown.
+    def clip(self, values, clip):
+        """``values`` clipped to :attr:`rating_range` when ``clip`` and the model has a range, else unchanged.
+
+        As Surprise does: a prediction outside the ratings the model was trained on is moved to the nearest end
+        of their range, ``min(max(r, r_min), r_max)``."""
+        if not clip or self.rating_range is None:
+            return values
+        return np.clip(values, *self.rating_range)
+
+    def predict_indices(self, users, items, clip):
+        """Predictions ``(n,)`` for user and item indices, -1 meaning unknown, clipped when ``clip``
+        (:meth:`clip`).
 
         An unknown user or item gets the best the model has without it: ``mu`` plus the known side's bias (and
         the user's mean); the factor product needs both. Never NaN.
@@ -76,7 +90,48 @@ class Model:
         only_item = known_item & ~known_user
         out[only_item] += f.item_bias[items[only_item]]
         out[known_user] += self.user_means[users[known_user]]
-        return out
+        return self.clip(out, clip)
+
+
+def fit_baseline(users, items, values, n_users, n_items, reg_user, reg_item, tol=1e-6, max_sweeps=200):
+    """The bias-only baseline ``r_ui ~ mu + b_u + b_i`` by regularised least squares (Surprise's BaselineOnly).
+
+    ``mu`` is the mean rating; the biases minimise::
+
+        sum_{(u,i) observed} (r_ui - mu - b_u - b_i)^2 + reg_user sum_u b_u^2 + reg_item sum_i b_i^2
+
+    by alternating exact minimisation (Koren 2010, as Surprise's ``baseline_als``), items then users::
+
+        b_i = sum_{u in R(i)} (r_ui - mu - b_u) / (reg_item + |R(i)|)
+        b_u = sum_{i in R(u)} (r_ui - mu - b_i) / (reg_user + |R(u)|)
+
+    The objective is strictly convex (both regularisations > 0), so the sweeps converge to its one minimum; they
+    stop when no bias moves by more than ``tol`` or after ``max_sweeps``. A user or item without ratings gets 0.
+
+    Parameters
+    ----------
+    users, items : ndarray (N,) int, indices below ``n_users``, ``n_items``
+    values : ndarray (N,) float64, N > 0
+    n_users, n_items : int
+    reg_user, reg_item : float > 0
+    tol : float; max_sweeps : int
+
+    Returns
+    -------
+    mu : float; user_bias : ndarray (n_users,); item_bias : ndarray (n_items,)
+    """
+    mu = float(values.mean())
+    user_bias, item_bias = np.zeros(n_users), np.zeros(n_items)
+    user_count = np.bincount(users, minlength=n_users) + reg_user
+    item_count = np.bincount(items, minlength=n_items) + reg_item
+    for _ in range(max_sweeps):
+        new_item = np.bincount(items, values - mu - user_bias[users], n_items) / item_count
+        new_user = np.bincount(users, values - mu - new_item[items], n_users) / user_count
+        moved = max(np.abs(new_item - item_bias).max(initial=0), np.abs(new_user - user_bias).max(initial=0))
+        user_bias, item_bias = new_user, new_item
+        if moved <= tol:
+            break
+    return mu, user_bias, item_bias
 
 
 def top_unseen(user_factors, seen_indptr, seen_indices, item_factors, item_bias, top):
@@ -151,9 +206,10 @@ class ModelStore:
                              "`python -m jobs.recommend train` first")
         arrays, attrs = read_group(self.versions / name)
         factors = Factors(**{f.name: arrays[f.name] for f in dataclasses.fields(Factors)})
+        rating_range = attrs.get("rating_range")  # absent from versions stored before it was kept
         return Model(factors, attrs["mu"], arrays["user_means"], arrays["user_ids"], arrays["item_ids"],
                      arrays["seen_indptr"], arrays["seen_indices"], attrs["config"],
-                     {**attrs["metrics"], "version": name})
+                     {**attrs["metrics"], "version": name}, rating_range and tuple(rating_range))
 
     def publish(self, model):
         """Write ``model`` as the next version and point ``latest`` at it; return the version's name."""
@@ -162,7 +218,8 @@ class ModelStore:
         arrays.update({"user_means": model.user_means, "user_ids": model.user_ids, "item_ids": model.item_ids,
                        "seen_indptr": model.seen_indptr, "seen_indices": model.seen_indices})
         created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        attrs = {"mu": model.mu, "config": model.config, "metrics": model.metrics, "created": created}
+        attrs = {"mu": model.mu, "config": model.config, "metrics": model.metrics, "created": created,
+                 "rating_range": model.rating_range and list(model.rating_range)}
         while True:
             name = f"v{self._last_number() + 1:04d}"
             try:

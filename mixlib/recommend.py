@@ -1,8 +1,9 @@
 """The recommender's commands: ``train``, ``predict``, ``recommend`` and ``evaluate``.
 
 ``train``: read ratings -> cold-start filter -> seeded split -> user-mean shift -> ALS on the cluster from a fresh,
-warm or resumed start, checkpointed -> test metrics -> guardrail against the published model -> publish a new
-version and move ``latest``. The serving commands load the published model (or ``--version``).
+warm or resumed start, checkpointed -> test metrics -> guardrail against the published model (or, when there is
+none, the bias-only baseline of the training ratings) -> publish a new version and move ``latest``. The serving
+commands load the published model.
 """
 
 import dataclasses
@@ -20,11 +21,14 @@ from .cluster import ClusterOptions
 from .config import option
 from .errors import InputError, JobFailed, Refused
 from .images import check_output, staged_outputs
-from .models import Model, ModelStore, rows_of, top_unseen
-from .ratings import Ratings, cold_start_filter, read_id_columns, read_ratings, split, user_means
+from .models import Model, ModelStore, fit_baseline, rows_of, top_unseen
+from .ratings import ROLES, Ratings, cold_start_filter, read_id_columns, read_ratings, split, user_means
 from .storage import location
 
 log = logging.getLogger("mixlib")
+
+# The guardrail's baseline: Surprise's BaselineOnly defaults (reg_u 15, reg_i 10).
+BASELINE_REG_USER, BASELINE_REG_ITEM = 15.0, 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,14 +38,43 @@ class ServingOptions(ClusterOptions):
     model_dir: str = option("models/recommender", "the model store: versions/ and the 'latest' pointer")
     overwrite: bool = option(False, "replace output files that exist")
     log_level: str = option("info", "log detail on stderr", choices=("debug", "info", "warning", "error"))
+    clip_predictions: bool = option(True, "clip predictions (and the errors and scores computed from them) to the "
+                                          "range of the ratings the model was trained on")
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainSettings(ServingOptions, ALSOptions):
+class UserColumn:
+    """The user column's header name in input files."""
+
+    user_col: str = option("", "header name of the user column ('' for user, userId or user_id, any case)")
+
+
+@dataclasses.dataclass(frozen=True)
+class PairColumns(UserColumn):
+    """The user and item columns' header names in input files."""
+
+    item_col: str = option("", "header name of the item column ('' for item, itemId, item_id, movieId or "
+                               "movie_id, any case)")
+
+
+@dataclasses.dataclass(frozen=True)
+class RatingColumns(PairColumns):
+    """The user, item and rating columns' header names in input files."""
+
+    rating_col: str = option("", "header name of the rating column ('' for rating, any case)")
+
+
+def column_names(settings):
+    """``{role: header name}`` of the column options ``settings`` has ('' where not given)."""
+    return {role: getattr(settings, f"{role}_col", "") for role in ROLES}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings(ServingOptions, ALSOptions, RatingColumns):
     """Settings of ``python -m jobs.recommend train`` (keys of configs/recommender.toml)."""
 
-    ratings: str = option("", "ratings: .npy (N, 3), .csv/.tsv/.data/.txt (user, item, rating[, ...]) or .parquet "
-                              "(columns user, item, rating)")
+    ratings: str = option("", "ratings: .npy (N, 3), .csv/.tsv/.data/.txt (user, item, rating[, ...]), .parquet, "
+                              "or delimited text of another suffix; columns found by header name or position")
     drop_invalid: bool = option(False, "skip rows with a missing or non-finite id or rating instead of stopping")
     min_entries: int = option(0, "cold-start filter: drop users and items with this many ratings or fewer, "
                                  "repeatedly (0: keep all)", minimum=0)
@@ -53,7 +86,9 @@ class TrainSettings(ServingOptions, ALSOptions):
     checkpoint_dir: str = option("", "checkpoint folder ('' for MODEL_DIR/checkpoint)")
     checkpoint_every: int = option(5, "checkpoint every this many ALS steps (0: never)", minimum=0)
     guardrail_tolerance: float = option(0.01, "refuse to publish (exit 3) when the validation RMSE is worse than "
-                                              "the published model's on the same ratings by more", minimum=0.0)
+                                              "the published model's (without one: the bias-only baseline's) on "
+                                              "the same ratings by more", minimum=0.0)
+    force_publish: bool = option(False, "publish even when the guardrail would refuse (the metrics record it)")
     metrics: str = option("", "write the training metrics here (.json; '' for none)")
     plots: str = option("", "write the loss curves (loss-curves.png) into this folder ('' for none)")
 
@@ -88,7 +123,8 @@ def plan_train(settings):
     store = ModelStore(settings.model_dir)
     writable_folder(store.root, "--model-dir")
     warm = _warm_model(store, settings)
-    ratings, parts, means = prepare(read_ratings(settings.ratings, settings.drop_invalid), settings)
+    ratings, parts, means = prepare(read_ratings(settings.ratings, settings.drop_invalid, column_names(settings)),
+                                    settings)
     problem = validate_rank(settings.rank, len(ratings.user_ids), len(ratings.item_ids), settings.init)
     if problem:
         raise InputError(f"{problem}; lower --rank")
@@ -182,14 +218,14 @@ def run_train(settings, job_plan, client):
                                settings.checkpoint_every)
     except FloatingPointError as e:
         raise JobFailed(str(e)) from None
-    model = _model(ratings, job_plan.means, data.mu, final.best, settings)
-    metrics = _train_metrics(model, ratings, parts, final, early, time.perf_counter() - started)
+    model = _model(ratings, parts["train"], job_plan.means, data.mu, final.best, settings)
+    metrics = _train_metrics(model, ratings, parts, final, early, settings, time.perf_counter() - started)
     with staged_outputs() as stage:
         if job_plan.plots is not None:
             from .plots import loss_curves
 
             loss_curves(stage(job_plan.plots / "loss-curves.png"), final.history)
-        refusal = _guardrail(job_plan.store, ratings, parts, metrics, settings.guardrail_tolerance)
+        refusal = _guardrail(job_plan.store, ratings, parts, metrics, settings)
         metrics["published"] = refusal is None
         if refusal is None:
             metrics["version"] = job_plan.store.publish(dataclasses.replace(model, metrics=metrics))
@@ -239,35 +275,54 @@ def _saver(checkpoints):
     return save
 
 
-def _model(ratings, means, mu, factors, settings):
-    """The Model to publish; it remembers every rating of the input (training, validation and test) as seen."""
+def _model(ratings, train, means, mu, factors, settings):
+    """The Model to publish; it remembers every rating of the input (training, validation and test) as seen, and
+    the range of the training ratings ``train`` (row numbers)."""
     import scipy.sparse as sp
 
     seen = sp.csr_matrix((np.ones(len(ratings.values), dtype=np.int8), (ratings.users, ratings.items)),
                          shape=(len(ratings.user_ids), len(ratings.item_ids)))
     config = {f.name: getattr(settings, f.name) for f in dataclasses.fields(TrainSettings)}
+    values = ratings.values[train]
     return Model(factors, mu, means, ratings.user_ids, ratings.item_ids, seen.indptr.astype(np.int64),
-                 seen.indices.astype(np.int64), config, {})
+                 seen.indices.astype(np.int64), config, {}, (float(values.min()), float(values.max())))
 
 
-def _train_metrics(model, ratings, parts, final, early, seconds):
+def _train_metrics(model, ratings, parts, final, early, settings, seconds):
     metrics = {"steps": final.step, "best_step": final.best_step,
                "converged_after": final.best_step if early else None, "early_stopped": early,
                "seconds": round(seconds, 3), "users": len(ratings.user_ids), "items": len(ratings.item_ids),
+               "rating_range": list(model.rating_range), "clipped": settings.clip_predictions,
                "mixlib": __version__}
     for part in ("train", "validation", "test"):
-        metrics[part] = {"ratings": len(parts[part]), **_errors(model, ratings, parts[part])}
+        metrics[part] = {"ratings": len(parts[part]),
+                         **_errors(model, ratings, parts[part], settings.clip_predictions)}
     metrics["history"] = final.history.tolist()
-    log.info("converged after step %s; test RMSE %s, MAE %s", metrics["converged_after"],
-             metrics["test"].get("rmse"), metrics["test"].get("mae"))
+    log.info("%s; %s", _stopping(metrics, settings.max_steps), _test_errors(metrics["test"]))
     return metrics
 
 
-def _errors(model, ratings, rows):
+def _stopping(metrics, max_steps):
+    """How training ended, in words."""
+    if metrics["early_stopped"]:
+        return (f"converged: the validation RMSE stopped improving after step {metrics['converged_after']} "
+                f"(stopped at step {metrics['steps']})")
+    return f"stopped at max_steps {max_steps} without converging (best factors: step {metrics['best_step']})"
+
+
+def _test_errors(test):
+    """The test errors, in words."""
+    if "rmse" not in test:
+        return "no test ratings"
+    return f"test RMSE {test['rmse']:.6f}, MAE {test['mae']:.6f}"
+
+
+def _errors(model, ratings, rows, clip):
     """RMSE and MAE of the model on some ratings (original scale); empty without ratings."""
     if len(rows) == 0:
         return {}
-    return residual_errors(ratings.values[rows] - model.predict_indices(ratings.users[rows], ratings.items[rows]))
+    predicted = model.predict_indices(ratings.users[rows], ratings.items[rows], clip)
+    return residual_errors(ratings.values[rows] - predicted)
 
 
 def residual_errors(residual):
@@ -275,48 +330,90 @@ def residual_errors(residual):
     return {"rmse": float(np.sqrt(np.mean(residual ** 2))), "mae": float(np.mean(np.abs(residual)))}
 
 
-def _guardrail(store, ratings, parts, metrics, tolerance):
-    """None to publish, or why not: the new validation RMSE is worse than the published model's by more than
-    ``tolerance`` on this run's validation ratings."""
-    if store.latest_name() is None or not len(parts["validation"]):
+def _guardrail(store, ratings, parts, metrics, settings):
+    """None to publish, or why not: the new validation RMSE is worse by more than ``guardrail_tolerance`` than the
+    published model's on this run's validation ratings, or, without a published model, than the bias-only
+    baseline's (:func:`baseline_rmse`). ``force_publish`` publishes anyway. ``metrics["guardrail"]`` records
+    what was compared."""
+    rows, tolerance = parts["validation"], settings.guardrail_tolerance
+    if not len(rows):
+        log.warning("guardrail: no validation ratings to compare on; publishing without a check")
+        metrics["guardrail"] = {"compared_with": "nothing: no validation ratings"}
         return None
-    published = store.load()
-    rows = parts["validation"]
+    published = store.latest_name()
+    reference, what, record = _reference(store, published, ratings, parts, settings.clip_predictions)
+    new = metrics["validation"]["rmse"]
+    worse = new > reference + tolerance
+    metrics["guardrail"] = {**record, "validation_rmse": new, "tolerance": tolerance, "passed": not worse,
+                            "forced": worse and settings.force_publish}
+    log.info("guardrail: validation RMSE %.6f against %.6f of %s", new, reference, what)
+    if not worse:
+        return None
+    reason = f"validation RMSE {new:.4f} is worse than the {reference:.4f} of {what} by more than {tolerance}"
+    if settings.force_publish:
+        log.warning("--force-publish: publishing although the %s", reason)
+        return None
+    kept = f"{published} stays published" if published else "no model is published"
+    return f"not published: {reason}; {kept} (--force-publish publishes it anyway)"
+
+
+def _reference(store, published, ratings, parts, clip):
+    """``(validation RMSE, its name in messages, what the metrics record)`` of what the guardrail compares with:
+    the published model ``published`` of ``store``, or the bias-only baseline when ``published`` is None."""
+    if published is None:
+        rmse = baseline_rmse(ratings, parts, clip)
+        return rmse, "the bias-only baseline", {"compared_with": "baseline", "baseline_validation_rmse": rmse,
+                                                "baseline": {"reg_user": BASELINE_REG_USER,
+                                                             "reg_item": BASELINE_REG_ITEM}}
+    rmse = _published_rmse(store.load(), ratings, parts["validation"], clip)
+    return rmse, f"the published model ({published})", {"compared_with": "published", "published_version": published,
+                                                        "published_validation_rmse": rmse}
+
+
+def _published_rmse(published, ratings, rows, clip):
+    """RMSE of the published model on ratings ``rows`` of this run (mapped to its ids)."""
     users = published.user_index(ratings.user_ids[ratings.users[rows]])
     items = published.item_index(ratings.item_ids[ratings.items[rows]])
-    residual = ratings.values[rows] - published.predict_indices(users, items)
-    old, new = residual_errors(residual)["rmse"], metrics["validation"]["rmse"]
-    metrics["guardrail"] = {"published_version": store.latest_name(), "published_validation_rmse": old,
-                            "validation_rmse": new, "tolerance": tolerance}
-    log.info("guardrail: validation RMSE %.6f against %.6f of the published %s", new, old, store.latest_name())
-    if new > old + tolerance:
-        return (f"not published: validation RMSE {new:.4f} is worse than the published model's {old:.4f} "
-                f"({store.latest_name()}) by more than {tolerance}; {store.latest_name()} stays published")
-    return None
+    return residual_errors(ratings.values[rows] - published.predict_indices(users, items, clip))["rmse"]
+
+
+def baseline_rmse(ratings, parts, clip):
+    """Validation RMSE of the bias-only baseline ``mu + b_u + b_i`` fitted on the training ratings
+    (:func:`mixlib.models.fit_baseline`; clipped to the training range when ``clip``)."""
+    train, held = parts["train"], parts["validation"]
+    mu, user_bias, item_bias = fit_baseline(ratings.users[train], ratings.items[train], ratings.values[train],
+                                            len(ratings.user_ids), len(ratings.item_ids), BASELINE_REG_USER,
+                                            BASELINE_REG_ITEM)
+    predicted = mu + user_bias[ratings.users[held]] + item_bias[ratings.items[held]]
+    if clip:
+        predicted = np.clip(predicted, ratings.values[train].min(), ratings.values[train].max())
+    return residual_errors(ratings.values[held] - predicted)["rmse"]
 
 
 # ------------------------------------------------------------------------------------------ serving
 
 @dataclasses.dataclass(frozen=True)
-class PredictSettings(ServingOptions):
+class PredictSettings(ServingOptions, PairColumns):
     """Settings of ``python -m jobs.recommend predict``."""
 
-    pairs: str = option("", "user,item pairs to predict (CSV/TSV; an optional header line 'user,item')")
+    pairs: str = option("", "user,item pairs to predict (CSV/TSV or .parquet; an optional header such as "
+                            "'user,item' or 'userId,movieId')")
     out: str = option("", "predictions: a .csv of user,item,prediction")
 
 
 @dataclasses.dataclass(frozen=True)
-class RecommendSettings(ServingOptions):
+class RecommendSettings(ServingOptions, UserColumn):
     """Settings of ``python -m jobs.recommend recommend``."""
 
     top: int = option(10, "items per user", minimum=1)
-    users: str = option("", "users to recommend for (one id per line, optional header 'user'); '' for all")
+    users: str = option("", "users to recommend for (one id per line, optional header such as 'user' or "
+                            "'userId'); '' for all")
     out: str = option("", "recommendations: a .csv of user,rank,item,score")
     block_users: int = option(2048, "users scored together (memory: block_users x items scores)", minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)
-class EvaluateSettings(ServingOptions):
+class EvaluateSettings(ServingOptions, RatingColumns):
     """Settings of ``python -m jobs.recommend evaluate``."""
 
     ratings: str = option("", "held-out ratings, any format train reads")
@@ -339,15 +436,24 @@ def plan_predict(settings):
     if not settings.pairs or not settings.out:
         raise InputError("predict needs --pairs PATH and --out PATH.csv")
     out = _output(settings.out, settings.overwrite, (".csv",))
-    users, items = read_id_columns(settings.pairs, ("user", "item"))
-    return ModelStore(settings.model_dir).load(), users, items, out
+    users, items = read_id_columns(settings.pairs, ("user", "item"), column_names(settings))
+    return _published_model(settings), users, items, out
+
+
+def _published_model(settings):
+    """The published model; says when its predictions cannot be clipped as ``clip_predictions`` asks."""
+    model = ModelStore(settings.model_dir).load()
+    if settings.clip_predictions and model.rating_range is None:
+        log.info("model %s was stored without its training rating range: its predictions are not clipped "
+                 "(train a new version to clip them)", model.metrics["version"])
+    return model
 
 
 def run_predict(settings, job_plan, client):
     """Write user,item,prediction for every requested pair."""
     model, users, items, out = job_plan
     user_index, item_index = model.user_index(users), model.item_index(items)
-    predictions = model.predict_indices(user_index, item_index)
+    predictions = model.predict_indices(user_index, item_index, settings.clip_predictions)
     log.info("%d pairs: %d with an unknown user, %d with an unknown item (predicted from the biases)",
              len(users), (user_index < 0).sum(), (item_index < 0).sum())
     with staged_outputs() as stage:
@@ -358,8 +464,8 @@ def plan_recommend(settings):
     if not settings.out:
         raise InputError("recommend needs --out PATH.csv")
     out = _output(settings.out, settings.overwrite, (".csv",))
-    model = ModelStore(settings.model_dir).load()
-    users = read_id_columns(settings.users, ("user",))[0] if settings.users else model.user_ids
+    model = _published_model(settings)
+    users = read_id_columns(settings.users, ("user",), column_names(settings))[0] if settings.users else model.user_ids
     return model, users, out
 
 
@@ -370,6 +476,7 @@ def run_recommend(settings, job_plan, client):
     log.info("recommending %d items to %d users (%d unknown: the top items by bias)", settings.top, len(users),
              (index < 0).sum())
     items, scores = top_items(client, model, index, settings.top, settings.block_users)
+    scores = model.clip(scores, settings.clip_predictions)  # ranked unclipped: clipping would make ties
     ranks = np.broadcast_to(np.arange(1, settings.top + 1), items.shape)
     present = items >= 0
     rows = np.repeat(np.asarray(users), settings.top).reshape(items.shape)
@@ -406,8 +513,8 @@ def plan_evaluate(settings):
     if not settings.ratings:
         raise InputError("evaluate needs --ratings PATH (held-out ratings)")
     metrics = _output(settings.metrics, settings.overwrite, (".json",))
-    heldout = read_ratings(settings.ratings, settings.drop_invalid)
-    return ModelStore(settings.model_dir).load(), heldout, metrics
+    heldout = read_ratings(settings.ratings, settings.drop_invalid, column_names(settings))
+    return _published_model(settings), heldout, metrics
 
 
 def run_evaluate(settings, job_plan, client):
@@ -415,13 +522,15 @@ def run_evaluate(settings, job_plan, client):
     model, heldout, metrics_path = job_plan
     users = model.user_index(heldout.user_ids)[heldout.users]
     items = model.item_index(heldout.item_ids)[heldout.items]
-    residual = heldout.values - model.predict_indices(users, items)
+    residual = heldout.values - model.predict_indices(users, items, settings.clip_predictions)
     metrics = {"ratings": len(residual), "unknown_users": int((users < 0).sum()),
-               "unknown_items": int((items < 0).sum()), **residual_errors(residual)}
+               "unknown_items": int((items < 0).sum()), **residual_errors(residual),
+               "clipped": settings.clip_predictions and model.rating_range is not None}
     if settings.top:
         metrics.update(ranking_metrics(client, model, users, items, heldout.values, settings))
-    log.info("evaluate: %s", ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
-                                       for k, v in metrics.items()))
+    log.info("evaluate: %s (%s)", ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
+                                            for k, v in metrics.items() if k != "clipped"),
+             "predictions clipped to the training range" if metrics["clipped"] else "predictions not clipped")
     if metrics_path is not None:
         with staged_outputs() as stage:
             stage(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
