@@ -454,8 +454,11 @@ def fit_als(client, data, options, state, checkpoint=None, checkpoint_every=0):
             state = _evaluated(state, sides.losses(current, train_sse), has_validation)
             if step % options.log_every == 0:
                 _, train_loss, val_error, val_rmse = state.history[-1]
-                log.info("Iteration %d, Train Error: %.6g, Validation Error: %.6g, Validation RMSE: %.6f",
-                         step, train_loss, val_error, val_rmse)
+                if has_validation:
+                    log.info("Iteration %d, Train Error: %.6g, Validation Error: %.6g, Validation RMSE: %.6f",
+                             step, train_loss, val_error, val_rmse)
+                else:
+                    log.info("Iteration %d, Train Error: %.6g (no validation ratings)", step, train_loss)
         if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0:
             checkpoint(state)
         if state.stale >= options.patience:

@@ -35,18 +35,20 @@ BASELINE_REG_USER, BASELINE_REG_ITEM = 15.0, 10.0
 class ServingOptions(ClusterOptions):
     """What every recommender command shares."""
 
-    model_dir: str = option("models/recommender", "the model store: versions/ and the 'latest' pointer")
-    overwrite: bool = option(False, "replace output files that exist")
+    model_dir: str = option("models/recommender", "the model store: versions/ and the 'latest' pointer",
+                            group="input and output")
+    overwrite: bool = option(False, "replace output files that exist", group="input and output")
     log_level: str = option("info", "log detail on stderr", choices=("debug", "info", "warning", "error"))
     clip_predictions: bool = option(True, "clip predictions (and the errors and scores computed from them) to the "
-                                          "range of the ratings the model was trained on")
+                                          "range of the ratings the model was trained on", group="model")
 
 
 @dataclasses.dataclass(frozen=True)
 class UserColumn:
     """The user column's header name in input files."""
 
-    user_col: str = option("", "header name of the user column ('' for user, userId or user_id, any case)")
+    user_col: str = option("", "header name of the user column ('' for user, userId or user_id, any case)",
+                           group="input and output")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,14 +56,14 @@ class PairColumns(UserColumn):
     """The user and item columns' header names in input files."""
 
     item_col: str = option("", "header name of the item column ('' for item, itemId, item_id, movieId or "
-                               "movie_id, any case)")
+                               "movie_id, any case)", group="input and output")
 
 
 @dataclasses.dataclass(frozen=True)
 class RatingColumns(PairColumns):
     """The user, item and rating columns' header names in input files."""
 
-    rating_col: str = option("", "header name of the rating column ('' for rating, any case)")
+    rating_col: str = option("", "header name of the rating column ('' for rating, any case)", group="input and output")
 
 
 def column_names(settings):
@@ -74,23 +76,29 @@ class TrainSettings(ServingOptions, ALSOptions, RatingColumns):
     """Settings of ``python -m jobs.recommend train`` (keys of configs/recommender.toml)."""
 
     ratings: str = option("", "ratings: .npy (N, 3), .csv/.tsv/.data/.txt (user, item, rating[, ...]), .parquet, "
-                              "or delimited text of another suffix; columns found by header name or position")
-    drop_invalid: bool = option(False, "skip rows with a missing or non-finite id or rating instead of stopping")
+                              "or delimited text of another suffix; columns found by header name or position",
+                              group="input and output")
+    drop_invalid: bool = option(False, "skip rows with a missing or non-finite id or rating instead of stopping",
+                                group="input and output")
     min_entries: int = option(0, "cold-start filter: drop users and items with this many ratings or fewer, "
-                                 "repeatedly (0: keep all)", minimum=0)
-    shift_user_means: bool = option(False, "subtract each user's mean training rating before fitting")
-    validation: float = option(0.05, "validation ratings: a count (>= 1) or a fraction (< 1)", minimum=0.0)
-    test: float = option(0.1, "test ratings: a count (>= 1) or a fraction (< 1)", minimum=0.0)
-    warm_start: bool = option(False, "start known users and items from the published model's factors")
-    resume: bool = option(False, "continue from the last checkpoint of an interrupted run (same config and data)")
-    checkpoint_dir: str = option("", "checkpoint folder ('' for MODEL_DIR/checkpoint)")
+                                 "repeatedly (0: keep all)", minimum=0, group="model")
+    shift_user_means: bool = option(False, "subtract each user's mean training rating before fitting", group="model")
+    validation: float = option(0.05, "validation ratings: a count (>= 1) or a fraction (< 1)", minimum=0.0,
+                               group="model")
+    test: float = option(0.1, "test ratings: a count (>= 1) or a fraction (< 1)", minimum=0.0, group="model")
+    warm_start: bool = option(False, "start known users and items from the published model's factors", group="model")
+    resume: bool = option(False, "continue from the last checkpoint of an interrupted run (same config and data)",
+                          group="input and output")
+    checkpoint_dir: str = option("", "checkpoint folder ('' for MODEL_DIR/checkpoint)", group="input and output")
     checkpoint_every: int = option(5, "checkpoint every this many ALS steps (0: never)", minimum=0)
     guardrail_tolerance: float = option(0.01, "refuse to publish (exit 3) when the validation RMSE is worse than "
                                               "the published model's (without one: the bias-only baseline's) on "
-                                              "the same ratings by more", minimum=0.0)
-    force_publish: bool = option(False, "publish even when the guardrail would refuse (the metrics record it)")
-    metrics: str = option("", "write the training metrics here (.json; '' for none)")
-    plots: str = option("", "write the loss curves (loss-curves.png) into this folder ('' for none)")
+                                              "the same ratings by more", minimum=0.0, group="model")
+    force_publish: bool = option(False, "publish even when the guardrail would refuse (the metrics record it)",
+                                 group="model")
+    metrics: str = option("", "write the training metrics here (.json; '' for none)", group="input and output")
+    plots: str = option("", "write the loss curves (loss-curves.png) into this folder ('' for none)",
+                        group="input and output")
 
 
 # ------------------------------------------------------------------------------------------- train
@@ -397,18 +405,18 @@ class PredictSettings(ServingOptions, PairColumns):
     """Settings of ``python -m jobs.recommend predict``."""
 
     pairs: str = option("", "user,item pairs to predict (CSV/TSV or .parquet; an optional header such as "
-                            "'user,item' or 'userId,movieId')")
-    out: str = option("", "predictions: a .csv of user,item,prediction")
+                            "'user,item' or 'userId,movieId')", group="input and output")
+    out: str = option("", "predictions: a .csv of user,item,prediction", group="input and output")
 
 
 @dataclasses.dataclass(frozen=True)
 class RecommendSettings(ServingOptions, UserColumn):
     """Settings of ``python -m jobs.recommend recommend``."""
 
-    top: int = option(10, "items per user", minimum=1)
+    top: int = option(10, "items per user", minimum=1, group="model")
     users: str = option("", "users to recommend for (one id per line, optional header such as 'user' or "
-                            "'userId'); '' for all")
-    out: str = option("", "recommendations: a .csv of user,rank,item,score")
+                            "'userId'); '' for all", group="input and output")
+    out: str = option("", "recommendations: a .csv of user,rank,item,score", group="input and output")
     block_users: int = option(2048, "users scored together (memory: block_users x items scores)", minimum=1)
 
 
@@ -416,12 +424,13 @@ class RecommendSettings(ServingOptions, UserColumn):
 class EvaluateSettings(ServingOptions, RatingColumns):
     """Settings of ``python -m jobs.recommend evaluate``."""
 
-    ratings: str = option("", "held-out ratings, any format train reads")
-    drop_invalid: bool = option(False, "skip rows with a missing or non-finite id or rating instead of stopping")
-    top: int = option(0, "also precision@N and recall@N of the top N recommendations (0: no)", minimum=0)
-    relevant: float = option(4.0, "top N: a held-out rating at least this is a relevant item")
+    ratings: str = option("", "held-out ratings, any format train reads", group="input and output")
+    drop_invalid: bool = option(False, "skip rows with a missing or non-finite id or rating instead of stopping",
+                                group="input and output")
+    top: int = option(0, "also precision@N and recall@N of the top N recommendations (0: no)", minimum=0, group="model")
+    relevant: float = option(4.0, "top N: a held-out rating at least this is a relevant item", group="model")
     block_users: int = option(2048, "users scored together (memory: block_users x items scores)", minimum=1)
-    metrics: str = option("", "write the metrics here (.json; '' for none)")
+    metrics: str = option("", "write the metrics here (.json; '' for none)", group="input and output")
 
 
 def _output(path, overwrite, suffixes):

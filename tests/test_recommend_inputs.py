@@ -298,6 +298,11 @@ def test_log_lines_say_how_training_ended_in_words(run_recommend, ratings_csv, t
     assert status == 0, err
     assert "stopped at max_steps 3 without converging" in err and "no test ratings" in err
     assert "None" not in err
+    status = run_recommend("train", "--ratings", ratings_csv, "--model-dir", tmp_path / "m", *FAST,
+                           "--max-steps", 2, "--validation", 0)
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert "Iteration 2, Train Error: " in err and "(no validation ratings)" in err and "nan" not in err, err
 
 
 @pytest.mark.parametrize("command, flag", [("train", "--ratings"), ("predict", "--pairs"),
