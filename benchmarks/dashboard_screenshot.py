@@ -58,7 +58,6 @@ def screenshot(chromium, url, out, size):
 
 def write_ratings(path, n_ratings):
     import numpy as np
-
     from recommend import power_law_ratings
 
     ratings = power_law_ratings(n_ratings, seed=0)

@@ -30,10 +30,11 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mixlib import als, recommend  # noqa: E402
-from mixlib.cluster import connect  # noqa: E402
-from mixlib.config import load, read_toml  # noqa: E402
-from mixlib.ratings import Ratings, read_ratings, split, user_means  # noqa: E402
+from mixlib.core.cluster import connect  # noqa: E402
+from mixlib.core.config import load, read_toml  # noqa: E402
+from mixlib.recsys import als, train  # noqa: E402
+from mixlib.recsys import settings as recsys_settings  # noqa: E402
+from mixlib.recsys.ratings import Ratings, read_ratings, split, user_means  # noqa: E402
 
 
 class PeakMemory:
@@ -58,13 +59,13 @@ class PeakMemory:
 
 def settings_from(config, overrides):
     """TrainSettings from a config file (serving keys ignored) and ``key=value`` overrides."""
-    known = {f.name: f for f in dataclasses.fields(recommend.TrainSettings)}
+    known = {f.name: f for f in dataclasses.fields(recsys_settings.TrainSettings)}
     values = {k: v for k, v in read_toml(config).items() if k in known}
     for item in overrides:
         key, _, text = item.partition("=")
         kind = known[key].type
         values[key] = (text.lower() == "true") if kind is bool else kind(text)
-    return load(recommend.TrainSettings, values, config, {})
+    return load(recsys_settings.TrainSettings, values, config, {})
 
 
 # --------------------------------------------------------------------------------------------- ours
@@ -76,10 +77,11 @@ def fit_ours(client, ratings, train_rows, settings):
                                              settings.seed)
     parts = {"train": train_rows[inner_train], "validation": train_rows[inner_validation], "test": np.zeros(0, int)}
     means = user_means(ratings.subset(parts["train"])) if settings.shift_user_means else np.zeros(len(ratings.user_ids))
-    data = recommend.training_data(ratings, parts, means, settings)
+    data = train.training_data(ratings, parts, means, settings.global_bias)
+    params = recsys_settings.als_params(settings)
     rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 1]))
-    state = als.TrainingState.start(als.initial_factors(data, settings, rng))
-    final, _ = als.fit_als(client, data, settings, state)
+    state = als.TrainingState.start(als.initial_factors(data, params, rng))
+    final, _ = als.fit_als(client, data, params, state)
     return final, data.mu, means
 
 
@@ -179,10 +181,11 @@ def synthetic(settings, n_ratings, steps, spark):
     parts = {"train": np.flatnonzero(~test), "validation": np.flatnonzero(test), "test": np.zeros(0, int)}
     rows = {}
     with connect(settings) as client:
-        data = recommend.training_data(ratings, parts, np.zeros(n_users), settings)
-        state = als.TrainingState.start(als.initial_factors(data, settings, np.random.default_rng(0)))
+        data = train.training_data(ratings, parts, np.zeros(n_users), settings.global_bias)
+        params = recsys_settings.als_params(settings)
+        state = als.TrainingState.start(als.initial_factors(data, params, np.random.default_rng(0)))
         marks = [time.perf_counter()]
-        final, _ = als.fit_als(client, data, settings, state, checkpoint=lambda s: marks.append(time.perf_counter()),
+        final, _ = als.fit_als(client, data, params, state, checkpoint=lambda s: marks.append(time.perf_counter()),
                                checkpoint_every=1)
     per_step = np.diff(marks)[1:]  # the first interval also holds scattering the blocks
     peak = memory.stop()

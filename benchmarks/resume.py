@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from compress import ROOT, make_gigapixel
-from mixlib.colors import saved_block_shape
+
+from mixlib.image.colors import saved_block_shape
 
 
 def command(*args):

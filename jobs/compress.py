@@ -2,8 +2,8 @@
 
 import sys
 
-from mixlib.cli import job_main
-from mixlib.compress import CompressSettings, plan, run, worker_paths
+from mixlib.core.cli import job_main
+from mixlib.image.compress import CompressSettings, plan, run, worker_paths
 
 DESCRIPTION = ("Quantise an RGB(A) image to k colours by k-means or a Gaussian mixture on a Dask cluster. Every "
                "option can also be set in the TOML config file; a flag beats the file.")

@@ -3,18 +3,18 @@
 import dataclasses
 import sys
 
-from mixlib import recommend
-from mixlib.cli import job_main
+from mixlib.core.cli import job_main
+from mixlib.recsys import serve, settings, train
 
 COMMANDS = {
-    "train": (recommend.TrainSettings, recommend.plan_train, recommend.run_train,
+    "train": (settings.TrainSettings, train.plan_train, train.run_train,
               "Train a matrix-factorisation model by ALS on a Dask cluster and publish it as the model store's "
               "new 'latest' version."),
-    "predict": (recommend.PredictSettings, recommend.plan_predict, recommend.run_predict,
+    "predict": (settings.PredictSettings, serve.plan_predict, serve.run_predict,
                 "Predict the rating of user,item pairs with the published model."),
-    "recommend": (recommend.RecommendSettings, recommend.plan_recommend, recommend.run_recommend,
+    "recommend": (settings.RecommendSettings, serve.plan_recommend, serve.run_recommend,
                   "Write the top-N unseen items of users with the published model."),
-    "evaluate": (recommend.EvaluateSettings, recommend.plan_evaluate, recommend.run_evaluate,
+    "evaluate": (settings.EvaluateSettings, serve.plan_evaluate, serve.run_evaluate,
                  "RMSE and MAE (and precision@N, recall@N) of the published model on held-out ratings."),
 }
 USAGE = ("usage: python -m jobs.recommend {train,predict,recommend,evaluate} [options]; "

@@ -2,8 +2,8 @@
 
 import sys
 
-from mixlib.cli import job_main
-from mixlib.sample import SampleSettings, plan, run, worker_paths
+from mixlib.core.cli import job_main
+from mixlib.image.sample import SampleSettings, plan, run, worker_paths
 
 DESCRIPTION = ("Draw every pixel of a new image independently from a Gaussian mixture, chunk-parallel on a Dask "
                "cluster. Every option can also be set in the TOML config file; a flag beats the file.")

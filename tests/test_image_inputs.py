@@ -14,12 +14,13 @@ import zlib
 import numpy as np
 import pytest
 import tifffile
+from conftest import read_png
 from PIL import Image, ImageOps
 
-from conftest import read_png
-
-from mixlib.errors import InputError
-from mixlib.images import PILLOW_MAX_PIXELS, ImageSource, check_output, inspect_image, orient
+from mixlib.core.errors import InputError
+from mixlib.core.outputs import check_output
+from mixlib.image.readers import PILLOW_MAX_PIXELS, ImageSource, inspect_image, orient
+from mixlib.image.writers import OUTPUT_SUFFIXES
 
 RNG = np.random.default_rng(11)
 
@@ -339,8 +340,8 @@ def test_output_folder_is_refused_in_one_line(run_job, capsys, tmp_path, small_c
 def test_check_output_accepts_an_existing_zarr_folder(tmp_path):
     store = tmp_path / "o.zarr"
     store.mkdir()
-    check_output(store, overwrite=True)
+    check_output(store, overwrite=True, suffixes=OUTPUT_SUFFIXES)
     with pytest.raises(InputError, match="is a folder"):
         check_output(store, overwrite=True, suffixes=(".png",))
     with pytest.raises(InputError, match="exists; pass --overwrite"):
-        check_output(store, overwrite=False)
+        check_output(store, overwrite=False, suffixes=OUTPUT_SUFFIXES)

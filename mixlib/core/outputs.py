@@ -1,0 +1,123 @@
+"""Staged outputs: check an output path before any work, write under a temporary name, rename into place.
+
+A job's outputs are checked before any heavy work (:func:`check_output`), written under temporary names and
+renamed into place at the end (:func:`staged_outputs`), so a failed job leaves nothing behind and a reader never
+sees half a file. Zarr outputs at an fsspec URL are written in place, as object stores cannot rename.
+"""
+
+import contextlib
+import os
+import tempfile
+
+from .errors import InputError
+from .storage import is_local, location, remove_tree
+
+
+def check_output(path, overwrite, suffixes):
+    """Reject an output path before any work: an unknown format, a file that exists without
+    ``overwrite``, a folder where a file is wanted, or a folder that cannot be written. Only Zarr outputs go to
+    URLs (:mod:`mixlib.storage`)."""
+    _check_not_a_folder(path, suffixes)
+    if path.suffix.lower() not in suffixes:
+        raise InputError(f"output {path} has an unknown format; use one of {', '.join(suffixes)}")
+    if path.exists() and not overwrite:
+        raise InputError(f"output {path} exists; pass --overwrite to replace it")
+    if not is_local(path):
+        if path.suffix.lower() != ".zarr":
+            raise InputError(f"output {path}: only Zarr outputs are written to URLs; give a local path")
+        writable_folder(path.parent, "output folder")
+        return
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    try:  # a real write: permissions alone miss read-only and virtual file systems (and root)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise InputError(f"cannot write output {path}: folder {folder} is not writable ({e.strerror})") from None
+
+
+def optional_output(name, overwrite, suffixes, flag="output"):
+    """The checked location (:func:`check_output`) of an output the command writes only when it is named; None for
+    an empty name."""
+    if not name:
+        return None
+    path = location(name, flag)
+    check_output(path, overwrite, suffixes)
+    return path
+
+
+def _check_not_a_folder(path, suffixes):
+    """Refuse an output that names a folder, or nothing with a suffix: the output is a file (or a Zarr folder)
+    named with its format's suffix."""
+    names = ", ".join(suffixes[:-1]) + f" or {suffixes[-1]}" if len(suffixes) > 1 else suffixes[0]
+    example = f"{path}/NAME{suffixes[0]}"
+    if path.is_dir() and not (path.suffix.lower() == ".zarr" and ".zarr" in suffixes):
+        raise InputError(f"output {path}/ is a folder; give a file name ending in {names} (for example {example})")
+    if not path.suffix:
+        raise InputError(f"output {path} has no suffix to say its format; give a file name ending in {names} "
+                         f"(in a folder: {example})")
+
+
+def temporary_path(path):
+    """A hidden sibling name, with the same suffix, to write ``path`` under before renaming it."""
+    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+
+
+@contextlib.contextmanager
+def staged_outputs():
+    """Write a job's outputs under temporary names, then rename them all into place; on failure remove them.
+
+    Yields ``stage(final) -> Path``, the temporary path to write ``final`` under (its folder is created). A Zarr
+    output at a URL is written in place, as object stores cannot rename (the old one, which ``--overwrite``
+    allowed, is removed first); on failure it is removed all the same.
+    """
+    staged = {}
+
+    def stage(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if not is_local(final):
+            remove_path(final)
+        staged[final] = temporary_path(final) if is_local(final) else final
+        return staged[final]
+
+    try:
+        yield stage
+        while staged:
+            final, temporary = staged.popitem()
+            if temporary != final:
+                move_into_place(temporary, final)
+    finally:
+        for temporary in staged.values():
+            remove_path(temporary)
+
+
+def move_into_place(temporary, final):
+    """Rename ``temporary`` to ``final``; a folder (Zarr) that exists is replaced whole."""
+    if final.is_dir() and temporary.is_dir():
+        old = final.with_name(f".{final.name}.old")
+        final.rename(old)
+        temporary.rename(final)
+        remove_tree(old)
+    else:
+        temporary.replace(final)
+
+
+def remove_path(path):
+    """Remove a file or a folder (a Zarr store) if it exists."""
+    if path.is_dir():
+        remove_tree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def writable_folder(folder, flag):
+    """Create ``folder`` if needed and write a file in it, or raise InputError naming ``flag``: a real write, as
+    permissions alone miss read-only and virtual file systems (and root)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"cannot write to {flag} {folder} ({e.strerror}); choose a writable folder") from None

@@ -1,0 +1,171 @@
+"""Compiled per-point loops behind the k-means and Gaussian-mixture kernels (numba, without the GIL).
+
+Each function is a pure loop over the points of one chunk that keeps only ``k``-sized scratch arrays: it
+never forms the ``(n, k)`` distance or responsibility matrices that the numpy formulation needs, and it
+releases the GIL, so that the threaded workers of the embedded cluster run their chunks in parallel
+(scipy's ``vq`` and numpy's ``bincount`` hold it). On 2.3 million distinct colours and 16 centres, one
+Lloyd pass took 52 ms here against 125 ms for ``vq`` plus four ``bincount``\\ s (one thread). Compiled code is
+cached next to this file, so only the first run on a machine compiles.
+"""
+
+import math
+
+import numba
+import numpy as np
+
+LOG_2PI = math.log(2 * math.pi)
+
+_compiled = numba.njit(nogil=True, cache=True)
+_inlined = numba.njit(nogil=True, cache=True, inline="always")  # helpers of the per-point loops
+
+
+@_inlined
+def _sq_distances(x, i, centres_t, out):
+    """``out[j] = ||x_i - c_j||^2`` for every centre, with ``centres_t (D, k)`` the centres transposed."""
+    for j in range(centres_t.shape[1]):
+        out[j] = 0.0
+    for e in range(centres_t.shape[0]):
+        xe = x[i, e]
+        for j in range(centres_t.shape[1]):
+            diff = xe - centres_t[e, j]
+            out[j] += diff * diff
+
+
+@_inlined
+def _first_min(values):
+    """Index of the first smallest value (as scipy's ``vq`` breaks ties)."""
+    best, smallest = 0, values[0]
+    for j in range(1, len(values)):
+        if values[j] < smallest:
+            best, smallest = j, values[j]
+    return best
+
+
+@_compiled
+def nearest(x, centres):
+    """Nearest centre ``(n,)`` int64 (the first one on a tie) and squared distance ``(n,)`` of points
+    ``x (n, D)`` to ``centres (k, D)``."""
+    centres_t = np.ascontiguousarray(centres.T)
+    labels = np.empty(x.shape[0], np.int64)
+    sq_dist = np.empty(x.shape[0])
+    scratch = np.empty(centres.shape[0])
+    for i in range(x.shape[0]):
+        _sq_distances(x, i, centres_t, scratch)
+        labels[i] = _first_min(scratch)
+        sq_dist[i] = scratch[labels[i]]
+    return labels, sq_dist
+
+
+@_compiled
+def lloyd_sums(x, weights, centres):
+    """Per centre: the weight ``(k,)`` and weighted sum ``(k, D)`` of the points nearest to it, and the
+    weighted sum of squared distances of the points ``x (n, D)`` to their nearest centre."""
+    k, dims = centres.shape
+    centres_t = np.ascontiguousarray(centres.T)
+    counts = np.zeros(k)
+    sums = np.zeros((k, dims))
+    inertia = 0.0
+    scratch = np.empty(k)
+    for i in range(x.shape[0]):
+        _sq_distances(x, i, centres_t, scratch)
+        label = _first_min(scratch)
+        w = weights[i]
+        counts[label] += w
+        for e in range(dims):
+            sums[label, e] += w * x[i, e]
+        inertia += w * scratch[label]
+    return counts, sums, inertia
+
+
+@_inlined
+def _joint_row(x, i, log_norms, mean_terms, prec_chol, out):
+    """``out[j] = log(pi_j N(x_i | mu_j, Sigma_j))``.
+
+    With ``Sigma_j^-1 = U_j U_j^T`` (``U_j`` upper triangular) and ``y = (x_i - mu_j) U_j = x_i U_j - mu_j U_j``:
+    ``log(pi_j N) = log pi_j + sum_e log U_j[e, e] - (D log 2 pi + ||y||^2) / 2``; ``log_norms[j]`` holds
+    the terms that do not depend on ``x_i`` and ``mean_terms[j]`` is ``mu_j U_j`` (see :func:`_point_free`).
+    """
+    dims = mean_terms.shape[1]
+    for j in range(mean_terms.shape[0]):
+        sq = 0.0
+        for e in range(dims):
+            y = 0.0
+            for d in range(e + 1):
+                y += x[i, d] * prec_chol[j, d, e]
+            y -= mean_terms[j, e]
+            sq += y * y
+        out[j] = log_norms[j] - 0.5 * sq
+
+
+@_compiled
+def _point_free(log_weights, means, prec_chol):
+    """The terms of :func:`_joint_row` that do not depend on the point: ``log pi_j + log det U_j - D log(2 pi) / 2``
+    ``(k,)`` and ``mu_j U_j`` ``(k, D)``."""
+    k, dims = means.shape
+    log_norms = log_weights - 0.5 * dims * LOG_2PI
+    mean_terms = np.zeros((k, dims))
+    for j in range(k):
+        for e in range(dims):
+            log_norms[j] += math.log(prec_chol[j, e, e])
+            for d in range(e + 1):
+                mean_terms[j, e] += means[j, d] * prec_chol[j, d, e]
+    return log_norms, mean_terms
+
+
+@_compiled
+def joint_log_prob(x, log_weights, means, prec_chol):
+    """``log(pi_j N(x_i | mu_j, Sigma_j))``, ``(n, k)``, for points ``x (n, D)``, log-weights ``(k,)``,
+    means ``(k, D)`` and upper-triangular precision Cholesky factors ``(k, D, D)``."""
+    log_norms, mean_terms = _point_free(log_weights, means, prec_chol)
+    out = np.empty((x.shape[0], means.shape[0]))
+    for i in range(x.shape[0]):
+        _joint_row(x, i, log_norms, mean_terms, prec_chol, out[i])
+    return out
+
+
+@_compiled
+def em_sums(x, weights, log_weights, means, prec_chol):
+    """The E-step's sufficient statistics of weighted points ``x (n, D)``, ``weights (n,)``.
+
+    With responsibilities ``r_ij = pi_j N(x_i | j) / p(x_i)`` and ``log p(x_i) = log sum_j exp(log(pi_j N))``
+    (shifted by the largest term, so nothing overflows): ``nk (k,) = sum_i w_i r_ij``,
+    ``sx (k, D) = sum_i w_i r_ij x_i``, ``sxx (k, D, D) = sum_i w_i r_ij x_i x_i^T`` and
+    ``loglik = sum_i w_i log p(x_i)``.
+    """
+    k, dims = means.shape
+    log_norms, mean_terms = _point_free(log_weights, means, prec_chol)
+    nk = np.zeros(k)
+    sx = np.zeros((k, dims))
+    sxx = np.zeros((k, dims, dims))
+    loglik = 0.0
+    joint = np.empty(k)
+    for i in range(x.shape[0]):
+        _joint_row(x, i, log_norms, mean_terms, prec_chol, joint)
+        top = joint.max()
+        total = 0.0
+        for j in range(k):
+            joint[j] = math.exp(joint[j] - top)  # now pi_j N(x_i | j) / exp(top)
+            total += joint[j]
+        loglik += weights[i] * (top + math.log(total))
+        for j in range(k):
+            r = weights[i] * joint[j] / total
+            nk[j] += r
+            for d in range(dims):
+                sx[j, d] += r * x[i, d]
+                for e in range(d + 1):
+                    sxx[j, d, e] += r * x[i, d] * x[i, e]
+    for d in range(dims):
+        for e in range(d):
+            sxx[:, e, d] = sxx[:, d, e]
+    return nk, sx, sxx, loglik
+
+
+def warm_up():
+    """Load every compiled loop of this module (from the cache, or compile it), so that a job can spend that time
+    in a thread while it decodes its input instead of in its first tasks."""
+    points, weights, centres = np.zeros((2, 3)), np.ones(2), np.zeros((2, 3))
+    prec_chol = np.broadcast_to(np.eye(3), (2, 3, 3)).copy()
+    nearest(points, centres)
+    lloyd_sums(points, weights, centres)
+    joint_log_prob(points, np.zeros(2), centres, prec_chol)
+    em_sums(points, weights, np.zeros(2), centres, prec_chol)

@@ -1,0 +1,352 @@
+"""k-means on weighted points: k-means++ initialisation, Lloyd iterations and mini-batch k-means.
+
+The kernels at the top are pure functions of one chunk of points (numpy, and the compiled loops of
+:mod:`mixlib.fit.compiled`), with no Dask inside. :class:`~mixlib.fit.points.WeightedPoints` holds the data on
+the cluster and runs tree reductions of kernel statistics over it. :func:`fit_kmeans` owns the iteration loops,
+which run on the client and move only ``k x D`` numbers per iteration.
+
+Every routine takes weighted points ``(x, w)``: a pixel's colour weighted by its count in the image
+gives exactly the same centres as every pixel on its own.
+"""
+
+import dataclasses
+import functools
+import logging
+
+import numpy as np
+
+from ..core.reduce import add_stats
+from .points import WeightedPoints
+
+log = logging.getLogger("mixlib")
+
+# ----------------------------------------------------------------------------------------- kernels
+
+def nearest_centres(x, centres):
+    """Index of and squared distance to the nearest centre of each point.
+
+    Parameters
+    ----------
+    x : ndarray (n, D) float64
+    centres : ndarray (k, D) float64
+
+    Returns
+    -------
+    labels : ndarray (n,) intp, the first nearest centre on a tie
+    sq_dist : ndarray (n,) float64
+    """
+    from .compiled import nearest
+
+    labels, sq_dist = nearest(contiguous(x), contiguous(centres))
+    return labels.astype(np.intp, copy=False), sq_dist
+
+
+def contiguous(array):
+    """``array`` as C-contiguous float64 (what the compiled loops of :mod:`mixlib.compiled` are built for)."""
+    return np.ascontiguousarray(array, dtype=np.float64)
+
+
+def lloyd_chunk(x, weights, centres):
+    """Lloyd statistics of one chunk: assign each point to its nearest centre.
+
+    Parameters
+    ----------
+    x : ndarray (n, D) float64
+    weights : ndarray (n,) float64
+    centres : ndarray (k, D) float64
+
+    Returns
+    -------
+    dict with ``counts`` (k,) total weight per centre, ``sums`` (k, D) weighted sum of the points per
+    centre and ``inertia`` () the weighted sum of squared distances to the nearest centre.
+    """
+    from .compiled import lloyd_sums
+
+    counts, sums, inertia = lloyd_sums(contiguous(x), contiguous(weights), contiguous(centres))
+    return {"counts": counts, "sums": sums, "inertia": inertia}
+
+
+def far_points_chunk(x, weights, centres, count):
+    """The ``count`` points of a chunk farthest from their nearest centre, to re-seed empty clusters.
+
+    Returns
+    -------
+    dict with ``dist`` (m,), ``points`` (m, D), ``weights`` (m,) and ``labels`` (m,), m = min(count, n)
+    """
+    labels, sq_dist = nearest_centres(x, centres)
+    m = min(count, len(x))
+    far = np.argpartition(sq_dist, len(x) - m)[len(x) - m:]
+    return {"dist": sq_dist[far], "points": x[far], "weights": weights[far], "labels": labels[far]}
+
+
+def merge_far_points(parts, count):
+    """Keep the ``count`` farthest points of several :func:`far_points_chunk` results, farthest first."""
+    merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    keep = np.argsort(-merged["dist"], kind="stable")[:count]
+    return {key: value[keep] for key, value in merged.items()}
+
+
+def centres_from_stats(stats, far, previous):
+    """New centres from merged Lloyd statistics, re-seeding empty clusters.
+
+    Each empty cluster takes one of the points farthest from their centre (the farthest first), which
+    leaves its old cluster, as scikit-learn does. A cluster left with no weight by that keeps its
+    previous centre (it is re-seeded at the next iteration).
+
+    Parameters
+    ----------
+    stats : dict from :func:`lloyd_chunk` merged with :func:`mixlib.reduce.add_stats`
+    far : dict from :func:`merge_far_points` with at least as many points as empty clusters, or None
+        when no cluster is empty
+    previous : ndarray (k, D), the centres the statistics were computed with
+
+    Returns
+    -------
+    ndarray (k, D) float64
+    """
+    counts, sums = stats["counts"].copy(), stats["sums"].copy()
+    for cluster, i in zip(np.flatnonzero(counts == 0), range(len(far["dist"]) if far else 0)):
+        point, weight, old = far["points"][i], far["weights"][i], far["labels"][i]
+        sums[old] -= weight * point
+        counts[old] -= weight
+        sums[cluster] = weight * point
+        counts[cluster] = weight
+    centres = previous.copy()
+    filled = counts > 0
+    centres[filled] = sums[filled] / counts[filled, None]
+    return centres
+
+
+def kmeans_plusplus(x, weights, k, rng):
+    """Greedy k-means++ seeding on weighted points (Arthur & Vassilvitskii 2007, with local trials).
+
+    Each new centre is the best of ``2 + log k`` candidates drawn with probability proportional to
+    ``w * D(x)^2``, the one that lowers the weighted potential most, as scikit-learn does.
+
+    Parameters
+    ----------
+    x : ndarray (n, D) float64, n >= k
+    weights : ndarray (n,) float64, positive
+    k : int
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ndarray (k, D) float64
+    """
+    n_trials = 2 + int(np.log(k))
+    point_sq = np.einsum("nd,nd->n", x, x)
+    centres = np.empty((k, x.shape[1]))
+    centres[0] = x[rng.choice(len(x), p=weights / weights.sum())]
+    closest = _sq_dist_to(x, point_sq, centres[:1])[:, 0]
+    for c in range(1, k):
+        potential = weights @ closest
+        candidates = np.searchsorted(np.cumsum(weights * closest), rng.uniform(size=n_trials) * potential)
+        candidates = np.minimum(candidates, len(x) - 1)
+        candidate_dist = _sq_dist_to(x, point_sq, x[candidates])
+        np.minimum(closest[:, None], candidate_dist, out=candidate_dist)
+        best = int(np.argmin(weights @ candidate_dist))
+        closest = candidate_dist[:, best]
+        centres[c] = x[candidates[best]]
+    return centres
+
+
+def _sq_dist_to(x, point_sq, targets):
+    """Squared distances ``(n, t)`` from points ``x`` (with ``point_sq = ||x||^2``) to ``targets (t, D)``."""
+    dist = x @ targets.T
+    dist *= -2.0
+    dist += point_sq[:, None]
+    dist += np.einsum("td,td->t", targets, targets)
+    return np.maximum(dist, 0.0, out=dist)
+
+
+def minibatch_update(centres, seen, batch):
+    """One mini-batch step with per-centre learning rates (Sculley 2010).
+
+    Each point of the batch moves its nearest centre c by ``eta = 1 / v_c`` towards itself, where
+    ``v_c`` counts the points centre c has seen; over the batch this is the running mean
+    ``c <- (v_c c + sum of the batch points assigned to c) / (v_c + n_c)``.
+
+    Parameters
+    ----------
+    centres : ndarray (k, D) float64
+    seen : ndarray (k,) float64, points seen per centre so far (``v``)
+    batch : ndarray (b, D) float64, points drawn with probability proportional to their weight
+
+    Returns
+    -------
+    centres : ndarray (k, D), seen : ndarray (k,), mean squared distance of the batch to the old centres
+    """
+    k, dims = centres.shape
+    labels, sq_dist = nearest_centres(batch, centres)
+    batch_counts = np.bincount(labels, minlength=k).astype(np.float64)
+    batch_sums = np.stack([np.bincount(labels, weights=batch[:, d], minlength=k) for d in range(dims)], 1)
+    new_seen = seen + batch_counts
+    moved = batch_counts > 0
+    new_centres = centres.copy()
+    new_centres[moved] = (centres[moved] * seen[moved, None] + batch_sums[moved]) / new_seen[moved, None]
+    return new_centres, new_seen, float(sq_dist.mean())
+
+
+def far_points(data, centres, count):
+    """The ``count`` points of ``data`` (WeightedPoints) farthest from their nearest centre (centred coordinates),
+    as numpy: the dict of :func:`merge_far_points`."""
+    chunk = functools.partial(far_points_chunk, centres=centres, count=count)
+    return data.reduce(chunk, functools.partial(merge_far_points, count=count), "kmeans-far-points").result()
+
+
+def nearest_labels(data, centres):
+    """Lazy nearest-centre labels ``(N,)`` int of the points of ``data`` (WeightedPoints) for centres in the
+    original coordinates."""
+    shifted = centres - data.mean
+    return data.xw.map_blocks(lambda block: nearest_centres(block[:, :-1], shifted)[0], drop_axis=1,
+                              dtype=np.intp, token="kmeans-labels")
+
+
+# ---------------------------------------------------------------------------------------- the fit
+
+@dataclasses.dataclass(frozen=True)
+class KMeansResult:
+    """A fitted k-means model.
+
+    Attributes
+    ----------
+    centres : ndarray (k, D) float64
+    iterations : int, Lloyd iterations or mini-batch steps run
+    converged : bool
+    inertia : float, weighted sum of squared distances of the points to their nearest centre
+    tasks_per_iteration : int, tasks of one Lloyd iteration (the same in every iteration; 0 for mini-batch)
+    reseeded : int, empty clusters re-seeded during Lloyd iterations
+    labels : dask.array.Array (N,) int, lazy nearest-centre label of every point
+    method : 'lloyd' or 'minibatch'
+    """
+
+    centres: np.ndarray
+    iterations: int
+    converged: bool
+    inertia: float
+    tasks_per_iteration: int
+    reseeded: int
+    labels: object
+    method: str = "lloyd"
+
+    def describe(self):
+        """One line for a log (the summary protocol that :class:`~mixlib.fit.gmm.GMMResult` shares)."""
+        return (f"k-means ({self.method}): {self.iterations} iterations, converged={self.converged}, "
+                f"inertia {self.inertia:.6g}")
+
+    def summary(self, n_points):
+        """What a report keeps of the fit: a dict of JSON values (``n_points``: the total weight of the data)."""
+        return {"iterations": self.iterations, "converged": self.converged, "inertia": self.inertia,
+                "tasks_per_iteration": self.tasks_per_iteration}
+
+
+def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max_iter=300, tol=1e-4,
+               seed=0, batch_size=4096, max_no_improvement=10, init_sample=1 << 18, chunk_rows=1 << 18,
+               split_every=8, progress=None):
+    """Fit k-means to weighted points on the current Dask client.
+
+    Parameters
+    ----------
+    points : ndarray or dask.array.Array (N, D), float (or integer) values, N >= k; or WeightedPoints
+        already on the cluster (then ``weights`` is None)
+    weights : ndarray or dask.array.Array (N,), non-negative, or None for unit weights
+    k : int, number of clusters
+    method : 'lloyd' or 'minibatch'
+    init : 'k-means++' or ndarray (k, D), the initial centres
+    max_iter : int, Lloyd iterations or mini-batch steps at most
+    tol : float, convergence when the summed squared centre shift of one iteration is at most
+        ``tol`` times the mean per-feature variance of the data (scikit-learn's convention)
+    seed : int, seeds k-means++ and the mini-batch draws
+    batch_size : int, points per mini-batch step
+    max_no_improvement : int, mini-batch: stop after this many steps without a lower smoothed inertia
+    init_sample : int, k-means++ runs on every point up to this many, else on this many weighted draws
+    chunk_rows : int, rows per chunk for numpy input
+    split_every : int, fan-in of the reduction tree (for numpy or dask input)
+    progress : callable ``(iteration, **values)`` or None, called after every Lloyd iteration (with the inertia
+        and the centre shift) or mini-batch step (with the smoothed batch inertia)
+
+    Returns
+    -------
+    KMeansResult
+    """
+    data = points if isinstance(points, WeightedPoints) else WeightedPoints.from_arrays(
+        points, weights, chunk_rows=chunk_rows, split_every=split_every)
+    rng = np.random.default_rng(seed)
+    centres = _initial_centres(data, init, k, rng, seed, init_sample)
+    tol_abs = tol * float(np.mean(data.variance))
+    if method == "lloyd":
+        centres, iterations, converged, reseeded = _lloyd(data, centres, max_iter, tol_abs, progress)
+        tasks = data.tasks_per_reduction
+    elif method == "minibatch":
+        centres, iterations, converged = _minibatch(data, centres, max_iter, tol_abs, seed, batch_size,
+                                                    max_no_improvement, progress)
+        tasks, reseeded = 0, 0
+    else:
+        raise ValueError(f"unknown k-means method {method!r}")
+    final = data.reduce(functools.partial(lloyd_chunk, centres=centres), add_stats, "kmeans-inertia").result()
+    centres = centres + data.mean
+    return KMeansResult(centres, iterations, converged, final["inertia"], tasks, reseeded,
+                        nearest_labels(data, centres), method)
+
+
+def _initial_centres(data, init, k, rng, seed, init_sample):
+    """Initial centres (k, D) in the centred coordinates of ``data``."""
+    dims = data.xw.shape[1] - 1
+    if not isinstance(init, str):
+        centres = np.asarray(init, dtype=np.float64)
+        if centres.shape != (k, dims):
+            raise ValueError(f"init has shape {centres.shape}; expected {(k, dims)}")
+        return centres - data.mean
+    if init != "k-means++":
+        raise ValueError(f"unknown init {init!r}")
+    if data.xw.shape[0] <= init_sample:
+        xw = np.asarray(data.xw.compute())
+        return kmeans_plusplus(xw[:, :-1], xw[:, -1], k, rng)
+    return kmeans_plusplus(data.sample(init_sample, (seed, 0)), np.ones(init_sample), k, rng)
+
+
+def _lloyd(data, centres, max_iter, tol_abs, progress=None):
+    """Lloyd iterations until the summed squared centre shift is at most ``tol_abs``."""
+    reseeded = 0
+    for iteration in range(1, max_iter + 1):
+        stats = data.reduce(functools.partial(lloyd_chunk, centres=centres), add_stats, "kmeans-stats").result()
+        n_empty = int((stats["counts"] == 0).sum())
+        far = far_points(data, centres, n_empty) if n_empty else None
+        if n_empty:
+            log.info("k-means iteration %d: re-seeded %d empty cluster(s)", iteration, n_empty)
+            reseeded += n_empty
+        new_centres = centres_from_stats(stats, far, centres)
+        shift = float(((new_centres - centres) ** 2).sum())
+        centres = new_centres
+        log.debug("k-means iteration %d: centre shift %.3g", iteration, shift)
+        if progress is not None:
+            progress(iteration, inertia=stats["inertia"], shift=shift)
+        if shift <= tol_abs:
+            return centres, iteration, True, reseeded
+    return centres, max_iter, False, reseeded
+
+
+def _minibatch(data, centres, max_steps, tol_abs, seed, batch_size, max_no_improvement, progress=None):
+    """Mini-batch k-means: draws come from the cluster in rounds, updates run on the client."""
+    steps_per_round = 64
+    seen = np.zeros(len(centres))
+    alpha = min(1.0, 2.0 * batch_size / (data.total_weight + 1))
+    smoothed, best, stale = None, np.inf, 0
+    step = 0
+    for round_index in range(-(-max_steps // steps_per_round)):
+        steps = min(steps_per_round, max_steps - step)
+        draws = data.sample(steps * batch_size, (seed, 1, round_index))
+        for batch in np.split(draws, steps):
+            step += 1
+            new_centres, seen, batch_inertia = minibatch_update(centres, seen, batch)
+            shift = float(((new_centres - centres) ** 2).sum())
+            centres = new_centres
+            # Smoothed batch inertia: an exponentially weighted average, as scikit-learn uses to stop.
+            smoothed = batch_inertia if smoothed is None else (1 - alpha) * smoothed + alpha * batch_inertia
+            best, stale = (smoothed, 0) if smoothed < best else (best, stale + 1)
+            if progress is not None:
+                progress(step, smoothed_batch_inertia=smoothed)
+            if (tol_abs > 0 and shift <= tol_abs) or stale >= max_no_improvement:
+                return centres, step, True
+    return centres, step, False

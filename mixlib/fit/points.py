@@ -1,0 +1,152 @@
+"""Weighted points on the cluster: the data that k-means and Gaussian mixtures fit, and its tree reductions.
+
+Every fit takes weighted points ``(x, w)``: a pixel's colour weighted by its count in the image gives exactly the
+same centres (and the same mixture) as every pixel on its own. :class:`WeightedPoints` keeps them on the cluster,
+centred on their weighted mean, and runs tree reductions of a kernel's statistics over them (a kernel is a pure
+function of one chunk, ``kernel(x (n, D), w (n,), **params) -> dict``).
+"""
+
+import functools
+
+import numpy as np
+
+from ..core.reduce import add_stats, submit_tree, tree_reduce, tree_tasks
+
+# ----------------------------------------------------------------------------------------- kernels
+
+def moments_chunk(x, weights):
+    """Total weight ``weight`` (), weighted sum ``sum`` (D,) and weighted sum of squares ``sumsq`` (D,)."""
+    return {"weight": float(weights.sum()), "sum": weights @ x, "sumsq": weights @ (x * x)}
+
+
+def sample_chunk(x, weights, size, seed_key):
+    """Draw ``size`` rows of ``x (n, D)`` with replacement, with probability proportional to ``weights (n,)``.
+
+    ``seed_key`` is a tuple of ints naming the stream (seed, round, chunk index), so a chunk's draws do
+    not depend on where or when it runs.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(list(seed_key)))
+    return x[rng.choice(len(x), size=size, p=weights / weights.sum())]
+
+
+# ------------------------------------------------------------------------------- data on the cluster
+
+class WeightedPoints:
+    """Weighted points persisted on the cluster as one array ``xw (N, D + 1)`` in row chunks: the
+    coordinates, centred on their weighted mean, and each point's weight in the last column.
+
+    Kernels see a chunk as ``(x (n, D), w (n,))``; :meth:`reduce` splits the columns for them.
+
+    Parameters
+    ----------
+    xw : dask.array.Array (N, D + 1) float64, centred and persisted
+    blocks : list of distributed.Future, the blocks of ``xw`` in order
+    mean : ndarray (D,), the weighted mean that was subtracted
+    variance : ndarray (D,), the weighted variance of each feature
+    total_weight : float, the sum of the weights (N for unit weights)
+    chunk_weights : ndarray (number of chunks,), the sum of the weights in each chunk
+    split_every : int, fan-in of the reduction tree
+    """
+
+    def __init__(self, xw, blocks, mean, variance, total_weight, chunk_weights, split_every):
+        self.xw, self.blocks, self.mean, self.variance = xw, blocks, mean, variance
+        self.total_weight, self.chunk_weights, self.split_every = total_weight, chunk_weights, split_every
+
+    @classmethod
+    def from_arrays(cls, points, weights=None, *, chunk_rows=1 << 18, split_every=8):
+        """Centre and persist points ``(N, D)`` and weights ``(N,)`` (or None: unit weights) given as numpy
+        or dask arrays; numpy blocks are scattered to the workers, not embedded in the graph."""
+        import dask.array as da
+
+        if isinstance(points, da.Array) or isinstance(weights, da.Array):
+            return cls(*_from_dask(points, weights, split_every), split_every)
+        return cls(*_from_numpy(points, weights, chunk_rows), split_every)
+
+    def reduce(self, chunk, merge, name):
+        """Submit a tree reduction of ``chunk(x, w)`` statistics over all chunks; returns the future of the
+        merged dict (see :func:`mixlib.core.reduce.submit_tree`)."""
+        from distributed import default_client
+
+        return submit_tree(default_client(), self.blocks, functools.partial(_on_columns, chunk), merge, name=name,
+                           split_every=self.split_every)
+
+    @property
+    def tasks_per_reduction(self):
+        """Tasks in one :meth:`reduce`: the same at every iteration."""
+        return tree_tasks(len(self.blocks), self.split_every)
+
+    def sample(self, size, seed_key):
+        """Draw ``size`` centred points ``(size, D)`` with probability proportional to their weight.
+
+        The draws are split among chunks by a multinomial on the chunks' total weights, then drawn
+        inside each chunk from its own random stream keyed by ``seed_key + (chunk index,)``.
+        """
+        import dask
+
+        rng = np.random.default_rng(np.random.SeedSequence(list(seed_key)))
+        per_chunk = rng.multinomial(size, self.chunk_weights / self.chunk_weights.sum())
+        draw = dask.delayed(_on_columns, pure=True)
+        name = "kmeans-sample-" + "-".join(map(str, seed_key))
+        parts = [draw(sample_chunk, block, size=int(n), seed_key=tuple(seed_key) + (i,), dask_key_name=f"{name}-{i}")
+                 for i, (block, n) in enumerate(zip(self.xw.to_delayed().ravel(), per_chunk)) if n > 0]
+        drawn = np.concatenate(dask.compute(*parts))
+        return drawn[rng.permutation(len(drawn))]
+
+
+def _from_dask(points, weights, split_every):
+    """``(xw, blocks, mean, variance, total_weight, chunk_weights)`` for :class:`WeightedPoints` from dask arrays:
+    one tree reduction for the moments and the chunks' weights, then the centred array persisted."""
+    import dask
+    import dask.array as da
+    from dask.core import flatten
+    from distributed import futures_of
+
+    x = da.asarray(points).astype(np.float64)
+    w = da.ones(len(x), chunks=x.chunks[0]) if weights is None else da.asarray(weights).astype(np.float64)
+    xw = da.concatenate([x, w[:, None]], axis=1).rechunk({0: x.chunks[0], 1: -1})
+    moments = tree_reduce(xw, functools.partial(_on_columns, moments_chunk), add_stats, name="kmeans-moments",
+                          split_every=split_every)
+    chunk_weights = xw[:, -1].map_blocks(lambda block: np.array([block.sum()]), chunks=(1,),
+                                         token="kmeans-chunk-weights")
+    moments, chunk_weights = dask.compute(moments, chunk_weights)
+    mean, variance = _mean_and_variance(moments)
+    centred = (xw - np.append(mean, 0.0)).persist()
+    by_key = {future.key: future for future in futures_of(centred)}
+    blocks = [by_key[key] for key in flatten(centred.__dask_keys__())]
+    return centred, blocks, mean, variance, moments["weight"], np.asarray(chunk_weights)
+
+
+def _from_numpy(points, weights, chunk_rows):
+    """``(xw, blocks, mean, variance, total_weight, chunk_weights)`` for :class:`WeightedPoints` from numpy arrays: the
+    points are on the client already, so their moments are computed here (no round trip) and the centred
+    chunks are scattered."""
+    x = np.asarray(points, dtype=np.float64)
+    w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
+    moments = moments_chunk(x, w)
+    mean, variance = _mean_and_variance(moments)
+    chunk_weights = np.array([w[start:start + chunk_rows].sum() for start in range(0, len(w), chunk_rows)])
+    xw, blocks = _scattered(np.column_stack([x - mean, w]), chunk_rows)
+    return xw, blocks, mean, variance, moments["weight"], chunk_weights
+
+
+def _mean_and_variance(moments):
+    """Weighted mean ``(D,)`` and variance ``(D,)`` per feature from :func:`moments_chunk` statistics."""
+    mean = moments["sum"] / moments["weight"]
+    return mean, moments["sumsq"] / moments["weight"] - mean ** 2
+
+
+def _on_columns(kernel, block, **params):
+    """Call ``kernel(x, w, **params)`` on a weighted-points block ``(n, D + 1)``."""
+    return kernel(block[:, :-1], block[:, -1], **params)
+
+
+def _scattered(array, chunk_rows):
+    """A dask array over row blocks of ``array`` scattered to the workers of the current client, and the
+    blocks' futures in order."""
+    import dask.array as da
+    from distributed import default_client
+
+    blocks = [array[start:start + chunk_rows] for start in range(0, len(array), chunk_rows)]
+    futures = default_client().scatter(blocks, hash=False)
+    parts = [da.from_delayed(f, shape=b.shape, dtype=b.dtype) for f, b in zip(futures, blocks)]
+    return da.concatenate(parts, axis=0), futures

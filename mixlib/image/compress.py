@@ -1,0 +1,338 @@
+"""``python -m jobs.compress``: quantise an RGB(A) image to k colours by k-means or a Gaussian mixture on its exact
+colour histogram.
+
+The job checks everything first (:func:`plan`), then runs in named phases: the colour histogram, a tree reduction
+over the image's chunks (:func:`histogram_phase`) -> the palette fitted to the distinct colours weighted by their
+counts (:func:`fit_phase`) -> a blockwise pass that maps every pixel to its palette entry through a lookup table and
+writes the output (:func:`labels_and_write_phase`) -> the report (:func:`report_phase`) -> rename into place.
+"""
+
+import dataclasses
+import json
+import logging
+import math
+import platform
+import threading
+import time
+from pathlib import Path
+
+from .. import __version__
+from ..core.checkpoint import BlockCheckpoint
+from ..core.cli import JobOptions
+from ..core.cluster import with_rebuilds
+from ..core.config import option
+from ..core.errors import InputError
+from ..core.outputs import check_output, staged_outputs
+from ..core.progress import IterationProgress, computed
+from ..core.storage import is_local, location, tree_bytes
+from ..fit.gmm import save_mixture
+from .colors import ColourLookup, checkpointed_histogram, colour_histogram, saved_block_shape
+from .palette import fit_palette, squared_error
+from .readers import PILLOW_MAX_PIXELS, inspect_image
+from .writers import (
+    OUTPUT_SUFFIXES,
+    PNG_MAX_COLOURS,
+    check_png_size,
+    side_by_side,
+    thumbnail_step,
+    write_png,
+    write_tiff,
+    write_zarr,
+)
+
+log = logging.getLogger("mixlib")
+
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressSettings(JobOptions):
+    """Settings of ``python -m jobs.compress`` (keys of configs/compress.toml)."""
+
+    input: str = option("sample:china.jpg", "image: a file Pillow reads, an RGB(A) TIFF, a Zarr array "
+                                            "(H, W, 3|4) uint8, or sample:NAME for scikit-learn's photos",
+                                            group="input and output")
+    out: str = option("outputs/compress/{stem}-k{k}.png", "output .png (palette), .tif (tiled) or .zarr; "
+                                                          "{stem}, {k} and {method} are filled in",
+                                                          group="input and output")
+    compare: str = option("", "write the original and the compressed image side by side here ('' for none)",
+                          group="input and output")
+    report: str = option("", "write a JSON report here ('' for none)", group="input and output")
+    k: int = option(16, "number of colours", minimum=1, maximum=65536, group="model")
+    method: str = option("lloyd", "lloyd or minibatch k-means, or gmm: a Gaussian mixture fitted by EM",
+                         choices=("lloyd", "minibatch", "gmm"), group="model")
+    max_iter: int = option(300, "Lloyd iterations, mini-batch steps or EM iterations, at most", minimum=1,
+                           group="model")
+    tol: float = option(1e-4, "k-means: stop when the squared centre shift is below tol x the mean colour "
+                              "variance", minimum=0.0, group="model")
+    batch_size: int = option(4096, "mini-batch: points per step", minimum=1, group="model")
+    em_tol: float = option(1e-3, "gmm: stop when the mean log-likelihood per pixel improves by less", minimum=0.0,
+                           group="model")
+    em_init: str = option("kmeans", "gmm: initial responsibilities", choices=("kmeans", "random"), group="model")
+    reg_covar: float = option(1e-6, "gmm: added to covariance diagonals, relative to the colour variance",
+                              minimum=0.0, group="model")
+    save_model: str = option("", "gmm: write the fitted mixture here (.json) for jobs.sample ('' for none)",
+                             group="input and output")
+    checkpoint_dir: str = option("", "Zarr or TIFF input: keep the colour histogram of each block of 2 x 4 chunks "
+                                     "in this folder (shared with the workers; a path or an fsspec URL) as the "
+                                     "pass goes, so that --resume continues a killed job", group="input and output")
+    resume: bool = option(False, "continue the colour histogram of a killed job from --checkpoint-dir",
+                          group="input and output")
+    seed: int = option(0, "random seed (k-means++ and mini-batch draws)", minimum=0, group="model")
+    chunk_size: int = option(2048, "Dask chunk side in pixels (rounded to the input's own chunks)", minimum=16)
+    tile_size: int = option(1024, "tile side of TIFF output and chunk side of Zarr output (multiple of 16)",
+                            minimum=16)
+    max_pixels: int = option(PILLOW_MAX_PIXELS, "largest image Pillow may decode (decompression-bomb guard)",
+                             minimum=1, group="input and output")
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a checked job will read and write."""
+
+    source: object
+    out: Path
+    compare: Path | None
+    report: Path | None
+    save_model: Path | None
+    checkpoint: BlockCheckpoint | None  # of the colour histogram, for a Zarr or TIFF input read chunk by chunk
+
+
+def plan(settings):
+    """Check settings, input and outputs before any heavy work; raise InputError on the first problem."""
+    if settings.tile_size % 16:
+        raise InputError(f"--tile-size is {settings.tile_size}; TIFF tiles need a multiple of 16")
+    stem = Path(settings.input.removeprefix("sample:")).stem
+    fill = {"stem": stem, "k": settings.k, "method": settings.method}
+    try:
+        out, compare, report, save_model = (location(p.format(**fill), flag) if p else None for p, flag in (
+            (settings.out, "--out"), (settings.compare, "--compare"), (settings.report, "--report"),
+            (settings.save_model, "--save-model")))
+    except (KeyError, ValueError, IndexError) as e:
+        raise InputError(f"an output path has a bad placeholder ({e}); use {{stem}}, {{k}} or {{method}}") from None
+    if out is None:
+        raise InputError("--out is empty; give an output path ending in .png, .tif or .zarr")
+    if out.suffix.lower() == ".png" and settings.k > PNG_MAX_COLOURS:
+        raise InputError(f"--k {settings.k} does not fit a PNG palette (at most {PNG_MAX_COLOURS}); "
+                         "write .tif or .zarr instead")
+    if save_model is not None and settings.method != "gmm":
+        raise InputError("--save-model writes a Gaussian mixture: use it with --method gmm")
+    for path, suffixes in ((out, OUTPUT_SUFFIXES), (compare, (".png",)), (report, (".json",)),
+                           (save_model, (".json",))):
+        if path is not None:
+            check_output(path, settings.overwrite, suffixes)
+    named = [p for p in (out, compare, report, save_model) if p is not None]
+    if len(set(named)) < len(named):
+        raise InputError("--out, --compare, --report and --save-model must be different files")
+    # The settings and outputs are fine: this process loads dask.array and the compiled loops while it decodes the
+    # input (Pillow's decoder lets go of the GIL; 67 MP: 0.9 s less), and the embedded cluster's threaded workers
+    # share them. (Worker processes load the compiled loops in their first task.)
+    threading.Thread(target=_preload, name="preload", daemon=True).start()
+    source = inspect_image(settings.input, settings.max_pixels)
+    height, width, _ = source.shape
+    check_png_size(out, height, width)
+    return Plan(source, out, compare, report, save_model, _checkpoint(settings, source))
+
+
+def worker_paths(job_plan):
+    """What the workers touch themselves: ``(reads, writes)``, a Zarr or TIFF input they read chunk by chunk, and
+    the folders of a Zarr output and of the histogram checkpoint they write into."""
+    reads = [job_plan.source.path] if job_plan.source.kind != "pillow" else []
+    writes = [job_plan.out.parent] if job_plan.out.suffix.lower() == ".zarr" else []
+    if job_plan.checkpoint is not None:
+        writes.append(job_plan.checkpoint.folder)
+    return reads, writes
+
+
+def _checkpoint(settings, source):
+    """The checkpoint of the colour histogram's blocks, or None; InputError when it cannot serve this input."""
+    if not settings.checkpoint_dir:
+        if settings.resume:
+            raise InputError("--resume continues from --checkpoint-dir: give the folder of the killed job")
+        return None
+    if source.kind == "pillow":
+        raise InputError("--checkpoint-dir needs a Zarr or TIFF input (read chunk by chunk); a decoded image is "
+                         "simply read again")
+    checkpoint = BlockCheckpoint(location(settings.checkpoint_dir, "--checkpoint-dir"),
+                                 _source_fingerprint(source, settings.chunk_size), "another input, or other chunks")
+    checkpoint.check(settings.resume, "--checkpoint-dir")
+    return checkpoint
+
+
+def _source_fingerprint(source, chunk_size):
+    """What a histogram checkpoint must match: the input (path or URL, bytes, a local file's modification time) and
+    the blocks it saves."""
+    path = source.path
+    return {"path": str(path.resolve() if is_local(path) else path), "shape": list(source.shape),
+            "blocks": list(saved_block_shape(source.chunk_shape(chunk_size))), "bytes": source.input_bytes,
+            "mtime_ns": path.stat().st_mtime_ns if is_local(path) else None}
+
+
+# ------------------------------------------------------------------------------------------ the job
+
+ADVICE = "give the workers more memory or use smaller chunks (--chunk-size)"
+# The report's names of a fit's statistics: a point is a distinct colour weighted by its pixels.
+REPORT_NAMES = {"mean_loglik": "mean_loglik_per_pixel"}
+
+
+def run(settings, job_plan, client):
+    """Compress one image on ``client`` in named phases (histogram, fit, labels and write, report); write the
+    outputs and return the report (a dict)."""
+    source, seconds, started = job_plan.source, {}, time.perf_counter()
+    image = source.to_dask(settings.chunk_size)
+    height, width, channels = image.shape
+    log.info("input %s: %dx%d, %d channels, %s chunks", source.path, height, width, channels,
+             "x".join(map(str, image.chunksize[:2])))
+    codes, counts, thumbnail = histogram_phase(settings, job_plan, image, client)
+    seconds["histogram"] = _lap(started, seconds)
+    palette = fit_phase(settings, codes, counts, channels)
+    seconds["fit"] = _lap(started, seconds)
+    lookup = ColourLookup(codes, palette.code_labels, channels)
+    with staged_outputs() as stage:
+        output = stage(job_plan.out)
+        labels_and_write_phase(settings, job_plan, image, lookup, palette, output, client)
+        seconds["write"] = _lap(started, seconds)
+        if job_plan.compare:
+            titles = (f"Original ({width}x{height})", f"Compressed ({len(palette.colours)} colours)")
+            side_by_side(thumbnail, palette.colours[lookup(thumbnail)], titles).save(stage(job_plan.compare))
+            seconds["compare"] = _lap(started, seconds)
+        report = report_phase(settings, job_plan, palette, codes, counts, seconds, output, stage)
+    if job_plan.checkpoint is not None:
+        job_plan.checkpoint.clear()  # the job is done: nothing to resume
+    psnr = "lossless" if report["psnr_db"] is None else f"PSNR {report['psnr_db']:.2f} dB"
+    log.info("wrote %s: %d colours, %s, %.1f s", job_plan.out, len(palette.colours), psnr,
+             time.perf_counter() - started)
+    return report
+
+
+def histogram_phase(settings, job_plan, image, client):
+    """The exact colour histogram: ``(codes (M,) uint32, counts (M,) int64, thumbnail (h, w, C) or None)``; the
+    downscaled original for ``--compare`` comes from the same read of the image."""
+    source = job_plan.source
+    step = thumbnail_step(*image.shape[:2])
+    if job_plan.checkpoint is not None and job_plan.checkpoint.start(settings.resume):
+        log.info("resuming the colour histogram: %d block histogram(s) saved in %s",
+                 len(job_plan.checkpoint.keys()), job_plan.checkpoint.folder)
+
+    def histogram_pass(attempt):
+        pixels = image if attempt == 1 else source.to_dask(settings.chunk_size)
+        histogram = (colour_histogram(pixels) if job_plan.checkpoint is None else
+                     checkpointed_histogram(source, image.chunksize[:2], job_plan.checkpoint))
+        wanted = [histogram] + ([pixels[::step, ::step]] if job_plan.compare else [])
+        return computed(client, wanted, "colour-histogram", settings.progress_seconds)
+
+    histogram, *thumbnail = with_rebuilds(histogram_pass, "colour histogram", ADVICE)
+    codes, counts = histogram["codes"], histogram["counts"]
+    log.info("colour histogram: %d distinct colours in %d pixels", len(codes), counts.sum())
+    return codes, counts, (thumbnail[0] if thumbnail else None)
+
+
+def fit_phase(settings, codes, counts, channels):
+    """The palette (:func:`mixlib.image.palette.fit_palette`), its iterations shown as they go. The fit scatters
+    the distinct colours itself, so a rerun after a lost worker rebuilds them."""
+    progress = IterationProgress("EM" if settings.method == "gmm" else "k-means", settings.max_iter,
+                                 settings.progress_seconds)
+
+    def fit(attempt):
+        with progress:
+            return fit_palette(codes, counts, channels, k=settings.k, method=settings.method,
+                               max_iter=settings.max_iter, tol=settings.tol, batch_size=settings.batch_size,
+                               em_init=settings.em_init, em_tol=settings.em_tol, reg_covar=settings.reg_covar,
+                               seed=settings.seed, progress=progress)
+
+    palette = with_rebuilds(fit, "fitting the palette", ADVICE)
+    log.info("%s", palette.fit.describe())
+    return palette
+
+
+def labels_and_write_phase(settings, job_plan, image, lookup, palette, output, client):
+    """Map every pixel to its palette entry (``palette-labels`` tasks) and write the labels to ``output``."""
+    source = job_plan.source
+
+    def labels_of(attempt):
+        # The lookup table (16 MiB for RGB) goes to every worker once instead of into the graph.
+        lookup_on_workers = client.scatter(lookup, broadcast=True, hash=False)
+        pixels = image if attempt == 1 else source.to_dask(settings.chunk_size)
+        return pixels.map_blocks(apply_lookup, lookup_on_workers, drop_axis=2, dtype=palette.code_labels.dtype,
+                                 token="palette-labels")
+
+    with_rebuilds(lambda attempt: _write_output(output, labels_of(attempt), palette, settings, client),
+                  "writing the output", ADVICE)
+
+
+def report_phase(settings, job_plan, palette, codes, counts, seconds, output, stage):
+    """The report (a dict), written to ``--report``, and the mixture to ``--save-model``."""
+    source = job_plan.source
+    pixels = int(counts.sum())
+    mse = squared_error(codes, counts, source.channels, palette) / (pixels * source.channels)
+    report = {
+        "input": str(source.path),
+        "frames": source.frames,  # of an animation or multi-page file; only the first is compressed
+        "method": settings.method,
+        "k_requested": settings.k,
+        "k_effective": len(palette.colours),
+        "mse": mse,
+        "psnr_db": 10 * math.log10(255.0 ** 2 / mse) if mse > 0 else None,  # None: lossless
+        "seconds": seconds,
+        "input_bytes": source.input_bytes,
+        "output_bytes": tree_bytes(output),
+        "palette": palette.colours.tolist(),
+        "seed": settings.seed,
+        "versions": _versions(),
+        **{REPORT_NAMES.get(key, key): value for key, value in palette.fit.summary(pixels).items()},
+    }
+    if job_plan.save_model:
+        save_mixture(stage(job_plan.save_model), palette.fit.mixture,
+                     {"input": str(source.path), "channels": source.channels, "seed": settings.seed,
+                      "mean_loglik_per_pixel": palette.fit.mean_loglik})
+    if job_plan.report:
+        stage(job_plan.report).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _preload():
+    """Import dask.array (0.3 s the first time) and load the compiled loops (0.6 s). A failure here is only logged
+    at debug level: the job meets it again, with its own message, where it needs what failed."""
+    try:
+        import dask.array  # noqa: F401
+
+        from ..fit import compiled as fit_loops
+        from . import compiled as colour_loops
+
+        fit_loops.warm_up()
+        colour_loops.warm_up()
+    except Exception as e:
+        log.debug("preloading failed: %s", e)
+
+
+def apply_lookup(block, lookup):
+    """Palette indices ``(h, w)`` of one image block ``(h, w, C)`` through a :class:`ColourLookup`."""
+    return lookup(block)
+
+
+def _lap(started, seconds):
+    return round(time.perf_counter() - started - sum(seconds.values()), 3)
+
+
+def _write_output(path, labels, palette, settings, client):
+    kind = path.suffix.lower()
+
+    def client_compute(parts):
+        return computed(client, parts, "palette-labels", settings.progress_seconds)
+
+    if kind == ".png":
+        write_png(path, client_compute([labels])[0], palette.colours)
+    elif kind in (".tif", ".tiff"):
+        write_tiff(path, labels, palette.colours, settings.tile_size, client_compute)
+    else:
+        attributes = {"method": settings.method, "k": settings.k, "seed": settings.seed,
+                      "mixlib": __version__}
+        write_zarr(path, labels, palette.colours, settings.tile_size, attributes, client_compute)
+
+
+def _versions():
+    """Versions of Python and of the packages the job ran on (from their metadata: importing zarr and tifffile
+    only to read their versions took 0.15 s)."""
+    from importlib.metadata import version
+
+    packages = ("numpy", "scipy", "numba", "dask", "distributed", "pillow", "zarr", "tifffile")
+    return {"mixlib": __version__, "python": platform.python_version(), **{p: version(p) for p in packages}}

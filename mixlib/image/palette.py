@@ -1,0 +1,128 @@
+"""Palettes: k colours fitted to an image's exact colour histogram, and the palette index of every distinct colour.
+
+The fit runs on the distinct colours weighted by their pixel counts (:mod:`mixlib.fit`), which gives exactly the
+centres (or the mixture) that fitting every pixel gives. The palette is the fitted colours rounded to 8 bits, with
+duplicates and unused entries dropped; the squared error of the compressed image follows from the histogram alone.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from ..fit.gmm import fit_gmm, most_likely_component
+from ..fit.kmeans import fit_kmeans
+from .colors import decode_colours
+
+
+@dataclasses.dataclass
+class Palette:
+    """The palette of a compressed image and the palette index of every distinct colour.
+
+    Attributes
+    ----------
+    colours : ndarray (p, C) uint8, distinct entries, sorted
+    code_labels : ndarray (M,) uint8 or uint16, palette index of each distinct colour code
+    fit : KMeansResult, GMMResult or EveryColour: what the palette came from (their summary protocol:
+        ``describe()``, ``summary(n_points)``)
+    """
+
+    colours: np.ndarray
+    code_labels: np.ndarray
+    fit: object = None
+
+
+def fit_palette(codes, counts, channels, *, k, method="lloyd", max_iter=300, tol=1e-4, batch_size=4096,
+                em_init="kmeans", em_tol=1e-3, reg_covar=1e-6, seed=0, progress=None):
+    """Fit a palette of at most ``k`` colours to an exact colour histogram, on the current Dask client.
+
+    With RGBA, fully transparent pixels (code 0) keep a palette entry of their own when k >= 2, and the
+    other colours share the remaining k - 1 entries. An image with no more distinct colours than that keeps them
+    all (k-means only; a mixture is always fitted).
+
+    Parameters
+    ----------
+    codes : ndarray (M,) uint32, sorted distinct colour codes
+    counts : ndarray (M,) int64, pixels of each colour
+    channels : int, 3 or 4
+    k : int, palette entries at most
+    method : 'lloyd' or 'minibatch' (k-means, :func:`mixlib.fit.kmeans.fit_kmeans`) or 'gmm' (a Gaussian
+        mixture, :func:`mixlib.fit.gmm.fit_gmm`); ``max_iter``, ``tol``, ``batch_size``, ``em_init``, ``em_tol``,
+        ``reg_covar`` and ``seed`` go to the fit
+    progress : callable ``(iteration, **values)`` or None, told of every iteration of the fit
+
+    Returns
+    -------
+    Palette
+    """
+    colours = decode_colours(codes, channels).astype(np.float64)
+    transparent = channels == 4 and k >= 2 and codes[0] == 0
+    fitted = slice(1, None) if transparent else slice(None)
+    entries = k - int(transparent)
+    points, weights = colours[fitted], counts[fitted].astype(np.float64)
+    if method == "gmm":
+        fit = fit_gmm(points, weights, k=min(entries, len(points)), init=em_init, max_iter=max_iter, tol=em_tol,
+                      reg_covar=reg_covar, seed=seed, progress=progress)
+        centres, labels = fit.mixture.means, most_likely_component(points, fit.mixture)
+    elif len(points) <= entries:
+        fit = EveryColour(len(codes), k)
+        centres, labels = points, np.arange(len(points))
+    else:
+        fit = fit_kmeans(points, weights, k=entries, method=method, max_iter=max_iter, tol=tol, seed=seed,
+                         batch_size=batch_size, progress=progress)
+        centres, labels = fit.centres, np.asarray(fit.labels.compute())
+    if transparent:
+        centres = np.vstack([np.zeros((1, 4)), centres])
+        labels = np.concatenate([[0], labels + 1])
+    colours, code_labels = unique_palette(centres, labels, channels)
+    return Palette(colours, code_labels, fit)
+
+
+@dataclasses.dataclass(frozen=True)
+class EveryColour:
+    """The 'fit' of an image with no more distinct colours than k: every colour is a palette entry. It answers the
+    fits' summary protocol (:meth:`describe`, :meth:`summary`) as k-means with no error would.
+
+    Attributes
+    ----------
+    distinct : int, the image's distinct colours
+    k : int, the palette entries asked for
+    """
+
+    distinct: int
+    k: int
+
+    def describe(self):
+        return f"the image has {self.distinct} distinct colour(s), no more than k={self.k}: using them all"
+
+    def summary(self, n_points):
+        return {"iterations": 0, "converged": True, "inertia": 0.0, "tasks_per_iteration": 0}
+
+
+def unique_palette(centres, labels, channels):
+    """Round centres to 8-bit colours and drop duplicate and unused entries.
+
+    Parameters
+    ----------
+    centres : ndarray (k, C) float64
+    labels : ndarray (M,) int, centre index of each distinct colour
+
+    Returns
+    -------
+    colours : ndarray (p, C) uint8, sorted, p <= k
+    labels : ndarray (M,) uint8 (p <= 256) or uint16, palette index of each distinct colour
+    """
+    rounded = np.clip(np.rint(centres), 0, 255).astype(np.uint8)
+    if channels == 4:
+        rounded[rounded[:, 3] == 0] = 0  # every fully transparent entry is the same entry
+    used = np.unique(labels)
+    colours, inverse = np.unique(rounded[used], axis=0, return_inverse=True)
+    remap = np.zeros(len(centres), dtype=np.int64)
+    remap[used] = inverse.ravel()
+    dtype = np.uint8 if len(colours) <= 256 else np.uint16
+    return colours, remap[labels].astype(dtype)
+
+
+def squared_error(codes, counts, channels, palette):
+    """Total squared error of the compressed image, from the histogram (exact, no pass over pixels)."""
+    diff = decode_colours(codes, channels).astype(np.float64) - palette.colours[palette.code_labels]
+    return float(counts @ np.einsum("mc,mc->m", diff, diff))

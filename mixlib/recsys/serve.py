@@ -1,0 +1,157 @@
+"""Serving the published model: ``python -m jobs.recommend predict``, ``recommend`` and ``evaluate``."""
+
+import json
+import logging
+
+import numpy as np
+
+from ..core.errors import InputError
+from ..core.outputs import optional_output, staged_outputs
+from .ratings import read_id_columns, read_ratings
+from .settings import column_names
+from .store import ModelStore, residual_errors, rows_of, top_unseen
+
+log = logging.getLogger("mixlib")
+
+
+def plan_predict(settings):
+    if not settings.pairs or not settings.out:
+        raise InputError("predict needs --pairs PATH and --out PATH.csv")
+    out = optional_output(settings.out, settings.overwrite, (".csv",), "--out")
+    users, items = read_id_columns(settings.pairs, ("user", "item"), column_names(settings))
+    return _published_model(settings), users, items, out
+
+
+def _published_model(settings):
+    """The published model; says when its predictions cannot be clipped as ``clip_predictions`` asks."""
+    model = ModelStore(settings.model_dir).load()
+    if settings.clip_predictions and model.rating_range is None:
+        log.info("model %s was stored without its training rating range: its predictions are not clipped "
+                 "(train a new version to clip them)", model.metrics["version"])
+    return model
+
+
+def run_predict(settings, job_plan, client):
+    """Write user,item,prediction for every requested pair."""
+    model, users, items, out = job_plan
+    user_index, item_index = model.user_index(users), model.item_index(items)
+    predictions = model.predict_indices(user_index, item_index, settings.clip_predictions)
+    log.info("%d pairs: %d with an unknown user, %d with an unknown item (predicted from the biases)",
+             len(users), (user_index < 0).sum(), (item_index < 0).sum())
+    with staged_outputs() as stage:
+        _write_csv(stage(out), ("user", "item", "prediction"), [users, items, _numbers(predictions)])
+
+
+def plan_recommend(settings):
+    if not settings.out:
+        raise InputError("recommend needs --out PATH.csv")
+    out = optional_output(settings.out, settings.overwrite, (".csv",), "--out")
+    model = _published_model(settings)
+    users = read_id_columns(settings.users, ("user",), column_names(settings))[0] if settings.users else model.user_ids
+    return model, users, out
+
+
+def run_recommend(settings, job_plan, client):
+    """Write the top-N unseen items of each user (unknown users: the items with the highest bias)."""
+    model, users, out = job_plan
+    index = model.user_index(users)
+    log.info("recommending %d items to %d users (%d unknown: the top items by bias)", settings.top, len(users),
+             (index < 0).sum())
+    items, scores = top_items(client, model, index, settings.top, settings.block_users)
+    scores = model.clip(scores, settings.clip_predictions)  # ranked unclipped: clipping would make ties
+    ranks = np.broadcast_to(np.arange(1, settings.top + 1), items.shape)
+    present = items >= 0
+    rows = np.repeat(np.asarray(users), settings.top).reshape(items.shape)
+    with staged_outputs() as stage:
+        _write_csv(stage(out), ("user", "rank", "item", "score"),
+                   [rows[present], ranks[present], model.item_ids[items[present]], _numbers(scores[present])])
+
+
+def top_items(client, model, users, top, block_users):
+    """The top-``top`` unseen items ``(n, top)`` (-1 padding) and their predictions for user indices ``(n,)``
+    (-1: unknown), scored block by block on the workers."""
+    f = model.factors
+    shared = client.scatter((f.item_factors, f.item_bias), broadcast=True, hash=False)
+    futures = []
+    for number, start in enumerate(range(0, len(users), block_users)):
+        block = users[start:start + block_users]
+        indptr, indices = rows_of(model.seen_indptr, model.seen_indices, block)
+        factors = np.where((block >= 0)[:, None], f.user_factors[np.maximum(block, 0)], 0.0)
+        futures.append(client.submit(_top_block, factors, indptr, indices, shared, top, pure=False,
+                                     key=f"recommend-top-{number}"))
+    parts = client.gather(futures)
+    items = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, top), np.int64)
+    scores = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, top))
+    offset = model.mu + np.where(users >= 0, f.user_bias[np.maximum(users, 0)] + model.user_means[np.maximum(users, 0)],
+                                 0.0)
+    return items, scores + offset[:, None]
+
+
+def _top_block(user_factors, seen_indptr, seen_indices, shared, top):
+    return top_unseen(user_factors, seen_indptr, seen_indices, *shared, top)
+
+
+def plan_evaluate(settings):
+    if not settings.ratings:
+        raise InputError("evaluate needs --ratings PATH (held-out ratings)")
+    metrics = optional_output(settings.metrics, settings.overwrite, (".json",), "--metrics")
+    heldout = read_ratings(settings.ratings, settings.drop_invalid, column_names(settings))
+    return _published_model(settings), heldout, metrics
+
+
+def run_evaluate(settings, job_plan, client):
+    """RMSE and MAE of the model on held-out ratings; with ``--top N``, precision@N and recall@N."""
+    model, heldout, metrics_path = job_plan
+    users = model.user_index(heldout.user_ids)[heldout.users]
+    items = model.item_index(heldout.item_ids)[heldout.items]
+    residual = heldout.values - model.predict_indices(users, items, settings.clip_predictions)
+    metrics = {"ratings": len(residual), "unknown_users": int((users < 0).sum()),
+               "unknown_items": int((items < 0).sum()), **residual_errors(residual),
+               "clipped": settings.clip_predictions and model.rating_range is not None}
+    if settings.top:
+        metrics.update(ranking_metrics(client, model, users, items, heldout.values, top=settings.top,
+                                       relevant=settings.relevant, block_users=settings.block_users))
+    log.info("evaluate: %s (%s)", ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
+                                            for k, v in metrics.items() if k != "clipped"),
+             "predictions clipped to the training range" if metrics["clipped"] else "predictions not clipped")
+    if metrics_path is not None:
+        with staged_outputs() as stage:
+            stage(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def ranking_metrics(client, model, users, items, values, *, top, relevant, block_users):
+    """Mean precision@N and recall@N over the known users with at least one relevant held-out item.
+
+    precision@N = |top N ∩ relevant| / N and recall@N = |top N ∩ relevant| / |relevant|, where the top N are the
+    user's highest-predicted items not in the training ratings and ``relevant`` are the user's held-out items
+    rated at least ``relevant`` (known items only).
+    """
+    is_relevant = (values >= relevant) & (users >= 0) & (items >= 0)
+    evaluated = np.unique(users[is_relevant])
+    if not len(evaluated):
+        log.warning("evaluate --top: no held-out rating of a known user and item reaches %s", relevant)
+        return {"users_ranked": 0}
+    best, _ = top_items(client, model, evaluated, top, block_users)
+    n_items = len(model.item_ids)
+    wanted = np.unique(users[is_relevant] * n_items + items[is_relevant])
+    recommended = evaluated[:, None] * n_items + best
+    hits = (np.isin(recommended, wanted) & (best >= 0)).sum(axis=1)
+    n_relevant = np.bincount(np.searchsorted(evaluated, wanted // n_items), minlength=len(evaluated))
+    return {f"precision@{top}": float(np.mean(hits / top)),
+            f"recall@{top}": float(np.mean(hits / n_relevant)), "users_ranked": len(evaluated),
+            "relevant_rating": relevant}
+
+
+def _numbers(values):
+    return np.char.mod("%.6g", values)
+
+
+def _write_csv(path, header, columns):
+    """A CSV with a header line; ``columns`` are arrays of equal length (written as text)."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(zip(*columns))

@@ -1,0 +1,201 @@
+"""Trained recommender models and the versioned model store.
+
+A model directory holds ``versions/v0001``, ``versions/v0002``, ... (one Zarr group each: factors, biases, id
+maps, user means, the pattern of the ratings it was trained from, config and metrics) and a ``latest`` pointer
+file naming the published version. A version is complete before ``latest`` names it, and ``latest`` is replaced
+atomically, so a reader sees the old model or the new one, never a mixture (see :mod:`mixlib.core.checkpoint`).
+"""
+
+import dataclasses
+import datetime
+import logging
+import re
+
+import numpy as np
+
+from ..core.checkpoint import point_to, pointed, read_group, write_group
+from ..core.errors import InputError
+from ..core.storage import location
+from .als import Factors, predict
+from .ratings import parse_each
+
+log = logging.getLogger("mixlib")
+
+LATEST = "latest"
+VERSION = re.compile(r"v(\d{4,})$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A trained model: ``prediction(u, i) = user_mean_u + mu + b_u + b_i + p_u . q_i``.
+
+    Attributes
+    ----------
+    factors : Factors (n_users, k) and (n_items, k), biases (zeros when off)
+    mu : float, the global bias (0 when off)
+    user_means : ndarray (n_users,), the user-mean shift (zeros when off)
+    user_ids, item_ids : ndarray (n_users,), (n_items,), the original ids, sorted (int64 or str)
+    seen_indptr, seen_indices : CSR pattern ``(n_users + 1,)``, ``(nnz,)`` of every rating the model was trained
+        from (training, validation and test: what each user has already rated, left out of recommendations)
+    config : dict, the training settings
+    metrics : dict, what training measured
+    rating_range : (float, float) or None, the lowest and highest training rating, where predictions are
+        clipped (:meth:`clip`); None for a model stored before the range was kept: its predictions are not
+        clipped
+    """
+
+    factors: Factors
+    mu: float
+    user_means: np.ndarray
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    seen_indptr: np.ndarray
+    seen_indices: np.ndarray
+    config: dict
+    metrics: dict
+    rating_range: tuple | None = None
+
+    def user_index(self, ids):
+        """Indices ``(n,)`` of user ids, -1 for unknown ones."""
+        return _index_of(self.user_ids, ids)
+
+    def item_index(self, ids):
+        """Indices ``(n,)`` of item ids, -1 for unknown ones."""
+        return _index_of(self.item_ids, ids)
+
+    def clip(self, values, clip):
+        """``values`` clipped to :attr:`rating_range` when ``clip`` and the model has a range, else unchanged.
+
+        As Surprise does: a prediction outside the ratings the model was trained on is moved to the nearest end
+        of their range, ``min(max(r, r_min), r_max)``."""
+        if not clip or self.rating_range is None:
+            return values
+        return np.clip(values, *self.rating_range)
+
+    def predict_indices(self, users, items, clip):
+        """Predictions ``(n,)`` for user and item indices, -1 meaning unknown, clipped when ``clip``
+        (:meth:`clip`).
+
+        An unknown user or item gets the best the model has without it: ``mu`` plus the known side's bias (and
+        the user's mean); the factor product needs both. Never NaN.
+        """
+        f = self.factors
+        known_user, known_item = users >= 0, items >= 0
+        both = known_user & known_item
+        out = np.full(len(users), self.mu)
+        out[both] = predict(f.user_factors, f.user_bias, f.item_factors, f.item_bias, self.mu, users[both],
+                            items[both])
+        only_user = known_user & ~known_item
+        out[only_user] += f.user_bias[users[only_user]]
+        only_item = known_item & ~known_user
+        out[only_item] += f.item_bias[items[only_item]]
+        out[known_user] += self.user_means[users[known_user]]
+        return self.clip(out, clip)
+
+
+def top_unseen(user_factors, seen_indptr, seen_indices, item_factors, item_bias, top):
+    """The ``top`` items of highest score ``b_i + p_u . q_i`` that each user has not rated (a kernel).
+
+    Parameters
+    ----------
+    user_factors : ndarray (b, k), a block of users
+    seen_indptr, seen_indices : CSR ``(b + 1,)``, ``(nnz,)`` of the items each user has rated
+    item_factors : ndarray (n_items, k); item_bias : ndarray (n_items,)
+    top : int
+
+    Returns
+    -------
+    items : ndarray (b, top) int64, best first, -1 where a user has fewer unseen items
+    scores : ndarray (b, top) float64, NaN where ``items`` is -1
+    """
+    scores = user_factors @ item_factors.T + item_bias  # (b, n_items)
+    rows = np.repeat(np.arange(len(user_factors)), np.diff(seen_indptr))
+    scores[rows, seen_indices] = -np.inf
+    keep = min(top, scores.shape[1])
+    candidates = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
+    order = np.argsort(-np.take_along_axis(scores, candidates, 1), axis=1, kind="stable")
+    best = np.take_along_axis(candidates, order, 1)
+    best_scores = np.take_along_axis(scores, best, 1)
+    items = np.full((len(scores), top), -1, dtype=np.int64)
+    values = np.full((len(scores), top), np.nan)
+    unseen = np.isfinite(best_scores)
+    items[:, :keep] = np.where(unseen, best, -1)
+    values[:, :keep] = np.where(unseen, best_scores, np.nan)
+    return items, values
+
+
+def rows_of(indptr, indices, rows):
+    """The CSR sub-matrix ``(indptr (len(rows) + 1,), indices)`` of ``rows``; a row -1 is empty."""
+    counts = np.where(rows >= 0, indptr[rows + 1] - indptr[np.maximum(rows, 0)], 0)
+    sub_indptr = np.append(0, np.cumsum(counts))
+    starts = np.repeat(indptr[np.maximum(rows, 0)] - sub_indptr[:-1], counts)
+    return sub_indptr, indices[starts + np.arange(sub_indptr[-1])]
+
+
+def _index_of(known, ids):
+    """Positions of ``ids`` in the sorted array ``known``, -1 where absent (ids of the other kind: absent)."""
+    ids = np.asarray(ids)
+    if known.dtype.kind != ids.dtype.kind and not (known.dtype.kind in "iu" and ids.dtype.kind in "iu"):
+        ids = ids.astype(known.dtype) if known.dtype.kind == "U" else _as_int_ids(ids)
+    position = np.clip(np.searchsorted(known, ids), 0, max(len(known) - 1, 0))
+    found = (known[position] == ids) if len(known) else np.zeros(len(ids), dtype=bool)
+    return np.where(found, position, -1)
+
+
+def _as_int_ids(ids):
+    """String ids as integers where they are integers; the others map to a value no model holds."""
+    return parse_each(ids, int, np.iinfo(np.int64).min)
+
+
+class ModelStore:
+    """The versions under ``model_dir`` and the ``latest`` pointer."""
+
+    def __init__(self, model_dir):
+        self.root = location(model_dir, "--model-dir")
+        self.versions = self.root / "versions"
+
+    def latest_name(self):
+        return pointed(self.root, LATEST)
+
+    def load(self, name=None):
+        """The model ``name`` (default: the published one); InputError when there is none."""
+        name = name or self.latest_name()
+        if name is None:
+            raise InputError(f"no published model in {self.root} (no '{LATEST}' pointer); run "
+                             "`python -m jobs.recommend train` first")
+        arrays, attrs = read_group(self.versions / name)
+        factors = Factors(**{f.name: arrays[f.name] for f in dataclasses.fields(Factors)})
+        rating_range = attrs.get("rating_range")  # absent from versions stored before it was kept
+        return Model(factors, attrs["mu"], arrays["user_means"], arrays["user_ids"], arrays["item_ids"],
+                     arrays["seen_indptr"], arrays["seen_indices"], attrs["config"],
+                     {**attrs["metrics"], "version": name}, rating_range and tuple(rating_range))
+
+    def publish(self, model):
+        """Write ``model`` as the next version and point ``latest`` at it; return the version's name."""
+        self.versions.mkdir(parents=True, exist_ok=True)
+        arrays = model.factors.named()
+        arrays.update({"user_means": model.user_means, "user_ids": model.user_ids, "item_ids": model.item_ids,
+                       "seen_indptr": model.seen_indptr, "seen_indices": model.seen_indices})
+        created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        attrs = {"mu": model.mu, "config": model.config, "metrics": model.metrics, "created": created,
+                 "rating_range": model.rating_range and list(model.rating_range)}
+        while True:
+            name = f"v{self._last_number() + 1:04d}"
+            try:
+                write_group(self.versions / name, arrays, attrs)
+                break
+            except OSError:  # another trainer took this number first
+                if not (self.versions / name).exists():
+                    raise
+        point_to(self.root, name, LATEST)
+        log.info("published model version %s in %s", name, self.root)
+        return name
+
+    def _last_number(self):
+        numbers = [int(m.group(1)) for p in self.versions.iterdir() if (m := VERSION.match(p.name))]
+        return max(numbers, default=0)
+
+
+def residual_errors(residual):
+    """``{"rmse": sqrt(mean(r^2)), "mae": mean(|r|)}`` of residuals ``(n,)``, n > 0."""
+    return {"rmse": float(np.sqrt(np.mean(residual ** 2))), "mae": float(np.mean(np.abs(residual)))}
