@@ -5,10 +5,11 @@ of statistics, a ``merge`` function that combines a list of such dicts into one,
 ``merge`` to consecutive groups of ``split_every`` until one dict is left. The tree depends only on the
 number of blocks, so the result does not depend on the number of workers or on scheduling.
 
-Two ways to build the tree: :func:`tree_reduce` over a lazy Dask array (``dask.array.reduction``: an
-image read chunk by chunk), and :func:`submit_tree` over blocks already on the cluster, submitted as
-futures (the iterations of k-means and EM, where building and optimising a Dask collection took 20 ms of
-a 77 ms Lloyd iteration).
+Three ways to build the tree: :func:`tree_reduce` over a lazy Dask array (``dask.array.reduction``: an
+image read chunk by chunk), :func:`submit_tree` over blocks already on the cluster, submitted as futures
+(the iterations of k-means and EM, where building and optimising a Dask collection took 20 ms of a 77 ms
+Lloyd iteration), and :func:`local_tree`, the same tree as :func:`submit_tree` computed in one process (a
+fit inside one task).
 """
 
 import functools
@@ -73,6 +74,27 @@ def submit_tree(client, blocks, chunk, merge, *, name, split_every=8):
     for depth, merges in enumerate(_merge_levels(len(blocks), split_every), start=1):
         level = [client.submit(merge, level[i * split_every:(i + 1) * split_every], key=(prefix, depth, i))
                  for i in range(merges)]
+    return level[0]
+
+
+def local_tree(blocks, chunk, merge, *, split_every=8):
+    """The tree of :func:`submit_tree`, computed in this process: the same blocks, the same groups merged in the
+    same order, so the same bits (for work that fits in one task, with no round trip through a client).
+
+    Parameters
+    ----------
+    blocks : list of blocks in order
+    chunk : callable ``(block) -> dict``
+    merge : callable ``(list of dicts) -> dict``, applied at least once
+    split_every : int, the tree's fan-in
+
+    Returns
+    -------
+    dict, the merged statistics
+    """
+    level = [chunk(block) for block in blocks]
+    for merges in _merge_levels(len(blocks), split_every):
+        level = [merge(level[i * split_every:(i + 1) * split_every]) for i in range(merges)]
     return level[0]
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..core.reduce import add_stats
 from .kmeans import contiguous, fit_kmeans, nearest_centres
-from .points import WeightedPoints
+from .points import weighted_points
 
 log = logging.getLogger("mixlib")
 
@@ -231,8 +231,9 @@ class GMMResult:
 
 
 def fit_gmm(points, weights=None, *, k, init="kmeans", max_iter=100, tol=1e-3, reg_covar=1e-6, seed=0,
-            chunk_rows=1 << 18, split_every=8, init_mixture=None, progress=None):
-    """Fit a full-covariance Gaussian mixture to weighted points by EM on the current Dask client.
+            chunk_rows=1 << 18, split_every=8, init_mixture=None, progress=None, in_process=False):
+    """Fit a full-covariance Gaussian mixture to weighted points by EM on the current Dask client, or in this
+    process.
 
     Parameters
     ----------
@@ -248,12 +249,13 @@ def fit_gmm(points, weights=None, *, k, init="kmeans", max_iter=100, tol=1e-3, r
     init_mixture : Mixture or None, initial parameters (instead of ``init``)
     progress : callable ``(iteration, **values)`` or None, called after every EM iteration with the mean
         log-likelihood
+    in_process : bool, numpy points fitted in this process (the same result, with no cluster)
 
     Returns
     -------
     GMMResult
     """
-    data = WeightedPoints.from_arrays(points, weights, chunk_rows=chunk_rows, split_every=split_every)
+    data = weighted_points(points, weights, chunk_rows=chunk_rows, split_every=split_every, in_process=in_process)
     # reg_covar is relative to the data's scale; data of one colour has no scale, and takes it as is.
     reg = reg_covar * (float(np.mean(data.variance)) or 1.0)
     if init_mixture is not None:
@@ -295,16 +297,12 @@ def _initial_stats(data, k, init, seed):
 
 def _random_stats(data, k, seed):
     """Random-responsibility statistics, each chunk from its own stream keyed by its index."""
-    import dask
-
-    draw = dask.delayed(_chunk_random_stats, pure=True)
-    parts = [draw(block, k, (seed, i), dask_key_name=f"em-init-random-{seed}-{i}")
-             for i, block in enumerate(data.xw.to_delayed().ravel())]
-    return add_stats(list(dask.compute(*parts)))
+    chunk = functools.partial(_chunk_random_stats, k=k, seed=seed)
+    return add_stats(data.each_block(chunk, f"em-init-random-{seed}"))
 
 
-def _chunk_random_stats(block, k, seed_key):
-    return random_stats_chunk(block[:, :-1], block[:, -1], k, seed_key)
+def _chunk_random_stats(x, weights, index, k, seed):
+    return random_stats_chunk(x, weights, k, (seed, index))
 
 
 def _valid(mixture, data, reg, seed, iteration):

@@ -16,7 +16,7 @@ import logging
 import numpy as np
 
 from ..core.reduce import add_stats
-from .points import WeightedPoints
+from .points import WeightedPoints, weighted_points
 
 log = logging.getLogger("mixlib")
 
@@ -196,11 +196,13 @@ def far_points(data, centres, count):
 
 
 def nearest_labels(data, centres):
-    """Lazy nearest-centre labels ``(N,)`` int of the points of ``data`` (WeightedPoints) for centres in the
-    original coordinates."""
-    shifted = centres - data.mean
-    return data.xw.map_blocks(lambda block: nearest_centres(block[:, :-1], shifted)[0], drop_axis=1,
-                              dtype=np.intp, token="kmeans-labels")
+    """Nearest-centre labels ``(N,)`` int of the points of ``data`` for centres in the original coordinates: lazy
+    (a dask array) for points on the cluster, numpy for :class:`~mixlib.fit.points.LocalPoints`."""
+    return data.map_rows(functools.partial(_nearest_label, centres=centres - data.mean), np.intp, "kmeans-labels")
+
+
+def _nearest_label(x, weights, centres):
+    return nearest_centres(x, centres)[0]
 
 
 # ---------------------------------------------------------------------------------------- the fit
@@ -243,13 +245,13 @@ class KMeansResult:
 
 def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max_iter=300, tol=1e-4,
                seed=0, batch_size=4096, max_no_improvement=10, init_sample=1 << 18, chunk_rows=1 << 18,
-               split_every=8, progress=None):
-    """Fit k-means to weighted points on the current Dask client.
+               split_every=8, progress=None, in_process=False):
+    """Fit k-means to weighted points on the current Dask client, or in this process.
 
     Parameters
     ----------
     points : ndarray or dask.array.Array (N, D), float (or integer) values, N >= k; or WeightedPoints
-        already on the cluster (then ``weights`` is None)
+        (on the cluster, or LocalPoints) already made (then ``weights`` is None)
     weights : ndarray or dask.array.Array (N,), non-negative, or None for unit weights
     k : int, number of clusters
     method : 'lloyd' or 'minibatch'
@@ -265,13 +267,15 @@ def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max
     split_every : int, fan-in of the reduction tree (for numpy or dask input)
     progress : callable ``(iteration, **values)`` or None, called after every Lloyd iteration (with the inertia
         and the centre shift) or mini-batch step (with the smoothed batch inertia)
+    in_process : bool, numpy points fitted in this process (:class:`~mixlib.fit.points.LocalPoints`: the same
+        blocks and tree, so the same result, with no cluster), e.g. inside a task
 
     Returns
     -------
     KMeansResult
     """
-    data = points if isinstance(points, WeightedPoints) else WeightedPoints.from_arrays(
-        points, weights, chunk_rows=chunk_rows, split_every=split_every)
+    data = points if isinstance(points, WeightedPoints) else weighted_points(
+        points, weights, chunk_rows=chunk_rows, split_every=split_every, in_process=in_process)
     rng = np.random.default_rng(seed)
     centres = _initial_centres(data, init, k, rng, seed, init_sample)
     tol_abs = tol * float(np.mean(data.variance))
@@ -292,7 +296,7 @@ def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max
 
 def _initial_centres(data, init, k, rng, seed, init_sample):
     """Initial centres (k, D) in the centred coordinates of ``data``."""
-    dims = data.xw.shape[1] - 1
+    dims = len(data.mean)
     if not isinstance(init, str):
         centres = np.asarray(init, dtype=np.float64)
         if centres.shape != (k, dims):
@@ -301,7 +305,7 @@ def _initial_centres(data, init, k, rng, seed, init_sample):
     if init != "k-means++":
         raise ValueError(f"unknown init {init!r}")
     if data.xw.shape[0] <= init_sample:
-        xw = np.asarray(data.xw.compute())
+        xw = data.gather()
         return kmeans_plusplus(xw[:, :-1], xw[:, -1], k, rng)
     return kmeans_plusplus(data.sample(init_sample, (seed, 0)), np.ones(init_sample), k, rng)
 

@@ -10,7 +10,7 @@ import functools
 
 import numpy as np
 
-from ..core.reduce import add_stats, submit_tree, tree_reduce, tree_tasks
+from ..core.reduce import add_stats, local_tree, submit_tree, tree_reduce, tree_tasks
 
 # ----------------------------------------------------------------------------------------- kernels
 
@@ -81,16 +81,79 @@ class WeightedPoints:
         The draws are split among chunks by a multinomial on the chunks' total weights, then drawn
         inside each chunk from its own random stream keyed by ``seed_key + (chunk index,)``.
         """
-        import dask
-
         rng = np.random.default_rng(np.random.SeedSequence(list(seed_key)))
         per_chunk = rng.multinomial(size, self.chunk_weights / self.chunk_weights.sum())
-        draw = dask.delayed(_on_columns, pure=True)
-        name = "kmeans-sample-" + "-".join(map(str, seed_key))
-        parts = [draw(sample_chunk, block, size=int(n), seed_key=tuple(seed_key) + (i,), dask_key_name=f"{name}-{i}")
-                 for i, (block, n) in enumerate(zip(self.xw.to_delayed().ravel(), per_chunk)) if n > 0]
-        drawn = np.concatenate(dask.compute(*parts))
+        draws = functools.partial(_sample_block, sizes=tuple(int(n) for n in per_chunk), seed_key=tuple(seed_key))
+        drawn = np.concatenate(self.each_block(draws, "kmeans-sample-" + "-".join(map(str, seed_key))))
         return drawn[rng.permutation(len(drawn))]
+
+    def each_block(self, kernel, name):
+        """``[kernel(x, w, index) for every block]`` computed on the cluster (tasks ``{name}-{index}``), in order."""
+        import dask
+
+        run = dask.delayed(_on_indexed_block, pure=True)
+        return list(dask.compute(*[run(kernel, block, i, dask_key_name=f"{name}-{i}")
+                                   for i, block in enumerate(self.xw.to_delayed().ravel())]))
+
+    def gather(self):
+        """Every centred point and its weight, ``(N, D + 1)`` numpy, in this process."""
+        return np.asarray(self.xw.compute())
+
+    def map_rows(self, kernel, dtype, token):
+        """Lazy ``(N,)`` array of ``kernel(x, w) -> (n,)`` over the blocks (a dask array of ``token`` tasks)."""
+        return self.xw.map_blocks(functools.partial(_on_columns, kernel), drop_axis=1, dtype=dtype, token=token)
+
+
+class LocalPoints(WeightedPoints):
+    """The same weighted points as :class:`WeightedPoints` in this process, for a fit inside one task (an image of a
+    batch): the same blocks, the same reduction tree (:func:`mixlib.core.reduce.local_tree`) and the same random
+    streams, so a fit gives the same bits as on the cluster, with no round trip through a client.
+
+    ``xw`` is the centred numpy array ``(N, D + 1)`` and ``blocks`` its row blocks (views).
+    """
+
+    @classmethod
+    def from_arrays(cls, points, weights=None, *, chunk_rows=1 << 18, split_every=8):
+        """Centre points ``(N, D)`` and weights ``(N,)`` (or None: unit weights), numpy arrays."""
+        x, w, mean, variance, total_weight, chunk_weights = _numpy_summary(points, weights, chunk_rows)
+        xw = np.column_stack([x - mean, w])
+        blocks = [xw[start:start + chunk_rows] for start in range(0, len(xw), chunk_rows)]
+        return cls(xw, blocks, mean, variance, total_weight, chunk_weights, split_every)
+
+    def reduce(self, chunk, merge, name):
+        """The merged statistics of ``chunk(x, w)`` over all blocks, as a finished future (``.result()``)."""
+        return _Done(local_tree(self.blocks, functools.partial(_on_columns, chunk), merge,
+                                split_every=self.split_every))
+
+    @property
+    def tasks_per_reduction(self):
+        """No tasks: the reduction runs in this process."""
+        return 0
+
+    def each_block(self, kernel, name):
+        return [_on_indexed_block(kernel, block, i) for i, block in enumerate(self.blocks)]
+
+    def gather(self):
+        return self.xw
+
+    def map_rows(self, kernel, dtype, token):
+        return np.concatenate([_on_columns(kernel, block) for block in self.blocks]).astype(dtype, copy=False)
+
+
+def weighted_points(points, weights=None, *, chunk_rows=1 << 18, split_every=8, in_process=False):
+    """:class:`LocalPoints` (``in_process``) or :class:`WeightedPoints` on the cluster, from arrays."""
+    kind = LocalPoints if in_process else WeightedPoints
+    return kind.from_arrays(points, weights, chunk_rows=chunk_rows, split_every=split_every)
+
+
+class _Done:
+    """A finished result with the ``result()`` of a future."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
 
 
 def _from_dask(points, weights, split_every):
@@ -120,13 +183,19 @@ def _from_numpy(points, weights, chunk_rows):
     """``(xw, blocks, mean, variance, total_weight, chunk_weights)`` for :class:`WeightedPoints` from numpy arrays: the
     points are on the client already, so their moments are computed here (no round trip) and the centred
     chunks are scattered."""
+    x, w, mean, variance, total_weight, chunk_weights = _numpy_summary(points, weights, chunk_rows)
+    xw, blocks = _scattered(np.column_stack([x - mean, w]), chunk_rows)
+    return xw, blocks, mean, variance, total_weight, chunk_weights
+
+
+def _numpy_summary(points, weights, chunk_rows):
+    """``(x (N, D), w (N,), mean (D,), variance (D,), total weight, chunk weights)`` of numpy points."""
     x = np.asarray(points, dtype=np.float64)
     w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
     moments = moments_chunk(x, w)
     mean, variance = _mean_and_variance(moments)
     chunk_weights = np.array([w[start:start + chunk_rows].sum() for start in range(0, len(w), chunk_rows)])
-    xw, blocks = _scattered(np.column_stack([x - mean, w]), chunk_rows)
-    return xw, blocks, mean, variance, moments["weight"], chunk_weights
+    return x, w, mean, variance, moments["weight"], chunk_weights
 
 
 def _mean_and_variance(moments):
@@ -138,6 +207,18 @@ def _mean_and_variance(moments):
 def _on_columns(kernel, block, **params):
     """Call ``kernel(x, w, **params)`` on a weighted-points block ``(n, D + 1)``."""
     return kernel(block[:, :-1], block[:, -1], **params)
+
+
+def _on_indexed_block(kernel, block, index):
+    """Call ``kernel(x, w, index)`` on the weighted-points block number ``index``."""
+    return kernel(block[:, :-1], block[:, -1], index)
+
+
+def _sample_block(x, weights, index, sizes, seed_key):
+    """The draws of block ``index``: ``sizes[index]`` rows from its own stream ``seed_key + (index,)``."""
+    if sizes[index] == 0:  # a block may hold no weight at all
+        return x[:0]
+    return sample_chunk(x, weights, sizes[index], tuple(seed_key) + (index,))
 
 
 def _scattered(array, chunk_rows):

@@ -32,8 +32,9 @@ class Palette:
 
 
 def fit_palette(codes, counts, channels, *, k, method="lloyd", max_iter=300, tol=1e-4, batch_size=4096,
-                em_init="kmeans", em_tol=1e-3, reg_covar=1e-6, seed=0, progress=None):
-    """Fit a palette of at most ``k`` colours to an exact colour histogram, on the current Dask client.
+                em_init="kmeans", em_tol=1e-3, reg_covar=1e-6, seed=0, progress=None, in_process=False):
+    """Fit a palette of at most ``k`` colours to an exact colour histogram, on the current Dask client or (with
+    ``in_process``, e.g. inside a task) in this process: the same palette either way.
 
     With RGBA, fully transparent pixels (code 0) keep a palette entry of their own when k >= 2, and the
     other colours share the remaining k - 1 entries. An image with no more distinct colours than that keeps them
@@ -49,6 +50,7 @@ def fit_palette(codes, counts, channels, *, k, method="lloyd", max_iter=300, tol
         mixture, :func:`mixlib.fit.gmm.fit_gmm`); ``max_iter``, ``tol``, ``batch_size``, ``em_init``, ``em_tol``,
         ``reg_covar`` and ``seed`` go to the fit
     progress : callable ``(iteration, **values)`` or None, told of every iteration of the fit
+    in_process : bool, fit in this process instead of on the cluster
 
     Returns
     -------
@@ -61,15 +63,15 @@ def fit_palette(codes, counts, channels, *, k, method="lloyd", max_iter=300, tol
     points, weights = colours[fitted], counts[fitted].astype(np.float64)
     if method == "gmm":
         fit = fit_gmm(points, weights, k=min(entries, len(points)), init=em_init, max_iter=max_iter, tol=em_tol,
-                      reg_covar=reg_covar, seed=seed, progress=progress)
+                      reg_covar=reg_covar, seed=seed, progress=progress, in_process=in_process)
         centres, labels = fit.mixture.means, most_likely_component(points, fit.mixture)
     elif len(points) <= entries:
         fit = EveryColour(len(codes), k)
         centres, labels = points, np.arange(len(points))
     else:
         fit = fit_kmeans(points, weights, k=entries, method=method, max_iter=max_iter, tol=tol, seed=seed,
-                         batch_size=batch_size, progress=progress)
-        centres, labels = fit.centres, np.asarray(fit.labels.compute())
+                         batch_size=batch_size, progress=progress, in_process=in_process)
+        centres, labels = fit.centres, np.asarray(fit.labels)
     if transparent:
         centres = np.vstack([np.zeros((1, 4)), centres])
         labels = np.concatenate([[0], labels + 1])

@@ -1,0 +1,51 @@
+"""Fits in one process (LocalPoints, for a task that compresses one image of a batch) give the same bits as the
+same fits on the cluster: the same blocks, the same tree of merges, the same random streams."""
+
+import numpy as np
+import pytest
+
+from mixlib.core.reduce import add_stats, local_tree, submit_tree
+from mixlib.fit.gmm import fit_gmm
+from mixlib.fit.kmeans import fit_kmeans
+
+
+def colours(seed=0, n=3000):
+    """Weighted 3-D points with clusters, as a colour histogram would give, in several blocks of 700 rows."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 255, (6, 3))
+    points = centres[rng.integers(0, 6, n)] + rng.normal(0, 12, (n, 3))
+    return points, rng.integers(1, 50, n).astype(np.float64)
+
+
+@pytest.mark.parametrize("n_blocks", [1, 7, 9, 65])
+def test_local_tree_equals_submit_tree(client, n_blocks):
+    blocks = [np.random.default_rng(i).random(5) for i in range(n_blocks)]
+
+    def chunk(block):
+        return {"sum": block.sum(), "first": block[:1]}
+
+    remote = submit_tree(client, client.scatter(blocks), chunk, add_stats, name="test-tree", split_every=4).result()
+    local = local_tree(blocks, chunk, add_stats, split_every=4)
+    assert local["sum"] == remote["sum"] and np.array_equal(local["first"], remote["first"])
+
+
+@pytest.mark.parametrize("method", ["lloyd", "minibatch"])
+def test_kmeans_in_process_equals_the_cluster_bit_for_bit(client, method):
+    points, weights = colours()
+    kwargs = dict(k=8, method=method, seed=3, chunk_rows=700, batch_size=256, max_iter=60)
+    remote = fit_kmeans(points, weights, **kwargs)
+    local = fit_kmeans(points, weights, in_process=True, **kwargs)
+    assert np.array_equal(local.centres, remote.centres)
+    assert (local.inertia, local.iterations, local.converged) == (remote.inertia, remote.iterations, remote.converged)
+    assert np.array_equal(np.asarray(local.labels), np.asarray(remote.labels))
+    assert local.tasks_per_iteration == 0
+
+
+@pytest.mark.parametrize("init", ["kmeans", "random"])
+def test_gmm_in_process_equals_the_cluster_bit_for_bit(client, init):
+    points, weights = colours(seed=1)
+    kwargs = dict(k=4, init=init, seed=2, chunk_rows=700, max_iter=20)
+    remote, local = fit_gmm(points, weights, **kwargs), fit_gmm(points, weights, in_process=True, **kwargs)
+    for name in ("weights", "means", "covariances"):
+        assert np.array_equal(getattr(local.mixture, name), getattr(remote.mixture, name)), name
+    assert local.history == remote.history and local.mean_loglik == remote.mean_loglik
