@@ -415,11 +415,15 @@ def test_more_than_256_colours_in_tiff_and_zarr(run_job, capsys, tmp_path, small
     assert 256 < len(palette) <= 300
     assert len(np.unique(palette, axis=0)) == len(palette)
     assert labels.max() == len(palette) - 1
-    with tifffile.TiffFile(tif) as t:
+    with tifffile.TiffFile(tif) as t:  # above 256 colours: the pixels' colours, which every reader takes
         page = t.pages.first
-        assert page.photometric == tifffile.PHOTOMETRIC.PALETTE and page.is_tiled
-        np.testing.assert_array_equal(page.asarray(), labels)
-        np.testing.assert_array_equal((page.colormap[:, :len(palette)] // 257).T, palette)
+        assert page.photometric == tifffile.PHOTOMETRIC.RGB and page.is_tiled
+        np.testing.assert_array_equal(page.asarray(), palette[labels])
+    from PIL import Image
+
+    with Image.open(tif) as im:
+        np.testing.assert_array_equal(np.asarray(im.convert("RGB")), palette[labels])
+    assert run_job(tif, "--out", tmp_path / "again.png", "--k", "8") == 0, capsys.readouterr().err  # reads back
     data = json.loads(report.read_text())
     assert data["k_effective"] == len(palette)
     error = (np.asarray(small_china).astype(np.float64) - palette[labels]) ** 2

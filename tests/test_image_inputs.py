@@ -345,3 +345,15 @@ def test_check_output_accepts_an_existing_zarr_folder(tmp_path):
         check_output(store, overwrite=True, suffixes=(".png",))
     with pytest.raises(InputError, match="exists; pass --overwrite"):
         check_output(store, overwrite=False, suffixes=OUTPUT_SUFFIXES)
+
+
+def test_premultiplied_8_bit_rgba_tiff_is_divided_by_its_alpha(tmp_path):
+    """An 8-bit RGBA TIFF with associated (premultiplied) alpha is not read as straight alpha: its colours are
+    divided by alpha, as a viewer composites them."""
+    straight = np.full((20, 30, 3), 200, np.uint8)
+    alpha = np.full((20, 30, 1), 128, np.uint8)
+    premultiplied = np.concatenate([np.rint(straight * (128 / 255)).astype(np.uint8), alpha], axis=2)
+    tifffile.imwrite(tmp_path / "pre.tif", premultiplied, photometric="rgb", extrasamples=["assocalpha"])
+    source = inspect_image(str(tmp_path / "pre.tif"), PILLOW_MAX_PIXELS)
+    assert source.shape == (20, 30, 4)
+    assert np.abs(source.pixels[..., :3].astype(int) - 200).max() <= 1 and (source.pixels[..., 3] == 128).all()

@@ -140,7 +140,7 @@ def job_main(settings_class, job, description, plan, run, positional=None, confi
     the folders they will write into: on a remote cluster, the job checks that the workers see them as this
     process does before it starts (:func:`mixlib.storage.check_workers_see`).
     """
-    from .cluster import connect, scheduler_address
+    from .cluster import check_address, connect, scheduler_address
     from .outcomes import counted_tasks
 
     def main(argv=None):
@@ -148,6 +148,8 @@ def job_main(settings_class, job, description, plan, run, positional=None, confi
             settings = parse_settings(settings_class, job, argv, description, positional=positional,
                                       config_name=config_name, other_keys=other_keys)
             setup_logging(settings.log_level)
+            if scheduler_address(settings):
+                check_address(scheduler_address(settings))  # before any input is read
             report = (location(settings.performance_report, "--performance-report") if settings.performance_report
                       else None)
             if report is not None:

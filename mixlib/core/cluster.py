@@ -129,18 +129,19 @@ def connect(settings, address=None):
 
 
 def check_address(address):
-    """InputError for a scheduler address that Dask cannot connect to: a web address (the dashboard's, most
-    often) or an unknown scheme."""
+    """InputError for a scheduler address (``--scheduler``, the config file or DASK_SCHEDULER_ADDRESS) that Dask
+    cannot connect to: a web address (the dashboard's, most often) or an unknown scheme."""
     from distributed.comm.addressing import parse_address
     from distributed.comm.registry import backends
 
     scheme = parse_address(address, strict=False)[0] if "://" in address else "tcp"
     if scheme in ("http", "https"):
-        raise InputError(f"--scheduler {address} is a web address (the dashboard's?); give the scheduler's own "
-                         "address, tcp://HOST:8786 or tls://HOST:8786: the dashboard port is not the scheduler port")
+        raise InputError(f"the scheduler address {address} is a web address (the dashboard's?); give the "
+                         "scheduler's own address, tcp://HOST:8786 or tls://HOST:8786: the dashboard port is not "
+                         "the scheduler port")
     if scheme not in backends:
-        raise InputError(f"--scheduler {address}: unknown scheme {scheme}://; give tcp://HOST:PORT or "
-                         "tls://HOST:PORT")
+        raise InputError(f"the scheduler address {address} has an unknown scheme {scheme}://; give tcp://HOST:PORT "
+                         "or tls://HOST:PORT")
 
 
 @contextlib.contextmanager

@@ -46,7 +46,8 @@ def add_options(parser, settings_class):
     for field in fields:
         meta = field.metadata
         section = sections[meta["group"]]
-        text = f"{meta['help']} (default: {field.default!r})"
+        choices = f"; one of {', '.join(map(str, meta['choices']))}" if meta["choices"] else ""
+        text = f"{meta['help']} (default: {field.default!r}{choices})"
         if field.type is bool:
             section.add_argument(flag_name(field.name), dest=field.name, default=None,
                                  action=argparse.BooleanOptionalAction, help=text)

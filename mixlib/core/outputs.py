@@ -22,19 +22,9 @@ def check_output(path, overwrite, suffixes):
         raise InputError(f"output {path} has an unknown format; use one of {', '.join(suffixes)}")
     if path.exists() and not overwrite:
         raise InputError(f"output {path} exists; pass --overwrite to replace it")
-    if not is_local(path):
-        if path.suffix.lower() != ".zarr":
-            raise InputError(f"output {path}: only Zarr outputs are written to URLs; give a local path")
-        writable_folder(path.parent, "output folder")
-        return
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
-    try:  # a real write: permissions alone miss read-only and virtual file systems (and root)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise InputError(f"cannot write output {path}: folder {folder} is not writable ({e.strerror})") from None
+    if not is_local(path) and path.suffix.lower() != ".zarr":
+        raise InputError(f"output {path}: only Zarr outputs are written to URLs; give a local path")
+    writable_folder(path.parent, f"output {path}: folder")
 
 
 def optional_output(name, overwrite, suffixes, flag="output"):
@@ -112,12 +102,24 @@ def remove_path(path):
 
 
 def writable_folder(folder, flag):
-    """Create ``folder`` if needed and write a file in it, or raise InputError naming ``flag``: a real write, as
-    permissions alone miss read-only and virtual file systems (and root)."""
+    """Raise InputError naming ``flag`` unless files can be written in ``folder``, by a real write (permissions
+    alone miss read-only and virtual file systems, and root). Nothing is left behind: a local folder that does not
+    exist yet is not created; its nearest existing parent is probed (the job makes the folder when it writes)."""
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-probe"
-        probe.write_text("")
-        probe.unlink()
+        if is_local(folder):
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        else:  # at a URL: write and remove an object there, and the folders it needed (on a file system)
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / ".write-probe"
+            probe.write_text("")
+            probe.unlink()
+            made = folder
+            while made != existing and made.exists():
+                made.rmdir()
+                made = made.parent
     except OSError as e:
         raise InputError(f"cannot write to {flag} {folder} ({e.strerror}); choose a writable folder") from None

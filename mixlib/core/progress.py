@@ -108,8 +108,10 @@ def computed(client, collections, phase, line_seconds):
 
 class IterationProgress:
     """Progress of an iterative fit on stderr, drawn by the loop that owns it: ``progress(iteration, **values)``
-    after each iteration. A line redrawn in place on a terminal, a log line at most every ``line_seconds``
-    otherwise, and nothing for a fit shorter than ``min(line_seconds, GRACE_SECONDS)``.
+    after each iteration, or ``progress(step, stage=NAME, total=N, **values)`` for the steps of another stage (the
+    centres of an initialisation). A line redrawn in place on a terminal; otherwise a log line at most every
+    ``line_seconds``, the first after ``line_seconds`` (a shorter fit stays quiet, as the other phases do);
+    nothing on a terminal either for a fit shorter than ``min(line_seconds, GRACE_SECONDS)``.
 
     Parameters
     ----------
@@ -124,23 +126,22 @@ class IterationProgress:
         self.stream = stream or sys.stderr
         self.on_terminal = self.stream.isatty()
         self.started = time.monotonic()
-        self._last_line = None  # elapsed seconds at the last plain line, None before the first
+        self._last_line = 0.0  # elapsed seconds at the last plain line
         self._drawn = False
 
-    def __call__(self, iteration, **values):
+    def __call__(self, step, stage=None, total=None, **values):
         elapsed = time.monotonic() - self.started
         if not self.line_seconds or elapsed < min(self.line_seconds, GRACE_SECONDS):
             return
-        shown = ", ".join(f"{name} {value:.6g}" for name, value in values.items())
+        where = f"iteration {step} of at most {self.total}" if stage is None else f"{stage} {step} of {total}"
+        shown = "".join(f", {name} {value:.6g}" for name, value in values.items())
         if self.on_terminal:
-            self.stream.write(f"\r{self.phase}: iteration {iteration} of at most {self.total}, {shown}, "
-                              f"{elapsed:5.1f} s ")
+            self.stream.write(f"\r{self.phase}: {where}{shown}, {elapsed:5.1f} s ")
             self.stream.flush()
             self._drawn = True
-        elif self._last_line is None or elapsed - self._last_line >= self.line_seconds:
+        elif elapsed - self._last_line >= self.line_seconds:
             self._last_line = elapsed
-            log.info("%s: iteration %d of at most %d, %s, after %.0f s", self.phase, iteration, self.total, shown,
-                     elapsed)
+            log.info("%s: %s%s, after %.0f s", self.phase, where, shown, elapsed)
 
     def close(self):
         """End the line drawn on a terminal."""

@@ -117,7 +117,7 @@ def centres_from_stats(stats, far, previous):
     return centres
 
 
-def kmeans_plusplus(x, weights, k, rng):
+def kmeans_plusplus(x, weights, k, rng, progress=None):
     """Greedy k-means++ seeding on weighted points (Arthur & Vassilvitskii 2007, with local trials).
 
     Each new centre is the best of ``2 + log k`` candidates drawn with probability proportional to
@@ -129,6 +129,7 @@ def kmeans_plusplus(x, weights, k, rng):
     weights : ndarray (n,) float64, positive
     k : int
     rng : numpy.random.Generator
+    progress : callable ``(centre, stage=, total=)`` or None, told of every centre chosen
 
     Returns
     -------
@@ -148,6 +149,8 @@ def kmeans_plusplus(x, weights, k, rng):
         best = int(np.argmin(weights @ candidate_dist))
         closest = candidate_dist[:, best]
         centres[c] = x[candidates[best]]
+        if progress is not None:
+            progress(c + 1, stage="k-means++ centre", total=k)
     return centres
 
 
@@ -265,8 +268,9 @@ def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max
     init_sample : int, k-means++ runs on every point up to this many, else on this many weighted draws
     chunk_rows : int, rows per chunk for numpy input
     split_every : int, fan-in of the reduction tree (for numpy or dask input)
-    progress : callable ``(iteration, **values)`` or None, called after every Lloyd iteration (with the inertia
-        and the centre shift) or mini-batch step (with the smoothed batch inertia)
+    progress : callable ``(step, **values)`` or None, called after every centre of k-means++ (with ``stage`` and
+        ``total``), every Lloyd iteration (with the inertia and the centre shift) and every mini-batch step (with
+        the smoothed batch inertia)
     in_process : bool, numpy points fitted in this process (:class:`~mixlib.fit.points.LocalPoints`: the same
         blocks and tree, so the same result, with no cluster), e.g. inside a task
 
@@ -277,7 +281,7 @@ def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max
     data = points if isinstance(points, WeightedPoints) else weighted_points(
         points, weights, chunk_rows=chunk_rows, split_every=split_every, in_process=in_process)
     rng = np.random.default_rng(seed)
-    centres = _initial_centres(data, init, k, rng, seed, init_sample)
+    centres = _initial_centres(data, init, k, rng, seed, init_sample, progress)
     tol_abs = tol * float(np.mean(data.variance))
     if method == "lloyd":
         centres, iterations, converged, reseeded = _lloyd(data, centres, max_iter, tol_abs, progress)
@@ -294,7 +298,7 @@ def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max
                         nearest_labels(data, centres), method)
 
 
-def _initial_centres(data, init, k, rng, seed, init_sample):
+def _initial_centres(data, init, k, rng, seed, init_sample, progress=None):
     """Initial centres (k, D) in the centred coordinates of ``data``."""
     dims = len(data.mean)
     if not isinstance(init, str):
@@ -306,8 +310,8 @@ def _initial_centres(data, init, k, rng, seed, init_sample):
         raise ValueError(f"unknown init {init!r}")
     if data.xw.shape[0] <= init_sample:
         xw = data.gather()
-        return kmeans_plusplus(xw[:, :-1], xw[:, -1], k, rng)
-    return kmeans_plusplus(data.sample(init_sample, (seed, 0)), np.ones(init_sample), k, rng)
+        return kmeans_plusplus(xw[:, :-1], xw[:, -1], k, rng, progress)
+    return kmeans_plusplus(data.sample(init_sample, (seed, 0)), np.ones(init_sample), k, rng, progress)
 
 
 def _lloyd(data, centres, max_iter, tol_abs, progress=None):

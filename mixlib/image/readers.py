@@ -320,7 +320,7 @@ def _tiff_frames(tif):
 
 def _tiff_route(page):
     """'lazy', 'memory' or None (Pillow) for the first page of a TIFF."""
-    from tifffile import PHOTOMETRIC, TIFF
+    from tifffile import EXTRASAMPLE, PHOTOMETRIC, TIFF
 
     if page.compression not in TIFF.DECOMPRESSORS or page.dtype is None:
         return None
@@ -330,6 +330,8 @@ def _tiff_route(page):
         return None
     if page.dtype == np.uint8 and page.bitspersample == 8:
         rgb = page.photometric == PHOTOMETRIC.RGB and page.axes == "YXS" and page.shape[2] in (3, 4)
+        if rgb and EXTRASAMPLE.ASSOCALPHA in tuple(page.extrasamples)[:1]:
+            return "memory"  # premultiplied colours: divided by alpha when decoded (not chunk by chunk)
         return "lazy" if rgb else None
     return "memory"
 
