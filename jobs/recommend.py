@@ -3,6 +3,7 @@
 import dataclasses
 import sys
 
+from mixlib import __version__
 from mixlib.core.cli import job_main
 from mixlib.recsys import serve, settings, train
 
@@ -18,7 +19,7 @@ COMMANDS = {
                  "RMSE and MAE (and precision@N, recall@N) of the published model on held-out ratings."),
 }
 USAGE = ("usage: python -m jobs.recommend {train,predict,recommend,evaluate} [options]; "
-         "python -m jobs.recommend COMMAND --help describes the options")
+         "python -m jobs.recommend COMMAND --help describes the options; --version prints mixlib's version")
 
 
 def _keys(settings_class):
@@ -38,6 +39,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ("-h", "--help"):
         print(USAGE)
+        return 0
+    if argv and argv[0] == "--version":
+        print(f"mixlib {__version__}")  # as every command's --version
         return 0
     if not argv or argv[0] not in COMMANDS:
         print(f"error: {'unknown command ' + repr(argv[0]) if argv else 'no command given'}; {USAGE}",

@@ -128,6 +128,66 @@ def test_pair_files_with_given_names_and_parquet(tmp_path):
     assert list(users) == ["1", "2"] and list(items) == ["10", "20"]
 
 
+@pytest.mark.parametrize("text, roles", [("uid,mid\n1,10\n2,20\n", ("user", "item")),
+                                         ("uid;mid\n1;10\n2;20\n", ("user", "item")),
+                                         ("uid\n1\n2\n", ("user",)),
+                                         ("uid,mid,stars\n1,10,4\n2,20,3\n", ("user", "item", "rating")),
+                                         ("a\tb\tc\tts\n1\t10\t4\t99\n", ("user", "item", "rating")),
+                                         ("uid,mid\n1,film\n2,other film\n", ("user", "item"))])
+def test_a_header_of_unknown_names_above_numeric_ids_is_refused(tmp_path, text, roles):
+    """Words above numbers are a header; names that are not known are refused with the flags that name them."""
+    path = tmp_path / "f.csv"
+    path.write_text(text)
+    fields = text.splitlines()[0].replace(";", ",").replace("\t", ",").split(",")
+    with pytest.raises(InputError, match="is a header .words above numbers. naming no known column") as e:
+        read_ratings(path) if "rating" in roles else read_id_columns(path, roles)
+    message = str(e.value)
+    assert "\n" not in message and f"({', '.join(fields)})" in message
+    assert all(f"--{role}-col {field}" in message for role, field in zip(roles, fields))
+
+
+def test_named_unknown_headers_and_string_ids_without_a_header(tmp_path):
+    (tmp_path / "pairs.csv").write_text("uid,mid\n1,10\n2,20\n")
+    users, items = read_id_columns(tmp_path / "pairs.csv", ("user", "item"), {"user": "UID", "item": "mid"})
+    assert list(users) == ["1", "2"] and list(items) == ["10", "20"]
+    with pytest.raises(InputError, match=r"header \(uid, mid\) has no 'diner' \(user\) column"):
+        read_id_columns(tmp_path / "pairs.csv", ("user", "item"), {"user": "diner"})
+    (tmp_path / "r.csv").write_text("uid,mid,stars\n1,10,4\n2,20,3\n")
+    assert triplets(read_ratings(tmp_path / "r.csv", names={"user": "uid", "item": "mid", "rating": "stars"})) == {
+        (1, 10, 4.0), (2, 20, 3.0)}
+    # String ids without a header: the first row is data (nothing says otherwise), in pair files and ratings.
+    (tmp_path / "strings.csv").write_text("ann,pizza\nbob,sushi\n")
+    users, items = read_id_columns(tmp_path / "strings.csv", ("user", "item"))
+    assert list(users) == ["ann", "bob"] and list(items) == ["pizza", "sushi"]
+    (tmp_path / "mixed.csv").write_text("ann,10\nbob,20\n")  # a numeric column, but its first value is a number
+    assert list(read_id_columns(tmp_path / "mixed.csv", ("user", "item"))[0]) == ["ann", "bob"]
+    (tmp_path / "r2.csv").write_text("ann,pizza,4\nbob,sushi,2\n")
+    assert triplets(read_ratings(tmp_path / "r2.csv")) == {("ann", "pizza", 4.0), ("bob", "sushi", 2.0)}
+    # A first row with an empty id is an invalid row, not a header.
+    (tmp_path / "r3.csv").write_text(",10,4\n2,20,3\n")
+    with pytest.raises(InputError, match="first at row 1"):
+        read_ratings(tmp_path / "r3.csv")
+
+
+def test_predict_and_recommend_refuse_an_unknown_header(run_recommend, tmp_path, capsys):
+    """predict and recommend --users with numeric ids, as MovieLens' (exit 2, one line, no output written)."""
+    models = tmp_path / "models"
+    rows = synthetic(seed=21, n_users=80, n_items=40, density=0.5, user_prefix="")
+    assert run_recommend("train", "--ratings", write_csv(tmp_path / "r.csv", rows), "--model-dir", models, *FAST,
+                         "--force-publish") == 0
+    user = published(models)[1]["user_ids"][0]
+    (tmp_path / "pairs.csv").write_text(f"uid,mid\n{user},101\n")
+    (tmp_path / "users.csv").write_text(f"uid\n{user}\n")
+    for argv in (("predict", "--pairs", tmp_path / "pairs.csv"), ("recommend", "--users", tmp_path / "users.csv")):
+        status = run_recommend(*argv, "--model-dir", models, "--out", tmp_path / "out.csv")
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status == 2 and one_error_line(err) and "naming no known column" in err[-1], err
+        assert not (tmp_path / "out.csv").exists()
+    assert run_recommend("predict", "--pairs", tmp_path / "pairs.csv", "--user-col", "uid", "--item-col", "mid",
+                         "--model-dir", models, "--out", tmp_path / "out.csv") == 0
+    assert (tmp_path / "out.csv").read_text().splitlines()[1].startswith(f"{user},101,")
+
+
 # ------------------------------------------------------------------------------------------ clipping
 
 def tiny_model(rating_range):

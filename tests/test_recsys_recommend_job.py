@@ -13,6 +13,7 @@ import pytest
 import zarr
 from conftest import REPO, cli_command
 
+from mixlib import __version__
 from mixlib.core import checkpoint
 from mixlib.recsys import settings, train
 from mixlib.recsys.store import ModelStore, rows_of, top_unseen
@@ -172,14 +173,18 @@ def test_evaluate_errors_equal_the_brute_force(run_recommend, trained, tmp_path)
 
 
 def test_guardrail_refuses_a_worse_model_and_keeps_the_published_one(run_recommend, ratings_csv, tmp_path, capsys):
+    """v0001 has seen 80% of the ratings; the models are compared on the validation ratings it did not see."""
     models = tmp_path / "models"
-    assert run_recommend("train", "--ratings", ratings_csv, "--model-dir", models, *FAST) == 0
+    earlier = [row for n, row in enumerate(synthetic()) if n % 5]
+    assert run_recommend("train", "--ratings", write_csv(tmp_path / "earlier.csv", earlier), "--model-dir", models,
+                         *FAST) == 0
     metrics = tmp_path / "refused.json"
     status = run_recommend("train", "--ratings", ratings_csv, "--model-dir", models, *FAST, "--reg-lambda", 50,
                            "--max-steps", 1, "--guardrail-tolerance", 0.0, "--metrics", metrics)
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 3
     assert err[-1].startswith("error: not published: validation RMSE") and "v0001 stays published" in err[-1]
+    assert "of the published model (v0001) on the" in err[-1] and "validation ratings it never saw" in err[-1]
     assert (models / "latest").read_text().strip() == "v0001"
     assert sorted(p.name for p in (models / "versions").iterdir()) == ["v0001"]
     result = json.loads(metrics.read_text())
@@ -330,6 +335,37 @@ def test_bad_input_is_one_line_and_exit_status_2(run_recommend, ratings_csv, tmp
     assert status == 2
     assert one_error_line(err) and message in err[-1], err
     assert not (tmp_path / "models" / "latest").exists() and not list(tmp_path.glob("*.json"))
+
+
+@pytest.mark.parametrize("ratings", ["{tmp}/missing.csv", "{tmp}/dataset"])
+def test_bad_ratings_leave_no_model_folder(run_recommend, tmp_path, capsys, ratings):
+    """A missing file or a folder as --ratings: exit 2 and no --model-dir (nor its new parents) left behind."""
+    (tmp_path / "dataset").mkdir()
+    status = run_recommend("train", "--ratings", ratings.format(tmp=tmp_path), "--model-dir",
+                           tmp_path / "new" / "models", *FAST)
+    assert status == 2 and one_error_line(capsys.readouterr().err.strip().splitlines())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset"]
+
+
+def test_a_refused_first_model_leaves_no_model_folder(run_recommend, tmp_path, capsys):
+    """Exit 3 on a fresh store: no empty --model-dir; a store that existed before stays."""
+    from test_recsys_recommend_inputs import noisy_ratings
+
+    ratings = write_csv(tmp_path / "r.csv", noisy_ratings())
+    seed = ("--config", REPO / "configs" / "recommender-seed.toml", "--max-steps", 10)
+    status = run_recommend("train", "--ratings", ratings, "--model-dir", tmp_path / "new" / "models", *seed)
+    assert status == 3 and one_error_line(capsys.readouterr().err.strip().splitlines())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"]
+    (tmp_path / "kept").mkdir()
+    assert run_recommend("train", "--ratings", ratings, "--model-dir", tmp_path / "kept", *seed) == 3
+    assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
+
+
+def test_version_without_a_command(capsys):
+    import jobs.recommend
+
+    assert jobs.recommend.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"mixlib {__version__}"
 
 
 # ------------------------------------------------------------------------------------- the pieces

@@ -3,7 +3,8 @@
 Reading gives :class:`Ratings` with contiguous user and item indices and the original ids they stand for.
 The format comes from the suffix, or from the content when the suffix is not known (NumPy and Parquet by their
 magic bytes, delimited text by sniffing its delimiter). Columns are found by their header names: the common ones
-(:data:`COMMON_NAMES`, any case) or names the caller gives; a file without a header is read by position.
+(:data:`COMMON_NAMES`, any case) or names the caller gives; a file without a header is read by position, and a
+first row that names no column but whose content says it is a header (a word above numeric ids) is refused.
 Preprocessing: the cold-start filter, user-mean shifting and a seeded train / validation / test split. Each
 step logs the shape before and after. Parquet input is read with pyarrow.
 """
@@ -26,6 +27,7 @@ COMMON_NAMES = {"user": ("user", "userid", "user_id"),
                 "item": ("item", "itemid", "item_id", "movieid", "movie_id"),
                 "rating": ("rating",)}
 SNIFF_BYTES = 1 << 16
+HEADER_EVIDENCE_ROWS = 1000  # the rows after the first that tell whether it is a header (_header_by_content)
 NPY_MAGIC, PARQUET_MAGIC = b"\x93NUMPY", b"PAR1"
 FORMATS = ".npy, .csv, .tsv, .data, .txt or .parquet"
 
@@ -237,7 +239,7 @@ def _as_ids(column):
 
 def _read_text(path, names):
     rows = _text_rows(path, "ratings file", columns=3)
-    first_row, positions = _text_columns(path, "ratings file", rows[0] if rows else [], ROLES, names)
+    first_row, positions = _text_columns(path, "ratings file", rows, ROLES, names)
     body = rows[first_row:]
     width = max(positions) + 1
     short = next((i for i, row in enumerate(body) if len(row) < width), None)
@@ -248,17 +250,19 @@ def _read_text(path, names):
     return _text_ids(users), _text_ids(items), _numbers(values), first_row
 
 
-def _text_columns(path, what, first, roles, names):
-    """``(header lines (0 or 1), column of each role)`` of a text file whose first row is ``first``.
+def _text_columns(path, what, rows, roles, names):
+    """``(header lines (0 or 1), column of each role)`` of a text file of ``rows`` (lists of fields).
 
-    The first row is a header when it holds a column name (a given one or a common one) or, for ratings, when
-    its third field is not a number. In a header, a role whose name is absent takes its position in
-    ``roles`` if no named column is there; without a header, every role takes its position.
+    The first row is a header when it holds a column name (a given one or a common one, :data:`COMMON_NAMES`), or
+    when its content says so (:func:`_header_by_content`). In a header, a role whose name is absent takes its
+    position in ``roles`` if no named column is there; a header that names no column is refused (it would be read
+    by position, or as data). Without a header, every role takes its position.
     """
-    fields = [field.strip().lower() for field in first]
-    found = _named_columns(fields, roles, names)
-    rating_text = "rating" in roles and len(fields) > 2 and not _is_number(fields[2])
-    if not any(v is not None for v in found.values()) and not rating_text:
+    first = rows[0] if rows else []
+    found = _named_columns([field.strip().lower() for field in first], roles, names)
+    if not any(v is not None for v in found.values()):
+        if _header_by_content(first, rows[1:1 + HEADER_EVIDENCE_ROWS], roles):
+            raise InputError(_unknown_header(path, what, first, roles, names))
         if names:
             raise InputError(f"{what} {path} has no header line, so {_flags(list(names))} cannot name its "
                              "columns; add a header or leave the column names out (columns by position)")
@@ -269,6 +273,40 @@ def _text_columns(path, what, first, roles, names):
         raise InputError(f"{what} {path}: its header ({', '.join(first)}) has no {_wanted(missing, names)} "
                          f"column; name it with {_flags(missing)}")
     return 1, [roles.index(role) if found[role] is None else found[role] for role in roles]
+
+
+def _header_by_content(first, below, roles):
+    """Whether the first row ``first`` of a text file is a header by its content, whatever its names.
+
+    Ratings are numbers, so a ratings file's first row is a header when its rating field (the third) is not a
+    number. Ids may be strings, so an id field that is not a number tells only next to ids that are: the first row
+    is a header when one of its leading ``len(roles)`` fields is a word (not empty, not a number) while the rows
+    ``below`` (a sample of those that follow) all hold numbers in that column. A file whose ids are strings is
+    therefore read from its first row unless that row names its columns. A first row shorter than ``roles`` is
+    never a header here (the reader then says the rows are too short).
+    """
+    if len(first) < len(roles):
+        return False
+    if "rating" in roles and not _is_number(first[roles.index("rating")]):
+        return True
+    return bool(below) and any(_word(first[c]) and all(len(row) > c and _is_number(row[c]) for row in below)
+                               for c in range(len(roles)))
+
+
+def _word(field):
+    """A field that is neither empty nor a number (a column name, or a string id)."""
+    return bool(field.strip()) and not _is_number(field)
+
+
+def _unknown_header(path, what, first, roles, names):
+    """The message for a header whose names are not known: the columns found and the flags that name them."""
+    if names:
+        return (f"{what} {path}: its header ({', '.join(first)}) has no {_wanted(list(names), names)} column; "
+                f"name the columns with {_flags(roles)}")
+    flags = " and ".join(f"--{role}-col" for role in roles)
+    example = " ".join(f"--{role}-col {first[n].strip()}" for n, role in enumerate(roles))
+    return (f"{what} {path}: its first row ({', '.join(first)}) is a header (words above numbers) naming no known "
+            f"column; name them with {flags} (here perhaps {example}), or rename them {', '.join(roles)}")
 
 
 def _text_rows(path, what, columns):
@@ -305,7 +343,7 @@ def read_id_columns(path, roles, names=None):
     if path.suffix.lower() == ".parquet" or _starts_with(path, PARQUET_MAGIC):
         return _parquet_id_columns(path, what, roles, names)
     rows = _text_rows(path, what, len(roles))
-    header, positions = _text_columns(path, what, rows[0] if rows else [], roles, names)
+    header, positions = _text_columns(path, what, rows, roles, names)
     body = rows[header:]
     bad = next((n for n, row in enumerate(body) if len(row) <= max(positions)
                 or not all(row[c].strip() for c in positions)), None)

@@ -103,8 +103,9 @@ class TrainSettings(ServingOptions, ModelOptions, RatingColumns):
     checkpoint_dir: str = option("", "checkpoint folder ('' for MODEL_DIR/checkpoint)", group="input and output")
     checkpoint_every: int = option(5, "checkpoint every this many ALS steps (0: never)", minimum=0)
     guardrail_tolerance: float = option(0.01, "refuse to publish (exit 3) when the validation RMSE is worse than "
-                                              "the published model's (without one: the bias-only baseline's) on "
-                                              "the same ratings by more", minimum=0.0, group="model")
+                                              "the published model's on the validation ratings it never saw "
+                                              "(without one: the bias-only baseline's) by more", minimum=0.0,
+                                        group="model")
     force_publish: bool = option(False, "publish even when the guardrail would refuse (the metrics record it)",
                                  group="model")
     metrics: str = option("", "write the training metrics here (.json; '' for none)", group="input and output")

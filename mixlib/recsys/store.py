@@ -63,6 +63,17 @@ class Model:
         """Indices ``(n,)`` of item ids, -1 for unknown ones."""
         return _index_of(self.item_ids, ids)
 
+    def has_seen(self, users, items):
+        """Whether the model's input held a rating of each pair: bool ``(n,)`` for user and item indices ``(n,)``
+        (-1 meaning unknown, never seen), looked up in :attr:`seen_indptr` / :attr:`seen_indices`."""
+        n_items = len(self.item_ids)
+        rows = np.repeat(np.arange(len(self.seen_indptr) - 1, dtype=np.int64), np.diff(self.seen_indptr))
+        seen = rows * n_items + self.seen_indices
+        known = (users >= 0) & (items >= 0)
+        out = np.zeros(len(users), dtype=bool)
+        out[known] = np.isin(users[known].astype(np.int64) * n_items + items[known], seen)
+        return out
+
     def clip(self, values, clip):
         """``values`` clipped to :attr:`rating_range` when ``clip`` and the model has a range, else unchanged.
 

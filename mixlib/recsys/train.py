@@ -1,7 +1,7 @@
 """``python -m jobs.recommend train``: read ratings -> cold-start filter -> seeded split -> user-mean shift -> ALS on
 the cluster from a fresh, warm or resumed start, checkpointed -> test metrics -> guardrail against the published
-model (or, when there is none, the bias-only baseline of the training ratings) -> publish a new version and move
-``latest``.
+model on the validation ratings it never saw (or, when there is none, the bias-only baseline of the training
+ratings) -> publish a new version and move ``latest``.
 """
 
 import dataclasses
@@ -16,7 +16,7 @@ from .. import __version__
 from ..core.checkpoint import BlockCheckpoint, fingerprint
 from ..core.errors import InputError, JobFailed, Refused
 from ..core.outputs import check_output, optional_output, staged_outputs, writable_folder
-from ..core.storage import location
+from ..core.storage import is_local, location
 from .als import Factors, TrainingData, TrainingState, fit_als, fit_baseline, initial_factors, validate_rank
 from .ratings import Ratings, cold_start_filter, read_ratings, split, user_means
 from .settings import ModelOptions, TrainSettings, als_params, column_names
@@ -26,6 +26,9 @@ log = logging.getLogger("mixlib")
 
 # The guardrail's baseline: Surprise's BaselineOnly defaults (reg_u 15, reg_i 10).
 BASELINE_REG_USER, BASELINE_REG_ITEM = 15.0, 10.0
+# The fewest validation ratings new to the published model that the guardrail compares two models on; with fewer,
+# the new model is published with a warning (a handful of ratings cannot tell two models apart by 0.01).
+GUARDRAIL_MIN_RATINGS = 20
 
 
 @dataclasses.dataclass
@@ -40,10 +43,47 @@ class TrainPlan:
     warm: Model | None
     metrics: Path | None
     plots: Path | None
+    new_folders: tuple = ()
 
 
 def plan_train(settings):
-    """Check the settings, read and prepare the ratings, check every output; raise InputError on a problem."""
+    """Check the settings, read and prepare the ratings, check every output; raise InputError on a problem, leaving
+    no folder behind that the checks made."""
+    store = ModelStore(settings.model_dir)
+    folder = location(settings.checkpoint_dir, "--checkpoint-dir") if settings.checkpoint_dir else \
+        store.root / "checkpoint"
+    new_folders = tuple((f, nearest_existing(f)) for f in (folder, store.root))
+    try:
+        job_plan = _plan_train(settings, store, folder)
+    except BaseException:
+        remove_new_folders(new_folders)
+        raise
+    return dataclasses.replace(job_plan, new_folders=new_folders)
+
+
+def nearest_existing(folder):
+    """``folder`` if it exists, else its nearest ancestor that does."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return folder
+
+
+def remove_new_folders(new_folders):
+    """Remove what a run created and left empty: for each ``(folder, ancestor)`` of ``new_folders``, ``folder``
+    and its parents below ``ancestor`` (which existed before the run), while they are empty. Local folders only
+    (an object store has no empty folders)."""
+    for folder, ancestor in new_folders:
+        while is_local(folder) and folder != ancestor and ancestor in folder.parents:
+            if folder.exists():
+                if any(folder.iterdir()):
+                    break
+                folder.rmdir()
+                log.debug("removed the empty folder %s", folder)
+            folder = folder.parent
+
+
+def _plan_train(settings, store, folder):
+    """:func:`plan_train` with the model store and the checkpoint folder."""
     if not settings.ratings:
         raise InputError("give the ratings to train on: --ratings PATH (.npy, .csv, .tsv, .data or .parquet)")
     if settings.log_every % settings.eval_every:
@@ -53,7 +93,6 @@ def plan_train(settings):
     plots = location(settings.plots, "--plots") if settings.plots else None
     if plots is not None:
         check_output(plots / "loss-curves.png", settings.overwrite, (".png",))
-    store = ModelStore(settings.model_dir)
     writable_folder(store.root, "--model-dir")
     warm = _warm_model(store, settings)
     ratings, parts, means = prepare(read_ratings(settings.ratings, settings.drop_invalid, column_names(settings)),
@@ -62,8 +101,6 @@ def plan_train(settings):
     problem = validate_rank(settings.rank, len(ratings.user_ids), len(ratings.item_ids), settings.init)
     if problem:
         raise InputError(f"{problem}; lower --rank")
-    folder = location(settings.checkpoint_dir, "--checkpoint-dir") if settings.checkpoint_dir else \
-        store.root / "checkpoint"
     checkpoint = BlockCheckpoint(folder, _fingerprint(settings, ratings, parts, warm),
                                  "another config or other ratings")
     checkpoint.check(settings.resume, "--checkpoint-dir")
@@ -152,7 +189,16 @@ def training_data(ratings, parts, means, global_bias):
 
 
 def run_train(settings, job_plan, client):
-    """Train, check the guardrail, publish; write metrics and plots. Returns the metrics (a dict)."""
+    """Train, check the guardrail, publish; write metrics and plots. Returns the metrics (a dict). Folders the run
+    created and left empty (a refused first model's model dir) are removed, whatever the outcome."""
+    try:
+        return _train_and_publish(settings, job_plan, client)
+    finally:
+        remove_new_folders(job_plan.new_folders)
+
+
+def _train_and_publish(settings, job_plan, client):
+    """:func:`run_train` without the removal of empty folders."""
     started = time.perf_counter()
     ratings, parts = job_plan.ratings, job_plan.parts
     data = training_data(ratings, parts, job_plan.means, settings.global_bias)
@@ -169,8 +215,9 @@ def run_train(settings, job_plan, client):
             from .plots import loss_curves
 
             loss_curves(stage(job_plan.plots / "loss-curves.png"), final.history)
-        refusal = _guardrail(job_plan.store, ratings, parts, metrics, tolerance=settings.guardrail_tolerance,
-                             clip=settings.clip_predictions, force=settings.force_publish)
+        refusal, metrics["guardrail"] = _guardrail(job_plan.store, model, ratings, parts,
+                                                   tolerance=settings.guardrail_tolerance,
+                                                   clip=settings.clip_predictions, force=settings.force_publish)
         metrics["published"] = refusal is None
         if refusal is None:
             metrics["version"] = job_plan.store.publish(dataclasses.replace(model, metrics=metrics))
@@ -274,26 +321,37 @@ def _errors(model, ratings, rows, clip):
     return residual_errors(ratings.values[rows] - predicted)
 
 
-def _guardrail(store, ratings, parts, metrics, *, tolerance, clip, force):
-    """None to publish, or why not: the new validation RMSE is worse by more than ``guardrail_tolerance`` than the
-    published model's on this run's validation ratings, or, without a published model, than the bias-only
-    baseline's (:func:`baseline_rmse`). ``force`` publishes anyway. ``metrics["guardrail"]`` records
-    what was compared."""
+def _guardrail(store, model, ratings, parts, *, tolerance, clip, force):
+    """Whether to publish ``model``: ``(None or why not, what the metrics' ``guardrail`` records)``.
+
+    Without a published model, the new model's validation RMSE is compared with the bias-only baseline's
+    (:func:`baseline_rmse`) on every validation rating. With one, both are compared on the validation ratings the
+    published model never saw (:func:`unseen_rows`): the others were in its input, which would favour it. Fewer
+    than :data:`GUARDRAIL_MIN_RATINGS` such ratings, or no validation ratings at all: publish with a warning, no
+    comparison. Worse by more than ``tolerance``: refused, unless ``force``.
+    """
     rows = parts["validation"]
     if not len(rows):
         log.warning("guardrail: no validation ratings to compare on; publishing without a check")
-        metrics["guardrail"] = {"compared_with": "nothing: no validation ratings"}
-        return None
+        return None, {"compared_with": "nothing: no validation ratings", "ratings": 0}
     published = store.latest_name()
-    reference, what, record = _reference(store, published, ratings, parts, clip)
-    new = metrics["validation"]["rmse"]
+    if published is None:
+        comparison = _baseline_comparison(model, ratings, parts, clip)
+    else:
+        comparison = _published_comparison(store.load(published), model, ratings, rows, clip)
+    new, reference, what, record = comparison
+    if new is None:  # ``what`` says why nothing was compared
+        log.warning("guardrail: %s; publishing without a check", what)
+        return None, record
     worse = new > reference + tolerance
-    metrics["guardrail"] = {**record, "validation_rmse": new, "tolerance": tolerance, "passed": not worse,
-                            "forced": worse and force}
+    record.update({"validation_rmse": new, "tolerance": tolerance, "passed": not worse, "forced": worse and force})
     log.info("guardrail: validation RMSE %.6f against %.6f of %s", new, reference, what)
-    if not worse:
-        return None
-    reason = f"validation RMSE {new:.4f} is worse than the {reference:.4f} of {what} by more than {tolerance}"
+    return _verdict(new, reference, what, published, tolerance, force) if worse else None, record
+
+
+def _verdict(new, reference, what, published, tolerance, force):
+    """Why a model worse than ``reference`` is not published, or None with a warning when ``force``."""
+    reason = f"validation RMSE {new:.4f} is worse than the {reference:.4f} of {what}, by more than {tolerance}"
     if force:
         log.warning("--force-publish: publishing although the %s", reason)
         return None
@@ -301,17 +359,42 @@ def _guardrail(store, ratings, parts, metrics, *, tolerance, clip, force):
     return f"not published: {reason}; {kept} (--force-publish publishes it anyway)"
 
 
-def _reference(store, published, ratings, parts, clip):
-    """``(validation RMSE, its name in messages, what the metrics record)`` of what the guardrail compares with:
-    the published model ``published`` of ``store``, or the bias-only baseline when ``published`` is None."""
-    if published is None:
-        rmse = baseline_rmse(ratings, parts, clip)
-        return rmse, "the bias-only baseline", {"compared_with": "baseline", "baseline_validation_rmse": rmse,
-                                                "baseline": {"reg_user": BASELINE_REG_USER,
-                                                             "reg_item": BASELINE_REG_ITEM}}
-    rmse = _published_rmse(store.load(), ratings, parts["validation"], clip)
-    return rmse, f"the published model ({published})", {"compared_with": "published", "published_version": published,
-                                                        "published_validation_rmse": rmse}
+def _baseline_comparison(model, ratings, parts, clip):
+    """``(new RMSE, baseline RMSE, name in messages, record)`` on every validation rating."""
+    rows = parts["validation"]
+    rmse = baseline_rmse(ratings, parts, clip)
+    record = {"compared_with": "baseline", "ratings": len(rows), "validation_ratings": len(rows),
+              "baseline_validation_rmse": rmse,
+              "baseline": {"reg_user": BASELINE_REG_USER, "reg_item": BASELINE_REG_ITEM}}
+    what = f"the bias-only baseline on the {len(rows)} validation ratings"
+    return _errors(model, ratings, rows, clip)["rmse"], rmse, what, record
+
+
+def _published_comparison(published, model, ratings, rows, clip):
+    """``(new RMSE, published RMSE, name in messages, record)`` on the validation ratings ``rows`` that
+    ``published`` never saw; ``(None, None, why not, record)`` when they are fewer than
+    :data:`GUARDRAIL_MIN_RATINGS`."""
+    name = published.metrics["version"]
+    unseen = unseen_rows(published, ratings, rows)
+    record = {"compared_with": "published", "published_version": name, "ratings": len(unseen),
+              "validation_ratings": len(rows), "minimum_ratings": GUARDRAIL_MIN_RATINGS}
+    if len(unseen) < GUARDRAIL_MIN_RATINGS:
+        reason = (f"only {len(unseen)} of the {len(rows)} validation ratings are new to the published model ({name}), "
+                  f"fewer than the {GUARDRAIL_MIN_RATINGS} a fair comparison needs (the others were in its input)")
+        record["compared_with"] = f"nothing: {reason}"
+        return None, None, reason, record
+    rmse = _published_rmse(published, ratings, unseen, clip)
+    record["published_validation_rmse"] = rmse
+    what = f"the published model ({name}) on the {len(unseen)} validation ratings it never saw"
+    return _errors(model, ratings, unseen, clip)["rmse"], rmse, what, record
+
+
+def unseen_rows(published, ratings, rows):
+    """The row numbers among ``rows`` (ratings of this run) whose (user, item) pair was not in the input of the
+    model ``published`` (:meth:`mixlib.recsys.store.Model.has_seen`; an id it does not know: not seen)."""
+    users = published.user_index(ratings.user_ids[ratings.users[rows]])
+    items = published.item_index(ratings.item_ids[ratings.items[rows]])
+    return rows[~published.has_seen(users, items)]
 
 
 def _published_rmse(published, ratings, rows, clip):
