@@ -111,7 +111,8 @@ def _tiled_tiff_bytes(tmp_path, small_china):
 
 # Each case: (id, build(tmp_path, small_china, outdir, free_port) -> (argv, words the message must contain)).
 BAD_INPUTS = [
-    ("missing-file", lambda t, img, out, port: ([t / "inputs" / "nope.png", "--out", out / "r.png"], ["nope.png", "does not exist"])),
+    ("missing-file", lambda t, img, out, port: (
+        [t / "inputs" / "nope.png", "--out", out / "r.png"], ["nope.png", "does not exist"])),
     ("zero-byte-file", lambda t, img, out, port: (
         [_half_of(t, "empty.png", b""), "--out", out / "r.png"], ["empty"])),
     ("truncated-jpeg", lambda t, img, out, port: (

@@ -385,7 +385,8 @@ BAD_INPUTS = [
         ["--model", _model(t, weights=[-0.1, 0.6, 0.5]), "--shape", "10x10", "--out", out / "s.png"],
         ["weights"], [])),
     ("nan-mean", lambda t, m, out, img: (
-        ["--model", _write(t, "nan.json", json.dumps(_model_document(means=[[float("nan"), 75, 55]] + MEANS[1:].tolist()))),
+        ["--model", _write(t, "nan.json",
+                           json.dumps(_model_document(means=[[float("nan"), 75, 55]] + MEANS[1:].tolist()))),
          "--shape", "10x10", "--out", out / "s.png"], ["non-finite"], [])),
     ("covariance-not-positive-definite", lambda t, m, out, img: (
         ["--model", _model(t, covariances=_covariances_with(2, np.diag([100.0, -1.0, 50.0]))), "--shape", "10x10",

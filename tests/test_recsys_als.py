@@ -209,7 +209,8 @@ def test_warm_rows_override_the_random_init():
     data = training_data(users, items, ratings, np.zeros(len(users), dtype=bool))
     opts = options(rank=3)
     known = als.initial_factors(data, opts, np.random.default_rng(1))
-    nan_rows = dataclasses.replace(known, user_factors=np.where(np.arange(30)[:, None] < 10, known.user_factors, np.nan))
+    nan_rows = dataclasses.replace(known,
+                                   user_factors=np.where(np.arange(30)[:, None] < 10, known.user_factors, np.nan))
     warm = als.initial_factors(data, opts, np.random.default_rng(2), nan_rows)
     fresh = als.initial_factors(data, opts, np.random.default_rng(2))
     np.testing.assert_array_equal(warm.user_factors[:10], known.user_factors[:10])

@@ -30,8 +30,8 @@ def test_movielens_u_data_tab_separated_without_header(tmp_path):
 
 
 def test_movielens_ratings_csv_with_header(tmp_path):
-    path = write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n1,1029,3.0,1260759179\n"
-                                           "7,31,4.0,1260759185\n")
+    path = write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n"
+                                           "1,1029,3.0,1260759179\n7,31,4.0,1260759185\n")
     ratings = read_ratings(path)
     assert triplets(ratings) == {(1, 31, 2.5), (1, 1029, 3.0), (7, 31, 4.0)}
 

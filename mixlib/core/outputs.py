@@ -6,11 +6,14 @@ sees half a file. Zarr outputs at an fsspec URL are written in place, as object 
 """
 
 import contextlib
+import logging
 import os
 import tempfile
 
 from .errors import InputError
 from .storage import is_local, location, remove_tree
+
+log = logging.getLogger("mixlib")
 
 
 def check_output(path, overwrite, suffixes):
@@ -105,9 +108,7 @@ def writable_folder(folder, flag):
     """Raise InputError naming ``flag`` unless files can be written in ``folder``, by a real write (permissions
     alone miss read-only and virtual file systems, and root). Nothing is left behind: a local folder that does not
     exist yet is not created; its nearest existing parent is probed (the job makes the folder when it writes)."""
-    existing = folder
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
+    existing = nearest_existing(folder)
     try:
         if is_local(folder):
             with tempfile.TemporaryFile(dir=existing):
@@ -123,3 +124,24 @@ def writable_folder(folder, flag):
                 made = made.parent
     except OSError as e:
         raise InputError(f"cannot write to {flag} {folder} ({e.strerror}); choose a writable folder") from None
+
+
+def nearest_existing(folder):
+    """``folder`` if it exists, else its nearest ancestor that does."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return folder
+
+
+def remove_new_folders(new_folders):
+    """Remove what a run created and left empty: for each ``(folder, ancestor)`` of ``new_folders``, ``folder``
+    and its parents below ``ancestor`` (which existed before the run), while they are empty. Local folders only
+    (an object store has no empty folders)."""
+    for folder, ancestor in new_folders:
+        while is_local(folder) and folder != ancestor and ancestor in folder.parents:
+            if folder.exists():
+                if any(folder.iterdir()):
+                    break
+                folder.rmdir()
+                log.debug("removed the empty folder %s", folder)
+            folder = folder.parent

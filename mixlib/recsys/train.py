@@ -15,8 +15,15 @@ import numpy as np
 from .. import __version__
 from ..core.checkpoint import BlockCheckpoint, fingerprint
 from ..core.errors import InputError, JobFailed, Refused
-from ..core.outputs import check_output, optional_output, staged_outputs, writable_folder
-from ..core.storage import is_local, location
+from ..core.outputs import (
+    check_output,
+    nearest_existing,
+    optional_output,
+    remove_new_folders,
+    staged_outputs,
+    writable_folder,
+)
+from ..core.storage import location
 from .als import Factors, TrainingData, TrainingState, fit_als, fit_baseline, initial_factors, validate_rank
 from .ratings import Ratings, cold_start_filter, read_ratings, split, user_means
 from .settings import ModelOptions, TrainSettings, als_params, column_names
@@ -59,27 +66,6 @@ def plan_train(settings):
         remove_new_folders(new_folders)
         raise
     return dataclasses.replace(job_plan, new_folders=new_folders)
-
-
-def nearest_existing(folder):
-    """``folder`` if it exists, else its nearest ancestor that does."""
-    while not folder.exists() and folder.parent != folder:
-        folder = folder.parent
-    return folder
-
-
-def remove_new_folders(new_folders):
-    """Remove what a run created and left empty: for each ``(folder, ancestor)`` of ``new_folders``, ``folder``
-    and its parents below ``ancestor`` (which existed before the run), while they are empty. Local folders only
-    (an object store has no empty folders)."""
-    for folder, ancestor in new_folders:
-        while is_local(folder) and folder != ancestor and ancestor in folder.parents:
-            if folder.exists():
-                if any(folder.iterdir()):
-                    break
-                folder.rmdir()
-                log.debug("removed the empty folder %s", folder)
-            folder = folder.parent
 
 
 def _plan_train(settings, store, folder):
