@@ -11,13 +11,13 @@ from .readers import TIFF_SUFFIXES
 
 OUTPUT_SUFFIXES = (".png", ".tif", ".tiff", ".zarr")
 PNG_MAX_COLOURS = 256
-PNG_MAX_PIXELS = 1 << 30  # a PNG is encoded in memory by Pillow; larger outputs go to .tif or .zarr
+PNG_MAX_PIXELS = 1 << 30  # a PNG is encoded in memory (encode_png); larger outputs go to .tif or .zarr
 # Palette PNG encoding (encode_png): candidate layouts are compared by a fast deflate of up to PNG_TRIAL_PIXELS
 # pixels, and the smallest is deflated at PNG_LEVEL by libdeflate (up to PNG_STREAM_PIXELS pixels; beyond, zlib at
 # PNG_STREAM_LEVEL, strip by strip, so that memory stays bounded). benchmarks/png_size.py measured the choice.
-PNG_TRIAL_LEVEL = 1
+PNG_TRIAL_LEVEL = 6
 PNG_LEVEL = 10
-PNG_STREAM_LEVEL = 9
+PNG_STREAM_LEVEL = 6
 PNG_TRIAL_PIXELS = 1 << 22
 PNG_STREAM_PIXELS = 1 << 26
 PNG_STRIP_PIXELS = 1 << 20  # rows are filtered this many pixels at a time
@@ -84,17 +84,19 @@ def encode_png(labels, palette):
 
 
 class _Layout:
-    """One way to lay a palette image out in PNG rows: its labels and palette (in some palette order), the row
-    filter (0: none, or ``"minsum"``) and the bit depth."""
+    """One way to lay a palette image out in PNG rows: a palette order (entry ``order[i]`` of the palette at index
+    ``i``; the labels are remapped strip by strip), the row filter (0: none, or ``"minsum"``) and the bit depth."""
 
-    def __init__(self, labels, palette, row_filter, depth):
-        self.labels, self.palette, self.row_filter, self.depth = labels, palette, row_filter, depth
+    def __init__(self, labels, palette, order, row_filter, depth):
+        self.labels, self.palette, self.row_filter, self.depth = labels, palette[order], row_filter, depth
+        self.new_index = np.empty(len(order), dtype=np.uint8)
+        self.new_index[order] = np.arange(len(order))
 
     def scanlines(self, start, stop):
         """Rows ``start:stop`` as PNG scanlines ``(n, 1 + row bytes)``: a filter-type byte, then the filtered
         row (the row above ``start`` is the filters' prior row)."""
         first = max(start - 1, 0)
-        packed = _pack_rows(self.labels[first:stop], self.depth)
+        packed = _pack_rows(self.new_index[self.labels[first:stop]], self.depth)
         prior = packed[0] if start > 0 else np.zeros_like(packed[0])
         return _filter_rows(packed[start - first:], prior, self.row_filter)
 
@@ -105,9 +107,8 @@ def _png_layouts(labels, palette):
     depths = (8, _packed_depth(k)) if k <= 16 else (8,)
     orders = ((_transparent_first(palette), 0), (_luma_order(palette), "minsum"))
     for order, row_filter in orders:
-        remapped, reordered = _reordered(labels, palette, order)
         for depth in depths:
-            yield _Layout(remapped, reordered, row_filter, depth)
+            yield _Layout(labels, palette, order, row_filter, depth)
 
 
 def _packed_depth(k):
@@ -130,15 +131,6 @@ def _luma_order(palette):
     luma = colours[:, 0] * 299 + colours[:, 1] * 587 + colours[:, 2] * 114
     alpha = colours[:, 3] if palette.shape[1] == 4 else np.full(len(palette), 255)
     return np.lexsort((np.arange(len(palette)), luma, alpha))
-
-
-def _reordered(labels, palette, order):
-    """``labels`` and ``palette`` with entry ``order[i]`` moved to index ``i`` (the same pixels)."""
-    if np.array_equal(order, np.arange(len(order))):
-        return labels, palette
-    new_index = np.empty(len(order), dtype=np.uint8)
-    new_index[order] = np.arange(len(order))
-    return new_index[labels], palette[order]
 
 
 def _pack_rows(rows, depth):
@@ -184,9 +176,9 @@ def _all_filters(rows, prior):
     return np.stack([(current - p).astype(np.uint8) for p in predictions])
 
 
-def _row_strips(height, width, pixels=PNG_STRIP_PIXELS):
-    """Row ranges ``(start, stop)`` of about ``pixels`` pixels each, covering the image."""
-    step = max(1, pixels // max(width, 1))
+def _row_strips(height, width):
+    """Row ranges ``(start, stop)`` of about ``PNG_STRIP_PIXELS`` pixels each, covering the image."""
+    step = max(1, PNG_STRIP_PIXELS // max(width, 1))
     return [(start, min(start + step, height)) for start in range(0, height, step)]
 
 
@@ -201,11 +193,12 @@ def _trial_rows(height, width):
 
 
 def _trial_size(layout, rows):
-    """Bytes of a fast deflate of ``layout``'s scanlines in ``rows``, plus its palette chunks."""
+    """Bytes of a fast deflate of ``layout``'s scanlines in ``rows`` (the candidates' palette chunks are the same
+    size: every palette order puts the entries that are not opaque first)."""
     import deflate
 
     data = b"".join(layout.scanlines(start, stop).tobytes() for start, stop in rows)
-    return len(deflate.zlib_compress(data, PNG_TRIAL_LEVEL)) + 4 * len(layout.palette)
+    return len(deflate.zlib_compress(data, PNG_TRIAL_LEVEL))
 
 
 def _deflate(layout):
