@@ -357,3 +357,44 @@ def test_premultiplied_8_bit_rgba_tiff_is_divided_by_its_alpha(tmp_path):
     source = inspect_image(str(tmp_path / "pre.tif"), PILLOW_MAX_PIXELS)
     assert source.shape == (20, 30, 4)
     assert np.abs(source.pixels[..., :3].astype(int) - 200).max() <= 1 and (source.pixels[..., 3] == 128).all()
+
+
+def _srgb_profile():
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".zarr"])
+def test_an_rgb_colour_profile_goes_with_the_output(run_job, capsys, tmp_path, small_china, suffix):
+    """Colour-managed viewers show the output's colours as the input's only if the output carries the input's
+    profile (a wide-gamut photo without it shifts its colours)."""
+    import base64
+
+    import zarr
+
+    profile = _srgb_profile()
+    Image.fromarray(np.asarray(small_china)).save(tmp_path / "tagged.png", icc_profile=profile)
+    out, report = tmp_path / f"out{suffix}", tmp_path / "r.json"
+    assert run_job(tmp_path / "tagged.png", "--out", out, "--k", 8, "--report", report) == 0, capsys.readouterr().err
+    if suffix == ".png":
+        with Image.open(out) as im:
+            assert im.info.get("icc_profile") == profile
+    elif suffix == ".tif":
+        with tifffile.TiffFile(out) as tif:
+            assert bytes(tif.pages.first.tags.valueof(34675)) == profile
+    else:
+        assert base64.b64decode(zarr.open_group(str(out), mode="r").attrs["icc_profile"]) == profile
+    assert json.loads(report.read_text())["icc_profile_bytes"] == len(profile)
+
+
+def test_a_grey_profile_is_not_put_on_rgb_pixels(run_job, capsys, tmp_path):
+    from PIL import ImageCms
+
+    grey = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()  # a profile whose data are not RGB
+    Image.fromarray(np.tile(np.arange(0, 250, 10, dtype=np.uint8), (10, 1))).save(tmp_path / "g.png",
+                                                                                   icc_profile=grey)
+    assert run_job(tmp_path / "g.png", "--out", tmp_path / "o.png", "--k", 4) == 0
+    assert "colour profile does not apply" in capsys.readouterr().err
+    with Image.open(tmp_path / "o.png") as im:
+        assert "icc_profile" not in im.info

@@ -599,3 +599,29 @@ def test_workers_that_cannot_see_a_path_stop_the_job_with_one_line(run_job, caps
     assert len(lines) == 1 and "the workers cannot see" in lines[0] and "fsspec URL" in lines[0], err
     assert "Traceback" not in err
     assert files() == before  # no output, no probe file, no folder left behind
+
+
+def test_a_batch_survives_a_worker_killed_mid_batch(tmp_path, china):
+    """A worker SIGKILLed while it compresses images of a batch: its tasks run again elsewhere (they read their
+    files again), and every output has the bytes of an undisturbed run."""
+    import numpy as np
+    from conftest import REPO, cli_command, downscale
+    from distributed import Client
+
+    folder = tmp_path / "in"
+    for i in range(40):
+        save_png(folder / f"p{i:02d}.png", np.roll(downscale(china, (200, 140)), 5 * i, axis=1))
+    (tmp_path / "empty.toml").write_text("")
+    with dask_cluster("tcp", workers=2) as address, Client(address) as watcher:
+        for run in ("undisturbed", "killed"):
+            command, env = cli_command(folder, "--out", tmp_path / run / "{relpath}.png", "--k", 24, "--scheduler",
+                                       address, "--config", tmp_path / "empty.toml")
+            job = subprocess.Popen(command, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+            killed = kill_a_worker_when(watcher, "compress-image") if run == "killed" else None
+            _, stderr = job.communicate(timeout=300)
+            assert job.returncode == 0, stderr
+            assert run == "undisturbed" or killed is not None, "no compress-image task showed on the scheduler"
+            watcher.wait_for_workers(2, timeout=60)
+    assert "batch: 40 written, 0 skipped, 0 failed" in stderr
+    for path in sorted((tmp_path / "undisturbed").glob("*.png")):
+        assert (tmp_path / "killed" / path.name).read_bytes() == path.read_bytes(), path.name

@@ -1,7 +1,8 @@
 """What every job's command shares: logging on stderr, settings from TOML and flags, exit statuses.
 
 Exit statuses: 0 done; 2 bad input, options or configuration (InputError); 1 the job could not finish
-(JobFailed) or failed unexpectedly; 3 a guardrail refused to publish the result (Refused); 130 interrupted.
+(JobFailed) or failed unexpectedly; 3 a guardrail refused to publish the result (Refused); 4 some inputs of a batch
+failed (SomeInputsFailed); 130 interrupted.
 """
 
 import contextlib
@@ -17,7 +18,7 @@ from .. import __version__
 from . import config
 from .cluster import ClusterOptions
 from .config import option
-from .errors import InputError, JobFailed, Refused
+from .errors import InputError, JobFailed, Refused, SomeInputsFailed
 from .outputs import check_output, staged_outputs
 from .storage import check_workers_see, location
 
@@ -63,7 +64,8 @@ def parse_settings(settings_class, job, argv, description, positional=None, conf
     settings_class : dataclass type declared with :func:`mixlib.config.option`
     job : str, the command after ``python -m jobs.`` (``"recommend train"`` for a subcommand)
     argv : list of str or None
-    positional : str or None, a settings key that may also be given as the first positional argument
+    positional : str or None, a settings key that may also be given as the positional argument (several, for a
+        ``tuple`` key)
     config_name : str, names the shipped default config ``configs/<config_name>.toml`` (default: ``job``)
     other_keys : keys the config file may hold for other subcommands sharing it; ignored here
     """
@@ -71,8 +73,9 @@ def parse_settings(settings_class, job, argv, description, positional=None, conf
     parser = config.Parser(prog=f"python -m jobs.{job}", description=description)
     parser.add_argument("--version", action="version", version=f"mixlib {__version__}")
     if positional:
-        parser.add_argument(f"{positional}_positional", nargs="?", default=None, metavar=positional.upper(),
-                            help=f"same as --{positional}")
+        many = {f.name: f.type for f in dataclasses.fields(settings_class)}[positional] is tuple
+        parser.add_argument(f"{positional}_positional", nargs="*" if many else "?", default=None,
+                            metavar=positional.upper(), help=f"same as --{positional}")
     parser.add_argument("--config", default=config_name,
                         help=f"TOML file of settings, or the name of a config shipped with mixlib (default: "
                              f"{config_name}, the shipped configs/{config_name}.toml)")
@@ -80,7 +83,7 @@ def parse_settings(settings_class, job, argv, description, positional=None, conf
     args = vars(parser.parse_args(argv))
     config_path = config_file(args.pop("config"))
     if positional:
-        given = args.pop(f"{positional}_positional")
+        given = args.pop(f"{positional}_positional") or None  # nargs="*" gives [] when none is given
         if given is not None and args[positional] is not None:
             raise InputError(f"give the {positional} once, either as an argument or as --{positional}")
         args[positional] = args[positional] if given is None else given
@@ -101,7 +104,7 @@ def run_job(body):
     try:
         body()
         return 0
-    except (InputError, JobFailed, Refused) as e:
+    except (InputError, JobFailed, Refused, SomeInputsFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_status
     except KeyboardInterrupt:

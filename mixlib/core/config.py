@@ -1,6 +1,7 @@
 """Job settings: TOML defaults, then command-line overrides, checked into a frozen dataclass.
 
-A job's settings are one frozen dataclass whose fields are declared with :func:`option`. Every field is a
+A job's settings are one frozen dataclass whose fields are declared with :func:`option`, typed ``bool``, ``int``,
+``float``, ``str`` or ``tuple`` (of strings: a TOML string or list, a flag given once or more). Every field is a
 key of the job's TOML file and a ``--flag`` of its command; a flag beats the file. Unknown keys, wrong
 types and out-of-range values are :class:`~mixlib.errors.InputError` naming the key and where it came from.
 """
@@ -51,6 +52,9 @@ def add_options(parser, settings_class):
         if field.type is bool:
             section.add_argument(flag_name(field.name), dest=field.name, default=None,
                                  action=argparse.BooleanOptionalAction, help=text)
+        elif field.type is tuple:  # a list of strings: the flag may be given several times
+            section.add_argument(flag_name(field.name), dest=field.name, default=None, action="append",
+                                 metavar=field.name.upper(), help=text + "; may be given several times")
         else:
             section.add_argument(flag_name(field.name), dest=field.name, default=None, type=field.type,
                                  choices=meta["choices"], metavar=field.name.upper(), help=text)
@@ -115,6 +119,11 @@ def _checked(field, value, where):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(f"{where} must be a number, not {value!r}")
         value = float(value)
+    if kind is tuple:
+        value = (value,) if isinstance(value, str) else value
+        if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+            raise InputError(f"{where} must be a string or a list of strings, not {value!r}")
+        value = tuple(value)
     if kind is str and not isinstance(value, str):
         raise InputError(f"{where} must be a string, not {value!r}")
     if meta["choices"] is not None and value not in meta["choices"]:

@@ -3,6 +3,7 @@
 ``InputError`` means the user can fix it (a bad file, flag, config value or address): exit status 2.
 ``JobFailed`` means the job could not finish for a reason the message explains: exit status 1.
 ``Refused`` means the job finished its work but refused to publish it (a guardrail): exit status 3.
+``SomeInputsFailed`` means a batch wrote what it could and some inputs failed (its report lists them): exit status 4.
 Anything else is unexpected and also exits 1.
 """
 
@@ -23,3 +24,9 @@ class Refused(Exception):
     """The job refused to publish its result; the message says why (exit status 3)."""
 
     exit_status = 3
+
+
+class SomeInputsFailed(Exception):
+    """A batch ended with some of its inputs failed, each recorded with its reason (exit status 4)."""
+
+    exit_status = 4

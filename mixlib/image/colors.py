@@ -63,6 +63,23 @@ def merge_histograms(parts):
     return {"codes": codes, "counts": counts}
 
 
+def image_histogram(pixels, chunk_size):
+    """The exact colour histogram of an image in this process (one task of a batch): the same codes and counts as
+    :func:`colour_histogram` gives on the cluster, from blocks of ``chunk_size x chunk_size`` pixels.
+
+    Parameters
+    ----------
+    pixels : ndarray (H, W, C) uint8
+
+    Returns
+    -------
+    dict ``{"codes": (M,) uint32 sorted, "counts": (M,) int64}``
+    """
+    height, width = pixels.shape[:2]
+    return merge_histograms([histogram_chunk(pixels[top:top + chunk_size, left:left + chunk_size])
+                             for top in range(0, height, chunk_size) for left in range(0, width, chunk_size)])
+
+
 def colour_histogram(image, split_every=8):
     """Lazy tree-reduced colour histogram of an image.
 

@@ -8,6 +8,7 @@ writes the output (:func:`labels_and_write_phase`) -> the report (:func:`report_
 """
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -21,24 +22,16 @@ from ..core.checkpoint import BlockCheckpoint
 from ..core.cli import JobOptions
 from ..core.cluster import with_rebuilds
 from ..core.config import option
-from ..core.errors import InputError
-from ..core.outputs import check_output, staged_outputs
+from ..core.errors import InputError, SomeInputsFailed
+from ..core.outputs import check_output, optional_output, staged_outputs, writable_folder
 from ..core.progress import IterationProgress, computed
 from ..core.storage import is_local, location, tree_bytes
 from ..fit.gmm import save_mixture
+from .batch import ImageOptions, JsonLines, expand_inputs, is_batch, run_batch
 from .colors import ColourLookup, checkpointed_histogram, colour_histogram, saved_block_shape
 from .palette import fit_palette, squared_error
 from .readers import PILLOW_MAX_PIXELS, inspect_image
-from .writers import (
-    OUTPUT_SUFFIXES,
-    PNG_MAX_COLOURS,
-    check_png_size,
-    side_by_side,
-    thumbnail_step,
-    write_png,
-    write_tiff,
-    write_zarr,
-)
+from .writers import OUTPUT_SUFFIXES, PNG_MAX_COLOURS, check_png_size, side_by_side, thumbnail_step, write_labels
 
 log = logging.getLogger("mixlib")
 
@@ -48,15 +41,17 @@ log = logging.getLogger("mixlib")
 class CompressSettings(JobOptions):
     """Settings of ``python -m jobs.compress`` (keys of configs/compress.toml)."""
 
-    input: str = option("sample:china.jpg", "image: a file Pillow reads, an RGB(A) TIFF, a Zarr array "
-                                            "(H, W, 3|4) uint8, or sample:NAME for scikit-learn's photos",
-                                            group="input and output")
+    input: tuple = option(("sample:china.jpg",), "image(s): a file Pillow reads, an RGB(A) TIFF, a Zarr array "
+                                                 "(H, W, 3|4) uint8, sample:NAME for scikit-learn's photos; several, "
+                                                 "a folder, a quoted glob or @LIST.txt make a batch",
+                          group="input and output")
     out: str = option("outputs/compress/{stem}-k{k}.png", "output .png (palette), .tif (tiled) or .zarr; "
                                                           "{stem}, {k} and {method} are filled in",
                                                           group="input and output")
     compare: str = option("", "write the original and the compressed image side by side here ('' for none)",
                           group="input and output")
-    report: str = option("", "write a JSON report here ('' for none)", group="input and output")
+    report: str = option("", "write a JSON report here ('' for none); a batch: a .jsonl, a record per input",
+                         group="input and output")
     k: int = option(16, "number of colours", minimum=1, maximum=65536, group="model")
     method: str = option("lloyd", "lloyd or minibatch k-means, or gmm: a Gaussian mixture fitted by EM",
                          choices=("lloyd", "minibatch", "gmm"), group="model")
@@ -75,12 +70,16 @@ class CompressSettings(JobOptions):
     checkpoint_dir: str = option("", "Zarr or TIFF input: keep the colour histogram of each block of 2 x 4 chunks "
                                      "in this folder (shared with the workers; a path or an fsspec URL) as the "
                                      "pass goes, so that --resume continues a killed job", group="input and output")
-    resume: bool = option(False, "continue the colour histogram of a killed job from --checkpoint-dir",
+    resume: bool = option(False, "continue the colour histogram of a killed job from --checkpoint-dir; a batch: "
+                                 "keep the outputs already written and compress the rest",
                           group="input and output")
     seed: int = option(0, "random seed (k-means++ and mini-batch draws)", minimum=0, group="model")
     chunk_size: int = option(2048, "Dask chunk side in pixels (rounded to the input's own chunks)", minimum=16)
     tile_size: int = option(1024, "tile side of TIFF output and chunk side of Zarr output (multiple of 16)",
                             minimum=16)
+    fail_fast: bool = option(False, "a batch: stop at the first input that fails", group="input and output")
+    task_pixels: int = option(1 << 26, "a batch: images up to this many pixels are compressed inside one task each; "
+                                       "larger ones take the chunked path of a single image", minimum=1)
     max_pixels: int = option(PILLOW_MAX_PIXELS, "largest image Pillow may decode (decompression-bomb guard)",
                              minimum=1, group="input and output")
 
@@ -98,17 +97,24 @@ class Plan:
 
 
 def plan(settings):
-    """Check settings, input and outputs before any heavy work; raise InputError on the first problem."""
+    """Check settings, inputs and outputs before any heavy work; raise InputError on the first problem. Several
+    inputs, a folder, a glob or a list make a batch (:func:`plan_batch`)."""
     if settings.tile_size % 16:
         raise InputError(f"--tile-size is {settings.tile_size}; TIFF tiles need a multiple of 16")
-    stem = Path(settings.input.removeprefix("sample:")).stem
-    fill = {"stem": stem, "k": settings.k, "method": settings.method}
+    if not settings.input:
+        raise InputError("no input: give an image, several, a folder, a quoted glob or @LIST.txt")
+    if is_batch(settings.input):
+        return plan_batch(settings)
+    name = settings.input[0]
+    stem = Path(name.removeprefix("sample:")).stem
+    fill = {"stem": stem, "relpath": stem, "k": settings.k, "method": settings.method}
     try:
         out, compare, report, save_model = (location(p.format(**fill), flag) if p else None for p, flag in (
             (settings.out, "--out"), (settings.compare, "--compare"), (settings.report, "--report"),
             (settings.save_model, "--save-model")))
     except (KeyError, ValueError, IndexError) as e:
-        raise InputError(f"an output path has a bad placeholder ({e}); use {{stem}}, {{k}} or {{method}}") from None
+        raise InputError(f"an output path has a bad placeholder ({e}); use {{stem}}, {{relpath}}, {{k}} or "
+                         "{method}") from None
     if out is None:
         raise InputError("--out is empty; give an output path ending in .png, .tif or .zarr")
     if out.suffix.lower() == ".png" and settings.k > PNG_MAX_COLOURS:
@@ -127,7 +133,7 @@ def plan(settings):
     # input (Pillow's decoder lets go of the GIL; 67 MP: 0.9 s less), and the embedded cluster's threaded workers
     # share them. (Worker processes load the compiled loops in their first task.)
     threading.Thread(target=_preload, name="preload", daemon=True).start()
-    source = inspect_image(settings.input, settings.max_pixels)
+    source = inspect_image(name, settings.max_pixels)
     height, width, _ = source.shape
     check_png_size(out, height, width)
     return Plan(source, out, compare, report, save_model, _checkpoint(settings, source))
@@ -135,7 +141,10 @@ def plan(settings):
 
 def worker_paths(job_plan):
     """What the workers touch themselves: ``(reads, writes)``, a Zarr or TIFF input they read chunk by chunk, and
-    the folders of a Zarr output and of the histogram checkpoint they write into."""
+    the folders of a Zarr output and of the histogram checkpoint they write into; a batch's workers read its inputs
+    and write its outputs (a few of each are checked)."""
+    if isinstance(job_plan, BatchPlan):
+        return batch_worker_paths(job_plan)
     reads = [job_plan.source.path] if job_plan.source.kind != "pillow" else []
     writes = [job_plan.out.parent] if job_plan.out.suffix.lower() == ".zarr" else []
     if job_plan.checkpoint is not None:
@@ -167,6 +176,148 @@ def _source_fingerprint(source, chunk_size):
             "mtime_ns": path.stat().st_mtime_ns if is_local(path) else None}
 
 
+# ------------------------------------------------------------------------------------------ batches
+
+@dataclasses.dataclass
+class BatchPlan:
+    """A checked batch: the images to compress, those whose output is already written (``--resume``), the report.
+
+    Attributes
+    ----------
+    jobs : list of (str, str), input name and output of every image to compress
+    skipped : list of (str, str), the same for the images whose output exists (kept with ``--resume``)
+    others : int, files in the folders and globs without an image suffix (left alone)
+    report : Path or None, the JSON-lines report
+    options : ImageOptions
+    """
+
+    jobs: list
+    skipped: list
+    others: int
+    report: Path | None
+    options: ImageOptions
+
+
+def plan_batch(settings):
+    """Check a batch before any work: its options, its inputs (expanded), its outputs (distinct, writable, not
+    there unless ``--overwrite`` or ``--resume``)."""
+    for flag, value in (("--compare", settings.compare), ("--save-model", settings.save_model),
+                        ("--checkpoint-dir", settings.checkpoint_dir)):
+        if value:
+            raise InputError(f"{flag} is for a single image; a batch writes its outputs and a --report .jsonl")
+    inputs, others = expand_inputs(settings.input)
+    if not inputs:
+        raise InputError(f"the inputs name no image ({others} other file(s)); give image files, folders of them, "
+                         "a quoted glob or @LIST.txt")
+    outputs = _batch_outputs(settings, inputs)
+    report = optional_output(settings.report, settings.overwrite or settings.resume, (".jsonl",), "--report")
+    jobs, skipped, existing = [], [], []
+    for item, out in zip(inputs, outputs):
+        if out.exists() and not settings.overwrite:
+            (skipped if settings.resume else existing).append((item.name, str(out)))
+        else:
+            jobs.append((item.name, str(out)))
+    if existing:
+        raise InputError(f"output {existing[0][1]} exists ({len(existing)} in all); pass --overwrite to replace "
+                         "them or --resume to keep them and compress the rest")
+    threading.Thread(target=_preload, name="preload", daemon=True).start()
+    log.info("batch: %d image(s) to compress, %d already written, %d other file(s) left alone", len(jobs),
+             len(skipped), others)
+    return BatchPlan(jobs, skipped, others, report, _image_options(settings))
+
+
+def _batch_outputs(settings, inputs):
+    """The output of every input from the ``--out`` template; two inputs that would write one output, an unknown
+    format or a folder that cannot be written are InputError."""
+    writers, checked = {}, set()
+    outputs = []
+    for item in inputs:
+        fill = {"stem": Path(item.relpath).name, "relpath": item.relpath, "k": settings.k, "method": settings.method}
+        try:
+            out = location(settings.out.format(**fill), "--out")
+        except (KeyError, ValueError, IndexError) as e:
+            raise InputError(f"--out has a bad placeholder ({e}); use {{relpath}}, {{stem}}, {{k}} or "
+                             "{method}") from None
+        if out in writers:
+            raise InputError(f"{writers[out]} and {item.name} would both write {out}: put {{relpath}} in --out "
+                             "(e.g. --out out/{relpath}.png)")
+        writers[out] = item.name
+        if out.suffix.lower() not in OUTPUT_SUFFIXES:
+            raise InputError(f"output {out} has an unknown format; use one of {', '.join(OUTPUT_SUFFIXES)}")
+        if out.suffix.lower() == ".png" and settings.k > PNG_MAX_COLOURS:
+            raise InputError(f"--k {settings.k} does not fit a PNG palette (at most {PNG_MAX_COLOURS}); "
+                             "write .tif or .zarr instead")
+        if out.parent not in checked:
+            checked.add(out.parent)
+            writable_folder(out.parent, "--out folder")
+        outputs.append(out)
+    return outputs
+
+
+def _image_options(settings):
+    return ImageOptions(k=settings.k, method=settings.method, max_iter=settings.max_iter, tol=settings.tol,
+                        batch_size=settings.batch_size, em_init=settings.em_init, em_tol=settings.em_tol,
+                        reg_covar=settings.reg_covar, seed=settings.seed, chunk_size=settings.chunk_size,
+                        tile_size=settings.tile_size, max_pixels=settings.max_pixels,
+                        task_pixels=settings.task_pixels, attributes=output_attributes(settings))
+
+
+def batch_worker_paths(batch_plan, most=4):
+    """``(reads, writes)`` to check on a remote cluster: a few local inputs and the folders of a few outputs."""
+    reads = [location(name, "input") for name, _ in batch_plan.jobs[:most]]
+    writes = sorted({location(out, "--out").parent for _, out in batch_plan.jobs}, key=str)[:most]
+    return reads, writes
+
+
+def run_batch_job(settings, job_plan, client):
+    """Compress a batch on ``client``: a record per input in the report as it goes, one summary line at the end;
+    SomeInputsFailed (exit status 4) when an input failed."""
+    started = time.perf_counter()
+    report = JsonLines(job_plan.report)
+    try:
+        for name, out in job_plan.skipped:
+            report.write({"input": name, "output": out, "status": "skipped", "reason": "its output exists (--resume)"})
+        window = max(2, 2 * sum(client.nthreads().values()))
+        with IterationProgress("compress", len(job_plan.jobs), settings.progress_seconds) as progress:
+            totals = run_batch(client, job_plan.jobs, job_plan.options, report=report, progress=progress,
+                               window=window, fail_fast=settings.fail_fast,
+                               on_deferred=functools.partial(_chunked, settings, client))
+    finally:
+        report.close()
+    totals["skipped"] += len(job_plan.skipped)
+    seconds = time.perf_counter() - started
+    log.info("batch: %d written, %d skipped, %d failed; %.1f megapixels, %s in, %s out; %.2f images/s",
+             totals["written"], totals["skipped"], totals["failed"], totals["megapixels"],
+             _size_text(totals["bytes_in"]), _size_text(totals["bytes_out"]), totals["written"] / seconds)
+    if totals["failed"]:
+        where = f"; {job_plan.report} lists them" if job_plan.report else "; --report PATH.jsonl lists them"
+        raise SomeInputsFailed(f"{totals['failed']} of {len(job_plan.jobs) + len(job_plan.skipped)} inputs "
+                               f"failed{where}")
+    return totals
+
+
+def _chunked(settings, client, record):
+    """Compress an image too large for one task by the chunked path of a single-image job; its batch record."""
+    started = time.perf_counter()
+    try:
+        source = inspect_image(record["input"], settings.max_pixels)
+        report = run(settings, Plan(source, location(record["output"], "--out"), None, None, None, None), client)
+    except InputError as e:
+        return {**record, "status": "failed", "reason": str(e)}
+    return {**record, "status": "written", "reason": None, "distinct_colours": None,
+            "k": report["k_effective"], "iterations": report["iterations"], "psnr_db": report["psnr_db"],
+            "bytes_in": report["input_bytes"], "bytes_out": report["output_bytes"],
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _size_text(count):
+    """A byte count for people: '3.2 MB'."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+
+
 # ------------------------------------------------------------------------------------------ the job
 
 ADVICE = "give the workers more memory or use smaller chunks (--chunk-size)"
@@ -176,7 +327,9 @@ REPORT_NAMES = {"mean_loglik": "mean_loglik_per_pixel"}
 
 def run(settings, job_plan, client):
     """Compress one image on ``client`` in named phases (histogram, fit, labels and write, report); write the
-    outputs and return the report (a dict)."""
+    outputs and return the report (a dict). A batch runs :func:`run_batch_job`."""
+    if isinstance(job_plan, BatchPlan):
+        return run_batch_job(settings, job_plan, client)
     source, seconds, started = job_plan.source, {}, time.perf_counter()
     image = source.to_dask(settings.chunk_size)
     height, width, channels = image.shape
@@ -255,8 +408,8 @@ def labels_and_write_phase(settings, job_plan, image, lookup, palette, output, c
         return pixels.map_blocks(apply_lookup, lookup_on_workers, drop_axis=2, dtype=palette.code_labels.dtype,
                                  token="palette-labels")
 
-    with_rebuilds(lambda attempt: _write_output(output, labels_of(attempt), palette, settings, client),
-                  "writing the output", ADVICE)
+    with_rebuilds(lambda attempt: _write_output(output, labels_of(attempt), palette, settings, client,
+                                                source.icc_profile), "writing the output", ADVICE)
 
 
 def report_phase(settings, job_plan, palette, codes, counts, seconds, output, stage):
@@ -267,6 +420,7 @@ def report_phase(settings, job_plan, palette, codes, counts, seconds, output, st
     report = {
         "input": str(source.path),
         "frames": source.frames,  # of an animation or multi-page file; only the first is compressed
+        "icc_profile_bytes": len(source.icc_profile or b""),  # the input's colour profile, carried to the output
         "method": settings.method,
         "k_requested": settings.k,
         "k_effective": len(palette.colours),
@@ -313,20 +467,18 @@ def _lap(started, seconds):
     return round(time.perf_counter() - started - sum(seconds.values()), 3)
 
 
-def _write_output(path, labels, palette, settings, client):
-    kind = path.suffix.lower()
-
+def _write_output(path, labels, palette, settings, client, icc_profile=None):
+    """Write the labels as the output's format says; the input's colour profile goes with them."""
     def client_compute(parts):
         return computed(client, parts, "palette-labels", settings.progress_seconds)
 
-    if kind == ".png":
-        write_png(path, client_compute([labels])[0], palette.colours)
-    elif kind in (".tif", ".tiff"):
-        write_tiff(path, labels, palette.colours, settings.tile_size, client_compute)
-    else:
-        attributes = {"method": settings.method, "k": settings.k, "seed": settings.seed,
-                      "mixlib": __version__}
-        write_zarr(path, labels, palette.colours, settings.tile_size, attributes, client_compute)
+    write_labels(path, labels, palette.colours, tile=settings.tile_size, attributes=output_attributes(settings),
+                 icc_profile=icc_profile, client_compute=client_compute)
+
+
+def output_attributes(settings):
+    """The attributes of a Zarr output: what made it."""
+    return {"method": settings.method, "k": settings.k, "seed": settings.seed, "mixlib": __version__}
 
 
 def _versions():

@@ -44,6 +44,8 @@ class ImageSource:
     storage_chunks : tuple (rows, cols) of the file's own chunks or tiles, or None
     pixels : ndarray (H, W, C) uint8 for 'pillow', else None
     frames : int, the frames (or pages) in the file; only the first is read
+    icc_profile : bytes or None, the RGB colour profile the pixels are in (an output carries it on, so that colour
+        managed viewers show the output's colours as the input's)
     """
 
     path: Path
@@ -52,6 +54,7 @@ class ImageSource:
     storage_chunks: tuple | None = None
     pixels: np.ndarray | None = None
     frames: int = 1
+    icc_profile: bytes | None = None
 
     @property
     def channels(self):
@@ -66,6 +69,13 @@ class ImageSource:
         if self.storage_chunks is None:
             return (chunk_size, chunk_size)
         return tuple(max(1, round(chunk_size / s)) * s for s in self.storage_chunks)
+
+    def read_pixels(self):
+        """The whole image ``(H, W, C)`` uint8 in this process (decoded already, or read from the Zarr array or
+        TIFF)."""
+        if self.pixels is not None:
+            return self.pixels
+        return read_region(self.kind, self.path, 0, self.shape[0], 0, self.shape[1])
 
     def to_dask(self, chunk_size):
         """The image as a dask array ``(H, W, C)`` uint8, chunked along H and W only."""
@@ -348,7 +358,7 @@ def _lazy_tiff(path, page, frames):
     chunk = (page.tilelength, page.tilewidth) if page.is_tiled else (page.rowsperstrip or shape[0], shape[1])
     _check_shape(path, shape, page.dtype)
     return ImageSource(path, "tiff", tuple(shape), storage_chunks=(min(chunk[0], shape[0]), chunk[1]),
-                       frames=frames)
+                       frames=frames, icc_profile=_tiff_icc_profile(page))
 
 
 def _decode_tiff(path, page, frames, max_pixels, orientation):
@@ -361,7 +371,25 @@ def _decode_tiff(path, page, frames, max_pixels, orientation):
     check_samples(path, samples)
     pixels = orient(to_rgb8(samples, _tiff_layout(path, page, samples)), orientation)
     _check_shape(path, pixels.shape, pixels.dtype)
-    return ImageSource(path, "pillow", pixels.shape, pixels=pixels, frames=frames)
+    return ImageSource(path, "pillow", pixels.shape, pixels=pixels, frames=frames,
+                       icc_profile=_tiff_icc_profile(page))
+
+
+def _tiff_icc_profile(page):
+    """The RGB ICC profile of a TIFF page (tag 34675, InterColorProfile), or None."""
+    return rgb_profile(page.tags.valueof(34675))
+
+
+def rgb_profile(profile):
+    """``profile`` (bytes) when it is an ICC profile of RGB data, else None: a grey or CMYK profile does not
+    describe the RGB pixels the job makes of such an image."""
+    if profile is None or len(profile) < 20:
+        return None
+    if bytes(profile[16:20]) != b"RGB ":  # the profile header's data colour space
+        log.warning("the input's %s colour profile does not apply to the RGB pixels made of it: not carried over",
+                    bytes(profile[16:20]).decode("ascii", "replace").strip())
+        return None
+    return bytes(profile)
 
 
 def _tiff_layout(path, page, samples):
@@ -404,12 +432,15 @@ def _decode_with_pillow(path, max_pixels):
             im.load()
             ImageOps.exif_transpose(im, in_place=True)
             pixels = _pillow_pixels(path, im)
+            icc_profile = rgb_profile(im.info.get("icc_profile") or None)
     except UnidentifiedImageError:
         raise InputError(f"input {path} is not an image that Pillow, tifffile or Zarr can read") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise InputError(f"input {path} is truncated or corrupt ({e})") from None
     _check_shape(path, pixels.shape, pixels.dtype)
-    return ImageSource(path, "pillow", pixels.shape, pixels=pixels, frames=frames)
+    return ImageSource(path, "pillow", pixels.shape, pixels=pixels, frames=frames, icc_profile=icc_profile)
+
+
 @contextlib.contextmanager
 def _without_pillow_pixel_limit():
     """Pillow's own decompression-bomb check off while opening (its limit is fixed; :func:`_check_pixels` applies

@@ -1,5 +1,6 @@
 """Image outputs: palette PNG, tiled TIFF and Zarr writers, and the side-by-side comparison image."""
 
+import base64
 import struct
 import zlib
 
@@ -40,8 +41,9 @@ def thumbnail_step(height, width):
     return max(1, -(-max(height, width) // COMPARE_SIDE))
 
 
-def write_png(path, labels, palette):
-    """A palette (P-mode) PNG, encoded by :func:`encode_png`.
+def write_png(path, labels, palette, icc_profile=None):
+    """A palette (P-mode) PNG, encoded by :func:`encode_png` (with ``icc_profile``, an RGB colour profile, in an
+    iCCP chunk).
 
     Parameters
     ----------
@@ -49,13 +51,13 @@ def write_png(path, labels, palette):
     labels : ndarray (H, W) uint8, palette indices
     palette : ndarray (k, 3|4) uint8, k <= 256; a fourth column is the alpha of each entry
     """
-    data = encode_png(labels, palette)
+    data = encode_png(labels, palette, icc_profile)
     opener = path.open if hasattr(path, "open") else lambda mode: open(path, mode)
     with opener("wb") as file:
         file.write(data)
 
 
-def encode_png(labels, palette):
+def encode_png(labels, palette, icc_profile=None):
     """The bytes of a palette PNG of ``labels``, the smallest of a few candidate layouts.
 
     The candidates are the palette in its own order with unfiltered rows, and the palette sorted by luma with a
@@ -70,6 +72,7 @@ def encode_png(labels, palette):
     ----------
     labels : ndarray (H, W) uint8, palette indices (all below k)
     palette : ndarray (k, 3|4) uint8, k <= 256
+    icc_profile : bytes or None, an RGB ICC profile, written as an iCCP chunk
 
     Returns
     -------
@@ -80,7 +83,7 @@ def encode_png(labels, palette):
     candidates = list(_png_layouts(labels, palette))
     trial_rows = _trial_rows(*labels.shape)
     best = min(candidates, key=lambda layout: _trial_size(layout, trial_rows))
-    return _png_file(best, _deflate(best))
+    return _png_file(best, _deflate(best), icc_profile)
 
 
 class _Layout:
@@ -216,12 +219,15 @@ def _deflate(layout):
     return b"".join(parts) + stream.flush()
 
 
-def _png_file(layout, compressed):
-    """The PNG file: signature, IHDR, PLTE, tRNS (when some entry is not opaque), IDAT chunks, IEND."""
+def _png_file(layout, compressed, icc_profile=None):
+    """The PNG file: signature, IHDR, iCCP (with a profile), PLTE, tRNS (when some entry is not opaque), IDAT
+    chunks, IEND."""
     height, width = layout.labels.shape
     palette = layout.palette
-    chunks = [_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, layout.depth, 3, 0, 0, 0)),
-              _chunk(b"PLTE", palette[:, :3].tobytes())]
+    chunks = [_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, layout.depth, 3, 0, 0, 0))]
+    if icc_profile is not None:  # name, NUL, compression method 0 (deflate), the compressed profile
+        chunks.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile, 9)))
+    chunks.append(_chunk(b"PLTE", palette[:, :3].tobytes()))
     if palette.shape[1] == 4 and (palette[:, 3] != 255).any():
         last = np.flatnonzero(palette[:, 3] != 255)[-1]
         chunks.append(_chunk(b"tRNS", palette[:last + 1, 3].tobytes()))
@@ -236,7 +242,32 @@ def _chunk(kind, data):
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def write_tiff(path, labels, palette, tile, client_compute):
+def write_labels(path, labels, palette, *, tile, attributes, icc_profile, client_compute):
+    """Write palette indices in the format the output's suffix names: a palette PNG, a tiled TIFF or a Zarr group.
+
+    Parameters
+    ----------
+    path : Path (or UPath for Zarr), the (temporary) output
+    labels : dask.array.Array (H, W) uint8 or uint16, palette indices
+    palette : ndarray (k, 3|4) uint8
+    tile : int, TIFF tile and Zarr chunk side
+    attributes : dict, JSON attributes of a Zarr output
+    icc_profile : bytes or None, the input's RGB colour profile: embedded in a PNG or TIFF, kept (base64) in a Zarr
+        group's attributes
+    client_compute : callable(list of dask collections) -> list of results
+    """
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        write_png(path, client_compute([labels])[0], palette, icc_profile)
+    elif suffix in TIFF_SUFFIXES:
+        write_tiff(path, labels, palette, tile, client_compute, icc_profile)
+    else:
+        if icc_profile is not None:
+            attributes = {**attributes, "icc_profile": base64.b64encode(icc_profile).decode("ascii")}
+        write_zarr(path, labels, palette, tile, attributes, client_compute)
+
+
+def write_tiff(path, labels, palette, tile, client_compute, icc_profile=None):
     """A tiled TIFF: palette colour (8-bit indices and a colormap) for RGB with at most 256 colours, else the
     pixels' colours, RGB or RGBA (a TIFF colormap has no alpha, and 16-bit palette TIFFs are not read by Pillow and
     most viewers).
@@ -247,18 +278,20 @@ def write_tiff(path, labels, palette, tile, client_compute):
     palette : ndarray (k, 3|4) uint8
     tile : int, tile side (a multiple of 16)
     client_compute : callable(list of dask arrays) -> list of ndarrays, computes a batch of strips
+    icc_profile : bytes or None, an RGB colour profile to embed
     """
     channels = palette.shape[1]
+    profile = {} if icc_profile is None else {"iccprofile": icc_profile}
     if channels == 3 and len(palette) <= PNG_MAX_COLOURS:
         colormap = np.zeros((3, 256), dtype=np.uint16)
         colormap[:, :len(palette)] = palette.T.astype(np.uint16) * 257
         write_tiled_tiff(path, labels.astype(np.uint8), tile, client_compute, photometric="palette",
-                         colormap=colormap)
+                         colormap=colormap, **profile)
         return
     colours = labels.map_blocks(lambda block: palette[block], new_axis=2, chunks=labels.chunks + ((channels,),),
                                 dtype=np.uint8, token="palette-colours")
     extra = {"extrasamples": ["unassalpha"]} if channels == 4 else {}
-    write_tiled_tiff(path, colours, tile, client_compute, photometric="rgb", **extra)
+    write_tiled_tiff(path, colours, tile, client_compute, photometric="rgb", **extra, **profile)
 
 
 def write_tiled_tiff(path, image, tile, client_compute, **options):

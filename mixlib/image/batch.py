@@ -1,0 +1,363 @@
+"""Batch compression: many images in one job, each image one unit of work on a worker.
+
+The inputs (:func:`expand_inputs`) are files, folders (walked recursively for files with an image suffix), glob
+patterns, ``@LIST.txt`` files (one path or URL a line), and fsspec URLs of each. Every image is compressed inside
+one task (:func:`compress_image`): decoded, histogrammed, fitted, mapped to its palette, encoded and written (staged,
+then renamed), with the same kernels as the chunked path of a single image, run in the task's process
+(:class:`~mixlib.fit.points.LocalPoints` gives the fits' exact bits), so an image has the same output bytes alone or
+in a batch. Tasks carry a few small images each and are submitted in a bounded window (:func:`run_batch`), so
+neither the scheduler nor the client ever holds the whole batch; the client keeps the report. An image larger than
+``task_pixels`` is left to the chunked path of a single-image job, after the window. One bad input is a record with
+its reason and the others are written.
+"""
+
+import dataclasses
+import glob as globbing
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+from ..core.errors import InputError
+from ..core.outputs import staged_outputs
+from ..core.storage import is_local, location, tree_bytes
+from .colors import ColourLookup, image_histogram
+from .palette import fit_palette, squared_error
+from .readers import SAMPLE_PREFIX, inspect_image, resolve_input
+from .writers import write_labels
+
+log = logging.getLogger("mixlib")
+
+GLOB_CHARACTERS = "*?["
+GROUP_BYTES = 8 << 20  # input bytes that one task takes at most (a larger file has a task of its own)
+GROUP_FILES = 16  # files that one task takes at most
+ZARR_MARKERS = ("zarr.json", ".zarray")
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchInput:
+    """One input of a batch.
+
+    Attributes
+    ----------
+    name : str, a local path (absolute) or an fsspec URL, as the readers take it
+    relpath : str, the path relative to the folder or glob root it came from, without its suffix
+    """
+
+    name: str
+    relpath: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageOptions:
+    """What every image of a batch is compressed with (the fit's parameters, the chunking, the limits)."""
+
+    k: int
+    method: str
+    max_iter: int
+    tol: float
+    batch_size: int
+    em_init: str
+    em_tol: float
+    reg_covar: float
+    seed: int
+    chunk_size: int
+    tile_size: int
+    max_pixels: int
+    task_pixels: int
+    attributes: dict  # of a Zarr output
+
+
+# ------------------------------------------------------------------------------------------- inputs
+
+def is_batch(names):
+    """True when the inputs name a batch: several inputs, or one folder (not a Zarr store), glob or list."""
+    if len(names) != 1:
+        return True
+    name = names[0]
+    if name.startswith("@") or any(c in name for c in GLOB_CHARACTERS):
+        return True
+    if name.startswith(SAMPLE_PREFIX):
+        return False
+    path = location(name, "input")
+    return path.is_dir() and not _is_zarr_store(path)
+
+
+def expand_inputs(names):
+    """Every image the inputs name, in the order given (a folder's and a glob's files sorted).
+
+    Returns
+    -------
+    inputs : list of BatchInput
+    others : int, files without an image suffix found in folders and globs (left alone)
+    """
+    inputs, others = [], 0
+    for name in names:
+        if name.startswith("@"):
+            inputs += [BatchInput(_name(line), _stem(line)) for line in _list_file(name[1:])]
+        elif any(c in name for c in GLOB_CHARACTERS):
+            found, skipped = _globbed(name)
+            inputs, others = inputs + found, others + skipped
+        elif name.startswith(SAMPLE_PREFIX):
+            inputs.append(BatchInput(str(resolve_input(name)), _stem(name[len(SAMPLE_PREFIX):])))
+        else:
+            path = location(name, "input")
+            if not path.exists():
+                raise InputError(f"input {name} does not exist")
+            if path.is_dir() and not _is_zarr_store(path):
+                found, skipped = _walked(path)
+                inputs, others = inputs + found, others + skipped
+            else:
+                inputs.append(BatchInput(str(path), path.stem))
+    return inputs, others
+
+
+def _list_file(name):
+    """The non-empty lines of a list file, stripped."""
+    try:
+        lines = location(name, "@LIST").read_text().splitlines()
+    except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as e:
+        raise InputError(f"input list @{name} cannot be read ({e.__class__.__name__}): give a text file of one "
+                         "path or URL a line") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _name(text):
+    return str(location(text, "input"))
+
+
+def _stem(text):
+    return Path(text.rstrip("/")).stem
+
+
+def _walked(folder):
+    """The images under ``folder`` (Zarr stores as images, not walked into) and the count of other files."""
+    found, others = [], 0
+    for path in _tree(folder):
+        if _is_zarr_store(path) or (not path.is_dir() and path.suffix.lower() in image_suffixes()):
+            found.append(BatchInput(str(path), _relative(path, folder)))
+        elif not path.is_dir():
+            others += 1
+    return sorted(found, key=lambda item: item.relpath), others
+
+
+def _tree(folder):
+    """Files and Zarr stores below ``folder``, depth first, not inside Zarr stores."""
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir() and not _is_zarr_store(path):
+            yield from _tree(path)
+        else:
+            yield path
+
+
+def _globbed(pattern):
+    """The images a glob pattern matches (``**`` recursive), relative to the folder before its first wildcard."""
+    root_text = pattern[:min(pattern.index(c) for c in GLOB_CHARACTERS if c in pattern)].rpartition("/")[0] or "."
+    root = location(root_text, "input")
+    if is_local(root):
+        matches = [Path(p) for p in sorted(globbing.glob(str(location(pattern, "input")), recursive=True))]
+    else:
+        matches = [root.joinpath(p[len(root.path):].lstrip("/")) for p in sorted(root.fs.glob(pattern))]
+    found = [BatchInput(str(p), _relative(p, root)) for p in matches
+             if _is_zarr_store(p) or (not p.is_dir() and p.suffix.lower() in image_suffixes())]
+    others = sum(1 for p in matches if not p.is_dir() and p.suffix.lower() not in image_suffixes())
+    return found, others
+
+
+def _relative(path, root):
+    """``path`` relative to ``root``, without its suffix (``holiday/beach`` for ``root/holiday/beach.jpg``)."""
+    relative = str(path)[len(str(root).rstrip("/")) + 1:]
+    return str(Path(relative).with_suffix("")) if Path(relative).suffix else relative
+
+
+def _is_zarr_store(path):
+    return path.suffix.lower() == ".zarr" or (path.is_dir() and any((path / m).exists() for m in ZARR_MARKERS))
+
+
+def image_suffixes():
+    """The suffixes of the files a batch takes as images: every format Pillow opens, TIFF and Zarr."""
+    from PIL import Image
+
+    Image.init()
+    return set(Image.registered_extensions()) | {".tif", ".tiff", ".zarr"}
+
+
+# ------------------------------------------------------------------------------------------ one image
+
+def compress_group(jobs, options):
+    """The records of a few images compressed one after another in this task (``compress-image`` tasks)."""
+    return [compress_image(name, out, options) for name, out in jobs]
+
+
+def compress_image(name, out, options):
+    """Compress one image in this process and write it to ``out`` (staged, then renamed); return its record.
+
+    A bad input (unreadable, truncated, unsupported, too large to decode) is a record with ``status`` 'failed'
+    and the reason; an image of more than ``options.task_pixels`` is 'deferred' to the chunked path.
+
+    Returns
+    -------
+    dict, the report's record: input, output, status, reason, width, height, mode, distinct_colours, k,
+        iterations, psnr_db, bytes_in, bytes_out, seconds
+    """
+    started = time.perf_counter()
+    record = {"input": name, "output": str(out), "status": "failed", "reason": None}
+    try:
+        source = inspect_image(name, options.max_pixels)
+        height, width, channels = source.shape
+        record.update(width=width, height=height, mode="RGBA" if channels == 4 else "RGB")
+        if height * width > options.task_pixels:
+            record.update(status="deferred", reason=f"{height * width} pixels: the chunked path")
+            return record
+        record.update(_compressed(source, location(out, "--out"), options))
+    except InputError as e:
+        record["reason"] = str(e)
+    except Exception as e:  # noqa: BLE001  (one input's unexpected failure must not end the batch)
+        record["reason"] = f"unexpected failure: {e.__class__.__name__}: {' '.join(str(e).split())}"
+    record["seconds"] = round(time.perf_counter() - started, 3)
+    return record
+
+
+def _compressed(source, out, options):
+    """Histogram, palette, labels and output of one decoded image; the record's fields of a written image."""
+    import dask
+    import dask.array as da
+
+    pixels = source.read_pixels()
+    histogram = image_histogram(pixels, options.chunk_size)
+    codes, counts = histogram["codes"], histogram["counts"]
+    palette = fit_palette(codes, counts, source.channels, k=options.k, method=options.method,
+                          max_iter=options.max_iter, tol=options.tol, batch_size=options.batch_size,
+                          em_init=options.em_init, em_tol=options.em_tol, reg_covar=options.reg_covar,
+                          seed=options.seed, in_process=True)
+    labels = ColourLookup(codes, palette.code_labels, source.channels)(pixels)
+    with staged_outputs() as stage:
+        staged = stage(out)
+        write_labels(staged, da.from_array(labels, chunks=options.tile_size), palette.colours,
+                     tile=options.tile_size, attributes=options.attributes, icc_profile=source.icc_profile,
+                     client_compute=lambda parts: list(dask.compute(*parts, scheduler="synchronous")))
+        bytes_out = tree_bytes(staged)
+    mse = squared_error(codes, counts, source.channels, palette) / (int(counts.sum()) * source.channels)
+    return {"status": "written", "distinct_colours": len(codes), "k": len(palette.colours),
+            "iterations": palette.fit.summary(int(counts.sum()))["iterations"],
+            "psnr_db": round(10 * math.log10(255.0 ** 2 / mse), 4) if mse > 0 else None,
+            "bytes_in": source.input_bytes, "bytes_out": bytes_out}
+
+
+# ---------------------------------------------------------------------------------------- the batch
+
+def task_groups(jobs):
+    """The jobs ``(input name, output)`` in tasks: consecutive small files together, up to GROUP_BYTES of input
+    and GROUP_FILES files a task (files whose size is unknown here, at URLs, four to a task)."""
+    group, group_bytes = [], 0
+    for job in jobs:
+        size = _size(job[0])
+        if group and (len(group) >= (GROUP_FILES if size is not None else 4)
+                      or group_bytes + (size or 0) > GROUP_BYTES):
+            yield group
+            group, group_bytes = [], 0
+        group.append(job)
+        group_bytes += size or 0
+    if group:
+        yield group
+
+
+def _size(name):
+    try:
+        return os.path.getsize(name) if "://" not in name else None
+    except OSError:
+        return None
+
+
+class JsonLines:
+    """A report written a record a line as the batch goes (each line flushed and synced: a job killed at any moment
+    leaves every finished record)."""
+
+    def __init__(self, path):
+        self.file = open(path, "w") if path is not None else None
+
+    def write(self, record):
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+            os.fsync(self.file.fileno())
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+
+
+def run_batch(client, jobs, options, *, report, progress, window, fail_fast=False, on_deferred=None):
+    """Compress ``jobs`` ``[(input name, output path)]`` on ``client``, in a bounded window of tasks.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    jobs : list of (str, str)
+    options : ImageOptions
+    report : JsonLines, receives every record as it comes
+    progress : callable ``(done, stage=, total=, **values)``
+    window : int, tasks in flight at most
+    fail_fast : bool, stop at the first failed input (the tasks in flight are cancelled)
+    on_deferred : callable ``(record) -> record`` or None, compresses an image too large for one task
+
+    Returns
+    -------
+    dict of counts by status, the megapixels and bytes in and out
+    """
+    from distributed import as_completed
+
+    totals = {"written": 0, "skipped": 0, "failed": 0, "megapixels": 0.0, "bytes_in": 0, "bytes_out": 0}
+    groups = enumerate(task_groups(jobs))
+    started, done, deferred, jobs_of = time.perf_counter(), 0, [], {}
+
+    def submit():
+        number, group = next(groups, (None, None))
+        if group is not None:
+            future = client.submit(compress_group, group, options, key=f"compress-image-{number}-{started}",
+                                   pure=False)
+            jobs_of[future.key] = group
+            in_flight.add(future)
+
+    in_flight = as_completed(loop=client.loop)
+    for _ in range(window):
+        submit()
+    for future in in_flight:
+        for record in _records(future, jobs_of.pop(future.key)):
+            if record["status"] == "deferred":
+                deferred.append(record)
+                continue
+            done += 1
+            _count(totals, record, report)
+            progress(done, stage="images", total=len(jobs),
+                     megapixels_per_second=totals["megapixels"] / max(time.perf_counter() - started, 1e-9))
+            if fail_fast and record["status"] == "failed":
+                client.cancel(list(in_flight.futures))
+                return totals
+        submit()
+    for record in deferred:
+        _count(totals, on_deferred(record) if on_deferred else {**record, "status": "failed"}, report)
+    return totals
+
+
+def _records(future, jobs):
+    """The records of a finished task; a task that failed as a whole (its worker killed it, repeatedly) fails each
+    of its images, ``jobs``, with the reason."""
+    try:
+        return future.result()
+    except Exception as e:  # noqa: BLE001  (KilledWorker, most often: the batch goes on)
+        reason = f"its task failed: {e.__class__.__name__}: {' '.join(str(e).split())}"
+        return [{"input": name, "output": str(out), "status": "failed", "reason": reason} for name, out in jobs]
+
+
+def _count(totals, record, report):
+    totals[record["status"]] += 1
+    if record["status"] == "written":
+        totals["megapixels"] += record["width"] * record["height"] / 1e6
+        totals["bytes_in"] += record["bytes_in"]
+        totals["bytes_out"] += record["bytes_out"]
+    report.write(record)
