@@ -61,6 +61,8 @@ def test_inputs_from_folders_globs_and_lists(corpus, tmp_path):
     assert [i.relpath for i in listed] == ["grey", "rgba"]
     groups = list(task_groups([(str(folder / f"{name}.png"), "out") for name in ["china", "rgba"] * 12]))
     assert [len(g) for g in groups] == [16, 8]  # small files, 16 to a task
+    spread = list(task_groups([(str(folder / "china.png"), "out")] * 6, spread=4))
+    assert [len(g) for g in spread] == [1] * 6  # a small batch: a task for each worker thread
 
 
 def test_a_batch_writes_what_single_runs_write_and_records_bad_inputs(run_job, capsys, corpus, tmp_path):
@@ -75,6 +77,7 @@ def test_a_batch_writes_what_single_runs_write_and_records_bad_inputs(run_job, c
     assert sorted(found) == sorted(good + bad)
     for name in bad:
         assert found[name]["status"] == "failed" and found[name]["reason"], found[name]
+    assert (found["trip/grey"]["mode"], found["trip/palette"]["mode"], found["rgba"]["mode"]) == ("L", "P", "RGBA")
     for name in good:
         record = found[name]
         assert record["status"] == "written" and record["k"] <= 6 and record["seconds"] > 0, record

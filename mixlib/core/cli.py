@@ -18,7 +18,7 @@ from .. import __version__
 from . import config
 from .cluster import ClusterOptions
 from .config import option
-from .errors import InputError, JobFailed, Refused, SomeInputsFailed
+from .errors import InputError, JobError
 from .outputs import check_output, staged_outputs
 from .storage import check_workers_see, location
 
@@ -104,7 +104,7 @@ def run_job(body):
     try:
         body()
         return 0
-    except (InputError, JobFailed, Refused, SomeInputsFailed) as e:
+    except JobError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_status
     except KeyboardInterrupt:

@@ -8,25 +8,31 @@ Anything else is unexpected and also exits 1.
 """
 
 
-class InputError(Exception):
+class JobError(Exception):
+    """An outcome a job reports in one line with its own exit status (``exit_status``)."""
+
+    exit_status = 1
+
+
+class InputError(JobError):
     """A problem with the job's inputs, options or configuration (exit status 2)."""
 
     exit_status = 2
 
 
-class JobFailed(Exception):
+class JobFailed(JobError):
     """The job started but could not finish; the message says what to change (exit status 1)."""
 
     exit_status = 1
 
 
-class Refused(Exception):
+class Refused(JobError):
     """The job refused to publish its result; the message says why (exit status 3)."""
 
     exit_status = 3
 
 
-class SomeInputsFailed(Exception):
+class SomeInputsFailed(JobError):
     """A batch ended with some of its inputs failed, each recorded with its reason (exit status 4)."""
 
     exit_status = 4

@@ -134,7 +134,7 @@ class IterationProgress:
         if not self.line_seconds or elapsed < min(self.line_seconds, GRACE_SECONDS):
             return
         where = f"iteration {step} of at most {self.total}" if stage is None else f"{stage} {step} of {total}"
-        shown = "".join(f", {name} {value:.6g}" for name, value in values.items())
+        shown = "".join(f", {name} {value:.4g}" for name, value in values.items())
         if self.on_terminal:
             self.stream.write(f"\r{self.phase}: {where}{shown}, {elapsed:5.1f} s ")
             self.stream.flush()

@@ -209,7 +209,7 @@ def compress_image(name, out, options):
     try:
         source = inspect_image(name, options.max_pixels)
         height, width, channels = source.shape
-        record.update(width=width, height=height, mode="RGBA" if channels == 4 else "RGB")
+        record.update(width=width, height=height, mode=source.mode)
         if height * width > options.task_pixels:
             record.update(status="deferred", reason=f"{height * width} pixels: the chunked path")
             return record
@@ -250,13 +250,15 @@ def _compressed(source, out, options):
 
 # ---------------------------------------------------------------------------------------- the batch
 
-def task_groups(jobs):
+def task_groups(jobs, spread=1):
     """The jobs ``(input name, output)`` in tasks: consecutive small files together, up to GROUP_BYTES of input
-    and GROUP_FILES files a task (files whose size is unknown here, at URLs, four to a task)."""
+    and GROUP_FILES files a task (files whose size is unknown here, at URLs, four to a task), and at most
+    ``len(jobs) / spread`` files, so that a small batch still gives every worker thread work."""
+    most_files = max(1, min(GROUP_FILES, len(jobs) // max(spread, 1)))
     group, group_bytes = [], 0
     for job in jobs:
         size = _size(job[0])
-        if group and (len(group) >= (GROUP_FILES if size is not None else 4)
+        if group and (len(group) >= (most_files if size is not None else min(4, most_files))
                       or group_bytes + (size or 0) > GROUP_BYTES):
             yield group
             group, group_bytes = [], 0
@@ -312,7 +314,7 @@ def run_batch(client, jobs, options, *, report, progress, window, fail_fast=Fals
     from distributed import as_completed
 
     totals = {"written": 0, "skipped": 0, "failed": 0, "megapixels": 0.0, "bytes_in": 0, "bytes_out": 0}
-    groups = enumerate(task_groups(jobs))
+    groups = enumerate(task_groups(jobs, spread=2 * window))
     started, done, deferred, jobs_of = time.perf_counter(), 0, [], {}
 
     def submit():
@@ -335,9 +337,9 @@ def run_batch(client, jobs, options, *, report, progress, window, fail_fast=Fals
             _count(totals, record, report)
             progress(done, stage="images", total=len(jobs),
                      megapixels_per_second=totals["megapixels"] / max(time.perf_counter() - started, 1e-9))
-            if fail_fast and record["status"] == "failed":
-                client.cancel(list(in_flight.futures))
-                return totals
+        if fail_fast and totals["failed"]:  # the task's other records are in; the tasks in flight are not
+            client.cancel(list(in_flight.futures))
+            return totals
         submit()
     for record in deferred:
         _count(totals, on_deferred(record) if on_deferred else {**record, "status": "failed"}, report)

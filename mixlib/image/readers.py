@@ -44,6 +44,8 @@ class ImageSource:
     storage_chunks : tuple (rows, cols) of the file's own chunks or tiles, or None
     pixels : ndarray (H, W, C) uint8 for 'pillow', else None
     frames : int, the frames (or pages) in the file; only the first is read
+    mode : str, the input's own pixel layout as Pillow names it ('L', 'P', 'I;16', 'RGB', 'RGBA', ...; for a TIFF
+        decoded by tifffile its samples, e.g. 'uint16 x3'); the pixels are RGB or RGBA whatever it is
     icc_profile : bytes or None, the RGB colour profile the pixels are in (an output carries it on, so that colour
         managed viewers show the output's colours as the input's)
     """
@@ -55,6 +57,10 @@ class ImageSource:
     pixels: np.ndarray | None = None
     frames: int = 1
     icc_profile: bytes | None = None
+    mode: str = ""
+
+    def __post_init__(self):
+        self.mode = self.mode or ("RGBA" if self.shape[2] == 4 else "RGB")
 
     @property
     def channels(self):
@@ -372,7 +378,7 @@ def _decode_tiff(path, page, frames, max_pixels, orientation):
     pixels = orient(to_rgb8(samples, _tiff_layout(path, page, samples)), orientation)
     _check_shape(path, pixels.shape, pixels.dtype)
     return ImageSource(path, "pillow", pixels.shape, pixels=pixels, frames=frames,
-                       icc_profile=_tiff_icc_profile(page))
+                       icc_profile=_tiff_icc_profile(page), mode=f"{samples.dtype} x{samples.shape[2]}")
 
 
 def _tiff_icc_profile(page):
@@ -430,6 +436,7 @@ def _decode_with_pillow(path, max_pixels):
             _check_pixels(path, im.height, im.width, max_pixels)
             frames = _pillow_frames(im)
             im.load()
+            mode = im.mode
             ImageOps.exif_transpose(im, in_place=True)
             pixels = _pillow_pixels(path, im)
             icc_profile = rgb_profile(im.info.get("icc_profile") or None)
@@ -438,7 +445,8 @@ def _decode_with_pillow(path, max_pixels):
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise InputError(f"input {path} is truncated or corrupt ({e})") from None
     _check_shape(path, pixels.shape, pixels.dtype)
-    return ImageSource(path, "pillow", pixels.shape, pixels=pixels, frames=frames, icc_profile=icc_profile)
+    return ImageSource(path, "pillow", pixels.shape, pixels=pixels, frames=frames, icc_profile=icc_profile,
+                       mode=mode)
 
 
 @contextlib.contextmanager
