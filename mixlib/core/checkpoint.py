@@ -5,7 +5,7 @@ Zarr writes each key atomically but not a group, and a half-written group opens 
 written under a temporary name, its ``complete`` attribute is set last, it is renamed into place and its folder
 fsynced; only then does a pointer file (replaced with ``os.replace``) name it. Readers follow the pointer and
 refuse a group without ``complete``. A process killed at any moment leaves the previous pointer and the group it
-names untouched. At an fsspec URL (:mod:`mixlib.storage`) there is no rename: the group is written in place and
+names untouched. At an fsspec URL (:mod:`mixlib.core.storage`) there is no rename: the group is written in place and
 the pointer is one object written whole, so ``complete`` and the pointer alone keep readers safe.
 """
 

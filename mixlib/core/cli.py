@@ -61,7 +61,7 @@ def parse_settings(settings_class, job, argv, description, positional=None, conf
 
     Parameters
     ----------
-    settings_class : dataclass type declared with :func:`mixlib.config.option`
+    settings_class : dataclass type declared with :func:`mixlib.core.config.option`
     job : str, the command after ``python -m jobs.`` (``"recommend train"`` for a subcommand)
     argv : list of str or None
     positional : str or None, a settings key that may also be given as the positional argument (several, for a
@@ -141,7 +141,7 @@ def job_main(settings_class, job, description, plan, run, positional=None, confi
     Returns ``main(argv=None) -> exit status`` for ``jobs/<job>.py`` (see :func:`parse_settings` for the other
     parameters). ``worker_paths(job_plan) -> (reads, writes)`` names the local files the workers will read and
     the folders they will write into: on a remote cluster, the job checks that the workers see them as this
-    process does before it starts (:func:`mixlib.storage.check_workers_see`).
+    process does before it starts (:func:`mixlib.core.storage.check_workers_see`).
     """
     from .cluster import check_address, connect, scheduler_address
     from .outcomes import counted_tasks

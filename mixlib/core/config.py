@@ -3,7 +3,7 @@
 A job's settings are one frozen dataclass whose fields are declared with :func:`option`, typed ``bool``, ``int``,
 ``float``, ``str`` or ``tuple`` (of strings: a TOML string or list, a flag given once or more). Every field is a
 key of the job's TOML file and a ``--flag`` of its command; a flag beats the file. Unknown keys, wrong
-types and out-of-range values are :class:`~mixlib.errors.InputError` naming the key and where it came from.
+types and out-of-range values are :class:`~mixlib.core.errors.InputError` naming the key and where it came from.
 """
 
 import argparse

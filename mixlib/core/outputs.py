@@ -19,7 +19,7 @@ log = logging.getLogger("mixlib")
 def check_output(path, overwrite, suffixes):
     """Reject an output path before any work: an unknown format, a file that exists without
     ``overwrite``, a folder where a file is wanted, or a folder that cannot be written. Only Zarr outputs go to
-    URLs (:mod:`mixlib.storage`)."""
+    URLs (:mod:`mixlib.core.storage`)."""
     _check_not_a_folder(path, suffixes)
     if path.suffix.lower() not in suffixes:
         raise InputError(f"output {path} has an unknown format; use one of {', '.join(suffixes)}")

@@ -6,7 +6,7 @@ filesystem for a URL, so most code that reads and writes is the same for both. W
 written under a temporary name and renamed into place (atomic); an object store has no rename (fsspec would copy
 every object), so there a Zarr group is written in place. Readers stay safe either way: they never trust a
 checkpoint or model group before its ``complete`` attribute and the pointer that names it (a pointer is one
-object, replaced whole; see :mod:`mixlib.checkpoint`), and a job removes a partial output when it fails.
+object, replaced whole; see :mod:`mixlib.core.checkpoint`), and a job removes a partial output when it fails.
 """
 
 import shutil

@@ -2,7 +2,7 @@
 algebra of mixtures.
 
 The kernels at the top are pure functions of one chunk (numpy, and the compiled loops of
-:mod:`mixlib.compiled`). :func:`fit_gmm` owns the EM loop: each iteration is one tree reduction of the
+:mod:`mixlib.fit.compiled`). :func:`fit_gmm` owns the EM loop: each iteration is one tree reduction of the
 sufficient statistics ``N_k``, ``S_k = sum r x``, ``SS_k = sum r x x^T`` and the log-likelihood over the
 points persisted on the cluster (:class:`mixlib.fit.points.WeightedPoints`), then an M-step on the client.
 Weighted points make the colour histogram of an image an exact stand-in for its pixels.
@@ -71,7 +71,7 @@ def log_gaussian(x, means, prec_chol):
     """``log N(x_i | mu_j, Sigma_j)``, shape ``(n, k)``, from the precision Cholesky factors ``(k, D, D)``.
 
     ``log N = -(D log 2 pi + ||(x - mu) U||^2) / 2 + log det U``, and ``log det U`` is the sum of the
-    logs of U's diagonal, so no determinant or inverse is ever formed (see :mod:`mixlib.compiled`).
+    logs of U's diagonal, so no determinant or inverse is ever formed (see :mod:`mixlib.fit.compiled`).
     """
     return joint_log_prob_of(x, np.zeros(len(means)), means, prec_chol)
 
@@ -121,7 +121,7 @@ def moment_stats(x, weights, resp):
 def em_chunk(x, weights, log_weights, means, prec_chol):
     """E-step statistics of one chunk: ``nk`` (k,), ``sx`` (k, D) and ``sxx`` (k, D, D) as in
     :func:`moment_stats`, of the responsibilities, and ``loglik``, the weighted sum of ``log p(x_i)`` (see
-    :func:`mixlib.compiled.em_sums`)."""
+    :func:`mixlib.fit.compiled.em_sums`)."""
     from .compiled import em_sums
 
     nk, sx, sxx, loglik = em_sums(contiguous(x), contiguous(weights), contiguous(log_weights), contiguous(means),

@@ -42,7 +42,7 @@ def nearest_centres(x, centres):
 
 
 def contiguous(array):
-    """``array`` as C-contiguous float64 (what the compiled loops of :mod:`mixlib.compiled` are built for)."""
+    """``array`` as C-contiguous float64 (what the compiled loops of :mod:`mixlib.fit.compiled` are built for)."""
     return np.ascontiguousarray(array, dtype=np.float64)
 
 
@@ -95,7 +95,7 @@ def centres_from_stats(stats, far, previous):
 
     Parameters
     ----------
-    stats : dict from :func:`lloyd_chunk` merged with :func:`mixlib.reduce.add_stats`
+    stats : dict from :func:`lloyd_chunk` merged with :func:`mixlib.core.reduce.add_stats`
     far : dict from :func:`merge_far_points` with at least as many points as empty clusters, or None
         when no cluster is empty
     previous : ndarray (k, D), the centres the statistics were computed with

@@ -14,7 +14,7 @@ RGB_CODES = 1 << 24
 
 
 def colour_codes(block):
-    """Pack pixels into colour codes (see :func:`mixlib.compiled.colour_codes`).
+    """Pack pixels into colour codes (see :func:`mixlib.image.compiled.colour_codes`).
 
     Parameters
     ----------
