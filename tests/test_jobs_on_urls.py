@@ -85,3 +85,27 @@ def test_model_store_at_a_url_publishes_and_serves_what_a_local_one_does(run_rec
     assert not UPath(url, "checkpoint").exists()
     assert run_recommend("train", "--ratings", ratings, "--model-dir", url, *FAST, "--guardrail-tolerance", 1) == 0
     assert UPath(url, "latest").read_text().strip() == "v0002"
+
+
+def test_a_batch_reads_and_writes_at_urls_what_it_does_at_paths(run_job, capsys, tmp_path, small_china):
+    """A folder and a glob named by file:// URLs (fsspec's code path of s3://): the workers read the images and
+    write the outputs, the same bytes as with local paths."""
+    from conftest import save_png
+
+    for i in range(3):
+        save_png(tmp_path / "photos" / "trip" / f"p{i}.png", np.roll(np.asarray(small_china), 9 * i, axis=1))
+    (tmp_path / "photos" / "notes.txt").write_text("left alone\n")
+    url = (tmp_path / "photos").as_uri()
+    assert run_job(url, "--out", (tmp_path / "by-url").as_uri() + "/{relpath}.zarr", "--k", 5) == 0, \
+        capsys.readouterr().err
+    assert run_job(f"{url}/**/*.png", "--out", tmp_path / "by-glob" / "{relpath}.png", "--k", 5) == 0
+    assert run_job(tmp_path / "photos", "--out", tmp_path / "by-path" / "{relpath}.png", "--k", 5) == 0
+    for i in range(3):
+        by_url = zarr.open_group(str(tmp_path / "by-url" / "trip" / f"p{i}.zarr"), mode="r")
+        by_path = tmp_path / "by-path" / "trip" / f"p{i}.png"
+        assert (tmp_path / "by-glob" / "trip" / f"p{i}.png").read_bytes() == by_path.read_bytes()
+        from PIL import Image
+
+        with Image.open(by_path) as im:
+            decoded = np.asarray(im.convert("RGB"))
+        np.testing.assert_array_equal(by_url["palette"][...][by_url["labels"][...]], decoded)

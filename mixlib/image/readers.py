@@ -170,8 +170,7 @@ def inspect_image(name, max_pixels):
     if path.is_dir() or path.suffix.lower() == ".zarr":
         return _inspect_zarr(path)
     if not is_local(path):
-        raise InputError(f"input {path}: only Zarr arrays are read from URLs; copy the file to a local or mounted "
-                         "path, or convert it to Zarr")
+        return _decode_url(path, max_pixels)
     if path.stat().st_size == 0:
         raise InputError(f"input {path} is empty (0 bytes)")
     source = None
@@ -179,6 +178,21 @@ def inspect_image(name, max_pixels):
         source = _inspect_tiff(path, max_pixels)
     if source is None:
         source = _decode_with_pillow(path, max_pixels)
+    if source.frames > 1:
+        log.warning("input %s has %d frames (an animation or a multi-page file): only the first frame is used",
+                    path, source.frames)
+    return source
+
+
+def _decode_url(path, max_pixels):
+    """An image file at an fsspec URL, read whole and decoded by Pillow (a TIFF at a URL too: Pillow reads 8-bit
+    TIFFs; tifffile's lazy and deep routes need a local file)."""
+    import io
+
+    data = path.read_bytes()
+    if not data:
+        raise InputError(f"input {path} is empty (0 bytes)")
+    source = _decode_with_pillow(path, max_pixels, io.BytesIO(data))
     if source.frames > 1:
         log.warning("input %s has %d frames (an animation or a multi-page file): only the first frame is used",
                     path, source.frames)
@@ -426,13 +440,13 @@ def orient(pixels, orientation):
 
 # ------------------------------------------------------------------------------------------ Pillow
 
-def _decode_with_pillow(path, max_pixels):
+def _decode_with_pillow(path, max_pixels, file=None):
     """Decode an image with Pillow into RGB or RGBA, upright (EXIF orientation), keeping the decompression-bomb
-    guard."""
+    guard; ``file`` is an open binary file of ``path`` (read from a URL), else ``path`` is opened."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with _without_pillow_pixel_limit(), Image.open(path) as im:
+        with _without_pillow_pixel_limit(), Image.open(file if file is not None else path) as im:
             _check_pixels(path, im.height, im.width, max_pixels)
             frames = _pillow_frames(im)
             im.load()
