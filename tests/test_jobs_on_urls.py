@@ -56,9 +56,9 @@ def test_url_outputs_are_never_overwritten_without_overwrite(run_job, capsys, tm
     (["IN", "--out", "s3://bucket/o.zarr"], "--out s3://bucket/o.zarr: Install s3fs to access S3"),
     (["IN", "--out", "nosuchfs://bucket/o.zarr"], "--out nosuchfs://bucket/o.zarr: Unsupported filesystem"),
     (["IN", "--out", "memory://bucket/o.png"], "only Zarr outputs are written to URLs"),
-    (["memory://bucket/photo.png", "--out", "OUT"], "only Zarr arrays are read from URLs"),
+    (["memory://bucket/photo.png", "--out", "OUT"], "memory://bucket/photo.png is not an image"),
     (["memory://bucket/none.zarr", "--out", "OUT"], "input memory://bucket/none.zarr does not exist"),
-], ids=["missing-package", "unknown-protocol", "png-to-url", "png-from-url", "missing-input"])
+], ids=["missing-package", "unknown-protocol", "png-to-url", "bad-png-from-url", "missing-input"])
 def test_bad_urls_are_one_line_and_status_2(run_job, capsys, tmp_path, zarr_image, argv, message):
     from upath import UPath
 
