@@ -56,6 +56,57 @@ def nearest(x, centres):
     return labels, sq_dist
 
 
+@_inlined
+def _sq_distance_to(x, i, point):
+    """``||x_i - point||^2``."""
+    total = 0.0
+    for e in range(x.shape[1]):
+        diff = x[i, e] - point[e]
+        total += diff * diff
+    return total
+
+
+@_compiled
+def plusplus_centres(x, weights, closest, uniforms):
+    """Greedy k-means++ steps (the new centres' indices): for each row of ``uniforms`` (the draws of one centre),
+    candidates ``searchsorted(cumsum(w * D), u * sum(w * D))``, and the one that lowers ``sum(w * D)`` most
+    becomes a centre; ``closest`` (n,), the squared distance ``D`` of each point to its nearest centre so far, is
+    updated in place.
+
+    Parameters
+    ----------
+    x : ndarray (n, D) float64; weights : ndarray (n,) float64
+    closest : ndarray (n,) float64
+    uniforms : ndarray (centres, trials) float64 in [0, 1)
+
+    Returns
+    -------
+    ndarray (centres,) int64, the index of each new centre in ``x``
+    """
+    n = x.shape[0]
+    chosen = np.empty(uniforms.shape[0], np.int64)
+    cumulative = np.empty(n)
+    trial = np.empty(n)
+    best = np.empty(n)
+    for c in range(uniforms.shape[0]):
+        potential = 0.0
+        for i in range(n):
+            potential += weights[i] * closest[i]
+            cumulative[i] = potential
+        best_cost = np.inf
+        for t in range(uniforms.shape[1]):
+            candidate = min(np.searchsorted(cumulative, uniforms[c, t] * potential), n - 1)
+            cost = 0.0
+            for i in range(n):
+                trial[i] = min(closest[i], _sq_distance_to(x, i, x[candidate]))
+                cost += weights[i] * trial[i]
+            if cost < best_cost:
+                best_cost, chosen[c] = cost, candidate
+                best[:] = trial
+        closest[:] = best
+    return chosen
+
+
 @_compiled
 def lloyd_sums(x, weights, centres):
     """Per centre: the weight ``(k,)`` and weighted sum ``(k, D)`` of the points nearest to it, and the
@@ -166,6 +217,7 @@ def warm_up():
     points, weights, centres = np.zeros((2, 3)), np.ones(2), np.zeros((2, 3))
     prec_chol = np.broadcast_to(np.eye(3), (2, 3, 3)).copy()
     nearest(points, centres)
+    plusplus_centres(points, weights, np.ones(2), np.zeros((1, 2)))
     lloyd_sums(points, weights, centres)
     joint_log_prob(points, np.zeros(2), centres, prec_chol)
     em_sums(points, weights, np.zeros(2), centres, prec_chol)

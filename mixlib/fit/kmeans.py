@@ -20,6 +20,8 @@ from .points import WeightedPoints, weighted_points
 
 log = logging.getLogger("mixlib")
 
+PLUSPLUS_STEP = 256  # k-means++ centres chosen between two progress reports
+
 # ----------------------------------------------------------------------------------------- kernels
 
 def nearest_centres(x, centres):
@@ -121,7 +123,9 @@ def kmeans_plusplus(x, weights, k, rng, progress=None):
     """Greedy k-means++ seeding on weighted points (Arthur & Vassilvitskii 2007, with local trials).
 
     Each new centre is the best of ``2 + log k`` candidates drawn with probability proportional to
-    ``w * D(x)^2``, the one that lowers the weighted potential most, as scikit-learn does.
+    ``w * D(x)^2``, the one that lowers the weighted potential most, as scikit-learn does. The steps run in a
+    compiled loop (:func:`mixlib.fit.compiled.plusplus_centres`), ``PLUSPLUS_STEP`` centres at a time between two
+    progress reports.
 
     Parameters
     ----------
@@ -129,38 +133,25 @@ def kmeans_plusplus(x, weights, k, rng, progress=None):
     weights : ndarray (n,) float64, positive
     k : int
     rng : numpy.random.Generator
-    progress : callable ``(centre, stage=, total=)`` or None, told of every centre chosen
+    progress : callable ``(centre, stage=, total=)`` or None, told of the centres chosen
 
     Returns
     -------
     ndarray (k, D) float64
     """
+    from .compiled import plusplus_centres
+
+    x, weights = contiguous(x), contiguous(weights)
     n_trials = 2 + int(np.log(k))
-    point_sq = np.einsum("nd,nd->n", x, x)
-    centres = np.empty((k, x.shape[1]))
-    centres[0] = x[rng.choice(len(x), p=weights / weights.sum())]
-    closest = _sq_dist_to(x, point_sq, centres[:1])[:, 0]
-    for c in range(1, k):
-        potential = weights @ closest
-        candidates = np.searchsorted(np.cumsum(weights * closest), rng.uniform(size=n_trials) * potential)
-        candidates = np.minimum(candidates, len(x) - 1)
-        candidate_dist = _sq_dist_to(x, point_sq, x[candidates])
-        np.minimum(closest[:, None], candidate_dist, out=candidate_dist)
-        best = int(np.argmin(weights @ candidate_dist))
-        closest = candidate_dist[:, best]
-        centres[c] = x[candidates[best]]
+    first = rng.choice(len(x), p=weights / weights.sum())
+    closest = ((x - x[first]) ** 2).sum(axis=1)
+    uniforms = rng.uniform(size=(k - 1, n_trials))  # the draws of every centre, in the order they are used
+    chosen = [first]
+    for start in range(0, k - 1, PLUSPLUS_STEP):
+        chosen.extend(plusplus_centres(x, weights, closest, uniforms[start:start + PLUSPLUS_STEP]))
         if progress is not None:
-            progress(c + 1, stage="k-means++ centre", total=k)
-    return centres
-
-
-def _sq_dist_to(x, point_sq, targets):
-    """Squared distances ``(n, t)`` from points ``x`` (with ``point_sq = ||x||^2``) to ``targets (t, D)``."""
-    dist = x @ targets.T
-    dist *= -2.0
-    dist += point_sq[:, None]
-    dist += np.einsum("td,td->t", targets, targets)
-    return np.maximum(dist, 0.0, out=dist)
+            progress(len(chosen), stage="k-means++ centre", total=k)
+    return x[np.asarray(chosen)]
 
 
 def minibatch_update(centres, seen, batch):
