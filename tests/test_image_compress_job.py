@@ -640,7 +640,7 @@ def test_performance_report(run_job, capsys, tmp_path, small_china_png):
         capsys.readouterr().err
     html = report.read_text()
     assert "Dask Performance Report" in html
-    for layer in ("colour-histogram", "kmeans-stats", "palette-labels"):
+    for layer in ("colour-histogram", "palette-labels"):  # the fit of so few colours runs in the job's process
         assert layer in html, layer
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     # An existing report is kept without --overwrite, before any work.
