@@ -119,18 +119,20 @@ class IterationProgress:
     total : int, iterations at most
     line_seconds : float, least time between two plain lines; 0 shows nothing
     stream : file, stderr by default
+    clock : callable, seconds (a test's own clock)
     """
 
-    def __init__(self, phase, total, line_seconds, stream=None):
+    def __init__(self, phase, total, line_seconds, stream=None, clock=time.monotonic):
         self.phase, self.total, self.line_seconds = phase, total, line_seconds
         self.stream = stream or sys.stderr
         self.on_terminal = self.stream.isatty()
-        self.started = time.monotonic()
+        self.clock = clock
+        self.started = clock()
         self._last_line = 0.0  # elapsed seconds at the last plain line
         self._drawn = False
 
     def __call__(self, step, stage=None, total=None, **values):
-        elapsed = time.monotonic() - self.started
+        elapsed = self.clock() - self.started
         if not self.line_seconds or elapsed < min(self.line_seconds, GRACE_SECONDS):
             return
         where = f"iteration {step} of at most {self.total}" if stage is None else f"{stage} {step} of {total}"
