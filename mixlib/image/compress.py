@@ -321,7 +321,7 @@ def _size_text(count):
 # ------------------------------------------------------------------------------------------ the job
 
 ADVICE = "give the workers more memory or use smaller chunks (--chunk-size)"
-IN_PROCESS_COLOURS = 1 << 18  # the fits' block of points (chunk_rows): a histogram this small is one block
+IN_PROCESS_COLOURS = 1 << 18  # the fits' block of points (chunk_rows): a smaller histogram is one block
 # The report's names of a fit's statistics: a point is a distinct colour weighted by its pixels.
 REPORT_NAMES = {"mean_loglik": "mean_loglik_per_pixel"}
 
@@ -381,8 +381,8 @@ def histogram_phase(settings, job_plan, image, client):
 
 
 def fit_phase(settings, codes, counts, channels):
-    """The palette (:func:`mixlib.image.palette.fit_palette`), its iterations shown as they go. A histogram of at
-    most IN_PROCESS_COLOURS colours is fitted in this process (one block of points, which the cluster would only
+    """The palette (:func:`mixlib.image.palette.fit_palette`), its iterations shown as they go. A histogram of fewer
+    than IN_PROCESS_COLOURS colours is fitted in this process (one block of points, which the cluster would only
     pass through a round trip per iteration; the same palette either way); a larger one on the cluster, where the
     fit scatters the distinct colours itself, so a rerun after a lost worker rebuilds them."""
     progress = IterationProgress("EM" if settings.method == "gmm" else "k-means", settings.max_iter,
@@ -393,7 +393,7 @@ def fit_phase(settings, codes, counts, channels):
             return fit_palette(codes, counts, channels, k=settings.k, method=settings.method,
                                max_iter=settings.max_iter, tol=settings.tol, batch_size=settings.batch_size,
                                em_init=settings.em_init, em_tol=settings.em_tol, reg_covar=settings.reg_covar,
-                               seed=settings.seed, progress=progress, in_process=len(codes) <= IN_PROCESS_COLOURS)
+                               seed=settings.seed, progress=progress, in_process=len(codes) < IN_PROCESS_COLOURS)
 
     palette = with_rebuilds(fit, "fitting the palette", ADVICE)
     log.info("%s", palette.fit.describe())
