@@ -23,7 +23,7 @@ from ..core.cli import JobOptions
 from ..core.cluster import with_rebuilds
 from ..core.config import option
 from ..core.errors import InputError, SomeInputsFailed
-from ..core.outputs import check_output, optional_output, staged_outputs, writable_folder
+from ..core.outputs import check_output, nearest_existing, optional_output, staged_outputs, writable_folder
 from ..core.progress import IterationProgress, computed
 from ..core.storage import is_local, location, tree_bytes
 from ..fit.gmm import save_mixture
@@ -247,8 +247,9 @@ def _batch_outputs(settings, inputs):
         if out.suffix.lower() == ".png" and settings.k > PNG_MAX_COLOURS:
             raise InputError(f"--k {settings.k} does not fit a PNG palette (at most {PNG_MAX_COLOURS}); "
                              "write .tif or .zarr instead")
-        if out.parent not in checked:
-            checked.add(out.parent)
+        probed = nearest_existing(out.parent) if is_local(out) else out.parent  # mirrored trees share their root
+        if probed not in checked:
+            checked.add(probed)
             writable_folder(out.parent, "--out folder")
         outputs.append(out)
     return outputs
