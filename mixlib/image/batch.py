@@ -201,7 +201,7 @@ def compress_image(name, out, options):
 
     Returns
     -------
-    dict, the report's record: input, output, status, reason, width, height, mode, distinct_colours, k,
+    dict, the report's record: input, output, status, reason, width, height, mode, frames, distinct_colours, k,
         iterations, psnr_db, bytes_in, bytes_out, seconds
     """
     started = time.perf_counter()
@@ -209,7 +209,7 @@ def compress_image(name, out, options):
     try:
         source = inspect_image(name, options.max_pixels)
         height, width, channels = source.shape
-        record.update(width=width, height=height, mode=source.mode)
+        record.update(width=width, height=height, mode=source.mode, frames=source.frames)
         if height * width > options.task_pixels:
             record.update(status="deferred", reason=f"{height * width} pixels: the chunked path")
             return record
@@ -357,6 +357,9 @@ def _records(future, jobs):
 
 
 def _count(totals, record, report):
+    if record.get("frames", 1) > 1:  # said on the worker that read it; said here, where the user sees the log
+        log.warning("input %s has %d frames (an animation or a multi-page file): only the first frame is used",
+                    record["input"], record["frames"])
     totals[record["status"]] += 1
     if record["status"] == "written":
         totals["megapixels"] += record["width"] * record["height"] / 1e6
