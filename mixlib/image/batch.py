@@ -12,6 +12,7 @@ its reason and the others are written.
 """
 
 import dataclasses
+import functools
 import glob as globbing
 import json
 import logging
@@ -134,13 +135,9 @@ def _stem(text):
 
 def _walked(folder):
     """The images under ``folder`` (Zarr stores as images, not walked into) and the count of other files."""
-    found, others = [], 0
-    for path in _tree(folder):
-        if _is_zarr_store(path) or (not path.is_dir() and path.suffix.lower() in image_suffixes()):
-            found.append(BatchInput(str(path), _relative(path, folder)))
-        elif not path.is_dir():
-            others += 1
-    return sorted(found, key=lambda item: item.relpath), others
+    paths = list(_tree(folder))
+    found = [BatchInput(str(p), _relative(p, folder)) for p in paths if _is_image(p)]
+    return sorted(found, key=lambda item: item.relpath), sum(1 for p in paths if not _is_image(p))
 
 
 def _tree(folder):
@@ -162,10 +159,8 @@ def _globbed(pattern):
         matches = [Path(p) for p in sorted(globbing.glob(str(location(pattern, "input")), recursive=True))]
     else:
         matches = [root.joinpath(p[len(root.path):].lstrip("/")) for p in sorted(root.fs.glob(pattern))]
-    found = [BatchInput(str(p), _relative(p, root)) for p in matches
-             if _is_zarr_store(p) or (not p.is_dir() and p.suffix.lower() in image_suffixes())]
-    others = sum(1 for p in matches if not p.is_dir() and p.suffix.lower() not in image_suffixes())
-    return found, others
+    found = [BatchInput(str(p), _relative(p, root)) for p in matches if _is_image(p)]
+    return found, sum(1 for p in matches if not p.is_dir() and not _is_image(p))
 
 
 def _relative(path, root):
@@ -174,10 +169,16 @@ def _relative(path, root):
     return str(Path(relative).with_suffix("")) if Path(relative).suffix else relative
 
 
+def _is_image(path):
+    """A Zarr store, or a file with an image suffix."""
+    return _is_zarr_store(path) or (path.suffix.lower() in image_suffixes() and not path.is_dir())
+
+
 def _is_zarr_store(path):
     return path.suffix.lower() == ".zarr" or (path.is_dir() and any((path / m).exists() for m in ZARR_MARKERS))
 
 
+@functools.cache
 def image_suffixes():
     """The suffixes of the files a batch takes as images: every format Pillow opens, TIFF and Zarr."""
     from PIL import Image
