@@ -169,19 +169,21 @@ def inspect_image(name, max_pixels):
         raise InputError(f"input {path} does not exist")
     if path.is_dir() or path.suffix.lower() == ".zarr":
         return _inspect_zarr(path)
-    if not is_local(path):
-        return _decode_url(path, max_pixels)
+    source = _decode_url(path, max_pixels) if not is_local(path) else _inspect_local_file(path, max_pixels)
+    if source.frames > 1:
+        log.warning("input %s has %d frames (an animation or a multi-page file): only the first frame is used",
+                    path, source.frames)
+    return source
+
+
+def _inspect_local_file(path, max_pixels):
+    """A local image file: a TIFF by tifffile where it reads it, else Pillow."""
     if path.stat().st_size == 0:
         raise InputError(f"input {path} is empty (0 bytes)")
     source = None
     if path.suffix.lower() in TIFF_SUFFIXES or _starts_like_tiff(path):
         source = _inspect_tiff(path, max_pixels)
-    if source is None:
-        source = _decode_with_pillow(path, max_pixels)
-    if source.frames > 1:
-        log.warning("input %s has %d frames (an animation or a multi-page file): only the first frame is used",
-                    path, source.frames)
-    return source
+    return source if source is not None else _decode_with_pillow(path, max_pixels)
 
 
 def _decode_url(path, max_pixels):
@@ -192,11 +194,7 @@ def _decode_url(path, max_pixels):
     data = path.read_bytes()
     if not data:
         raise InputError(f"input {path} is empty (0 bytes)")
-    source = _decode_with_pillow(path, max_pixels, io.BytesIO(data))
-    if source.frames > 1:
-        log.warning("input %s has %d frames (an animation or a multi-page file): only the first frame is used",
-                    path, source.frames)
-    return source
+    return _decode_with_pillow(path, max_pixels, io.BytesIO(data))
 
 
 def _starts_like_tiff(path):
