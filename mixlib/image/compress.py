@@ -107,14 +107,10 @@ def plan(settings):
         return plan_batch(settings)
     name = settings.input[0]
     stem = Path(name.removeprefix("sample:")).stem
-    fill = {"stem": stem, "relpath": stem, "k": settings.k, "method": settings.method}
-    try:
-        out, compare, report, save_model = (location(p.format(**fill), flag) if p else None for p, flag in (
-            (settings.out, "--out"), (settings.compare, "--compare"), (settings.report, "--report"),
-            (settings.save_model, "--save-model")))
-    except (KeyError, ValueError, IndexError) as e:
-        raise InputError(f"an output path has a bad placeholder ({e}); use {{stem}}, {{relpath}}, {{k}} or "
-                         "{method}") from None
+    templates = ((settings.out, "--out"), (settings.compare, "--compare"), (settings.report, "--report"),
+                 (settings.save_model, "--save-model"))
+    out, compare, report, save_model = (_filled(template, flag, settings, stem) if template else None
+                                        for template, flag in templates)
     if out is None:
         raise InputError("--out is empty; give an output path ending in .png, .tif or .zarr")
     if out.suffix.lower() == ".png" and settings.k > PNG_MAX_COLOURS:
@@ -137,6 +133,17 @@ def plan(settings):
     height, width, _ = source.shape
     check_png_size(out, height, width)
     return Plan(source, out, compare, report, save_model, _checkpoint(settings, source))
+
+
+def _filled(template, flag, settings, relpath):
+    """The location an output template names for an input: ``{relpath}``, ``{stem}`` (its last part), ``{k}`` and
+    ``{method}`` filled in; InputError for another placeholder."""
+    fill = {"stem": Path(relpath).name, "relpath": relpath, "k": settings.k, "method": settings.method}
+    try:
+        return location(template.format(**fill), flag)
+    except (KeyError, ValueError, IndexError) as e:
+        raise InputError(f"{flag} has a bad placeholder ({e}); use {{relpath}}, {{stem}}, {{k}} or {{method}}") \
+            from None
 
 
 def worker_paths(job_plan):
@@ -232,12 +239,7 @@ def _batch_outputs(settings, inputs):
     writers, checked = {}, set()
     outputs = []
     for item in inputs:
-        fill = {"stem": Path(item.relpath).name, "relpath": item.relpath, "k": settings.k, "method": settings.method}
-        try:
-            out = location(settings.out.format(**fill), "--out")
-        except (KeyError, ValueError, IndexError) as e:
-            raise InputError(f"--out has a bad placeholder ({e}); use {{relpath}}, {{stem}}, {{k}} or "
-                             "{method}") from None
+        out = _filled(settings.out, "--out", settings, item.relpath)
         if out in writers:
             raise InputError(f"{writers[out]} and {item.name} would both write {out}: put {{relpath}} in --out "
                              "(e.g. --out out/{relpath}.png)")
