@@ -49,3 +49,34 @@ def test_gmm_in_process_equals_the_cluster_bit_for_bit(client, init):
     for name in ("weights", "means", "covariances"):
         assert np.array_equal(getattr(local.mixture, name), getattr(remote.mixture, name)), name
     assert local.history == remote.history and local.mean_loglik == remote.mean_loglik
+
+
+@pytest.mark.parametrize("case", ["colours", "integer grid with ties", "duplicate centres"])
+def test_bounded_lloyd_sums_equal_lloyd_sums_bit_for_bit(case):
+    """Hamerly's bounds skip work, never change a label: over iterations where the centres move (some by jumps, as a
+    re-seeded cluster does), the statistics are the bits of the plain loop, ties included (first centre wins)."""
+    from mixlib.fit.compiled import bounded_lloyd_sums, lloyd_sums
+
+    rng = np.random.default_rng(1)
+    if case == "colours":
+        x, w = colours(n=4000)
+        centres = x[rng.choice(len(x), 12, replace=False)]
+    else:  # integer colours and centres: many points are at exactly the same distance from two centres
+        x = rng.integers(0, 8, (4000, 3)).astype(np.float64)
+        w = np.ones(len(x))
+        centres = rng.integers(0, 8, (12, 3)).astype(np.float64)
+        if case == "duplicate centres":
+            centres[5] = centres[2]
+    labels, lower, previous = np.zeros(len(x), np.int64), np.zeros(len(x)), centres.copy()
+    for iteration in range(25):
+        shifts = np.sqrt(((centres - previous) ** 2).sum(axis=1))
+        bounded = bounded_lloyd_sums(x, w, centres, shifts, labels, lower)
+        plain = lloyd_sums(x, w, centres)
+        assert np.array_equal(bounded[0], plain[0]) and np.array_equal(bounded[1], plain[1])
+        assert bounded[2] == plain[2]
+        previous = centres.copy()
+        filled = plain[0] > 0
+        centres = centres.copy()
+        centres[filled] = plain[1][filled] / plain[0][filled, None]
+        if case != "colours" or iteration % 7 == 3:  # jumps: integer centres (ties again), or a re-seed
+            centres[iteration % 12] = x[rng.integers(len(x))]

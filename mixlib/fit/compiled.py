@@ -128,6 +128,73 @@ def lloyd_sums(x, weights, centres):
     return counts, sums, inertia
 
 
+BOUND_MARGIN = 1e-9  # relative slack on the bounds of :func:`bounded_lloyd_sums`, far above their rounding errors
+
+
+@_compiled
+def bounded_lloyd_sums(x, weights, centres, shifts, labels, lower):
+    """:func:`lloyd_sums` with Hamerly's bounds (2010): the same labels, so the same bits, with most points compared
+    with their own centre only.
+
+    A point keeps its label ``a`` without a scan of all centres when its distance ``d_a`` to centre ``a`` is below
+    ``max(s_a, lower)``: ``s_a``, half the distance from centre ``a`` to its nearest other centre (then no centre is
+    nearer, by the triangle inequality), or ``lower``, a lower bound on its distance to every other centre. A scan
+    sets ``lower`` to the second smallest distance; when the centres move by ``shifts``, every ``lower`` drops by the
+    largest shift of a centre other than the point's own. Both tests are strict, with a relative margin
+    ``BOUND_MARGIN``, so a point that may be tied with another centre is scanned and takes the first nearest centre,
+    as :func:`lloyd_sums` does.
+
+    Parameters
+    ----------
+    x : ndarray (n, D) float64; weights : ndarray (n,) float64
+    centres : ndarray (k, D) float64
+    shifts : ndarray (k,) float64, how far each centre moved since ``labels`` and ``lower`` were set
+    labels : ndarray (n,) int64, updated in place (any labels, with ``lower`` 0, before the first call)
+    lower : ndarray (n,) float64, updated in place
+
+    Returns
+    -------
+    counts (k,), sums (k, D) and inertia, as :func:`lloyd_sums`
+    """
+    k, dims = centres.shape
+    centres_t = np.ascontiguousarray(centres.T)
+    half_gap = np.full(k, np.inf)
+    for j in range(k):
+        for m in range(j + 1, k):
+            gap = 0.5 * math.sqrt(_sq_distance_to(centres, j, centres[m]))
+            half_gap[j] = min(half_gap[j], gap)
+            half_gap[m] = min(half_gap[m], gap)
+    top = _first_min(-shifts)
+    runner_up = 0.0
+    for j in range(k):
+        if j != top:
+            runner_up = max(runner_up, shifts[j])
+    counts = np.zeros(k)
+    sums = np.zeros((k, dims))
+    inertia = 0.0
+    scratch = np.empty(k)
+    for i in range(x.shape[0]):
+        label = labels[i]
+        lower[i] -= runner_up if label == top else shifts[top]
+        own = _sq_distance_to(x, i, centres[label])
+        bound = max(half_gap[label], lower[i]) * (1.0 - BOUND_MARGIN)
+        if not (bound > 0.0 and own < bound * bound):
+            _sq_distances(x, i, centres_t, scratch)
+            label = _first_min(scratch)
+            own = scratch[label]
+            second = np.inf
+            for j in range(k):
+                if j != label:
+                    second = min(second, scratch[j])
+            labels[i], lower[i] = label, math.sqrt(second)
+        w = weights[i]
+        counts[label] += w
+        for e in range(dims):
+            sums[label, e] += w * x[i, e]
+        inertia += w * own
+    return counts, sums, inertia
+
+
 @_inlined
 def _joint_row(x, i, log_norms, mean_terms, prec_chol, out):
     """``out[j] = log(pi_j N(x_i | mu_j, Sigma_j))``.

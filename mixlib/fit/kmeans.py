@@ -15,8 +15,8 @@ import logging
 
 import numpy as np
 
-from ..core.reduce import add_stats
-from .points import WeightedPoints, weighted_points
+from ..core.reduce import add_stats, local_tree
+from .points import LocalPoints, WeightedPoints, weighted_points
 
 log = logging.getLogger("mixlib")
 
@@ -189,17 +189,65 @@ def far_points(data, centres, count):
     return data.reduce(chunk, functools.partial(merge_far_points, count=count), "kmeans-far-points").result()
 
 
-def nearest_labels(data, centres):
-    """Nearest-centre labels ``(N,)`` int of the points of ``data`` for centres in the original coordinates: lazy
-    (a dask array) for points on the cluster, numpy for :class:`~mixlib.fit.points.LocalPoints`."""
-    return data.map_rows(functools.partial(_nearest_label, centres=centres - data.mean), np.intp, "kmeans-labels")
-
-
 def _nearest_label(x, weights, centres):
     return nearest_centres(x, centres)[0]
 
 
 # ---------------------------------------------------------------------------------------- the fit
+
+class ReducedAssignment:
+    """Lloyd statistics and labels of weighted points on the cluster: one tree reduction of :func:`lloyd_chunk` per
+    call, with no state between calls."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def stats(self, centres, name="kmeans-stats"):
+        """The merged :func:`lloyd_chunk` statistics for ``centres (k, D)`` (centred coordinates), by tasks
+        named ``name``."""
+        return self.data.reduce(functools.partial(lloyd_chunk, centres=centres), add_stats, name).result()
+
+    def labels(self, centres):
+        """Nearest-centre labels ``(N,)`` for ``centres (k, D)`` (centred coordinates), lazy."""
+        return self.data.map_rows(functools.partial(_nearest_label, centres=centres), np.intp, "kmeans-labels")
+
+
+class BoundedAssignment:
+    """The same statistics and labels as :class:`ReducedAssignment`, bit for bit, for :class:`LocalPoints`: each block
+    keeps its points' labels and Hamerly lower bounds from one call to the next
+    (:func:`mixlib.fit.compiled.bounded_lloyd_sums`), so that a point whose centre is still the nearest by the bounds
+    is compared with that centre only. The blocks' statistics merge in the tree of :meth:`LocalPoints.reduce`."""
+
+    def __init__(self, data):
+        self.x = [contiguous(block[:, :-1]) for block in data.blocks]
+        self.weights = [contiguous(block[:, -1]) for block in data.blocks]
+        self.block_labels = [np.zeros(len(x), np.int64) for x in self.x]
+        self.lower = [np.zeros(len(x)) for x in self.x]
+        self.split_every = data.split_every
+        self.centres = None  # the centres the labels and bounds were last set for
+
+    def stats(self, centres, name=None):
+        """The merged :func:`lloyd_chunk` statistics for ``centres (k, D)`` (centred coordinates)."""
+        from .compiled import bounded_lloyd_sums
+
+        centres = contiguous(centres)
+        previous = centres if self.centres is None else self.centres
+        shifts = np.sqrt(((centres - previous) ** 2).sum(axis=1))
+        self.centres = centres.copy()
+
+        def block_stats(i):
+            counts, sums, inertia = bounded_lloyd_sums(self.x[i], self.weights[i], centres, shifts,
+                                                       self.block_labels[i], self.lower[i])
+            return {"counts": counts, "sums": sums, "inertia": inertia}
+
+        return local_tree(range(len(self.x)), block_stats, add_stats, split_every=self.split_every)
+
+    def labels(self, centres):
+        """Nearest-centre labels ``(N,)`` intp for ``centres (k, D)`` (centred coordinates), numpy."""
+        self.stats(centres)
+        return np.concatenate(self.block_labels).astype(np.intp, copy=False)
+
+
 
 @dataclasses.dataclass(frozen=True)
 class KMeansResult:
@@ -274,8 +322,9 @@ def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max
     rng = np.random.default_rng(seed)
     centres = _initial_centres(data, init, k, rng, seed, init_sample, progress)
     tol_abs = tol * float(np.mean(data.variance))
+    assign = BoundedAssignment(data) if isinstance(data, LocalPoints) else ReducedAssignment(data)
     if method == "lloyd":
-        centres, iterations, converged, reseeded = _lloyd(data, centres, max_iter, tol_abs, progress)
+        centres, iterations, converged, reseeded = _lloyd(data, assign, centres, max_iter, tol_abs, progress)
         tasks = data.tasks_per_reduction
     elif method == "minibatch":
         centres, iterations, converged = _minibatch(data, centres, max_iter, tol_abs, seed, batch_size,
@@ -283,10 +332,10 @@ def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max
         tasks, reseeded = 0, 0
     else:
         raise ValueError(f"unknown k-means method {method!r}")
-    final = data.reduce(functools.partial(lloyd_chunk, centres=centres), add_stats, "kmeans-inertia").result()
+    final = assign.stats(centres, name="kmeans-inertia")
     centres = centres + data.mean
     return KMeansResult(centres, iterations, converged, final["inertia"], tasks, reseeded,
-                        nearest_labels(data, centres), method)
+                        assign.labels(centres - data.mean), method)
 
 
 def _initial_centres(data, init, k, rng, seed, init_sample, progress=None):
@@ -305,11 +354,12 @@ def _initial_centres(data, init, k, rng, seed, init_sample, progress=None):
     return kmeans_plusplus(data.sample(init_sample, (seed, 0)), np.ones(init_sample), k, rng, progress)
 
 
-def _lloyd(data, centres, max_iter, tol_abs, progress=None):
-    """Lloyd iterations until the summed squared centre shift is at most ``tol_abs``."""
+def _lloyd(data, assign, centres, max_iter, tol_abs, progress=None):
+    """Lloyd iterations until the summed squared centre shift is at most ``tol_abs`` (statistics from ``assign``;
+    ``data`` re-seeds empty clusters)."""
     reseeded = 0
     for iteration in range(1, max_iter + 1):
-        stats = data.reduce(functools.partial(lloyd_chunk, centres=centres), add_stats, "kmeans-stats").result()
+        stats = assign.stats(centres)
         n_empty = int((stats["counts"] == 0).sum())
         far = far_points(data, centres, n_empty) if n_empty else None
         if n_empty:
