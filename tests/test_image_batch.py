@@ -145,8 +145,8 @@ def test_a_batch_killed_with_sigkill_resumes_to_the_same_bytes(tmp_path, china):
     """Killed when some outputs are written: --resume keeps them (complete by construction), compresses the rest,
     and ends with the bytes of an uninterrupted run; its report lists every input once."""
     folder = tmp_path / "in"
-    for i in range(24):
-        save_png(folder / f"p{i:02d}.png", np.roll(downscale(china, (200, 140)), 7 * i, axis=1))
+    for i in range(40):
+        save_png(folder / f"p{i:02d}.png", np.roll(downscale(china, (320, 224)), 7 * i, axis=1))
     (tmp_path / "empty.toml").write_text("")
 
     def command(out, *extra):
@@ -163,11 +163,11 @@ def test_a_batch_killed_with_sigkill_resumes_to_the_same_bytes(tmp_path, china):
     job.send_signal(signal.SIGKILL)
     job.wait()
     written = len(list((tmp_path / "resumed").glob("*.png")))
-    assert job.returncode == -signal.SIGKILL and 4 <= written < 24, written
+    assert job.returncode == -signal.SIGKILL and 4 <= written < 40, written
     resumed, env = command(tmp_path / "resumed", "--resume", "--report", tmp_path / "resumed.jsonl")
     done = subprocess.run(resumed, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     for path in sorted((tmp_path / "whole").glob("*.png")):
         assert (tmp_path / "resumed" / path.name).read_bytes() == path.read_bytes(), path.name
     statuses = [r["status"] for r in map(json.loads, (tmp_path / "resumed.jsonl").read_text().splitlines())]
-    assert len(statuses) == 24 and statuses.count("skipped") == written and statuses.count("written") == 24 - written
+    assert len(statuses) == 40 and statuses.count("skipped") == written and statuses.count("written") == 40 - written

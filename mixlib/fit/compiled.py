@@ -132,17 +132,68 @@ BOUND_MARGIN = 1e-9  # relative slack on the bounds of :func:`bounded_lloyd_sums
 
 
 @_compiled
+def _centre_neighbours(centres):
+    """The distance between every two centres ``(k, k)`` and, for each centre, the others nearest first
+    ``(k, k - 1)`` int64."""
+    k = centres.shape[0]
+    gaps = np.zeros((k, k))
+    for j in range(k):
+        for m in range(j + 1, k):
+            gaps[j, m] = gaps[m, j] = math.sqrt(_sq_distance_to(centres, j, centres[m]))
+    order = np.empty((k, k - 1), np.int64)
+    for j in range(k):
+        row = np.argsort(gaps[j], kind="mergesort")
+        order[j] = row[row != j]
+    return gaps, order
+
+
+@_inlined
+def _largest_two(values):
+    """The index of the first largest value and the largest of the others."""
+    top = _first_min(-values)
+    runner_up = 0.0
+    for j in range(len(values)):
+        if j != top:
+            runner_up = max(runner_up, values[j])
+    return top, runner_up
+
+
+@_inlined
+def _ring_scan(x, i, centres, own_label, own_sq, gaps, order):
+    """Nearest centre (the first one on a tie), its squared distance and the distance to the second nearest of
+    point ``x_i``, by its centre's neighbours nearest first from ``own_label`` at squared distance ``own_sq``.
+
+    A centre ``j`` at distance ``g`` from centre ``a`` is at least ``g - d_a`` from the point (triangle inequality),
+    so the scan stops at the first neighbour with ``g - d_a`` beyond the second smallest distance found: no later
+    one can be nearest, tie or be second.
+    """
+    own = math.sqrt(own_sq)
+    best, best_sq, second_sq = own_label, own_sq, np.inf
+    for m in range(order.shape[1]):
+        j = order[own_label, m]
+        reach = gaps[own_label, j] - own
+        if reach > 0.0 and reach * reach > second_sq * (1.0 + BOUND_MARGIN):
+            break
+        sq = _sq_distance_to(x, i, centres[j])
+        if sq < best_sq or (sq == best_sq and j < best):
+            best, best_sq, second_sq = j, sq, best_sq
+        elif sq < second_sq:
+            second_sq = sq
+    return best, best_sq, math.sqrt(second_sq)
+
+
+@_compiled
 def bounded_lloyd_sums(x, weights, centres, shifts, labels, lower):
     """:func:`lloyd_sums` with Hamerly's bounds (2010): the same labels, so the same bits, with most points compared
-    with their own centre only.
+    with their own centre only, and the others with a few of its neighbours.
 
-    A point keeps its label ``a`` without a scan of all centres when its distance ``d_a`` to centre ``a`` is below
-    ``max(s_a, lower)``: ``s_a``, half the distance from centre ``a`` to its nearest other centre (then no centre is
-    nearer, by the triangle inequality), or ``lower``, a lower bound on its distance to every other centre. A scan
-    sets ``lower`` to the second smallest distance; when the centres move by ``shifts``, every ``lower`` drops by the
-    largest shift of a centre other than the point's own. Both tests are strict, with a relative margin
-    ``BOUND_MARGIN``, so a point that may be tied with another centre is scanned and takes the first nearest centre,
-    as :func:`lloyd_sums` does.
+    A point keeps its label ``a`` when its distance ``d_a`` to centre ``a`` is below ``max(s_a, lower)``: ``s_a``,
+    half the distance from centre ``a`` to its nearest other centre (then no centre is nearer, by the triangle
+    inequality), or ``lower``, a lower bound on its distance to every other centre. Otherwise a scan of ``a``'s
+    neighbours (:func:`_ring_scan`) finds the nearest centre and sets ``lower`` to the distance to the second
+    nearest; when the centres move by ``shifts``, every ``lower`` drops by the largest shift of a centre other than
+    the point's own. The tests are strict, with a relative margin ``BOUND_MARGIN``, so a point that may be tied
+    with another centre is scanned and takes the first nearest centre, as :func:`lloyd_sums` does.
 
     Parameters
     ----------
@@ -157,36 +208,24 @@ def bounded_lloyd_sums(x, weights, centres, shifts, labels, lower):
     counts (k,), sums (k, D) and inertia, as :func:`lloyd_sums`
     """
     k, dims = centres.shape
-    centres_t = np.ascontiguousarray(centres.T)
+    gaps, order = _centre_neighbours(centres)
     half_gap = np.full(k, np.inf)
     for j in range(k):
-        for m in range(j + 1, k):
-            gap = 0.5 * math.sqrt(_sq_distance_to(centres, j, centres[m]))
-            half_gap[j] = min(half_gap[j], gap)
-            half_gap[m] = min(half_gap[m], gap)
-    top = _first_min(-shifts)
-    runner_up = 0.0
-    for j in range(k):
-        if j != top:
-            runner_up = max(runner_up, shifts[j])
+        for m in range(k):
+            if m != j:
+                half_gap[j] = min(half_gap[j], 0.5 * gaps[j, m])
+    top, runner_up = _largest_two(shifts)
     counts = np.zeros(k)
     sums = np.zeros((k, dims))
     inertia = 0.0
-    scratch = np.empty(k)
     for i in range(x.shape[0]):
         label = labels[i]
         lower[i] -= runner_up if label == top else shifts[top]
         own = _sq_distance_to(x, i, centres[label])
         bound = max(half_gap[label], lower[i]) * (1.0 - BOUND_MARGIN)
         if not (bound > 0.0 and own < bound * bound):
-            _sq_distances(x, i, centres_t, scratch)
-            label = _first_min(scratch)
-            own = scratch[label]
-            second = np.inf
-            for j in range(k):
-                if j != label:
-                    second = min(second, scratch[j])
-            labels[i], lower[i] = label, math.sqrt(second)
+            label, own, lower[i] = _ring_scan(x, i, centres, label, own, gaps, order)
+            labels[i] = label
         w = weights[i]
         counts[label] += w
         for e in range(dims):
