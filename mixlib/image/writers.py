@@ -13,11 +13,13 @@ from .readers import TIFF_SUFFIXES
 OUTPUT_SUFFIXES = (".png", ".tif", ".tiff", ".zarr")
 PNG_MAX_COLOURS = 256
 PNG_MAX_PIXELS = 1 << 30  # a PNG is encoded in memory (encode_png); larger outputs go to .tif or .zarr
-# Palette PNG encoding (encode_png): candidate layouts are compared by a fast deflate of up to PNG_TRIAL_PIXELS
-# pixels, and the smallest is deflated at PNG_LEVEL by libdeflate (up to PNG_STREAM_PIXELS pixels; beyond, zlib at
-# PNG_STREAM_LEVEL, strip by strip, so that memory stays bounded). benchmarks/png_size.py measured the choice.
-PNG_TRIAL_LEVEL = 6
-PNG_LEVEL = 10
+# Palette PNG encoding (encode_png): candidate layouts are deflated at PNG_LEVEL by libdeflate, whole up to
+# PNG_TRIAL_PIXELS pixels (the smallest stream is the file's); a larger image's candidates are compared on a
+# sample of PNG_TRIAL_PIXELS, and the smallest is deflated (up to PNG_STREAM_PIXELS pixels; beyond, by zlib at
+# PNG_STREAM_LEVEL, strip by strip, so that memory stays bounded). benchmarks/png_size.py and benchmarks/batch.py
+# measured the choice: level 6 gives files 9% larger than level 10 in a tenth of the time, still smaller than
+# pngquant's.
+PNG_LEVEL = 6
 PNG_STREAM_LEVEL = 6
 PNG_TRIAL_PIXELS = 1 << 22
 PNG_STREAM_PIXELS = 1 << 26
@@ -62,9 +64,10 @@ def encode_png(labels, palette, icc_profile=None):
 
     The candidates are the palette in its own order with unfiltered rows, and the palette sorted by luma with a
     filter chosen per row (minimum sum of absolute differences, as libpng's heuristic), each at 8 bits per pixel
-    and, for k <= 16, packed 1, 2 or 4 bits per pixel. Each is deflated fast (libdeflate level
-    ``PNG_TRIAL_LEVEL``, on a sample of the rows for large images); the smallest is deflated again hard
-    (``PNG_LEVEL``; zlib in strips above ``PNG_STREAM_PIXELS``, to bound memory). The same inputs always give the
+    and, for k <= 16, packed 1, 2 or 4 bits per pixel. Each is deflated (libdeflate level ``PNG_LEVEL``), and
+    the smallest stream is the file's; above ``PNG_TRIAL_PIXELS`` the candidates are compared on a sample of the
+    rows and only the smallest is deflated whole (zlib in strips above ``PNG_STREAM_PIXELS``, to bound memory).
+    The same inputs always give the
     same bytes, and the PNG decodes to exactly ``palette[labels]``: the palette may be reordered, the labels are
     remapped with it.
 
@@ -81,6 +84,9 @@ def encode_png(labels, palette, icc_profile=None):
     labels = np.ascontiguousarray(labels, dtype=np.uint8)
     palette = np.ascontiguousarray(palette, dtype=np.uint8)
     candidates = list(_png_layouts(labels, palette))
+    if labels.size <= PNG_TRIAL_PIXELS:  # the trials are the whole streams: keep the smallest
+        best, stream = min(((layout, _deflate(layout)) for layout in candidates), key=lambda pair: len(pair[1]))
+        return _png_file(best, stream, icc_profile)
     trial_rows = _trial_rows(*labels.shape)
     best = min(candidates, key=lambda layout: _trial_size(layout, trial_rows))
     return _png_file(best, _deflate(best), icc_profile)
@@ -201,7 +207,7 @@ def _trial_size(layout, rows):
     import deflate
 
     data = b"".join(layout.scanlines(start, stop).tobytes() for start, stop in rows)
-    return len(deflate.zlib_compress(data, PNG_TRIAL_LEVEL))
+    return len(deflate.zlib_compress(data, PNG_LEVEL))
 
 
 def _deflate(layout):
