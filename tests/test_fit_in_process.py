@@ -55,7 +55,7 @@ def test_gmm_in_process_equals_the_cluster_bit_for_bit(client, init):
 def test_bounded_lloyd_sums_equal_lloyd_sums_bit_for_bit(case):
     """Hamerly's bounds skip work, never change a label: over iterations where the centres move (some by jumps, as a
     re-seeded cluster does), the statistics are the bits of the plain loop, ties included (first centre wins)."""
-    from mixlib.fit.compiled import bounded_lloyd_sums, lloyd_sums
+    from mixlib.fit.compiled import bounded_lloyd_sums, lloyd_sums, nearest
 
     rng = np.random.default_rng(1)
     if case == "colours":
@@ -67,13 +67,14 @@ def test_bounded_lloyd_sums_equal_lloyd_sums_bit_for_bit(case):
         centres = rng.integers(0, 8, (12, 3)).astype(np.float64)
         if case == "duplicate centres":
             centres[5] = centres[2]
-    labels, lower, previous = np.zeros(len(x), np.int64), np.zeros(len(x)), centres.copy()
+    labels, lower, previous = np.zeros((len(x), 2), np.int64), np.zeros((len(x), 2)), centres.copy()
     for iteration in range(25):
         shifts = np.sqrt(((centres - previous) ** 2).sum(axis=1))
-        bounded = bounded_lloyd_sums(x, w, centres, shifts, labels, lower)
+        bounded = bounded_lloyd_sums(x, w, centres, shifts, labels, lower, iteration == 0)
         plain = lloyd_sums(x, w, centres)
         assert np.array_equal(bounded[0], plain[0]) and np.array_equal(bounded[1], plain[1])
         assert bounded[2] == plain[2]
+        assert np.array_equal(labels[:, 0], nearest(x, centres)[0])
         previous = centres.copy()
         filled = plain[0] > 0
         centres = centres.copy()

@@ -148,60 +148,96 @@ def _centre_neighbours(centres):
 
 
 @_inlined
-def _largest_two(values):
-    """The index of the first largest value and the largest of the others."""
-    top = _first_min(-values)
-    runner_up = 0.0
+def _largest_three(values):
+    """The indices of the three largest values, largest first (-1 where ``values`` has fewer)."""
+    t1 = t2 = t3 = -1
     for j in range(len(values)):
-        if j != top:
-            runner_up = max(runner_up, values[j])
-    return top, runner_up
+        if t1 < 0 or values[j] > values[t1]:
+            t1, t2, t3 = j, t1, t2
+        elif t2 < 0 or values[j] > values[t2]:
+            t2, t3 = j, t2
+        elif t3 < 0 or values[j] > values[t3]:
+            t3 = j
+    return t1, t2, t3
+
+
+@_inlined
+def _before(sq, j, best_sq, best):
+    """Whether a centre ``j`` at squared distance ``sq`` comes before centre ``best``: nearer, or as near with a
+    smaller index (the first nearest centre wins a tie, as in :func:`nearest`)."""
+    return sq < best_sq or (sq == best_sq and j < best)
+
+
+@_inlined
+def _full_scan(x, i, centres_t, scratch):
+    """Point ``x_i`` against every centre (``centres_t (D, k)``; ``scratch (k,)``): the nearest centre (the first
+    on a tie), its squared distance, the second nearest and its distance, and the distance to the third nearest
+    (inf when there are fewer centres)."""
+    _sq_distances(x, i, centres_t, scratch)
+    best = _first_min(scratch)
+    second, second_sq, third_sq = best, np.inf, np.inf
+    for j in range(len(scratch)):
+        if j == best:
+            continue
+        if scratch[j] < second_sq:
+            second, second_sq, third_sq = j, scratch[j], second_sq
+        elif scratch[j] < third_sq:
+            third_sq = scratch[j]
+    return best, scratch[best], second, math.sqrt(second_sq), math.sqrt(third_sq)
 
 
 @_inlined
 def _ring_scan(x, i, centres, own_label, own_sq, gaps, order):
-    """Nearest centre (the first one on a tie), its squared distance and the distance to the second nearest of
-    point ``x_i``, by its centre's neighbours nearest first from ``own_label`` at squared distance ``own_sq``.
+    """What :func:`_full_scan` returns, with the third distance a lower bound, from centre ``own_label``'s
+    neighbours nearest first (the point is at squared distance ``own_sq`` from it).
 
     A centre ``j`` at distance ``g`` from centre ``a`` is at least ``g - d_a`` from the point (triangle inequality),
     so the scan stops at the first neighbour with ``g - d_a`` beyond the second smallest distance found: no later
-    one can be nearest, tie or be second.
+    one can be nearest, tie or be second, and each is at least that far.
     """
     own = math.sqrt(own_sq)
-    best, best_sq, second_sq = own_label, own_sq, np.inf
+    best, best_sq = own_label, own_sq
+    second, second_sq, third_sq = own_label, np.inf, np.inf
     for m in range(order.shape[1]):
         j = order[own_label, m]
         reach = gaps[own_label, j] - own
         if reach > 0.0 and reach * reach > second_sq * (1.0 + BOUND_MARGIN):
+            third_sq = min(third_sq, reach * reach)
             break
         sq = _sq_distance_to(x, i, centres[j])
-        if sq < best_sq or (sq == best_sq and j < best):
-            best, best_sq, second_sq = j, sq, best_sq
+        if _before(sq, j, best_sq, best):
+            best, best_sq, second, second_sq, third_sq = j, sq, best, best_sq, second_sq
         elif sq < second_sq:
-            second_sq = sq
-    return best, best_sq, math.sqrt(second_sq)
+            second, second_sq, third_sq = j, sq, second_sq
+        elif sq < third_sq:
+            third_sq = sq
+    return best, best_sq, second, math.sqrt(second_sq), math.sqrt(third_sq)
 
 
 @_compiled
-def bounded_lloyd_sums(x, weights, centres, shifts, labels, lower):
-    """:func:`lloyd_sums` with Hamerly's bounds (2010): the same labels, so the same bits, with most points compared
-    with their own centre only, and the others with a few of its neighbours.
+def bounded_lloyd_sums(x, weights, centres, shifts, labels, lower, first):
+    """:func:`lloyd_sums` with bounds that keep the same labels, so the same bits, while most points are compared
+    with one or two centres only.
 
-    A point keeps its label ``a`` when its distance ``d_a`` to centre ``a`` is below ``max(s_a, lower)``: ``s_a``,
-    half the distance from centre ``a`` to its nearest other centre (then no centre is nearer, by the triangle
-    inequality), or ``lower``, a lower bound on its distance to every other centre. Otherwise a scan of ``a``'s
-    neighbours (:func:`_ring_scan`) finds the nearest centre and sets ``lower`` to the distance to the second
-    nearest; when the centres move by ``shifts``, every ``lower`` drops by the largest shift of a centre other than
-    the point's own. The tests are strict, with a relative margin ``BOUND_MARGIN``, so a point that may be tied
-    with another centre is scanned and takes the first nearest centre, as :func:`lloyd_sums` does.
+    Each point keeps its nearest centre ``a`` and the second nearest ``b`` it was last found to have, a lower bound
+    on its distance to ``b`` and one on its distance to every other centre (Hamerly 2010, with the second centre
+    apart, as Elkan's bounds would keep it). When the centres move by ``shifts``, the first bound drops by ``b``'s
+    shift and the other by the largest shift of a centre other than ``a`` and ``b``. Then a point keeps ``a`` when
+    its distance ``d_a`` is below the bounds or below ``s_a``, half the distance from centre ``a`` to its nearest
+    other centre (triangle inequality); else ``d_b`` decides between ``a`` and ``b`` when both are below the other
+    centres' bound; else a scan of ``a``'s neighbours (:func:`_ring_scan`) sets everything again. The tests are
+    strict, with a relative margin ``BOUND_MARGIN``, and ``a`` against ``b`` is exact, so a point that may be
+    tied takes the first nearest centre, as :func:`lloyd_sums` does.
 
     Parameters
     ----------
     x : ndarray (n, D) float64; weights : ndarray (n,) float64
     centres : ndarray (k, D) float64
     shifts : ndarray (k,) float64, how far each centre moved since ``labels`` and ``lower`` were set
-    labels : ndarray (n,) int64, updated in place (any labels, with ``lower`` 0, before the first call)
-    lower : ndarray (n,) float64, updated in place
+    labels : ndarray (n, 2) int64, the nearest and the second nearest centre of each point, updated in place
+    lower : ndarray (n, 2) float64, the bounds on the distance to the second nearest and to the other centres,
+        updated in place
+    first : bool, the first call: every point is compared with every centre, and ``labels`` and ``lower`` are set
 
     Returns
     -------
@@ -214,22 +250,41 @@ def bounded_lloyd_sums(x, weights, centres, shifts, labels, lower):
         for m in range(k):
             if m != j:
                 half_gap[j] = min(half_gap[j], 0.5 * gaps[j, m])
-    top, runner_up = _largest_two(shifts)
+    t1, t2, t3 = _largest_three(shifts)
+    s1 = shifts[t1] if t1 >= 0 else 0.0
+    s2 = shifts[t2] if t2 >= 0 else 0.0
+    s3 = shifts[t3] if t3 >= 0 else 0.0
+    centres_t = np.ascontiguousarray(centres.T)
+    scratch = np.empty(k)
     counts = np.zeros(k)
     sums = np.zeros((k, dims))
     inertia = 0.0
+    keep = 1.0 - BOUND_MARGIN
     for i in range(x.shape[0]):
-        label = labels[i]
-        lower[i] -= runner_up if label == top else shifts[top]
-        own = _sq_distance_to(x, i, centres[label])
-        bound = max(half_gap[label], lower[i]) * (1.0 - BOUND_MARGIN)
-        if not (bound > 0.0 and own < bound * bound):
-            label, own, lower[i] = _ring_scan(x, i, centres, label, own, gaps, order)
-            labels[i] = label
+        a, b = labels[i, 0], labels[i, 1]
+        if first:
+            a, own, b, lower[i, 0], lower[i, 1] = _full_scan(x, i, centres_t, scratch)
+        else:
+            to_b = lower[i, 0] - shifts[b]
+            to_rest = lower[i, 1] - (s1 if t1 != a and t1 != b else s2 if t2 != a and t2 != b else s3)
+            own = _sq_distance_to(x, i, centres[a])
+            bound = max(half_gap[a], min(to_b, to_rest)) * keep
+            if bound > 0.0 and own < bound * bound:
+                lower[i, 0], lower[i, 1] = to_b, to_rest
+            else:
+                b_sq = _sq_distance_to(x, i, centres[b])
+                if _before(b_sq, b, own, a):
+                    a, own, b, b_sq = b, b_sq, a, own
+                rest = to_rest * keep
+                if rest > 0.0 and own < rest * rest and a != b:
+                    lower[i, 0], lower[i, 1] = math.sqrt(b_sq), to_rest
+                else:
+                    a, own, b, lower[i, 0], lower[i, 1] = _ring_scan(x, i, centres, a, own, gaps, order)
+        labels[i, 0], labels[i, 1] = a, b
         w = weights[i]
-        counts[label] += w
+        counts[a] += w
         for e in range(dims):
-            sums[label, e] += w * x[i, e]
+            sums[a, e] += w * x[i, e]
         inertia += w * own
     return counts, sums, inertia
 

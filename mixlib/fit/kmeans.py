@@ -214,15 +214,15 @@ class ReducedAssignment:
 
 class BoundedAssignment:
     """The same statistics and labels as :class:`ReducedAssignment`, bit for bit, for :class:`LocalPoints`: each block
-    keeps its points' labels and Hamerly lower bounds from one call to the next
+    keeps its points' nearest and second nearest centres and bounds on their distances from one call to the next
     (:func:`mixlib.fit.compiled.bounded_lloyd_sums`), so that a point whose centre is still the nearest by the bounds
     is compared with that centre only. The blocks' statistics merge in the tree of :meth:`LocalPoints.reduce`."""
 
     def __init__(self, data):
         self.x = [contiguous(block[:, :-1]) for block in data.blocks]
         self.weights = [contiguous(block[:, -1]) for block in data.blocks]
-        self.block_labels = [np.zeros(len(x), np.int64) for x in self.x]
-        self.lower = [np.zeros(len(x)) for x in self.x]
+        self.nearest = [np.zeros((len(x), 2), np.int64) for x in self.x]  # the nearest and second centres
+        self.lower = [np.zeros((len(x), 2)) for x in self.x]  # bounds on the distances to the second and the rest
         self.split_every = data.split_every
         self.centres = None  # the centres the labels and bounds were last set for
 
@@ -231,13 +231,14 @@ class BoundedAssignment:
         from .compiled import bounded_lloyd_sums
 
         centres = contiguous(centres)
-        previous = centres if self.centres is None else self.centres
+        first = self.centres is None
+        previous = centres if first else self.centres
         shifts = np.sqrt(((centres - previous) ** 2).sum(axis=1))
         self.centres = centres.copy()
 
         def block_stats(i):
             counts, sums, inertia = bounded_lloyd_sums(self.x[i], self.weights[i], centres, shifts,
-                                                       self.block_labels[i], self.lower[i])
+                                                       self.nearest[i], self.lower[i], first)
             return {"counts": counts, "sums": sums, "inertia": inertia}
 
         return local_tree(range(len(self.x)), block_stats, add_stats, split_every=self.split_every)
@@ -245,7 +246,7 @@ class BoundedAssignment:
     def labels(self, centres):
         """Nearest-centre labels ``(N,)`` intp for ``centres (k, D)`` (centred coordinates), numpy."""
         self.stats(centres)
-        return np.concatenate(self.block_labels).astype(np.intp, copy=False)
+        return np.concatenate([nearest[:, 0] for nearest in self.nearest]).astype(np.intp, copy=False)
 
 
 
