@@ -192,8 +192,8 @@ def _ring_scan(x, i, centres, own_label, own_sq, gaps, order):
     neighbours nearest first (the point is at squared distance ``own_sq`` from it).
 
     A centre ``j`` at distance ``g`` from centre ``a`` is at least ``g - d_a`` from the point (triangle inequality),
-    so the scan stops at the first neighbour with ``g - d_a`` beyond the second smallest distance found: no later
-    one can be nearest, tie or be second, and each is at least that far.
+    so the scan stops at the first neighbour with ``g - d_a`` beyond the third smallest distance found: no later
+    one can be nearest, tie, be second or third.
     """
     own = math.sqrt(own_sq)
     best, best_sq = own_label, own_sq
@@ -201,8 +201,7 @@ def _ring_scan(x, i, centres, own_label, own_sq, gaps, order):
     for m in range(order.shape[1]):
         j = order[own_label, m]
         reach = gaps[own_label, j] - own
-        if reach > 0.0 and reach * reach > second_sq * (1.0 + BOUND_MARGIN):
-            third_sq = min(third_sq, reach * reach)
+        if reach > 0.0 and reach * reach > third_sq * (1.0 + BOUND_MARGIN):
             break
         sq = _sq_distance_to(x, i, centres[j])
         if _before(sq, j, best_sq, best):
