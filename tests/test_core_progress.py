@@ -7,7 +7,8 @@ import time
 import dask.array as da
 import numpy as np
 
-from mixlib.core.progress import PhaseBar, computed
+from mixlib.core.phasebar import PhaseBar
+from mixlib.core.progress import computed
 
 
 class Terminal(io.StringIO):

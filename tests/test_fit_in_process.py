@@ -55,7 +55,7 @@ def test_gmm_in_process_equals_the_cluster_bit_for_bit(client, init):
 def test_bounded_lloyd_sums_equal_lloyd_sums_bit_for_bit(case):
     """Hamerly's bounds skip work, never change a label: over iterations where the centres move (some by jumps, as a
     re-seeded cluster does), the statistics are the bits of the plain loop, ties included (first centre wins)."""
-    from mixlib.fit.compiled import bounded_lloyd_sums, lloyd_sums, nearest
+    from mixlib.fit.compiled import bounded_lloyd_sums, centre_neighbours, lloyd_sums, nearest
 
     rng = np.random.default_rng(1)
     if case == "colours":
@@ -68,9 +68,12 @@ def test_bounded_lloyd_sums_equal_lloyd_sums_bit_for_bit(case):
         if case == "duplicate centres":
             centres[5] = centres[2]
     labels, lower, previous = np.zeros((len(x), 2), np.int64), np.zeros((len(x), 2)), centres.copy()
+    order = np.zeros((len(centres), len(centres) - 1), np.int64)
     for iteration in range(25):
         shifts = np.sqrt(((centres - previous) ** 2).sum(axis=1))
-        bounded = bounded_lloyd_sums(x, w, centres, shifts, labels, lower, iteration == 0)
+        neighbours = (*centre_neighbours(centres, order, iteration == 0), order)
+        bounded = bounded_lloyd_sums(x, w, centres, neighbours, shifts, labels, lower, iteration == 0)
+        assert all(np.all(np.diff(neighbours[0][j, order[j]]) >= 0) for j in range(len(centres)))
         plain = lloyd_sums(x, w, centres)
         assert np.array_equal(bounded[0], plain[0]) and np.array_equal(bounded[1], plain[1])
         assert bounded[2] == plain[2]

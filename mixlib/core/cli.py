@@ -95,12 +95,6 @@ def parse_settings(settings_class, job, argv, description, positional=None, conf
 
 def run_job(body):
     """Run ``body()`` and turn its outcome into an exit status, with one line on stderr on failure."""
-    from dask.utils import key_split
-    from distributed import KilledWorker
-    from distributed.scheduler import NoWorkerError
-
-    from .cluster import killed_worker_reason
-
     try:
         body()
         return 0
@@ -110,21 +104,37 @@ def run_job(body):
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except NoWorkerError as e:  # the scheduler's no-workers-timeout ran out
-        print(f"error: the cluster has no worker left ({e}); check the workers' logs and memory limits, start "
-              "workers, then run the job again (train: with --resume)", file=sys.stderr)
-        return 1
-    except KilledWorker as e:  # a phase without its own advice (see cluster.with_rebuilds)
-        print(f"error: {killed_worker_reason(e, key_split(e.task))}; give the workers more memory or use smaller "
-              "chunks or blocks, then run the job again (train: with --resume)", file=sys.stderr)
-        return 1
     except Exception as e:  # the last line of defence: one line, the traceback only when debugging
+        reason = _cluster_failure(e)
+        if reason is not None:
+            print(f"error: {reason}", file=sys.stderr)
+            return 1
         if log.isEnabledFor(logging.DEBUG):
             traceback.print_exc()
         message = " ".join(str(e).split())  # one line, whatever the exception's message holds
         print(f"error: unexpected failure: {e.__class__.__name__}: {message} (rerun with --log-level debug for the "
               "traceback)", file=sys.stderr)
         return 1
+
+
+def _cluster_failure(error):
+    """What to say of a cluster's failure that no phase advised on, or None for another error (a job that ran
+    without a cluster never loaded distributed, and has none)."""
+    if "distributed" not in sys.modules:
+        return None
+    from dask.utils import key_split
+    from distributed import KilledWorker
+    from distributed.scheduler import NoWorkerError
+
+    from .cluster import killed_worker_reason
+
+    if isinstance(error, NoWorkerError):  # the scheduler's no-workers-timeout ran out
+        return (f"the cluster has no worker left ({error}); check the workers' logs and memory limits, start "
+                "workers, then run the job again (train: with --resume)")
+    if isinstance(error, KilledWorker):  # a phase without its own advice (see cluster.with_rebuilds)
+        return (f"{killed_worker_reason(error, key_split(error.task))}; give the workers more memory or use "
+                "smaller chunks or blocks, then run the job again (train: with --resume)")
+    return None
 
 
 def performance_report(path):
@@ -135,19 +145,21 @@ def performance_report(path):
 
 
 def job_main(settings_class, job, description, plan, run, positional=None, config_name=None, other_keys=(),
-             worker_paths=None):
+             worker_paths=None, runs_here=None):
     """The whole of a job's command: settings, logging, checks before any work, a cluster, the run.
 
     Returns ``main(argv=None) -> exit status`` for ``jobs/<job>.py`` (see :func:`parse_settings` for the other
     parameters). ``worker_paths(job_plan) -> (reads, writes)`` names the local files the workers will read and
     the folders they will write into: on a remote cluster, the job checks that the workers see them as this
-    process does before it starts (:func:`mixlib.core.storage.check_workers_see`).
+    process does before it starts (:func:`mixlib.core.storage.check_workers_see`). ``runs_here(settings, job_plan)
+    -> bool`` says that a job is too small to gain from a cluster: with no ``--scheduler`` and no
+    ``--performance-report``, it then runs as ``run(settings, job_plan, None)`` in this process, without starting
+    a cluster, its dashboard or even importing distributed.
     """
-    from .cluster import check_address, connect, scheduler_address
-    from .outcomes import counted_tasks
-
     def main(argv=None):
         def body():
+            from .cluster import check_address, scheduler_address
+
             settings = parse_settings(settings_class, job, argv, description, positional=positional,
                                       config_name=config_name, other_keys=other_keys)
             setup_logging(settings.log_level)
@@ -158,11 +170,12 @@ def job_main(settings_class, job, description, plan, run, positional=None, confi
             if report is not None:
                 check_output(report, settings.overwrite, (".html",))
             job_plan = plan(settings)
-            with connect(settings) as client, counted_tasks(client), staged_outputs() as stage:
-                if worker_paths is not None and scheduler_address(settings):
-                    check_workers_see(client, *worker_paths(job_plan))
-                with performance_report(stage(report)) if report else contextlib.nullcontext():
-                    run(settings, job_plan, client)
+            if (runs_here is not None and not scheduler_address(settings) and report is None
+                    and runs_here(settings, job_plan)):
+                log.info("a small job: it runs in this process, without a cluster or a dashboard")
+                run(settings, job_plan, None)
+                return
+            _run_on_cluster(settings, job_plan, run, worker_paths, report)
 
         status = run_job(body)
         # The job is over: spare the interpreter's exit a garbage-collector pass over every object the run
@@ -171,3 +184,16 @@ def job_main(settings_class, job, description, plan, run, positional=None, confi
         return status
 
     return main
+
+
+def _run_on_cluster(settings, job_plan, run, worker_paths, report):
+    """``run(settings, job_plan, client)`` on the job's cluster (:func:`mixlib.core.cluster.connect`), with its
+    tasks' outcomes counted and, with ``report``, distributed's performance report written there."""
+    from .cluster import connect, scheduler_address
+    from .outcomes import counted_tasks
+
+    with connect(settings) as client, counted_tasks(client), staged_outputs() as stage:
+        if worker_paths is not None and scheduler_address(settings):
+            check_workers_see(client, *worker_paths(job_plan))
+        with performance_report(stage(report)) if report else contextlib.nullcontext():
+            run(settings, job_plan, client)

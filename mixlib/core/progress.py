@@ -11,60 +11,21 @@ import sys
 import threading
 import time
 
-from distributed.diagnostics.progressbar import TextProgressBar
-
 log = logging.getLogger("mixlib")
 
-BAR_WIDTH = 30
-BAR_INTERVAL = 0.2  # seconds between the scheduler's progress updates
+BAR_INTERVAL = 0.2  # seconds between the scheduler's progress updates (mixlib.core.phasebar)
 GRACE_SECONDS = 2.0  # phases shorter than this show no progress
 
 
-class PhaseBar(TextProgressBar):
-    """distributed's text progress bar, drawn on stderr (a bar on a terminal, rate-limited log lines otherwise).
-
-    Parameters
-    ----------
-    futures : list of distributed.Future, the phase's results; every task they depend on is counted
-    phase : str, names the phase in the output
-    line_seconds : float, least time between two plain lines
-    stream : file, stderr by default
-    """
-
-    def __init__(self, futures, phase, line_seconds, stream=None, **kwargs):
-        self.phase, self.line_seconds = phase, line_seconds
-        self.stream = stream or sys.stderr
-        self.on_terminal = self.stream.isatty()
-        self._last_line = None
-        super().__init__(futures, interval=BAR_INTERVAL, **kwargs)
-
-    def _draw_bar(self, remaining, all, **kwargs):
-        done = all - remaining
-        if self.on_terminal:
-            filled = int(BAR_WIDTH * done / all) if all else BAR_WIDTH
-            self.stream.write(f"\r{self.phase} [{'#' * filled:<{BAR_WIDTH}}] {done}/{all} tasks "
-                              f"{self.elapsed:5.1f} s")
-            self.stream.flush()
-        elif self.elapsed - (self._last_line or 0.0) >= self.line_seconds:
-            self._last_line = self.elapsed
-            log.info("%s: %d of %d tasks done (%.0f%%) after %.0f s", self.phase, done, all,
-                     100.0 * done / all if all else 100.0, self.elapsed)
-
-    def _draw_stop(self, remaining, all, status, **kwargs):
-        if self.on_terminal:
-            self.stream.write("\n")
-            self.stream.flush()
-        elif self._last_line is not None:  # a phase shorter than line_seconds prints nothing
-            log.info("%s: %s, %d of %d tasks after %.0f s", self.phase, status, all - remaining, all, self.elapsed)
-
-
 def watch(futures, phase, line_seconds):
-    """Draw a :class:`PhaseBar` for ``futures`` from a background thread; returns the thread (a daemon).
+    """Draw a :class:`~mixlib.core.phasebar.PhaseBar` for ``futures`` from a background thread; returns the thread (a daemon).
 
     A failure of the progress display never fails the job: it is logged at debug level.
     """
     def draw():
         try:
+            from .phasebar import PhaseBar
+
             PhaseBar(futures, phase, line_seconds)
         except Exception as e:  # the display is a convenience; the phase itself reports its own errors
             log.debug("progress display for %s stopped: %s", phase, e)

@@ -132,19 +132,44 @@ BOUND_MARGIN = 1e-9  # relative slack on the bounds of :func:`bounded_lloyd_sums
 
 
 @_compiled
-def _centre_neighbours(centres):
-    """The distance between every two centres ``(k, k)`` and, for each centre, the others nearest first
-    ``(k, k - 1)`` int64."""
+def centre_neighbours(centres, order, first):
+    """The distances between the centres, half the distance from each to its nearest other, and each centre's
+    others nearest first, for :func:`bounded_lloyd_sums`.
+
+    ``order`` is kept from one call to the next and sorted again by insertion, which takes ``O(k)`` a row for
+    centres that moved little since (as in Lloyd's later iterations) instead of a sort's ``O(k log k)``.
+
+    Parameters
+    ----------
+    centres : ndarray (k, D) float64
+    order : ndarray (k, k - 1) int64, the others of each centre, nearest first; sorted again in place (set on the
+        ``first`` call)
+
+    Returns
+    -------
+    gaps : ndarray (k, k), half_gap : ndarray (k,)
+    """
     k = centres.shape[0]
     gaps = np.zeros((k, k))
     for j in range(k):
         for m in range(j + 1, k):
             gaps[j, m] = gaps[m, j] = math.sqrt(_sq_distance_to(centres, j, centres[m]))
-    order = np.empty((k, k - 1), np.int64)
+    half_gap = np.full(k, np.inf)
     for j in range(k):
-        row = np.argsort(gaps[j], kind="mergesort")
-        order[j] = row[row != j]
-    return gaps, order
+        if first:
+            row = np.argsort(gaps[j])
+            order[j] = row[row != j]
+        else:
+            for m in range(1, k - 1):  # insertion sort
+                moving = order[j, m]
+                place = m
+                while place > 0 and gaps[j, order[j, place - 1]] > gaps[j, moving]:
+                    order[j, place] = order[j, place - 1]
+                    place -= 1
+                order[j, place] = moving
+        if k > 1:
+            half_gap[j] = 0.5 * gaps[j, order[j, 0]]
+    return gaps, half_gap
 
 
 @_inlined
@@ -214,7 +239,7 @@ def _ring_scan(x, i, centres, own_label, own_sq, gaps, order):
 
 
 @_compiled
-def bounded_lloyd_sums(x, weights, centres, shifts, labels, lower, first):
+def bounded_lloyd_sums(x, weights, centres, neighbours, shifts, labels, lower, first):
     """:func:`lloyd_sums` with bounds that keep the same labels, so the same bits, while most points are compared
     with one or two centres only.
 
@@ -232,6 +257,7 @@ def bounded_lloyd_sums(x, weights, centres, shifts, labels, lower, first):
     ----------
     x : ndarray (n, D) float64; weights : ndarray (n,) float64
     centres : ndarray (k, D) float64
+    neighbours : tuple ``(gaps (k, k), half_gap (k,), order (k, k - 1))`` of :func:`centre_neighbours`
     shifts : ndarray (k,) float64, how far each centre moved since ``labels`` and ``lower`` were set
     labels : ndarray (n, 2) int64, the nearest and the second nearest centre of each point, updated in place
     lower : ndarray (n, 2) float64, the bounds on the distance to the second nearest and to the other centres,
@@ -243,12 +269,7 @@ def bounded_lloyd_sums(x, weights, centres, shifts, labels, lower, first):
     counts (k,), sums (k, D) and inertia, as :func:`lloyd_sums`
     """
     k, dims = centres.shape
-    gaps, order = _centre_neighbours(centres)
-    half_gap = np.full(k, np.inf)
-    for j in range(k):
-        for m in range(k):
-            if m != j:
-                half_gap[j] = min(half_gap[j], 0.5 * gaps[j, m])
+    gaps, half_gap, order = neighbours
     t1, t2, t3 = _largest_three(shifts)
     s1 = shifts[t1] if t1 >= 0 else 0.0
     s2 = shifts[t2] if t2 >= 0 else 0.0

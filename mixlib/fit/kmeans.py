@@ -225,19 +225,23 @@ class BoundedAssignment:
         self.lower = [np.zeros((len(x), 2)) for x in self.x]  # bounds on the distances to the second and the rest
         self.split_every = data.split_every
         self.centres = None  # the centres the labels and bounds were last set for
+        self.order = None  # each centre's others, nearest first (mixlib.fit.compiled.centre_neighbours)
 
     def stats(self, centres, name=None):
         """The merged :func:`lloyd_chunk` statistics for ``centres (k, D)`` (centred coordinates)."""
-        from .compiled import bounded_lloyd_sums
+        from .compiled import bounded_lloyd_sums, centre_neighbours
 
         centres = contiguous(centres)
         first = self.centres is None
         previous = centres if first else self.centres
         shifts = np.sqrt(((centres - previous) ** 2).sum(axis=1))
         self.centres = centres.copy()
+        if first:
+            self.order = np.zeros((len(centres), len(centres) - 1), np.int64)
+        neighbours = (*centre_neighbours(centres, self.order, first), self.order)
 
         def block_stats(i):
-            counts, sums, inertia = bounded_lloyd_sums(self.x[i], self.weights[i], centres, shifts,
+            counts, sums, inertia = bounded_lloyd_sums(self.x[i], self.weights[i], centres, neighbours, shifts,
                                                        self.nearest[i], self.lower[i], first)
             return {"counts": counts, "sums": sums, "inertia": inertia}
 

@@ -225,9 +225,6 @@ def compress_image(name, out, options):
 
 def _compressed(source, out, options):
     """Histogram, palette, labels and output of one decoded image; the record's fields of a written image."""
-    import dask
-    import dask.array as da
-
     pixels = source.read_pixels()
     histogram = image_histogram(pixels, options.chunk_size)
     codes, counts = histogram["codes"], histogram["counts"]
@@ -238,9 +235,8 @@ def _compressed(source, out, options):
     labels = ColourLookup(codes, palette.code_labels, source.channels)(pixels)
     with staged_outputs() as stage:
         staged = stage(out)
-        write_labels(staged, da.from_array(labels, chunks=options.tile_size), palette.colours,
-                     tile=options.tile_size, attributes=options.attributes, icc_profile=source.icc_profile,
-                     client_compute=lambda parts: list(dask.compute(*parts, scheduler="synchronous")))
+        write_labels(staged, labels, palette.colours, tile=options.tile_size, attributes=options.attributes,
+                     icc_profile=source.icc_profile)
         bytes_out = tree_bytes(staged)
     mse = squared_error(codes, counts, source.channels, palette) / (int(counts.sum()) * source.channels)
     return {"status": "written", "distinct_colours": len(codes), "k": len(palette.colours),

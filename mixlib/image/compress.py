@@ -28,7 +28,7 @@ from ..core.progress import IterationProgress, computed
 from ..core.storage import is_local, location, tree_bytes
 from ..fit.gmm import save_mixture
 from .batch import ImageOptions, JsonLines, expand_inputs, is_batch, run_batch
-from .colors import ColourLookup, checkpointed_histogram, colour_histogram, saved_block_shape
+from .colors import ColourLookup, checkpointed_histogram, colour_histogram, image_histogram, saved_block_shape
 from .palette import fit_palette, squared_error
 from .readers import PILLOW_MAX_PIXELS, inspect_image
 from .writers import OUTPUT_SUFFIXES, PNG_MAX_COLOURS, check_png_size, side_by_side, thumbnail_step, write_labels
@@ -325,30 +325,60 @@ def _size_text(count):
 
 ADVICE = "give the workers more memory or use smaller chunks (--chunk-size)"
 IN_PROCESS_COLOURS = 1 << 18  # the fits' block of points (chunk_rows): a smaller histogram is one block
+# A single image of at most this many pixels is compressed in this process, without a cluster (runs_here): a job of
+# a few seconds at most, too short to watch on a dashboard, that a cluster's start and stop would make 2-3x longer.
+LOCAL_PIXELS = 1 << 22
 # The report's names of a fit's statistics: a point is a distinct colour weighted by its pixels.
 REPORT_NAMES = {"mean_loglik": "mean_loglik_per_pixel"}
 
 
 def run(settings, job_plan, client):
-    """Compress one image on ``client`` in named phases (histogram, fit, labels and write, report); write the
-    outputs and return the report (a dict). A batch runs :func:`run_batch_job`."""
+    """Compress one image on ``client`` in named phases (histogram, fit, labels and write, report), or in this
+    process when ``client`` is None (:func:`runs_here`); write the outputs and return the report (a dict). A batch
+    runs :func:`run_batch_job`."""
     if isinstance(job_plan, BatchPlan):
         return run_batch_job(settings, job_plan, client)
-    source, seconds, started = job_plan.source, {}, time.perf_counter()
-    image = source.to_dask(settings.chunk_size)
-    height, width, channels = image.shape
-    log.info("input %s: %dx%d, %d channels, %s chunks", source.path, height, width, channels,
-             "x".join(map(str, image.chunksize[:2])))
-    codes, counts, thumbnail = histogram_phase(settings, job_plan, image, client)
+    source, started = job_plan.source, time.perf_counter()
+    if client is None:
+        pixels = source.read_pixels()
+        log.info("input %s: %dx%d, %d channels", source.path, *pixels.shape)
+        histogram = functools.partial(_histogram_here, settings, job_plan, pixels)
+        write = functools.partial(_write_here, settings, pixels, source.icc_profile)
+    else:
+        image = source.to_dask(settings.chunk_size)
+        log.info("input %s: %dx%d, %d channels, %s chunks", source.path, *image.shape,
+                 "x".join(map(str, image.chunksize[:2])))
+        histogram = functools.partial(histogram_phase, settings, job_plan, image, client)
+        write = functools.partial(labels_and_write_phase, settings, job_plan, image, client=client)
+    return _phases(settings, job_plan, histogram, write, started, in_process=client is None)
+
+
+def runs_here(settings, job_plan):
+    """Whether a job is small enough to run in this process without a cluster (:func:`mixlib.core.cli.job_main`
+    asks): one image decoded in memory, of at most LOCAL_PIXELS pixels, with no histogram checkpoint. It gives
+    the same outputs as on a cluster."""
+    if isinstance(job_plan, BatchPlan) or job_plan.checkpoint is not None or job_plan.source.kind != "pillow":
+        return False
+    height, width, _ = job_plan.source.shape
+    return height * width <= LOCAL_PIXELS
+
+
+def _phases(settings, job_plan, histogram, write, started, in_process):
+    """The phases of :func:`run` after the input is open: ``histogram() -> (codes, counts, thumbnail)`` and
+    ``write(lookup, palette, output)``, the fit in this process (``in_process``) or as :func:`fit_phase` decides."""
+    seconds = {}
+    codes, counts, thumbnail = histogram()
     seconds["histogram"] = _lap(started, seconds)
-    palette = fit_phase(settings, codes, counts, channels)
+    channels = job_plan.source.channels
+    palette = fit_phase(settings, codes, counts, channels, in_process=in_process or None)
     seconds["fit"] = _lap(started, seconds)
     lookup = ColourLookup(codes, palette.code_labels, channels)
     with staged_outputs() as stage:
         output = stage(job_plan.out)
-        labels_and_write_phase(settings, job_plan, image, lookup, palette, output, client)
+        write(lookup, palette, output)
         seconds["write"] = _lap(started, seconds)
         if job_plan.compare:
+            height, width = job_plan.source.shape[:2]
             titles = (f"Original ({width}x{height})", f"Compressed ({len(palette.colours)} colours)")
             side_by_side(thumbnail, palette.colours[lookup(thumbnail)], titles).save(stage(job_plan.compare))
             seconds["compare"] = _lap(started, seconds)
@@ -359,6 +389,21 @@ def run(settings, job_plan, client):
     log.info("wrote %s: %d colours, %s, %.1f s", job_plan.out, len(palette.colours), psnr,
              time.perf_counter() - started)
     return report
+
+
+def _histogram_here(settings, job_plan, pixels):
+    """:func:`histogram_phase` in this process: the same histogram and thumbnail from the decoded pixels."""
+    histogram = image_histogram(pixels, settings.chunk_size)
+    codes, counts = histogram["codes"], histogram["counts"]
+    log.info("colour histogram: %d distinct colours in %d pixels", len(codes), counts.sum())
+    step = thumbnail_step(*pixels.shape[:2])
+    return codes, counts, (pixels[::step, ::step] if job_plan.compare else None)
+
+
+def _write_here(settings, pixels, icc_profile, lookup, palette, output):
+    """:func:`labels_and_write_phase` in this process."""
+    write_labels(output, lookup(pixels), palette.colours, tile=settings.tile_size,
+                 attributes=output_attributes(settings), icc_profile=icc_profile)
 
 
 def histogram_phase(settings, job_plan, image, client):
@@ -383,11 +428,13 @@ def histogram_phase(settings, job_plan, image, client):
     return codes, counts, (thumbnail[0] if thumbnail else None)
 
 
-def fit_phase(settings, codes, counts, channels):
+def fit_phase(settings, codes, counts, channels, in_process=None):
     """The palette (:func:`mixlib.image.palette.fit_palette`), its iterations shown as they go. A histogram of fewer
     than IN_PROCESS_COLOURS colours is fitted in this process (one block of points, which the cluster would only
-    pass through a round trip per iteration; the same palette either way); a larger one on the cluster, where the
-    fit scatters the distinct colours itself, so a rerun after a lost worker rebuilds them."""
+    pass through a round trip per iteration; the same palette either way), as is any with ``in_process``; a
+    larger one on the cluster, where the fit scatters the distinct colours itself, so a rerun after a lost worker
+    rebuilds them."""
+    in_process = in_process or len(codes) < IN_PROCESS_COLOURS
     progress = IterationProgress("EM" if settings.method == "gmm" else "k-means", settings.max_iter,
                                  settings.progress_seconds)
 
@@ -396,7 +443,7 @@ def fit_phase(settings, codes, counts, channels):
             return fit_palette(codes, counts, channels, k=settings.k, method=settings.method,
                                max_iter=settings.max_iter, tol=settings.tol, batch_size=settings.batch_size,
                                em_init=settings.em_init, em_tol=settings.em_tol, reg_covar=settings.reg_covar,
-                               seed=settings.seed, progress=progress, in_process=len(codes) < IN_PROCESS_COLOURS)
+                               seed=settings.seed, progress=progress, in_process=in_process)
 
     palette = with_rebuilds(fit, "fitting the palette", ADVICE)
     log.info("%s", palette.fit.describe())

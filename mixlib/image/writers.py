@@ -248,21 +248,33 @@ def _chunk(kind, data):
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def write_labels(path, labels, palette, *, tile, attributes, icc_profile, client_compute):
+def write_labels(path, labels, palette, *, tile, attributes, icc_profile, client_compute=None):
     """Write palette indices in the format the output's suffix names: a palette PNG, a tiled TIFF or a Zarr group.
 
     Parameters
     ----------
     path : Path (or UPath for Zarr), the (temporary) output
-    labels : dask.array.Array (H, W) uint8 or uint16, palette indices
+    labels : dask.array.Array (H, W) uint8 or uint16, palette indices; or an ndarray, written by this process
     palette : ndarray (k, 3|4) uint8
     tile : int, TIFF tile and Zarr chunk side
     attributes : dict, JSON attributes of a Zarr output
     icc_profile : bytes or None, the input's RGB colour profile: embedded in a PNG or TIFF, kept (base64) in a Zarr
         group's attributes
-    client_compute : callable(list of dask collections) -> list of results
+    client_compute : callable(list of dask collections) -> list of results; unused for ndarray labels
     """
     suffix = path.suffix.lower()
+    if isinstance(labels, np.ndarray):
+        if suffix == ".png":
+            write_png(path, labels, palette, icc_profile)
+            return
+        import dask
+        import dask.array as da
+
+        labels = da.from_array(labels, chunks=tile)
+
+        def client_compute(parts):
+            return list(dask.compute(*parts, scheduler="synchronous"))
+
     if suffix == ".png":
         write_png(path, client_compute([labels])[0], palette, icc_profile)
     elif suffix in TIFF_SUFFIXES:
