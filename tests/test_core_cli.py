@@ -41,7 +41,7 @@ def test_a_taken_dashboard_port_is_one_info_line(cli, tmp_path, small_china_png)
         port = taken.getsockname()[1]
         for level in ("warning", "info"):
             done = cli(small_china_png, "--out", tmp_path / f"{level}.png", "--dashboard-address",
-                       f"127.0.0.1:{port}", "--log-level", level, cwd=tmp_path)
+                       f"127.0.0.1:{port}", "--log-level", level, "--local-pixels", 0, cwd=tmp_path)
             assert done.returncode == 0, done.stderr
             assert "Warning" not in done.stderr and "already in use" not in done.stderr, done.stderr
     assert f"(port {port} was taken)" in done.stderr

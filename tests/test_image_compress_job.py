@@ -7,11 +7,13 @@ end-to-end runs start the command as a subprocess. Outputs go to ``tmp_path``; i
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import downscale, read_png, save_png
+from conftest import REPO, downscale, read_png, save_png
 from PIL import Image
 
 import mixlib
@@ -604,16 +606,27 @@ def test_threaded_embedded_cluster_gives_the_same_output(run_job, capsys, tmp_pa
 # ------------------------------------------------------------------------------- end to end
 
 def test_default_command_end_to_end(cli, tmp_path):
-    """``python -m jobs.compress`` with no arguments: the README's first command (embedded cluster)."""
+    """``python -m jobs.compress`` with no arguments: the README's first command (a small photo: in this process,
+    without a cluster, and without loading distributed)."""
     done = cli(cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     out = tmp_path / "outputs" / "compress" / "china-k16.png"
     assert out.is_file()
-    assert "http://127.0.0.1:" in done.stderr
+    assert "without a cluster" in done.stderr and "http://127.0.0.1:" not in done.stderr
     assert "Traceback" not in done.stderr
     labels, palette, mode, rgb = read_png(out)
     assert mode == "P" and labels.shape == (427, 640) and len(palette) == 16
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_a_small_job_does_not_load_distributed(tmp_path):
+    """The job that runs in this process pays for no cluster: distributed (0.3 s to import) is never loaded."""
+    script = ("import sys, jobs.compress; status = jobs.compress.main(['--out', 'x.png']); "
+              "print(status, 'distributed' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.stdout.split() == ["0", "False"], done.stderr
+    assert (tmp_path / "x.png").is_file()
 
 
 def test_command_line_exit_statuses(cli, tmp_path, scheduler_address, small_china):
@@ -651,7 +664,8 @@ def test_performance_report(run_job, capsys, tmp_path, small_china_png):
 def test_dashboard_link_template(run_job, capsys, tmp_path, small_china_png, scheduler_address):
     """For clusters behind a proxy the printed link follows a template (embedded and remote clusters)."""
     template = "https://proxy.example/dask/{port}/status"
-    for where in (["--scheduler", "", "--dashboard-address", "127.0.0.1:0"], ["--scheduler", scheduler_address]):
+    for where in (["--scheduler", "", "--dashboard-address", "127.0.0.1:0", "--local-pixels", 0],
+                  ["--scheduler", scheduler_address]):
         out = tmp_path / f"o{len(where)}.png"
         assert run_job(small_china_png, "--out", out, "--dashboard-link", template, *where) == 0
         err = capsys.readouterr().err

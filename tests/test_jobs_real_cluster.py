@@ -85,16 +85,21 @@ def tree_bytes(path):
                          ids=["png", "zarr", "gmm"])
 def test_compress_on_a_real_cluster_equals_embedded(run_job, capsys, tmp_path, small_china, real_cluster,
                                                     suffix, extra):
+    """The same bytes from a real cluster, the embedded one, and this process alone (a small image's default)."""
     source = save_png(tmp_path / "in.png", small_china)
     outputs = {}
     for name, where in (("real", ["--scheduler", real_cluster]),
-                        ("embedded", ["--scheduler", "", "--dashboard-address", "127.0.0.1:0"])):
+                        ("embedded", ["--scheduler", "", "--dashboard-address", "127.0.0.1:0", "--local-pixels", 0]),
+                        ("here", ["--scheduler", ""])):
         outputs[name] = tmp_path / f"{name}{suffix}"
         status = run_job(source, "--out", outputs[name], "--k", "8", *extra, *where)
         err = capsys.readouterr().err
         assert status == 0, err
-        assert re.search(r"tasks: [1-9]\d* run, 0 retried .*, 0 failed", err), err  # nothing went wrong
-    assert tree_bytes(outputs["real"]) == tree_bytes(outputs["embedded"])
+        if name == "here":
+            assert "without a cluster" in err and "dashboard: " not in err and "tasks: " not in err, err
+        else:  # nothing went wrong
+            assert re.search(r"tasks: [1-9]\d* run, 0 retried .*, 0 failed", err), err
+    assert tree_bytes(outputs["real"]) == tree_bytes(outputs["embedded"]) == tree_bytes(outputs["here"])
 
 
 def test_sample_on_a_real_cluster_equals_embedded(run_sample, capsys, tmp_path, real_cluster):

@@ -47,11 +47,18 @@ def config_file(name):
 
 def setup_logging(level):
     """Human-readable lines on stderr; Dask's own chatter only from errors up (debug: everything)."""
-    import distributed  # noqa: F401  (it configures its loggers on import; set their levels after that)
-
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True)
     log.setLevel(level.upper())
+    if "distributed" in sys.modules:
+        quiet_cluster_logs(level)
+
+
+def quiet_cluster_logs(level):
+    """Dask's, Bokeh's and Tornado's loggers from errors up (debug: everything). distributed configures its loggers
+    when it is imported: import it first."""
+    import distributed  # noqa: F401
+
     for name in ("distributed", "bokeh", "tornado"):
         logging.getLogger(name).setLevel(logging.DEBUG if level == "debug" else logging.ERROR)
 
@@ -192,6 +199,7 @@ def _run_on_cluster(settings, job_plan, run, worker_paths, report):
     from .cluster import connect, scheduler_address
     from .outcomes import counted_tasks
 
+    quiet_cluster_logs(settings.log_level)
     with connect(settings) as client, counted_tasks(client), staged_outputs() as stage:
         if worker_paths is not None and scheduler_address(settings):
             check_workers_see(client, *worker_paths(job_plan))

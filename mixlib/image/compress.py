@@ -80,6 +80,9 @@ class CompressSettings(JobOptions):
     fail_fast: bool = option(False, "a batch: stop at the first input that fails", group="input and output")
     task_pixels: int = option(1 << 26, "a batch: images up to this many pixels are compressed inside one task each; "
                                        "larger ones take the chunked path of a single image", minimum=1)
+    local_pixels: int = option(1 << 22, "a single image decoded in memory with up to this many pixels is compressed "
+                                        "in this process, without a cluster or dashboard (0: always start one)",
+                               minimum=0)
     max_pixels: int = option(PILLOW_MAX_PIXELS, "largest image Pillow may decode (decompression-bomb guard)",
                              minimum=1, group="input and output")
 
@@ -125,9 +128,9 @@ def plan(settings):
     named = [p for p in (out, compare, report, save_model) if p is not None]
     if len(set(named)) < len(named):
         raise InputError("--out, --compare, --report and --save-model must be different files")
-    # The settings and outputs are fine: this process loads dask.array and the compiled loops while it decodes the
-    # input (Pillow's decoder lets go of the GIL; 67 MP: 0.9 s less), and the embedded cluster's threaded workers
-    # share them. (Worker processes load the compiled loops in their first task.)
+    # The settings and outputs are fine: this process loads the compiled loops while it decodes the input (Pillow's
+    # decoder lets go of the GIL), and the embedded cluster's threaded workers share them. (Worker processes load
+    # the compiled loops in their first task.)
     threading.Thread(target=_preload, name="preload", daemon=True).start()
     source = inspect_image(name, settings.max_pixels)
     height, width, _ = source.shape
@@ -325,9 +328,6 @@ def _size_text(count):
 
 ADVICE = "give the workers more memory or use smaller chunks (--chunk-size)"
 IN_PROCESS_COLOURS = 1 << 18  # the fits' block of points (chunk_rows): a smaller histogram is one block
-# A single image of at most this many pixels is compressed in this process, without a cluster (runs_here): a job of
-# a few seconds at most, too short to watch on a dashboard, that a cluster's start and stop would make 2-3x longer.
-LOCAL_PIXELS = 1 << 22
 # The report's names of a fit's statistics: a point is a distinct colour weighted by its pixels.
 REPORT_NAMES = {"mean_loglik": "mean_loglik_per_pixel"}
 
@@ -355,12 +355,13 @@ def run(settings, job_plan, client):
 
 def runs_here(settings, job_plan):
     """Whether a job is small enough to run in this process without a cluster (:func:`mixlib.core.cli.job_main`
-    asks): one image decoded in memory, of at most LOCAL_PIXELS pixels, with no histogram checkpoint. It gives
-    the same outputs as on a cluster."""
+    asks): one image decoded in memory, of at most ``--local-pixels`` pixels, with no histogram checkpoint. Such a
+    job takes a few seconds at most, too few to watch on a dashboard, and a cluster's start and stop would take
+    longer than its work; it gives the same outputs as on a cluster."""
     if isinstance(job_plan, BatchPlan) or job_plan.checkpoint is not None or job_plan.source.kind != "pillow":
         return False
     height, width, _ = job_plan.source.shape
-    return height * width <= LOCAL_PIXELS
+    return height * width <= settings.local_pixels
 
 
 def _phases(settings, job_plan, histogram, write, started, in_process):
@@ -370,7 +371,7 @@ def _phases(settings, job_plan, histogram, write, started, in_process):
     codes, counts, thumbnail = histogram()
     seconds["histogram"] = _lap(started, seconds)
     channels = job_plan.source.channels
-    palette = fit_phase(settings, codes, counts, channels, in_process=in_process or None)
+    palette = fit_phase(settings, codes, counts, channels, on_cluster=not in_process)
     seconds["fit"] = _lap(started, seconds)
     lookup = ColourLookup(codes, palette.code_labels, channels)
     with staged_outputs() as stage:
@@ -428,13 +429,13 @@ def histogram_phase(settings, job_plan, image, client):
     return codes, counts, (thumbnail[0] if thumbnail else None)
 
 
-def fit_phase(settings, codes, counts, channels, in_process=None):
+def fit_phase(settings, codes, counts, channels, on_cluster=True):
     """The palette (:func:`mixlib.image.palette.fit_palette`), its iterations shown as they go. A histogram of fewer
     than IN_PROCESS_COLOURS colours is fitted in this process (one block of points, which the cluster would only
-    pass through a round trip per iteration; the same palette either way), as is any with ``in_process``; a
-    larger one on the cluster, where the fit scatters the distinct colours itself, so a rerun after a lost worker
-    rebuilds them."""
-    in_process = in_process or len(codes) < IN_PROCESS_COLOURS
+    pass through a round trip per iteration; the same palette either way), as is any without a cluster
+    (``on_cluster`` False); a larger one on the cluster, where the fit scatters the distinct colours itself, so a
+    rerun after a lost worker rebuilds them."""
+    in_process = not on_cluster or len(codes) < IN_PROCESS_COLOURS
     progress = IterationProgress("EM" if settings.method == "gmm" else "k-means", settings.max_iter,
                                  settings.progress_seconds)
 
@@ -445,7 +446,7 @@ def fit_phase(settings, codes, counts, channels, in_process=None):
                                em_init=settings.em_init, em_tol=settings.em_tol, reg_covar=settings.reg_covar,
                                seed=settings.seed, progress=progress, in_process=in_process)
 
-    palette = with_rebuilds(fit, "fitting the palette", ADVICE)
+    palette = with_rebuilds(fit, "fitting the palette", ADVICE) if on_cluster else fit(1)
     log.info("%s", palette.fit.describe())
     return palette
 
@@ -497,11 +498,10 @@ def report_phase(settings, job_plan, palette, codes, counts, seconds, output, st
 
 
 def _preload():
-    """Import dask.array (0.3 s the first time) and load the compiled loops (0.6 s). A failure here is only logged
-    at debug level: the job meets it again, with its own message, where it needs what failed."""
+    """Load the compiled loops (0.6 s: numba's start and its cache). A failure here is only logged at debug level:
+    the job meets it again, with its own message, where it needs what failed. (dask.array is left to the jobs that
+    need it: its import in this thread made a small job in this process 0.1 s slower.)"""
     try:
-        import dask.array  # noqa: F401
-
         from ..fit import compiled as fit_loops
         from . import compiled as colour_loops
 
