@@ -101,12 +101,19 @@ def coarse_start(codes, colours, weights, k, *, max_iter, tol, seed):
     -------
     ndarray (k, C) float64, or the string 'k-means++' when there are no more cells than ``k``
     """
-    byte_mask = (0xFF << (8 - COARSE_BITS)) & 0xFF
-    cells, cell_of = np.unique(codes & np.uint32(byte_mask * 0x01010101), return_inverse=True)
-    if len(cells) <= k:
+    channels = colours.shape[1]
+    cell_of = np.zeros(len(codes), np.int64)  # the high bits of every channel, in the order of the codes' bytes
+    for e in range(channels):
+        byte = (codes >> np.uint32(8 * (channels - 1 - e))) & np.uint32(0xFF)
+        cell_of |= (byte >> np.uint32(8 - COARSE_BITS)).astype(np.int64) << (COARSE_BITS * (channels - 1 - e))
+    cells = 1 << (COARSE_BITS * channels)
+    cell_weights = np.bincount(cell_of, weights, minlength=cells)
+    occupied = np.flatnonzero(cell_weights)
+    if len(occupied) <= k:
         return "k-means++"
-    cell_weights = np.bincount(cell_of, weights)
-    means = np.column_stack([np.bincount(cell_of, weights * colours[:, e]) for e in range(colours.shape[1])])
+    means = np.column_stack([np.bincount(cell_of, weights * colours[:, e], minlength=cells)[occupied]
+                             for e in range(channels)])
+    cell_weights = cell_weights[occupied]
     means /= cell_weights[:, None]
     return fit_kmeans(means, cell_weights, k=k, max_iter=max_iter, tol=tol, seed=seed, in_process=True).centres
 
