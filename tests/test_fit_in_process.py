@@ -67,12 +67,13 @@ def test_bounded_lloyd_sums_equal_lloyd_sums_bit_for_bit(case):
         centres = rng.integers(0, 8, (12, 3)).astype(np.float64)
         if case == "duplicate centres":
             centres[5] = centres[2]
-    labels, lower, previous = np.zeros((len(x), 2), np.int64), np.zeros((len(x), 2)), centres.copy()
-    order = np.zeros((len(centres), len(centres) - 1), np.int64)
+    labels, lower, previous = np.zeros((len(x), 2), np.int32), np.zeros((len(x), 2)), centres.copy()
+    order, drift = np.zeros((len(centres), len(centres) - 1), np.int64), np.zeros(len(centres) + 1)
     for iteration in range(25):
         shifts = np.sqrt(((centres - previous) ** 2).sum(axis=1))
         neighbours = (*centre_neighbours(centres, order, iteration == 0), order)
-        bounded = bounded_lloyd_sums(x, w, centres, neighbours, shifts, labels, lower, iteration == 0)
+        drift += np.append(shifts, shifts.max())
+        bounded = bounded_lloyd_sums(x, w, centres, neighbours, drift, labels, lower, iteration == 0)
         assert all(np.all(np.diff(neighbours[0][j, order[j]]) >= 0) for j in range(len(centres)))
         plain = lloyd_sums(x, w, centres)
         assert np.array_equal(bounded[0], plain[0]) and np.array_equal(bounded[1], plain[1])

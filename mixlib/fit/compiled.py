@@ -173,20 +173,6 @@ def centre_neighbours(centres, order, first):
 
 
 @_inlined
-def _largest_three(values):
-    """The indices of the three largest values, largest first (-1 where ``values`` has fewer)."""
-    t1 = t2 = t3 = -1
-    for j in range(len(values)):
-        if t1 < 0 or values[j] > values[t1]:
-            t1, t2, t3 = j, t1, t2
-        elif t2 < 0 or values[j] > values[t2]:
-            t2, t3 = j, t2
-        elif t3 < 0 or values[j] > values[t3]:
-            t3 = j
-    return t1, t2, t3
-
-
-@_inlined
 def _before(sq, j, best_sq, best):
     """Whether a centre ``j`` at squared distance ``sq`` comes before centre ``best``: nearer, or as near with a
     smaller index (the first nearest centre wins a tie, as in :func:`nearest`)."""
@@ -194,27 +180,10 @@ def _before(sq, j, best_sq, best):
 
 
 @_inlined
-def _full_scan(x, i, centres_t, scratch):
-    """Point ``x_i`` against every centre (``centres_t (D, k)``; ``scratch (k,)``): the nearest centre (the first
-    on a tie), its squared distance, the second nearest and its distance, and the distance to the third nearest
-    (inf when there are fewer centres)."""
-    _sq_distances(x, i, centres_t, scratch)
-    best = _first_min(scratch)
-    second, second_sq, third_sq = best, np.inf, np.inf
-    for j in range(len(scratch)):
-        if j == best:
-            continue
-        if scratch[j] < second_sq:
-            second, second_sq, third_sq = j, scratch[j], second_sq
-        elif scratch[j] < third_sq:
-            third_sq = scratch[j]
-    return best, scratch[best], second, math.sqrt(second_sq), math.sqrt(third_sq)
-
-
-@_inlined
 def _ring_scan(x, i, centres, own_label, own_sq, gaps, order):
-    """What :func:`_full_scan` returns, with the third distance a lower bound, from centre ``own_label``'s
-    neighbours nearest first (the point is at squared distance ``own_sq`` from it).
+    """Point ``x_i``'s nearest centre (the first on a tie), its squared distance, the second nearest centre and
+    its distance, and a lower bound on the distance to every other centre (inf when there are none), from centre
+    ``own_label``'s neighbours nearest first (the point is at squared distance ``own_sq`` from it).
 
     A centre ``j`` at distance ``g`` from centre ``a`` is at least ``g - d_a`` from the point (triangle inequality),
     so the scan stops at the first neighbour with ``g - d_a`` beyond the third smallest distance found: no later
@@ -239,30 +208,33 @@ def _ring_scan(x, i, centres, own_label, own_sq, gaps, order):
 
 
 @_compiled
-def bounded_lloyd_sums(x, weights, centres, neighbours, shifts, labels, lower, first):
+def bounded_lloyd_sums(x, weights, centres, neighbours, drift, labels, lower, first):
     """:func:`lloyd_sums` with bounds that keep the same labels, so the same bits, while most points are compared
     with one or two centres only.
 
     Each point keeps its nearest centre ``a`` and the second nearest ``b`` it was last found to have, a lower bound
     on its distance to ``b`` and one on its distance to every other centre (Hamerly 2010, with the second centre
-    apart, as Elkan's bounds would keep it). When the centres move by ``shifts``, the first bound drops by ``b``'s
-    shift and the other by the largest shift of a centre other than ``a`` and ``b``. Then a point keeps ``a`` when
-    its distance ``d_a`` is below the bounds or below ``s_a``, half the distance from centre ``a`` to its nearest
-    other centre (triangle inequality); else ``d_b`` decides between ``a`` and ``b`` when both are below the other
-    centres' bound; else a scan of ``a``'s neighbours (:func:`_ring_scan`) sets everything again. The tests are
-    strict, with a relative margin ``BOUND_MARGIN``, and ``a`` against ``b`` is exact, so a point that may be
-    tied takes the first nearest centre, as :func:`lloyd_sums` does.
+    apart, as Elkan's bounds would keep it). When the centres move, the first bound drops by how far ``b`` moved
+    and the other by the largest move of any centre: both are stored plus the ``drift`` (the moves summed over the
+    calls) at the time they were set, so a point whose bounds hold is not written to. A point keeps ``a`` when its
+    distance ``d_a`` is below the bounds or below ``s_a``, half the distance from centre ``a`` to its nearest other
+    centre (triangle inequality); else ``d_b`` decides between ``a`` and ``b`` when both are below the other
+    centres' bound; else a scan of ``a``'s neighbours (:func:`_ring_scan`) sets everything again. On the first call
+    every point is scanned, from the previous point's centre (consecutive points are often near). The tests are
+    strict, with a relative margin ``BOUND_MARGIN``, and ``a`` against ``b`` is exact, so a point that may be tied
+    takes the first nearest centre, as :func:`lloyd_sums` does.
 
     Parameters
     ----------
     x : ndarray (n, D) float64; weights : ndarray (n,) float64
     centres : ndarray (k, D) float64
     neighbours : tuple ``(gaps (k, k), half_gap (k,), order (k, k - 1))`` of :func:`centre_neighbours`
-    shifts : ndarray (k,) float64, how far each centre moved since ``labels`` and ``lower`` were set
-    labels : ndarray (n, 2) int64, the nearest and the second nearest centre of each point, updated in place
-    lower : ndarray (n, 2) float64, the bounds on the distance to the second nearest and to the other centres,
-        updated in place
-    first : bool, the first call: every point is compared with every centre, and ``labels`` and ``lower`` are set
+    drift : ndarray (k + 1,) float64, how far each centre moved since the first call, summed over the calls, and
+        the sum of the largest move of each call
+    labels : ndarray (n, 2) int32, the nearest and the second nearest centre of each point, updated in place
+    lower : ndarray (n, 2) float64, the bounds on the distance to the second nearest and to the other centres
+        (plus the drift when they were set), updated in place
+    first : bool, the first call: ``labels`` and ``lower`` are set
 
     Returns
     -------
@@ -270,37 +242,34 @@ def bounded_lloyd_sums(x, weights, centres, neighbours, shifts, labels, lower, f
     """
     k, dims = centres.shape
     gaps, half_gap, order = neighbours
-    t1, t2, t3 = _largest_three(shifts)
-    s1 = shifts[t1] if t1 >= 0 else 0.0
-    s2 = shifts[t2] if t2 >= 0 else 0.0
-    s3 = shifts[t3] if t3 >= 0 else 0.0
-    centres_t = np.ascontiguousarray(centres.T)
-    scratch = np.empty(k)
+    centre_drift, rest_drift = drift[:-1], drift[-1]
     counts = np.zeros(k)
     sums = np.zeros((k, dims))
     inertia = 0.0
     keep = 1.0 - BOUND_MARGIN
     for i in range(x.shape[0]):
         a, b = labels[i, 0], labels[i, 1]
-        if first:
-            a, own, b, lower[i, 0], lower[i, 1] = _full_scan(x, i, centres_t, scratch)
+        if first:  # a scan from the previous point's centre: consecutive points are often near
+            a = labels[i - 1, 0] if i > 0 else 0
+            a, own, b, to_b, to_rest = _ring_scan(x, i, centres, a, _sq_distance_to(x, i, centres[a]), gaps, order)
+            labels[i, 0], labels[i, 1] = a, b
+            lower[i, 0], lower[i, 1] = to_b + centre_drift[b], to_rest + rest_drift
         else:
-            to_b = lower[i, 0] - shifts[b]
-            to_rest = lower[i, 1] - (s1 if t1 != a and t1 != b else s2 if t2 != a and t2 != b else s3)
+            to_b = lower[i, 0] - centre_drift[b]
+            to_rest = lower[i, 1] - rest_drift
             own = _sq_distance_to(x, i, centres[a])
             bound = max(half_gap[a], min(to_b, to_rest)) * keep
-            if bound > 0.0 and own < bound * bound:
-                lower[i, 0], lower[i, 1] = to_b, to_rest
-            else:
+            if not (bound > 0.0 and own < bound * bound):
                 b_sq = _sq_distance_to(x, i, centres[b])
                 if _before(b_sq, b, own, a):
                     a, own, b, b_sq = b, b_sq, a, own
                 rest = to_rest * keep
                 if rest > 0.0 and own < rest * rest and a != b:
-                    lower[i, 0], lower[i, 1] = math.sqrt(b_sq), to_rest
+                    to_b = math.sqrt(b_sq)
                 else:
-                    a, own, b, lower[i, 0], lower[i, 1] = _ring_scan(x, i, centres, a, own, gaps, order)
-        labels[i, 0], labels[i, 1] = a, b
+                    a, own, b, to_b, to_rest = _ring_scan(x, i, centres, a, own, gaps, order)
+                labels[i, 0], labels[i, 1] = a, b
+                lower[i, 0], lower[i, 1] = to_b + centre_drift[b], to_rest + rest_drift
         w = weights[i]
         counts[a] += w
         for e in range(dims):

@@ -221,11 +221,12 @@ class BoundedAssignment:
     def __init__(self, data):
         self.x = [contiguous(block[:, :-1]) for block in data.blocks]
         self.weights = [contiguous(block[:, -1]) for block in data.blocks]
-        self.nearest = [np.zeros((len(x), 2), np.int64) for x in self.x]  # the nearest and second centres
+        self.nearest = [np.zeros((len(x), 2), np.int32) for x in self.x]  # the nearest and second centres
         self.lower = [np.zeros((len(x), 2)) for x in self.x]  # bounds on the distances to the second and the rest
         self.split_every = data.split_every
         self.centres = None  # the centres the labels and bounds were last set for
         self.order = None  # each centre's others, nearest first (mixlib.fit.compiled.centre_neighbours)
+        self.drift = None  # the centres' moves summed over the calls, and the sum of each call's largest move
 
     def stats(self, centres, name=None):
         """The merged :func:`lloyd_chunk` statistics for ``centres (k, D)`` (centred coordinates)."""
@@ -238,10 +239,12 @@ class BoundedAssignment:
         self.centres = centres.copy()
         if first:
             self.order = np.zeros((len(centres), len(centres) - 1), np.int64)
+            self.drift = np.zeros(len(centres) + 1)
+        self.drift += np.append(shifts, shifts.max())
         neighbours = (*centre_neighbours(centres, self.order, first), self.order)
 
         def block_stats(i):
-            counts, sums, inertia = bounded_lloyd_sums(self.x[i], self.weights[i], centres, neighbours, shifts,
+            counts, sums, inertia = bounded_lloyd_sums(self.x[i], self.weights[i], centres, neighbours, self.drift,
                                                        self.nearest[i], self.lower[i], first)
             return {"counts": counts, "sums": sums, "inertia": inertia}
 
