@@ -121,3 +121,19 @@ def test_colour_lookup_maps_codes_to_labels(channels, label_dtype):
     expected = np.vectorize(table.__getitem__)(reference_codes(pixels))
     assert mapped.shape == (33, 47)
     np.testing.assert_array_equal(mapped, expected)
+
+
+def test_rgba_lookup_with_crowded_and_empty_buckets():
+    """The RGBA lookup searches the codes that share a pixel's high 16 bits: thousands in one bucket (red and green
+    fixed), one alone at each end of the code range, and fully transparent pixels (code 0)."""
+    rng = np.random.default_rng(5)
+    pixels = np.zeros((64, 80, 4), np.uint8)
+    pixels[..., :2] = (200, 17)
+    pixels[..., 2:] = rng.integers(0, 256, (64, 80, 2))
+    pixels[0, 0], pixels[0, 1], pixels[0, 2] = (255, 255, 255, 255), (0, 0, 0, 1), (9, 9, 9, 0)
+    codes = np.unique(reference_codes(pixels))
+    labels = rng.integers(0, 65535, size=len(codes)).astype(np.uint16)
+    mapped = ColourLookup(codes.astype(np.uint32), labels, 4)(pixels)
+    expected = labels[np.searchsorted(codes, reference_codes(pixels))]
+    np.testing.assert_array_equal(mapped, expected)
+    assert len(codes) > 3000

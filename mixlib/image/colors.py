@@ -161,7 +161,8 @@ class ColourLookup:
     """Maps colour codes to palette indices.
 
     RGB uses a dense table of 2**24 entries (one gather per pixel); RGBA codes span 2**32 values and use
-    a binary search in the sorted distinct codes instead.
+    a binary search in the sorted distinct codes instead, within the codes that share the pixel's high 16 bits
+    (:func:`mixlib.image.compiled.bucketed_lookup`).
 
     Parameters
     ----------
@@ -175,15 +176,16 @@ class ColourLookup:
         if channels == 3:
             self.table = np.zeros(RGB_CODES, dtype=labels.dtype)
             self.table[codes] = labels
-            self.codes = None
+            self.codes = self.starts = None
         else:
             self.table = labels
             self.codes = codes
+            self.starts = np.searchsorted(codes, np.arange((1 << 16) + 1, dtype=np.int64) << 16)
 
     def __call__(self, block):
         """Palette indices ``(h, w)`` of an image block ``(h, w, C)`` uint8."""
-        from .compiled import rgb_lookup
+        from .compiled import bucketed_lookup, rgb_lookup
 
         if self.codes is None:
             return rgb_lookup(_as_rows(block), self.table).reshape(block.shape[:-1])
-        return self.table[np.searchsorted(self.codes, colour_codes(block))]
+        return bucketed_lookup(_as_rows(block), self.codes, self.starts, self.table).reshape(block.shape[:-1])

@@ -1,5 +1,5 @@
 """Compiled per-pixel loops behind the colour histogram and the palette lookup (numba, without the GIL): colour
-codes, the RGB lookup table and the merge of two sorted histograms. Compiled code is cached next to this file."""
+codes, the RGB lookup table, the RGBA lookup by buckets and the merge of two sorted histograms. Compiled code is cached next to this file."""
 
 import numba
 import numpy as np
@@ -43,6 +43,30 @@ def rgb_lookup(pixels, table):
 
 
 @_compiled
+def bucketed_lookup(pixels, codes, starts, labels):
+    """``labels[i]`` of ``codes[i]``, the colour code of each pixel of ``pixels (h, w, C)`` uint8: ``(h, w)``.
+
+    ``codes (M,)`` are sorted and hold every pixel's code; ``starts (2^16 + 1,)`` are where the codes of each
+    value of their high 16 bits start, so that a pixel's binary search runs over its bucket only (a few codes, in
+    cache) instead of all of them.
+    """
+    out = np.empty(pixels.shape[:2], labels.dtype)
+    for i in range(pixels.shape[0]):
+        for j in range(pixels.shape[1]):
+            code = _colour_code(pixels, i, j)
+            bucket = code >> 16
+            low, high = starts[bucket], starts[bucket + 1]
+            while low < high:
+                middle = (low + high) >> 1
+                if codes[middle] < code:
+                    low = middle + 1
+                else:
+                    high = middle
+            out[i, j] = labels[low]
+    return out
+
+
+@_compiled
 def merge_counts(codes_a, counts_a, codes_b, counts_b):
     """The union of two sorted arrays of distinct codes ``(m,)``, ``(n,)``, with the counts ``(m,)``, ``(n,)``
     int64 of a code present in both added: one pass, ``O(m + n)``."""
@@ -66,4 +90,5 @@ def warm_up():
     colour_codes(pixels)
     rgb_lookup(pixels, np.zeros(1 << 24, np.uint8))
     codes = np.arange(2, dtype=np.uint32)
+    bucketed_lookup(np.zeros((1, 1, 4), np.uint8), codes, np.zeros((1 << 16) + 1, np.int64), np.zeros(2, np.uint8))
     merge_counts(codes, np.ones(2, np.int64), codes, np.ones(2, np.int64))
