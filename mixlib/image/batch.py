@@ -248,13 +248,15 @@ def _compressed(source, out, options):
 # ---------------------------------------------------------------------------------------- the batch
 
 def task_groups(jobs, spread=1):
-    """The jobs ``(input name, output)`` in tasks: consecutive small files together, up to GROUP_BYTES of input
-    and GROUP_FILES files a task (files whose size is unknown here, at URLs, four to a task), and at most
-    ``len(jobs) / spread`` files, so that a small batch still gives every worker thread work."""
+    """The jobs ``(input name, output)`` in tasks, the largest files first (the longest tasks start first, so that a
+    batch does not end with one worker busy on a large image while the others wait): consecutive small files
+    together, up to GROUP_BYTES of input and GROUP_FILES files a task (files whose size is unknown here, at URLs,
+    four to a task, last), and at most ``len(jobs) / spread`` files, so that a small batch still gives every worker
+    thread work."""
     most_files = max(1, min(GROUP_FILES, len(jobs) // max(spread, 1)))
+    sized = sorted(((job, _size(job[0])) for job in jobs), key=lambda pair: 1 if pair[1] is None else -pair[1])
     group, group_bytes = [], 0
-    for job in jobs:
-        size = _size(job[0])
+    for job, size in sized:
         if group and (len(group) >= (most_files if size is not None else min(4, most_files))
                       or group_bytes + (size or 0) > GROUP_BYTES):
             yield group
