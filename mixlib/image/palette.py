@@ -80,16 +80,18 @@ def fit_palette(codes, counts, channels, *, k, method="lloyd", max_iter=300, tol
     return Palette(colours, code_labels, fit)
 
 
-COARSE_BITS = 5  # the coarse histogram keeps this many high bits of each channel: at most 2^15 RGB cells
+COARSE_LEVELS = (5, 6)  # the coarse histograms keep this many high bits of each channel, coarsest first
+DENSE_CELLS = 1 << 20  # cells counted in a dense array up to this many possible cells, else by a sort
 
 
 def coarse_start(codes, colours, weights, k, *, max_iter, tol, seed):
-    """Initial centres for Lloyd on an image's distinct colours, from a fit to its coarse histogram.
+    """Initial centres for Lloyd on an image's distinct colours, from fits to its coarse histograms.
 
-    The colours that share their ``COARSE_BITS`` high bits in every channel form a cell, summed as one point at
-    their weighted mean with their total weight; k-means (k-means++, then Lloyd to ``tol``) on these few cells ends
-    near where Lloyd on every distinct colour ends, so the fine fit that follows needs fewer iterations, and its
-    k-means++ runs on the cells instead of every colour.
+    The colours that share their high bits in every channel form a cell, summed as one point at their weighted mean
+    with their total weight (:func:`coarse_cells`). k-means++ and Lloyd (to ``tol``) run on the cells of 5 high
+    bits (at most 2^15 for RGB), then Lloyd on the cells of 6 from there (``COARSE_LEVELS``): each level ends near
+    where the next one ends, so Lloyd on every distinct colour that follows needs fewer iterations, and k-means++
+    runs on a few thousand cells instead of every colour.
 
     Parameters
     ----------
@@ -99,23 +101,35 @@ def coarse_start(codes, colours, weights, k, *, max_iter, tol, seed):
 
     Returns
     -------
-    ndarray (k, C) float64, or the string 'k-means++' when there are no more cells than ``k``
+    ndarray (k, C) float64, or the string 'k-means++' when no level has more cells than ``k``
     """
+    start = "k-means++"
+    for bits in COARSE_LEVELS:
+        means, cell_weights = coarse_cells(codes, colours, weights, bits)
+        if len(means) > k:
+            start = fit_kmeans(means, cell_weights, k=k, init=start, max_iter=max_iter, tol=tol, seed=seed,
+                               in_process=True).centres
+    return start
+
+
+def coarse_cells(codes, colours, weights, bits):
+    """The cells of the colours that share their ``bits`` high bits in every channel, in the order of their codes:
+    their weighted means ``(m, C)`` and total weights ``(m,)``."""
     channels = colours.shape[1]
     cell_of = np.zeros(len(codes), np.int64)  # the high bits of every channel, in the order of the codes' bytes
     for e in range(channels):
         byte = (codes >> np.uint32(8 * (channels - 1 - e))) & np.uint32(0xFF)
-        cell_of |= (byte >> np.uint32(8 - COARSE_BITS)).astype(np.int64) << (COARSE_BITS * (channels - 1 - e))
-    cells = 1 << (COARSE_BITS * channels)
+        cell_of |= (byte >> np.uint32(8 - bits)).astype(np.int64) << (bits * (channels - 1 - e))
+    cells = 1 << (bits * channels)
+    if cells > DENSE_CELLS:
+        _, cell_of = np.unique(cell_of, return_inverse=True)
+        cells = int(cell_of.max()) + 1
     cell_weights = np.bincount(cell_of, weights, minlength=cells)
     occupied = np.flatnonzero(cell_weights)
-    if len(occupied) <= k:
-        return "k-means++"
     means = np.column_stack([np.bincount(cell_of, weights * colours[:, e], minlength=cells)[occupied]
                              for e in range(channels)])
     cell_weights = cell_weights[occupied]
-    means /= cell_weights[:, None]
-    return fit_kmeans(means, cell_weights, k=k, max_iter=max_iter, tol=tol, seed=seed, in_process=True).centres
+    return means / cell_weights[:, None], cell_weights
 
 
 @dataclasses.dataclass(frozen=True)
