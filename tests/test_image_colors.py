@@ -137,3 +137,20 @@ def test_rgba_lookup_with_crowded_and_empty_buckets():
     expected = labels[np.searchsorted(codes, reference_codes(pixels))]
     np.testing.assert_array_equal(mapped, expected)
     assert len(codes) > 3000
+
+
+@pytest.mark.parametrize("top", [0, 1, 1 << 12, 1 << 24, 1 << 32])
+def test_code_counts_equal_numpy_unique(top):
+    """The radix sort's distinct codes and counts, against numpy's: RGB and RGBA ranges (one, two and three passes),
+    the largest code, repeats, and empty and one-code inputs."""
+    from mixlib.image.compiled import code_counts
+
+    rng = np.random.default_rng(top % 997)
+    codes = rng.integers(0, max(top, 1), 50_000, dtype=np.uint64).astype(np.uint32)
+    codes[:3] = (0xFFFFFFFF if top == 1 << 32 else max(top - 1, 0))
+    for sample in (codes, codes[:0], codes[:1], np.repeat(codes[:50], 7)):
+        values, counts = code_counts(sample)
+        expected_values, expected_counts = np.unique(sample, return_counts=True)
+        np.testing.assert_array_equal(values, expected_values)
+        np.testing.assert_array_equal(counts, expected_counts)
+        assert values.dtype == np.uint32 and counts.dtype == np.int64

@@ -43,8 +43,10 @@ def decode_colours(codes, channels):
 
 def histogram_chunk(block):
     """Distinct colour codes of one image block, sorted, with their pixel counts (int64)."""
-    codes, counts = np.unique(colour_codes(block).ravel(), return_counts=True)
-    return {"codes": codes, "counts": counts.astype(np.int64)}
+    from .compiled import code_counts
+
+    codes, counts = code_counts(colour_codes(block).ravel())
+    return {"codes": codes, "counts": counts}
 
 
 def merge_histograms(parts):
