@@ -619,14 +619,19 @@ def test_default_command_end_to_end(cli, tmp_path):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
 
 
-def test_a_small_job_does_not_load_distributed(tmp_path):
-    """The job that runs in this process pays for no cluster: distributed (0.3 s to import) is never loaded."""
-    script = ("import sys, jobs.compress; status = jobs.compress.main(['--out', 'x.png']); "
+@pytest.mark.parametrize("job,args", [("compress", ["--out", "x.png"]), ("compress", ["--out", "x.tif"]),
+                                      ("sample", ["--model", "m.json", "--shape", "100x120", "--out", "x.png"])])
+def test_a_small_job_does_not_load_distributed(tmp_path, job, args):
+    """A job that runs in this process pays for no cluster: distributed (0.3 s to import) is never loaded."""
+    from mixlib.fit.gmm import Mixture, save_mixture
+
+    save_mixture(tmp_path / "m.json", Mixture(np.array([1.0]), np.array([[90.0, 120, 60]]), np.eye(3)[None] * 50), {})
+    script = (f"import sys, jobs.{job}; status = jobs.{job}.main({args!r}); "
               "print(status, 'distributed' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.stdout.split() == ["0", "False"], done.stderr
-    assert (tmp_path / "x.png").is_file()
+    assert (tmp_path / args[-1]).is_file()
 
 
 def test_command_line_exit_statuses(cli, tmp_path, scheduler_address, small_china):

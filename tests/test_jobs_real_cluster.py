@@ -112,12 +112,15 @@ def test_sample_on_a_real_cluster_equals_embedded(run_sample, capsys, tmp_path, 
                                 np.stack([np.eye(3) * 90, np.eye(3) * 40])), {})
     outputs = {}
     for name, where in (("real", ["--scheduler", real_cluster]),
-                        ("embedded", ["--scheduler", "", "--dashboard-address", "127.0.0.1:0"])):
+                        ("embedded", ["--scheduler", "", "--dashboard-address", "127.0.0.1:0", "--local-pixels", 0]),
+                        ("here", ["--scheduler", ""])):
         outputs[name] = tmp_path / f"{name}.png"
         status = run_sample("--model", model, "--shape", "300x520", "--chunk-size", "256", "--out", outputs[name],
                             *where)
-        assert status == 0, capsys.readouterr().err
-    assert outputs["real"].read_bytes() == outputs["embedded"].read_bytes()
+        err = capsys.readouterr().err
+        assert status == 0, err
+        assert ("without a cluster" in err) == (name == "here"), err
+    assert outputs["real"].read_bytes() == outputs["embedded"].read_bytes() == outputs["here"].read_bytes()
 
 
 @pytest.fixture(scope="module")

@@ -49,6 +49,8 @@ class SampleSettings(JobOptions):
                              minimum=1)
     tile_size: int = option(1024, "tile side of TIFF output and chunk side of Zarr output (multiple of 16)",
                             minimum=16)
+    local_pixels: int = option(1 << 22, "an image of up to this many pixels is drawn in this process (its threads), "
+                                        "without a cluster or dashboard (0: always start one)", minimum=0)
     max_pixels: int = option(PILLOW_MAX_PIXELS, "largest --like image Pillow may decode", minimum=1,
                              group="input and output")
 
@@ -138,27 +140,50 @@ def _chunks(n, side):
     return (side,) * full + ((rest,) if rest else ())
 
 
+def runs_here(settings, job_plan):
+    """Whether the job is small enough to run in this process without a cluster (:func:`mixlib.core.cli.job_main`
+    asks): an image of at most ``--local-pixels`` pixels, and a ``--like`` image decoded in memory, if any. The
+    same tiles are drawn from the same streams, so the output is the same."""
+    height, width = job_plan.shape
+    return height * width <= settings.local_pixels and (job_plan.like is None or job_plan.like.kind == "pillow")
+
+
 def run(settings, job_plan, client):
-    """Draw the image, write it (and the comparison), renamed into place at the end."""
+    """Draw the image, write it (and the comparison), renamed into place at the end; on ``client``, or with Dask's
+    threads in this process when it is None (:func:`runs_here`)."""
     started = time.perf_counter()
     height, width = job_plan.shape
     image = sampled_image(job_plan.mixture, job_plan.shape, settings.seed, settings.chunk_size)
     log.info("drawing %dx%d pixels from a %d-component mixture, %s chunks", height, width,
              len(job_plan.mixture.weights), "x".join(map(str, image.chunksize[:2])))
+    if client is None:
+        import dask
+        import dask.threaded
+
+        def compute(parts):  # the scheduler itself, not its name: a name makes Dask look for distributed (0.3 s)
+            return list(dask.compute(*parts, scheduler=dask.threaded.get))
+    else:
+        def compute(parts):
+            return computed(client, parts, "mixture-sample", settings.progress_seconds)
     with staged_outputs() as stage:
-        write_pixels(stage(job_plan.out), image, settings.tile_size,
-                     lambda parts: computed(client, parts, "mixture-sample", settings.progress_seconds))
-        if job_plan.compare:  # a decoded 'like' image is scattered: rebuilt if a worker dies with it
+        write_pixels(stage(job_plan.out), image, settings.tile_size, compute)
+        if job_plan.compare and client is None:
+            _write_comparison(stage(job_plan.compare), job_plan, image, settings, compute)
+        elif job_plan.compare:  # a decoded 'like' image is scattered: rebuilt if a worker dies with it
             with_rebuilds(lambda attempt: _write_comparison(stage(job_plan.compare), job_plan, image, settings,
-                                                            client),
+                                                            compute),
                           "the comparison image", "give the workers more memory")
     log.info("wrote %s in %.1f s", job_plan.out, time.perf_counter() - started)
 
 
-def _write_comparison(path, job_plan, image, settings, client):
-    original = job_plan.like.to_dask(settings.chunk_size)
+def _write_comparison(path, job_plan, image, settings, compute):
     step = thumbnail_step(*job_plan.shape)
-    small_original, small_sample = client.compute([original[::step, ::step], image[::step, ::step]], sync=True)
+    if job_plan.like.kind == "pillow":  # decoded already: no need to send it through the cluster
+        small_original = job_plan.like.pixels[::step, ::step]
+        (small_sample,) = compute([image[::step, ::step]])
+    else:
+        original = job_plan.like.to_dask(settings.chunk_size)
+        small_original, small_sample = compute([original[::step, ::step], image[::step, ::step]])
     if small_original.shape[2] != small_sample.shape[2]:  # an RGB photo beside an RGBA model, or the reverse
         small_original = _with_channels(small_original, small_sample.shape[2])
     titles = (f"Original ({job_plan.shape[1]}x{job_plan.shape[0]})",

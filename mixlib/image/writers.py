@@ -269,11 +269,12 @@ def write_labels(path, labels, palette, *, tile, attributes, icc_profile, client
             return
         import dask
         import dask.array as da
+        import dask.local
 
         labels = da.from_array(labels, chunks=tile)
 
-        def client_compute(parts):
-            return list(dask.compute(*parts, scheduler="synchronous"))
+        def client_compute(parts):  # the scheduler itself: its name would make Dask look for distributed
+            return list(dask.compute(*parts, scheduler=dask.local.get_sync))
 
     if suffix == ".png":
         write_png(path, client_compute([labels])[0], palette, icc_profile)
