@@ -155,6 +155,26 @@ def test_recommend_ranks_unseen_items_as_the_brute_force(run_recommend, trained,
         assert [int(r[1]) for r in rows if r[0] == user] == [1, 2, 3, 4, 5]
 
 
+def test_small_serving_jobs_run_here_with_the_cluster_s_results(run_recommend, trained, tmp_path, capsys):
+    """predict always, and recommend and evaluate within one block of users, run in this process without a cluster
+    (with no --scheduler): the same files as on the cluster."""
+    assert trained.status == 0, trained.err
+    users = tmp_path / "users.csv"
+    users.write_text("user\nu0001\nu0002\nstranger\n")
+    (tmp_path / "pairs.csv").write_text("u0001,3\nstranger,4\n")
+    heldout = write_csv(tmp_path / "heldout.csv", synthetic()[:50])
+    commands = {"predict": ("--pairs", tmp_path / "pairs.csv", "--out"),
+                "recommend": ("--users", users, "--top", 5, "--out"),
+                "evaluate": ("--ratings", heldout, "--top", 5, "--metrics")}
+    for command, args in commands.items():
+        files = {}
+        for where, extra in (("cluster", ()), ("here", ("--scheduler", ""))):
+            files[where] = tmp_path / f"{command}-{where}.{'json' if command == 'evaluate' else 'csv'}"
+            assert run_recommend(command, "--model-dir", trained.models, *args, files[where], *extra) == 0
+            assert ("without a cluster" in capsys.readouterr().err) == (where == "here")
+        assert files["cluster"].read_bytes() == files["here"].read_bytes(), command
+
+
 def test_evaluate_errors_equal_the_brute_force(run_recommend, trained, tmp_path):
     assert trained.status == 0, trained.err
     _, arrays, attrs = published(trained.models)

@@ -31,6 +31,22 @@ def _published_model(settings):
     return model
 
 
+def predict_runs_here(settings, job_plan):
+    """predict always runs in this process (:func:`mixlib.core.cli.job_main` asks): it looks up factors and biases,
+    which no cluster would make faster."""
+    return True
+
+
+def recommend_runs_here(settings, job_plan):
+    """recommend runs in this process when its users fit one block of ``--block-users`` (one task's work)."""
+    return len(job_plan[1]) <= settings.block_users
+
+
+def evaluate_runs_here(settings, job_plan):
+    """evaluate runs in this process when the users it ranks (with ``--top``) fit one block of ``--block-users``."""
+    return len(np.unique(job_plan[1].users)) <= settings.block_users
+
+
 def run_predict(settings, job_plan, client):
     """Write user,item,prediction for every requested pair."""
     model, users, items, out = job_plan
@@ -69,17 +85,21 @@ def run_recommend(settings, job_plan, client):
 
 def top_items(client, model, users, top, block_users):
     """The top-``top`` unseen items ``(n, top)`` (-1 padding) and their predictions for user indices ``(n,)``
-    (-1: unknown), scored block by block on the workers."""
+    (-1: unknown), scored block by block on the workers (in this process when ``client`` is None)."""
     f = model.factors
-    shared = client.scatter((f.item_factors, f.item_bias), broadcast=True, hash=False)
-    futures = []
+    shared = (f.item_factors, f.item_bias)
+    if client is not None:
+        shared = client.scatter(shared, broadcast=True, hash=False)
+    parts = []
     for number, start in enumerate(range(0, len(users), block_users)):
         block = users[start:start + block_users]
         indptr, indices = rows_of(model.seen_indptr, model.seen_indices, block)
         factors = np.where((block >= 0)[:, None], f.user_factors[np.maximum(block, 0)], 0.0)
-        futures.append(client.submit(_top_block, factors, indptr, indices, shared, top, pure=False,
-                                     key=f"recommend-top-{number}"))
-    parts = client.gather(futures)
+        parts.append(_top_block(factors, indptr, indices, shared, top) if client is None else
+                     client.submit(_top_block, factors, indptr, indices, shared, top, pure=False,
+                                   key=f"recommend-top-{number}"))
+    if client is not None:
+        parts = client.gather(parts)
     items = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, top), np.int64)
     scores = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, top))
     offset = model.mu + np.where(users >= 0, f.user_bias[np.maximum(users, 0)] + model.user_means[np.maximum(users, 0)],
