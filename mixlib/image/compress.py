@@ -131,7 +131,7 @@ def plan(settings):
     # The settings and outputs are fine: this process loads the compiled loops while it decodes the input (Pillow's
     # decoder lets go of the GIL), and the embedded cluster's threaded workers share them. (Worker processes load
     # the compiled loops in their first task.)
-    threading.Thread(target=_preload, name="preload", daemon=True).start()
+    _start_preload()
     source = inspect_image(name, settings.max_pixels)
     height, width, _ = source.shape
     check_png_size(out, height, width)
@@ -230,7 +230,7 @@ def plan_batch(settings):
     if existing:
         raise InputError(f"output {existing[0][1]} exists ({len(existing)} in all); pass --overwrite to replace "
                          "them or --resume to keep them and compress the rest")
-    threading.Thread(target=_preload, name="preload", daemon=True).start()
+    _start_preload()
     log.info("batch: %d image(s) to compress, %d already written, %d other file(s) left alone", len(jobs),
              len(skipped), others)
     return BatchPlan(jobs, skipped, others, report, _image_options(settings))
@@ -495,6 +495,12 @@ def report_phase(settings, job_plan, palette, codes, counts, seconds, output, st
     if job_plan.report:
         stage(job_plan.report).write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _start_preload():
+    """Run :func:`_preload` in a thread. Not a daemon: the first run after an install compiles the loops (10 s or
+    more), and a job that ends first waits for it at exit (the interpreter ending inside a compile crashed)."""
+    threading.Thread(target=_preload, name="preload").start()
 
 
 def _preload():
