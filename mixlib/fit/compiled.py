@@ -366,8 +366,12 @@ def warm_up():
     in a thread while it decodes its input instead of in its first tasks."""
     points, weights, centres = np.zeros((2, 3)), np.ones(2), np.zeros((2, 3))
     prec_chol = np.broadcast_to(np.eye(3), (2, 3, 3)).copy()
-    nearest(points, centres)
     plusplus_centres(points, weights, np.ones(2), np.zeros((1, 2)))
+    order = np.zeros((2, 1), np.int64)
+    neighbours = (*centre_neighbours(centres, order, True), order)
+    bounded_lloyd_sums(points, weights, centres, neighbours, np.zeros(3), np.zeros((2, 2), np.int32),
+                       np.zeros((2, 2)), True)
+    nearest(points, centres)
     lloyd_sums(points, weights, centres)
     joint_log_prob(points, np.zeros(2), centres, prec_chol)
     em_sums(points, weights, np.zeros(2), centres, prec_chol)

@@ -130,7 +130,7 @@ def warm_up():
     """Load every compiled loop of this module (from the cache, or compile it)."""
     pixels = np.zeros((1, 1, 3), np.uint8)
     colour_codes(pixels)
-    rgb_lookup(pixels, np.zeros(1 << 24, np.uint8))
+    rgb_lookup(pixels, np.zeros(1, np.uint8))
     codes = np.arange(2, dtype=np.uint32)
     code_counts(codes)
     bucketed_lookup(np.zeros((1, 1, 4), np.uint8), codes, np.zeros((1 << 16) + 1, np.int64), np.zeros(2, np.uint8))

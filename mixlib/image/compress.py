@@ -511,8 +511,8 @@ def _preload():
         from ..fit import compiled as fit_loops
         from . import compiled as colour_loops
 
+        colour_loops.warm_up()  # the colour loops first: the histogram needs them first
         fit_loops.warm_up()
-        colour_loops.warm_up()
     except Exception as e:
         log.debug("preloading failed: %s", e)
 
