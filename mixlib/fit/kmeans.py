@@ -256,7 +256,6 @@ class BoundedAssignment:
         return np.concatenate([nearest[:, 0] for nearest in self.nearest]).astype(np.intp, copy=False)
 
 
-
 @dataclasses.dataclass(frozen=True)
 class KMeansResult:
     """A fitted k-means model.
