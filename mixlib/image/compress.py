@@ -498,15 +498,15 @@ def report_phase(settings, job_plan, palette, codes, counts, seconds, output, st
 
 
 def _start_preload():
-    """Run :func:`_preload` in a thread. Not a daemon: the first run after an install compiles the loops (10 s or
-    more), and a job that ends first waits for it at exit (the interpreter ending inside a compile crashed)."""
+    """Run :func:`_preload` in a thread. Not a daemon: the first run after an install compiles the loops, and a job
+    that ends first waits for it at exit (the interpreter ending inside a compile crashed)."""
     threading.Thread(target=_preload, name="preload").start()
 
 
 def _preload():
-    """Load the compiled loops (0.6 s: numba's start and its cache). A failure here is only logged at debug level:
-    the job meets it again, with its own message, where it needs what failed. (dask.array is left to the jobs that
-    need it: its import in this thread made a small job in this process 0.1 s slower.)"""
+    """Load the compiled loops (numba's start and its cache). A failure here is only logged at debug level: the job
+    meets it again, with its own message, where it needs what failed. dask.array is left to the jobs that need it:
+    its import in this thread made a small job in this process slower (docs/architecture.md, Cluster)."""
     try:
         from ..fit import compiled as fit_loops
         from . import compiled as colour_loops

@@ -160,7 +160,7 @@ def run(settings, job_plan, client):
         import dask
         import dask.threaded
 
-        def compute(parts):  # the scheduler itself, not its name: a name makes Dask look for distributed (0.3 s)
+        def compute(parts):  # the scheduler itself, not its name: a name makes Dask import distributed
             return list(dask.compute(*parts, scheduler=dask.threaded.get))
     else:
         def compute(parts):
