@@ -59,9 +59,9 @@ def test_items_side_is_the_same_solver_on_the_transpose():
 def test_group_size_bounds_padding_and_memory(monkeypatch):
     monkeypatch.setattr(als, "GROUP_ELEMENTS", 1000)
     counts = np.array([3, 3, 4, 6, 7, 20, 50])
-    size = als._group_size(counts, rank=10)
+    size = als._group_size(counts, width=10)
     assert size == 4  # the fifth row (7 ratings) would pad the first (3) more than twice
-    assert als._group_size(np.array([500]), rank=10) == 1  # a single huge row still gets solved
+    assert als._group_size(np.array([500]), width=10) == 1  # a single huge row still gets solved
 
 
 # ------------------------------------------------------------------------------------ the training loop
@@ -123,7 +123,7 @@ def test_als_on_low_rank_data_reaches_the_noise_level(client, biases):
     test_rmse = np.sqrt(np.mean((ratings[held] - predicted) ** 2))
     assert abs(test_rmse - sigma) < 0.05 * sigma, test_rmse
     # The loop's own validation RMSE of the best factors is the one computed here.
-    np.testing.assert_allclose(final.best_rmse, test_rmse, rtol=1e-12)
+    np.testing.assert_allclose(final.best_score, test_rmse, rtol=1e-12)
 
 
 def test_every_step_lowers_the_objective_and_history_holds_the_loss(client):
@@ -150,10 +150,10 @@ def test_patience_stops_and_restores_the_best_factors(client, caplog):
         final, early = fit(client, data, opts)
     rmse = final.history[:, 3]
     assert early and final.stale == 3 and final.step == final.best_step + 3
-    assert final.best_rmse == rmse.min() and final.history[np.argmin(rmse), 0] == final.best_step
+    assert final.best_score == rmse.min() and final.history[np.argmin(rmse), 0] == final.best_step
     f = final.best
     again = als.predict(f.user_factors, f.user_bias, f.item_factors, f.item_bias, data.mu, users[held], items[held])
-    np.testing.assert_allclose(np.sqrt(np.mean((ratings[held] - again) ** 2)), final.best_rmse, rtol=1e-12)
+    np.testing.assert_allclose(np.sqrt(np.mean((ratings[held] - again) ** 2)), final.best_score, rtol=1e-12)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Iteration ")]
     assert len(lines) == final.step
     assert lines[0].startswith("Iteration 1, Train Error: ") and ", Validation Error: " in lines[0]

@@ -22,6 +22,7 @@ batched matrix product and one batched Cholesky factorisation serve a whole grou
 """
 
 import dataclasses
+import functools
 import logging
 
 import numpy as np
@@ -35,7 +36,7 @@ GROUP_ELEMENTS = 1 << 24
 
 
 def solve_rows(indptr, indices, ratings, design, offset, lam, weighted_lambda=False):
-    """Solve the ridge problem of every row of a CSR block.
+    """Solve the ridge problem of every row of a CSR block (explicit ratings).
 
     Parameters
     ----------
@@ -52,35 +53,77 @@ def solve_rows(indptr, indices, ratings, design, offset, lam, weighted_lambda=Fa
     -------
     ndarray (n_rows, d) float64; a row without ratings gets zeros
     """
+    targets = ratings - offset[indices]
+    return _solve_grouped(indptr, indices, targets, design, lam, weighted_lambda, _explicit_group)
+
+
+def solve_rows_implicit(indptr, indices, values, factors, gram, alpha, lam, weighted_lambda=False):
+    """Solve every row of a CSR block of implicit feedback (Hu, Koren and Volinsky 2008).
+
+    Every pair (u, i) has preference ``p_ui`` (1 when observed, else 0) and confidence ``c_ui = 1 + alpha r_ui``
+    (1 when not observed); the objective is::
+
+        L = sum_{all u, i} c_ui (p_ui - x_u . y_i)^2 + lambda (sum_u w_u |x_u|^2 + sum_i w_i |y_i|^2)
+
+    with ``w = 1``, or the row's count of observed pairs with ``weighted_lambda``. One row's minimiser, given the
+    other side's factors ``Y (n_other, d)``, is::
+
+        x_u = (Y^T Y + Y_u^T (C_u - I) Y_u + lambda w_u I)^-1 Y_u^T C_u 1
+
+    where ``Y_u`` holds the rows of the items u interacted with and ``C_u - I = diag(alpha r_u)`` over them: the
+    unobserved pairs enter only through ``Y^T Y`` (``gram``, computed once per half-step), so the dense matrix is
+    never formed. The systems are solved exactly (batched Cholesky, as the explicit half-step).
+
+    Parameters
+    ----------
+    indptr, indices : the block's CSR pattern ``(n_rows + 1,)``, ``(nnz,)``
+    values : ndarray (nnz,) float64 >= 0, ``r_ui`` (counts, ratings or ones)
+    factors : ndarray (n_other, d) float64, ``Y``
+    gram : ndarray (d, d) float64, ``Y^T Y``
+    alpha : float >= 0; lam : float > 0; weighted_lambda : bool
+
+    Returns
+    -------
+    ndarray (n_rows, d) float64; a row without interactions gets zeros (its right-hand side is zero)
+    """
+    group = functools.partial(_implicit_group, gram=gram, alpha=alpha)
+    return _solve_grouped(indptr, indices, values, factors, lam, weighted_lambda, group, square=True)
+
+
+def _solve_grouped(indptr, indices, targets, design, lam, weighted_lambda, solve_group, square=False):
+    """Solve the rows of a CSR block in groups of similar counts with ``solve_group(X (g, longest, d),
+    t (g, longest, 1), penalty (g,))`` -> ``(g, d)``, X and t zero in the padding.
+
+    Rows are sorted by count and cut into groups (:func:`_group_size`; ``square``: every row of a group also
+    holds a ``d x d`` system)."""
     n_rows, width = len(indptr) - 1, design.shape[1]
     counts = np.diff(indptr)
-    targets = ratings - offset[indices]
     solution = np.zeros((n_rows, width))
     order = np.argsort(counts, kind="stable")
     order = order[counts[order] > 0]
     start = 0
     while start < len(order):
-        group = order[start:start + _group_size(counts[order[start:]], width)]
-        solution[group] = _solve_group(group, indptr, indices, targets, design, lam, weighted_lambda)
+        group = order[start:start + _group_size(counts[order[start:]], width, square)]
+        gathered, values, group_counts = _gathered(group, indptr, indices, targets, design)
+        penalty = lam * (group_counts if weighted_lambda else np.ones(len(group)))
+        solution[group] = solve_group(gathered, values, penalty)
         start += len(group)
     return solution
 
 
-def _group_size(sorted_counts, rank):
-    """How many of the next rows (rating counts ascending) to solve together: the padded array stays under
-    GROUP_ELEMENTS, and no row's list is padded to more than twice its length."""
+def _group_size(sorted_counts, width, square=False):
+    """How many of the next rows (counts ascending) to solve together: the padded arrays (rows x longest list x
+    width, plus rows x width^2 when ``square``) stay under GROUP_ELEMENTS, and no row's list is padded to more
+    than twice its length."""
     rows = np.arange(1, len(sorted_counts) + 1)
-    fits = (rows * sorted_counts * rank <= GROUP_ELEMENTS) & (sorted_counts <= 2 * sorted_counts[0])
+    per_row = sorted_counts * width + (width * width if square else 0)
+    fits = (rows * per_row <= GROUP_ELEMENTS) & (sorted_counts <= 2 * sorted_counts[0])
     return max(1, int(np.argmin(fits)) if not fits.all() else len(fits))
 
 
-def _solve_group(rows, indptr, indices, targets, design, lam, weighted_lambda):
-    """Solve rows whose lists fit one padded array ``(len(rows), longest, d)``, zero in the padding.
-
-    Rows with fewer ratings than unknowns (``longest < d``, most users of power-law data) are solved in the dual:
-    ``(X^T X + lambda I)^-1 X^T t = X^T (X X^T + lambda I)^-1 t``, an ``longest x longest`` system instead of
-    ``d x d``. Zero padding rows of ``X`` leave both forms exact: they get dual weight 0.
-    """
+def _gathered(rows, indptr, indices, targets, design):
+    """The padded lists of ``rows``: ``X (g, longest, d)``, ``t (g, longest, 1)``, zero in the padding, and the
+    rows' counts ``(g,)``."""
     counts = indptr[rows + 1] - indptr[rows]
     longest = int(counts.max())
     slot = np.arange(longest)
@@ -91,12 +134,31 @@ def _solve_group(rows, indptr, indices, targets, design, lam, weighted_lambda):
     values = np.take(targets, position)[:, :, None]  # t, (g, longest, 1)
     gathered[padding] = 0.0
     values[padding] = 0.0
-    penalty = lam * (counts if weighted_lambda else np.ones(len(rows)))
+    return gathered, values, counts
+
+
+def _explicit_group(gathered, values, penalty):
+    """Solve rows whose lists fit one padded array ``(len(rows), longest, d)``, zero in the padding.
+
+    Rows with fewer ratings than unknowns (``longest < d``, most users of power-law data) are solved in the dual:
+    ``(X^T X + lambda I)^-1 X^T t = X^T (X X^T + lambda I)^-1 t``, an ``longest x longest`` system instead of
+    ``d x d``. Zero padding rows of ``X`` leave both forms exact: they get dual weight 0.
+    """
     transposed = np.transpose(gathered, (0, 2, 1))
-    if longest < design.shape[1]:
+    if gathered.shape[1] < gathered.shape[2]:
         kernel = np.matmul(gathered, transposed)  # X X^T, (g, longest, longest)
         return np.matmul(transposed, _ridge_solve(kernel, values, penalty))[:, :, 0]
     return _ridge_solve(np.matmul(transposed, gathered), np.matmul(transposed, values), penalty)[:, :, 0]
+
+
+def _implicit_group(gathered, values, penalty, gram, alpha):
+    """``(Y^T Y + Y_u^T diag(alpha r_u) Y_u + penalty I)^-1 Y_u^T (1 + alpha r_u)`` for a group: ``gathered``
+    ``Y_u (g, longest, d)`` and ``values`` ``r_u (g, longest, 1)``, zero in the padding (whose rows of ``Y_u``
+    are zero, so they add nothing to either side)."""
+    transposed = np.transpose(gathered, (0, 2, 1))
+    weighted = alpha * values
+    system = gram + np.matmul(transposed, gathered * weighted)  # (g, d, d)
+    return _ridge_solve(system, np.matmul(transposed, 1.0 + weighted), penalty)[:, :, 0]
 
 
 def _ridge_solve(gram, rhs, penalty):
@@ -144,6 +206,16 @@ def block_squared_error(indptr, indices, ratings, solution, design, offset):
     return float(((ratings - predicted) ** 2).sum())
 
 
+def block_implicit_loss(indptr, indices, values, solution, factors, alpha):
+    """The observed pairs' part of the implicit objective, ``sum_obs (1 + alpha r_ui)(1 - s_ui)^2 - s_ui^2`` with
+    ``s_ui = x_u . y_i``, over a block's pairs after its half-step (``solution (n_rows, d)``, the other side's
+    ``factors (n_other, d)``). The rest of the data term, ``sum_{all u, i} s_ui^2``, is a trace of the two Gram
+    matrices (:meth:`_Sides.losses`)."""
+    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    scores = np.einsum("nd,nd->n", solution[rows], factors[indices])
+    return float(((1.0 + alpha * values) * (1.0 - scores) ** 2 - scores ** 2).sum())
+
+
 def predict(user_factors, user_bias, item_factors, item_bias, mu, users, items):
     """Predictions ``(n,)`` = mu + b_u + b_i + p_u . q_i for index pairs ``users (n,)``, ``items (n,)``."""
     return (mu + user_bias[users] + item_bias[items]
@@ -186,26 +258,26 @@ class BlockedRatings:
             parts.append((block.indptr, block.indices, block.data))
         return cls(parts, client.scatter(parts, hash=False), np.diff(matrix.indptr), side)
 
-    def solve(self, client, design, offset, lam, weighted_lambda, step, with_error=False):
-        """One half-step: every row's solution ``(n_rows, d)`` given the other side's ``design (n_other, d)``
-        and ``offset (n_other,)``, which go to the workers once.
+    def solve(self, client, half, shared, step, with_error=False):
+        """One half-step: every row's solution ``(n_rows, d)`` by ``half`` (:class:`ExplicitHalf` or
+        :class:`ImplicitHalf`) given the other side's arrays ``shared``, which go to the workers once.
 
-        With ``with_error``, also the summed squared error of this side's ratings after the half-step, computed
-        in the same tasks: ``(solution, sse)``.
+        With ``with_error``, also the block errors summed (``half.error``), computed in the same tasks:
+        ``(solution, error)``.
         """
         from ..core.cluster import with_rebuilds
 
         def run(attempt):
             if attempt > 1:
                 self.blocks = client.scatter(self.parts, hash=False)
-            return self._solve_once(client, design, offset, lam, weighted_lambda, f"{step}-{attempt}", with_error)
+            return self._solve_once(client, half, shared, f"{step}-{attempt}", with_error)
 
         advice = "give the workers more memory or use smaller blocks (--block-ratings), then rerun with --resume"
         return with_rebuilds(run, f"ALS step {step}, {self.side}", advice)
 
-    def _solve_once(self, client, design, offset, lam, weighted_lambda, try_name, with_error):
-        shared = client.scatter((design, offset), broadcast=True, hash=False)
-        futures = [client.submit(_solve_block, block, shared, lam, weighted_lambda, with_error, pure=False,
+    def _solve_once(self, client, half, shared, try_name, with_error):
+        shared = client.scatter(shared, broadcast=True, hash=False)
+        futures = [client.submit(_solve_block, block, shared, half, with_error, pure=False,
                                  key=f"als-solve-{self.side}-{self.run}-{try_name}-{i}")
                    for i, block in enumerate(self.blocks)]
         parts = client.gather(futures)
@@ -214,9 +286,40 @@ class BlockedRatings:
         return np.concatenate([p[0] for p in parts]), float(np.sum([p[1] for p in parts]))
 
 
-def _solve_block(block, shared, lam, weighted_lambda, with_error):
-    solution = solve_rows(*block, *shared, lam, weighted_lambda)
-    return (solution, block_squared_error(*block, solution, *shared)) if with_error else solution
+def _solve_block(block, shared, half, with_error):
+    solution = half.solve(block, shared)
+    return (solution, half.error(block, solution, shared)) if with_error else solution
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplicitHalf:
+    """The explicit half-step: ``shared`` is ``(design (n_other, d), offset (n_other,))`` (:func:`solve_rows`);
+    its error is the block's squared error (:func:`block_squared_error`)."""
+
+    lam: float
+    weighted_lambda: bool
+
+    def solve(self, block, shared):
+        return solve_rows(*block, *shared, self.lam, self.weighted_lambda)
+
+    def error(self, block, solution, shared):
+        return block_squared_error(*block, solution, *shared)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImplicitHalf:
+    """The implicit half-step: ``shared`` is ``(factors (n_other, d), gram (d, d))`` (:func:`solve_rows_implicit`);
+    its error is the observed pairs' part of the objective (:func:`block_implicit_loss`)."""
+
+    alpha: float
+    lam: float
+    weighted_lambda: bool
+
+    def solve(self, block, shared):
+        return solve_rows_implicit(*block, *shared, self.alpha, self.lam, self.weighted_lambda)
+
+    def error(self, block, solution, shared):
+        return block_implicit_loss(*block, solution, shared[0], self.alpha)
 
 
 # ---------------------------------------------------------------------------------------- baseline
@@ -273,13 +376,17 @@ class ALSParams:
     rank : int, latent factors per user and item
     reg_lambda : float, lambda in the objective above (> 0: every system is then positive definite)
     weighted_lambda : bool, lambda scaled by each row's rating count ``c``
-    user_bias, item_bias : bool, learn ``b_u``, ``b_i``
-    init : 'svd' (truncated SVD of the ratings) or 'random' (seeded draws)
+    user_bias, item_bias : bool, learn ``b_u``, ``b_i`` (explicit feedback only)
+    feedback : 'explicit' (ratings, the objective of this module's docstring) or 'implicit' (interactions, the
+        objective of :func:`solve_rows_implicit`, no biases)
+    alpha : float, implicit feedback: confidence ``1 + alpha r_ui`` of an observed pair
+    init : 'svd' (truncated SVD of the ratings; of the interaction pattern for implicit feedback) or 'random'
+        (seeded draws)
     init_scale : float, standard deviation of random initial factors
     max_steps : int, ALS steps (a user half-step, then an item half-step) at most
     eval_every : int, steps between two evaluations of the training loss and the validation error
     log_every : int, steps between two log lines (a multiple of ``eval_every``)
-    patience : int, evaluations without a lower validation RMSE before the loop stops
+    patience : int, evaluations without a better validation score before the loop stops
     block_ratings : int, ratings per block of whole users (items) on the workers
     """
 
@@ -288,6 +395,8 @@ class ALSParams:
     weighted_lambda: bool = True
     user_bias: bool = True
     item_bias: bool = True
+    feedback: str = "explicit"
+    alpha: float = 1.0
     init: str = "svd"
     init_scale: float = 0.1
     max_steps: int = 50
@@ -325,6 +434,10 @@ class Factors:
     def all_finite(self):
         return all(np.isfinite(a).all() for a in self.named().values())
 
+    def item_scores(self):
+        """What ranks the items for any one user: ``(item_factors (n_items, k), item_bias (n_items,))``."""
+        return self.item_factors, self.item_bias
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainingState:
@@ -334,24 +447,25 @@ class TrainingState:
     ----------
     step : int, ALS steps done
     current : Factors, after ``step`` steps
-    best : Factors, those with the lowest validation RMSE so far (``current`` without validation ratings)
+    best : Factors, those with the best validation score so far (``current`` without validation ratings)
     best_step : int, the step of ``best`` (0: the initial factors)
-    best_rmse : float, their validation RMSE (inf before the first evaluation)
+    best_score : float, their validation score (RMSE, or a ranking metric; None before the first evaluation)
     stale : int, evaluations since ``best`` improved
-    history : ndarray (n_evaluations, 4): step, training loss L, validation squared error, validation RMSE
+    history : ndarray (n_evaluations, 4): step, training loss L, validation squared error (NaN when the score
+        is a ranking metric), validation score
     """
 
     step: int
     current: Factors
     best: Factors
     best_step: int
-    best_rmse: float
+    best_score: float | None
     stale: int
     history: np.ndarray
 
     @classmethod
     def start(cls, factors):
-        return cls(0, factors, factors, 0, np.inf, 0, np.zeros((0, 4)))
+        return cls(0, factors, factors, 0, None, 0, np.zeros((0, 4)))
 
     def to_arrays(self):
         """``(arrays, scalars)``: name -> ndarray and name -> JSON number, the whole state (for a checkpoint)."""
@@ -359,7 +473,7 @@ class TrainingState:
         for prefix, factors in (("current", self.current), ("best", self.best)):
             arrays.update({f"{prefix}/{name}": values for name, values in factors.named().items()})
         scalars = {"step": self.step, "best_step": self.best_step, "stale": self.stale,
-                   "best_rmse": None if np.isinf(self.best_rmse) else self.best_rmse}
+                   "best_score": self.best_score}
         return arrays, scalars
 
     @classmethod
@@ -367,8 +481,7 @@ class TrainingState:
         """The state that :meth:`to_arrays` gave."""
         current, best = (Factors(**{f.name: np.asarray(arrays[f"{prefix}/{f.name}"])
                                     for f in dataclasses.fields(Factors)}) for prefix in ("current", "best"))
-        best_rmse = np.inf if scalars["best_rmse"] is None else scalars["best_rmse"]
-        return cls(scalars["step"], current, best, scalars["best_step"], best_rmse, scalars["stale"],
+        return cls(scalars["step"], current, best, scalars["best_step"], scalars["best_score"], scalars["stale"],
                    np.asarray(arrays["history"]).reshape(-1, 4))
 
 
@@ -403,8 +516,8 @@ def validate_rank(rank, n_users, n_items, init):
 def initial_factors(data, params, rng, known=None):
     """Initial factors: seeded N(0, init_scale^2) draws or a truncated SVD of the ratings, biases zero.
 
-    The SVD init is ``P = U sqrt(S)``, ``Q = V sqrt(S)`` of ``R - mu`` over the observed ratings (ARPACK's start
-    vector drawn from ``rng``). ``known`` (a Factors with NaN rows for users and items it does not know) overrides
+    The SVD init is ``P = U sqrt(S)``, ``Q = V sqrt(S)`` of ``R - mu`` over the observed ratings (of the
+    preferences, 1 at every observed pair, for implicit feedback; ARPACK's start vector drawn from ``rng``). ``known`` (a Factors with NaN rows for users and items it does not know) overrides
     the rows it knows: a warm start.
     """
     n_users, n_items = data.matrix.shape
@@ -413,7 +526,7 @@ def initial_factors(data, params, rng, known=None):
         from scipy.sparse.linalg import svds
 
         centred = data.matrix.copy()
-        centred.data = centred.data - data.mu
+        centred.data = np.ones(len(centred.data)) if params.feedback == "implicit" else centred.data - data.mu
         u, s, vt = svds(centred, k=rank, v0=rng.standard_normal(min(n_users, n_items)))
         factors = Factors(u * np.sqrt(s), np.zeros(n_users), vt.T * np.sqrt(s), np.zeros(n_items))
     else:
@@ -423,6 +536,30 @@ def initial_factors(data, params, rng, known=None):
         return factors
     old = known.named()
     return Factors(**{name: np.where(np.isnan(old[name]), new, old[name]) for name, new in factors.named().items()})
+
+
+class RMSEValidation:
+    """Judges factors by their RMSE on validation ratings (lower is better), in the client.
+
+    Parameters
+    ----------
+    users, items : ndarray (m,) int; ratings : ndarray (m,) float64 (on the training scale); mu : float
+    """
+
+    name, lower_is_better = "RMSE", True
+
+    def __init__(self, users, items, ratings, mu):
+        self.users, self.items, self.ratings, self.mu = users, items, ratings, mu
+
+    def __len__(self):
+        return len(self.ratings)
+
+    def __call__(self, client, factors):
+        """``(squared error, RMSE)`` of ``factors`` on the validation ratings."""
+        predicted = predict(factors.user_factors, factors.user_bias, factors.item_factors, factors.item_bias,
+                            self.mu, self.users, self.items)
+        sse = float(((self.ratings - predicted) ** 2).sum())
+        return sse, np.sqrt(sse / len(self.ratings))
 
 
 class _Sides:
@@ -435,10 +572,18 @@ class _Sides:
         self.by_item = BlockedRatings.scatter(client, matrix.T.tocsr(), params.block_ratings, "items")
         self.weights = [side.counts if params.weighted_lambda else np.ones(len(side.counts))
                         for side in (self.by_user, self.by_item)]
+        self.implicit = params.feedback == "implicit"
 
     def step(self, factors, step, with_error):
-        """One ALS step, users given the items, then items given the users: ``(Factors, training squared error
-        or None)``; the error comes from the item half-step's tasks when ``with_error``."""
+        """One ALS step, users given the items, then items given the users: ``(Factors, the item half-step's
+        error or None)``; the error (:meth:`ExplicitHalf.error`, :meth:`ImplicitHalf.error`) comes from the item
+        half-step's tasks when ``with_error``."""
+        if self.implicit:
+            half = ImplicitHalf(self.params.alpha, self.params.reg_lambda, self.params.weighted_lambda)
+            users = self.by_user.solve(self.client, half, _with_gram(factors.item_factors), step)
+            solved = self.by_item.solve(self.client, half, _with_gram(users), step, with_error)
+            items, error = solved if with_error else (solved, None)
+            return Factors(users, np.zeros(len(users)), items, np.zeros(len(items))), error
         opts, mu = self.params, self.data.mu
         (users, user_bias), _ = self._half(self.by_user, factors.item_factors, mu + factors.item_bias,
                                            opts.user_bias, step, False)
@@ -446,31 +591,34 @@ class _Sides:
         return Factors(users, user_bias, items, item_bias), sse
 
     def _half(self, side, other_factors, other_offset, with_bias, step, with_error):
-        """``((factors, bias), sse or None)`` of one side; the bias is zeros when it is off."""
+        """``((factors, bias), sse or None)`` of one explicit side; the bias is zeros when it is off."""
         design = np.column_stack([other_factors, np.ones(len(other_factors))]) if with_bias else other_factors
-        solved = side.solve(self.client, design, other_offset, self.params.reg_lambda,
-                            self.params.weighted_lambda, step, with_error)
+        half = ExplicitHalf(self.params.reg_lambda, self.params.weighted_lambda)
+        solved = side.solve(self.client, half, (design, other_offset), step, with_error)
         solution, sse = solved if with_error else (solved, None)
         if with_bias:
             return (solution[:, :-1], solution[:, -1]), sse
         return (solution, np.zeros(len(solution))), sse
 
-    def losses(self, factors, train_sse):
-        """(training loss L, validation squared error, validation RMSE; NaN without validation ratings)."""
-        train_loss = train_sse + self.params.reg_lambda * factors.penalty(*self.weights)
-        users, items, ratings = self.data.validation
-        if len(ratings) == 0:
-            return train_loss, np.nan, np.nan
-        predicted = predict(factors.user_factors, factors.user_bias, factors.item_factors, factors.item_bias,
-                            self.data.mu, users, items)
-        sse = float(((ratings - predicted) ** 2).sum())
-        return train_loss, sse, np.sqrt(sse / len(ratings))
+    def training_loss(self, factors, error):
+        """The objective L of ``factors`` from the item half-step's ``error``: the squared error (explicit) or the
+        observed pairs' part, to which the implicit objective adds ``sum_{all u, i} (x_u . y_i)^2 =
+        trace(X^T X Y^T Y)``; plus lambda times the penalty."""
+        if self.implicit:
+            users, items = factors.user_factors, factors.item_factors
+            error += float(np.einsum("ij,ij->", users.T @ users, items.T @ items))
+        return error + self.params.reg_lambda * factors.penalty(*self.weights)
 
 
-def fit_als(client, data, params, state, checkpoint=None, checkpoint_every=0):
+def _with_gram(factors):
+    """``(factors (n, d), factors^T factors (d, d))``: what an implicit half-step shares with its tasks."""
+    return factors, factors.T @ factors
+
+
+def fit_als(client, data, params, state, checkpoint=None, checkpoint_every=0, validation=None):
     """The training loop: ALS steps from ``state`` until ``max_steps`` or until patience runs out.
 
-    Every ``eval_every`` steps the training loss and the validation error are computed and the best factors
+    Every ``eval_every`` steps the training loss and the validation score are computed and the best factors
     kept; every ``log_every`` steps a line is logged; every ``checkpoint_every`` steps ``checkpoint(state)``
     is called. Factors that are not finite stop the loop with FloatingPointError naming the step.
 
@@ -482,6 +630,9 @@ def fit_als(client, data, params, state, checkpoint=None, checkpoint_every=0):
     state : TrainingState, from :meth:`TrainingState.start` or a checkpoint
     checkpoint : callable(TrainingState) or None
     checkpoint_every : int, 0 for never
+    validation : callable ``(client, factors) -> (squared error or NaN, score)`` with ``len()`` (held-out
+        pairs; 0: none), ``name`` and ``lower_is_better``, or None for :class:`RMSEValidation` of
+        ``data.validation`` (:class:`mixlib.recsys.ranking.RankingValidation` judges by a ranking metric)
 
     Returns
     -------
@@ -489,23 +640,21 @@ def fit_als(client, data, params, state, checkpoint=None, checkpoint_every=0):
     early_stopped : bool, patience ran out (the model converged after ``final.best_step``)
     """
     sides = _Sides(client, data, params)
-    has_validation = len(data.validation[2]) > 0
+    validation = RMSEValidation(*data.validation, data.mu) if validation is None else validation
+    has_validation = len(validation) > 0
     while state.step < params.max_steps:
         step = state.step + 1
         evaluate = step % params.eval_every == 0 or step == params.max_steps
-        current, train_sse = sides.step(state.current, step, evaluate)
+        current, error = sides.step(state.current, step, evaluate)
         if not current.all_finite():
             raise FloatingPointError(f"ALS step {step}: the factors are not finite; raise reg_lambda or lower rank")
         state = dataclasses.replace(state, step=step, current=current)
         if evaluate:
-            state = _evaluated(state, sides.losses(current, train_sse), has_validation)
+            scores = validation(client, current) if has_validation else (np.nan, np.nan)
+            state = _evaluated(state, sides.training_loss(current, error), *scores, validation.lower_is_better,
+                               has_validation)
             if step % params.log_every == 0:
-                _, train_loss, val_error, val_rmse = state.history[-1]
-                if has_validation:
-                    log.info("Iteration %d, Train Error: %.6g, Validation Error: %.6g, Validation RMSE: %.6f",
-                             step, train_loss, val_error, val_rmse)
-                else:
-                    log.info("Iteration %d, Train Error: %.6g (no validation ratings)", step, train_loss)
+                _log_evaluation(state.history[-1], validation.name, has_validation)
         if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0:
             checkpoint(state)
         if state.stale >= params.patience:
@@ -513,11 +662,23 @@ def fit_als(client, data, params, state, checkpoint=None, checkpoint_every=0):
     return state, False
 
 
-def _evaluated(state, losses, has_validation):
+def _log_evaluation(row, name, has_validation):
+    step, train_loss, val_error, val_score = row
+    if not has_validation:
+        log.info("Iteration %d, Train Error: %.6g (no validation ratings)", step, train_loss)
+    elif np.isnan(val_error):
+        log.info("Iteration %d, Train Error: %.6g, Validation %s: %.6f", step, train_loss, name, val_score)
+    else:
+        log.info("Iteration %d, Train Error: %.6g, Validation Error: %.6g, Validation %s: %.6f", step, train_loss,
+                 val_error, name, val_score)
+
+
+def _evaluated(state, train_loss, val_error, val_score, lower_is_better, has_validation):
     """The state after an evaluation: history extended, best factors and patience counter updated."""
-    train_loss, val_error, val_rmse = losses
-    history = np.vstack([state.history, [state.step, train_loss, val_error, val_rmse]])
-    if not has_validation or val_rmse < state.best_rmse:
+    history = np.vstack([state.history, [state.step, train_loss, val_error, val_score]])
+    best = state.best_score
+    better = best is None or (val_score < best if lower_is_better else val_score > best)
+    if not has_validation or better:
         return dataclasses.replace(state, history=history, best=state.current, best_step=state.step,
-                                   best_rmse=val_rmse if has_validation else np.inf, stale=0)
+                                   best_score=float(val_score) if has_validation else None, stale=0)
     return dataclasses.replace(state, history=history, stale=state.stale + 1)

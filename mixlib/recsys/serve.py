@@ -9,6 +9,7 @@ from ..core.errors import InputError
 from ..core.outputs import optional_output, staged_outputs
 from .ratings import read_id_columns, read_ratings
 from .settings import column_names
+from .ranking import rank_users
 from .store import ModelStore, residual_errors, rows_of, top_unseen
 
 log = logging.getLogger("mixlib")
@@ -141,26 +142,36 @@ def run_evaluate(settings, job_plan, client):
 
 
 def ranking_metrics(client, model, users, items, values, *, top, relevant, block_users):
-    """Mean precision@N and recall@N over the known users with at least one relevant held-out item.
+    """precision@N, recall@N, nDCG@N, MAP@N and coverage@N of the model's top-N lists (:mod:`.ranking`) over the
+    known users with at least one relevant held-out item, ranking every item the user has not rated in the model's
+    input.
 
-    precision@N = |top N ∩ relevant| / N and recall@N = |top N ∩ relevant| / |relevant|, where the top N are the
-    user's highest-predicted items not in the training ratings and ``relevant`` are the user's held-out items
-    rated at least ``relevant`` (known items only).
+    Parameters
+    ----------
+    client : distributed.Client or None (in this process)
+    model : Model
+    users, items : ndarray (n,) int, the held-out pairs' indices in the model (-1: unknown)
+    values : ndarray (n,) float64, their values; a pair is relevant when its value is at least ``relevant``
+    top, block_users : int
     """
     is_relevant = (values >= relevant) & (users >= 0) & (items >= 0)
-    evaluated = np.unique(users[is_relevant])
-    if not len(evaluated):
+    seen = model.has_seen(users, items) & is_relevant
+    if seen.any():
+        log.warning("evaluate --top: %d relevant held-out pair(s) were in the model's input, so they cannot be "
+                    "recommended; they are left out (evaluate on ratings the model was not trained on)", seen.sum())
+    is_relevant &= ~seen
+    ranked = np.unique(users[is_relevant])
+    if not len(ranked):
         log.warning("evaluate --top: no held-out rating of a known user and item reaches %s", relevant)
         return {"users_ranked": 0}
-    best, _ = top_items(client, model, evaluated, top, block_users)
-    n_items = len(model.item_ids)
-    wanted = np.unique(users[is_relevant] * n_items + items[is_relevant])
-    recommended = evaluated[:, None] * n_items + best
-    hits = (np.isin(recommended, wanted) & (best >= 0)).sum(axis=1)
-    n_relevant = np.bincount(np.searchsorted(evaluated, wanted // n_items), minlength=len(evaluated))
-    return {f"precision@{top}": float(np.mean(hits / top)),
-            f"recall@{top}": float(np.mean(hits / n_relevant)), "users_ranked": len(evaluated),
-            "relevant_rating": relevant}
+    order = np.lexsort((items[is_relevant], users[is_relevant]))
+    counts = np.bincount(np.searchsorted(ranked, users[is_relevant]), minlength=len(ranked))
+    relevant_csr = (np.append(0, np.cumsum(counts)), items[is_relevant][order])
+    f = model.factors
+    metrics = rank_users(client, f.user_factors[ranked], rows_of(model.seen_indptr, model.seen_indices, ranked),
+                         relevant_csr, f.item_factors, f.item_bias, top=top, block_users=block_users,
+                         name="evaluate-ranking")
+    return {**metrics, "relevant_rating": relevant}
 
 
 def _numbers(values):

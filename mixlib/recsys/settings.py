@@ -56,6 +56,12 @@ class ModelOptions:
                                                             "(and biases)", minimum=1e-12)
     weighted_lambda: bool = _model_option(ALSParams.weighted_lambda, "scale lambda by each user's and item's rating "
                                                                      "count")
+    feedback: str = _model_option(ALSParams.feedback, "explicit: ratings, predicted (RMSE); implicit: interactions "
+                                                      "(views, clicks, counts or ratings), ranked for top-N lists "
+                                                      "(Hu, Koren and Volinsky's weighted factorisation; no biases)",
+                                  choices=("explicit", "implicit"))
+    alpha: float = _model_option(ALSParams.alpha, "implicit feedback: an observed pair's confidence is 1 + alpha x "
+                                                  "its value", minimum=0.0)
     global_bias: bool = _model_option(True, "predict mu + ... with mu the mean training rating")
     user_bias: bool = _model_option(ALSParams.user_bias, "learn a bias b_u per user")
     item_bias: bool = _model_option(ALSParams.item_bias, "learn a bias b_i per item")
@@ -102,10 +108,26 @@ class TrainSettings(ServingOptions, ModelOptions, RatingColumns):
                           group="input and output")
     checkpoint_dir: str = option("", "checkpoint folder ('' for MODEL_DIR/checkpoint)", group="input and output")
     checkpoint_every: int = option(5, "checkpoint every this many ALS steps (0: never)", minimum=0)
-    guardrail_tolerance: float = option(0.01, "refuse to publish (exit 3) when the validation RMSE is worse than "
+    guardrail_metric: str = option("auto", "the validation metric that picks the best step and that the guardrail "
+                                           "compares: rmse, or ndcg@N, precision@N, recall@N or map@N of top-N "
+                                           "lists; auto: rmse for explicit, ndcg@10 for implicit feedback",
+                                   group="model")
+    guardrail_tolerance: float = option(0.01, "refuse to publish (exit 3) when the validation metric is worse than "
                                               "the published model's on the validation ratings it never saw "
-                                              "(without one: the bias-only baseline's) by more", minimum=0.0,
-                                        group="model")
+                                              "(without one: the bias-only or popularity baseline's) by more",
+                                        minimum=0.0, group="model")
+    relevant: float = option(4.0, "ranking metrics: a held-out value at least this is a relevant item (a file "
+                                  "without values: every held-out pair)", group="model")
+    refit: bool = option(True, "after early stopping, train again on every rating (validation and test too) for "
+                               "the best number of steps and publish that model; the guardrail and the test "
+                               "metrics judge the model trained without them", group="model")
+    split: str = option("random", "held-out ratings: random (seeded), or time: the last of each user's ratings "
+                                  "by time (the file's time column; see cutoff)", choices=("random", "time"),
+                        group="model")
+    cutoff: str = option("", "split = time: every rating at or after this date or time (ISO, or Unix seconds) is "
+                             "a test rating ('' for the last fraction of each user's)", group="model")
+    block_users: int = option(2048, "ranking metrics: users scored together (memory: block_users x items scores)",
+                              minimum=1)
     force_publish: bool = option(False, "publish even when the guardrail would refuse (the metrics record it)",
                                  group="model")
     metrics: str = option("", "write the training metrics here (.json; '' for none)", group="input and output")

@@ -1,0 +1,122 @@
+"""Ranking metrics of top-N lists under the full-ranking protocol, block by block on the workers.
+
+Every user with at least one relevant held-out item is ranked. A user's candidates are all items except those
+the user interacted with in training (``exclude``); none are sampled. The top ``N`` candidates by the model's
+score ``b_i + p_u . q_i`` (the user's own terms do not change the order) form the list ``L_u``, and with
+``rel_u`` the user's relevant items and ``h_k = 1`` when the item at rank ``k`` is relevant::
+
+    precision@N = |L_u ∩ rel_u| / N
+    recall@N    = |L_u ∩ rel_u| / |rel_u|
+    nDCG@N      = DCG / IDCG,  DCG = sum_{k=1..N} h_k / log2(k + 1),  IDCG = sum_{k=1..min(N, |rel_u|)} 1 / log2(k + 1)
+    MAP@N       = sum_{k=1..N} h_k precision@k / min(N, |rel_u|)
+
+each averaged over the ranked users; catalogue coverage is the share of all items that appear in at least one
+list. A block's users give sums of the four metrics, a user count and the count of each item in their lists
+(:func:`ranking_sums`); the blocks' sums add up in a tree (:func:`mixlib.core.reduce.submit_tree`) and
+:func:`ranking_means` turns the total into the metrics.
+"""
+
+import functools
+
+import numpy as np
+
+from ..core.reduce import add_stats, local_tree, submit_tree
+from .store import rows_of, top_unseen
+
+METRICS = ("precision", "recall", "ndcg", "map")
+
+
+def ranking_sums(user_factors, exclude, relevant, item_factors, item_bias, top):
+    """The summed metrics of a block of users (a kernel).
+
+    Parameters
+    ----------
+    user_factors : ndarray (b, k)
+    exclude : tuple (indptr (b + 1,), indices), CSR of the items each user is not ranked on (training items)
+    relevant : tuple (indptr (b + 1,), indices), CSR of each user's relevant items, at least one per user
+    item_factors : ndarray (n_items, k); item_bias : ndarray (n_items,)
+    top : int, N
+
+    Returns
+    -------
+    dict: 'users' (b), 'precision', 'recall', 'ndcg', 'map' (sums over the block's users) and 'listed'
+    (ndarray (n_items,) int64, how many lists hold each item)
+    """
+    best, _ = top_unseen(user_factors, *exclude, item_factors, item_bias, top)
+    hits = list_hits(best, *relevant, len(item_factors))
+    n_relevant = np.diff(relevant[0])
+    sums = {"users": len(best), **{name: float(values.sum())
+                                   for name, values in zip(METRICS, user_metrics(hits, n_relevant))}}
+    sums["listed"] = np.bincount(best[best >= 0], minlength=len(item_factors)).astype(np.int64)
+    return sums
+
+
+def list_hits(best, relevant_indptr, relevant_indices, n_items):
+    """Whether each listed item is relevant: bool ``(b, N)`` for lists ``best (b, N)`` (-1 padding) and the
+    users' relevant items as CSR."""
+    rows = np.repeat(np.arange(len(best), dtype=np.int64), np.diff(relevant_indptr))
+    wanted = rows * n_items + relevant_indices
+    listed = np.arange(len(best), dtype=np.int64)[:, None] * n_items + best
+    return np.isin(listed, wanted) & (best >= 0)
+
+
+def user_metrics(hits, n_relevant):
+    """precision@N, recall@N, nDCG@N and MAP@N ``(b,)`` each of users with hit matrix ``hits (b, N)`` and
+    ``n_relevant (b,)`` >= 1 relevant items (the definitions of this module)."""
+    top = hits.shape[1]
+    discount = 1.0 / np.log2(np.arange(2, top + 2))  # 1 / log2(k + 1), k = 1..N
+    found = hits.sum(axis=1)
+    ideal = np.cumsum(discount)[np.minimum(n_relevant, top) - 1]
+    precision_at_k = np.cumsum(hits, axis=1) / np.arange(1, top + 1)
+    return (found / top, found / n_relevant, (hits * discount).sum(axis=1) / ideal,
+            (hits * precision_at_k).sum(axis=1) / np.minimum(n_relevant, top))
+
+
+def ranking_means(sums, top, n_items):
+    """The metrics of summed :func:`ranking_sums`: ``{"precision@N": mean, ..., "coverage@N": share of items
+    listed, "users_ranked": count}``."""
+    users = sums["users"]
+    out = {f"{name}@{top}": sums[name] / users for name in METRICS}
+    out[f"coverage@{top}"] = float((sums["listed"] > 0).sum() / n_items)
+    out["users_ranked"] = int(users)
+    return out
+
+
+def rank_users(client, user_factors, exclude, relevant, item_factors, item_bias, *, top, block_users,
+               name="ranking"):
+    """The ranking metrics of users over blocks of ``block_users``, on the workers (in this process when
+    ``client`` is None).
+
+    Parameters
+    ----------
+    client : distributed.Client or None
+    user_factors : ndarray (n, k), the ranked users
+    exclude, relevant : tuple (indptr (n + 1,), indices), CSR per ranked user (:func:`ranking_sums`)
+    item_factors : ndarray (n_items, k); item_bias : ndarray (n_items,)
+    top, block_users : int
+    name : str, the tasks' name on the dashboard
+
+    Returns
+    -------
+    dict, :func:`ranking_means`; only ``users_ranked`` 0 without users
+    """
+    if not len(user_factors):
+        return {"users_ranked": 0}
+    shared = (item_factors, item_bias)
+    if client is not None:
+        shared = client.scatter(shared, broadcast=True, hash=False)
+    blocks = []
+    for start in range(0, len(user_factors), block_users):
+        rows = np.arange(start, min(start + block_users, len(user_factors)))
+        blocks.append((user_factors[rows], rows_of(*exclude, rows), rows_of(*relevant, rows), shared))
+    chunk = functools.partial(_block_sums, top=top)
+    if client is None:
+        sums = local_tree(blocks, chunk, add_stats)
+    else:
+        sums = submit_tree(client, blocks, chunk, add_stats, name=name).result()
+    return ranking_means(sums, top, len(item_factors))
+
+
+def _block_sums(block, top):
+    user_factors, exclude, relevant, (item_factors, item_bias) = block
+    return ranking_sums(user_factors, exclude, relevant, item_factors, item_bias, top)
