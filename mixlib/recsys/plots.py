@@ -3,21 +3,22 @@
 import numpy as np
 
 
-def loss_curves(path, history):
-    """Write the training loss and the validation error and RMSE against the ALS step.
+def loss_curves(path, history, label="RMSE"):
+    """Write the training loss and the validation error and score against the ALS step.
 
     Parameters
     ----------
     path : Path of the .png
-    history : ndarray (n, 4): step, training loss, validation squared error, validation RMSE (NaN without
-        validation ratings)
+    history : ndarray (n, 4): step, training loss, validation squared error (NaN for a ranking metric),
+        validation score (NaN without validation ratings)
+    label : str, the validation score's name ('RMSE', 'nDCG@10')
     """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    steps, train_loss, val_error, val_rmse = np.asarray(history).reshape(-1, 4).T
+    steps, train_loss, val_error, val_score = np.asarray(history).reshape(-1, 4).T
     figure = Figure(figsize=(10, 4), dpi=100, layout="constrained")
     left, right = figure.subplots(1, 2)
     left.plot(steps, train_loss, marker=".", label="training loss (squared error + penalty)")
@@ -26,9 +27,9 @@ def loss_curves(path, history):
     left.set_yscale("log")
     left.set_title("Loss")
     left.legend()
-    right.plot(steps, val_rmse, marker=".", color="tab:green")
+    right.plot(steps, val_score, marker=".", color="tab:green")
     right.set_xlabel("ALS step")
-    right.set_title("Validation RMSE")
+    right.set_title(f"Validation {label}")
     for axes in (left, right):
         axes.grid(alpha=0.3)
     figure.savefig(path, format="png")

@@ -24,6 +24,36 @@ from ..core.reduce import add_stats, local_tree, submit_tree
 from .store import rows_of, top_unseen
 
 METRICS = ("precision", "recall", "ndcg", "map")
+LABELS = {"precision": "precision", "recall": "recall", "ndcg": "nDCG", "map": "MAP", "coverage": "coverage"}
+
+
+def parse_metric(text, feedback):
+    """``(name, N)`` of a validation metric: ``("rmse", 0)`` or a ranking metric of :data:`METRICS` at N;
+    'auto' is rmse for explicit and ndcg@10 for implicit feedback. ValueError saying what is wrong."""
+    text = text.strip().lower()
+    if text == "auto":
+        text = "rmse" if feedback == "explicit" else "ndcg@10"
+    if text == "rmse":
+        if feedback == "implicit":
+            raise ValueError("rmse judges predicted ratings, and an implicit-feedback model ranks items: use a "
+                             "ranking metric such as ndcg@10 (or auto)")
+        return "rmse", 0
+    name, at, top = text.partition("@")
+    if name not in METRICS or not at or not top.isdigit() or int(top) < 1:
+        raise ValueError(f"unknown metric {text!r}: use rmse, auto, or {', '.join(m + '@N' for m in METRICS)} "
+                         "with N >= 1 (e.g. ndcg@10)")
+    return name, int(top)
+
+
+def relevant_threshold(values, relevant):
+    """The lowest value of a relevant held-out pair: ``relevant``, or -inf when all ``values (n,)`` are equal (bare
+    interactions, whose value says nothing: every held-out pair is relevant)."""
+    return -np.inf if len(values) == 0 or np.ptp(values) == 0 else relevant
+
+
+def metric_label(name, top):
+    """How logs and metrics name a metric: 'RMSE', 'nDCG@10'."""
+    return "RMSE" if name == "rmse" else f"{LABELS[name]}@{top}"
 
 
 def ranking_sums(user_factors, exclude, relevant, item_factors, item_bias, top):
@@ -115,6 +145,60 @@ def rank_users(client, user_factors, exclude, relevant, item_factors, item_bias,
     else:
         sums = submit_tree(client, blocks, chunk, add_stats, name=name).result()
     return ranking_means(sums, top, len(item_factors))
+
+
+def pairs_ranking(client, user_factors, item_factors, item_bias, exclude, users, items, *, top, block_users,
+                  name="ranking"):
+    """The ranking metrics of a model over the users of relevant pairs ``(users (m,), items (m,))``, each user
+    ranking every item outside its row of ``exclude`` (:func:`rank_users`).
+
+    Parameters
+    ----------
+    client : distributed.Client or None
+    user_factors : ndarray (n_users, k); item_factors : ndarray (n_items, k); item_bias : ndarray (n_items,)
+    exclude : tuple (indptr (n_users + 1,), indices), CSR of every user's excluded (training) items
+    users, items : ndarray (m,) int, the relevant pairs' indices, none of them in ``exclude``
+    top, block_users : int; name : str, the tasks' name
+
+    Returns
+    -------
+    dict, :func:`ranking_means`
+    """
+    ranked, first = np.unique(users, return_inverse=True)
+    order = np.lexsort((items, first.ravel()))
+    counts = np.bincount(first.ravel(), minlength=len(ranked))
+    relevant = (np.append(0, np.cumsum(counts)), np.asarray(items)[order])
+    return rank_users(client, user_factors[ranked], rows_of(*exclude, ranked), relevant, item_factors, item_bias,
+                      top=top, block_users=block_users, name=name)
+
+
+class RankingValidation:
+    """Judges factors by a ranking metric of their top-N lists on held-out pairs (higher is better), blockwise on
+    the workers: each user with a relevant held-out pair ranks every item outside its training ratings.
+
+    Parameters
+    ----------
+    metric : str, one of :data:`METRICS`; top : int
+    train : tuple (indptr (n_users + 1,), indices), the training ratings' CSR pattern
+    users, items : ndarray (m,) int, the relevant held-out pairs
+    block_users : int
+    """
+
+    lower_is_better = False
+
+    def __init__(self, metric, top, train, users, items, block_users):
+        self.metric, self.top, self.train, self.block_users = metric, top, train, block_users
+        self.users, self.items = users, items
+        self.name = metric_label(metric, top)
+
+    def __len__(self):
+        return len(self.users)
+
+    def __call__(self, client, factors):
+        """``(NaN, metric)`` of ``factors``."""
+        metrics = pairs_ranking(client, factors.user_factors, *factors.item_scores(), self.train, self.users,
+                                self.items, top=self.top, block_users=self.block_users, name="als-validation")
+        return np.nan, metrics[f"{self.metric}@{self.top}"]
 
 
 def _block_sums(block, top):

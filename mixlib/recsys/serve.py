@@ -9,7 +9,7 @@ from ..core.errors import InputError
 from ..core.outputs import optional_output, staged_outputs
 from .ratings import read_id_columns, read_ratings
 from .settings import column_names
-from .ranking import rank_users
+from .ranking import pairs_ranking, relevant_threshold
 from .store import ModelStore, residual_errors, rows_of, top_unseen
 
 log = logging.getLogger("mixlib")
@@ -116,22 +116,31 @@ def plan_evaluate(settings):
     if not settings.ratings:
         raise InputError("evaluate needs --ratings PATH (held-out ratings)")
     metrics = optional_output(settings.metrics, settings.overwrite, (".json",), "--metrics")
-    heldout = read_ratings(settings.ratings, settings.drop_invalid, column_names(settings))
-    return _published_model(settings), heldout, metrics
+    model = _published_model(settings)
+    implicit = model.feedback == "implicit"
+    if implicit and not settings.top:
+        raise InputError(f"model {model.metrics['version']} learnt implicit feedback: it is judged by its top-N "
+                         "lists, so give --top N (e.g. --top 10)")
+    heldout = read_ratings(settings.ratings, settings.drop_invalid, column_names(settings), values_optional=implicit)
+    return model, heldout, metrics
 
 
 def run_evaluate(settings, job_plan, client):
-    """RMSE and MAE of the model on held-out ratings; with ``--top N``, precision@N and recall@N."""
+    """RMSE and MAE of an explicit model on held-out ratings; with ``--top N`` (always for an implicit model), the
+    ranking metrics of its top-N lists (:func:`ranking_metrics`)."""
     model, heldout, metrics_path = job_plan
     users = model.user_index(heldout.user_ids)[heldout.users]
     items = model.item_index(heldout.item_ids)[heldout.items]
-    residual = heldout.values - model.predict_indices(users, items, settings.clip_predictions)
-    metrics = {"ratings": len(residual), "unknown_users": int((users < 0).sum()),
-               "unknown_items": int((items < 0).sum()), **residual_errors(residual),
-               "clipped": settings.clip_predictions and model.rating_range is not None}
+    metrics = {"ratings": len(users), "unknown_users": int((users < 0).sum()),
+               "unknown_items": int((items < 0).sum()), "feedback": model.feedback}
+    if model.feedback == "explicit":
+        residual = heldout.values - model.predict_indices(users, items, settings.clip_predictions)
+        metrics.update(residual_errors(residual))
+    metrics["clipped"] = settings.clip_predictions and model.rating_range is not None
     if settings.top:
+        relevant = relevant_threshold(heldout.values, settings.relevant)
         metrics.update(ranking_metrics(client, model, users, items, heldout.values, top=settings.top,
-                                       relevant=settings.relevant, block_users=settings.block_users))
+                                       relevant=relevant, block_users=settings.block_users))
     log.info("evaluate: %s (%s)", ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
                                             for k, v in metrics.items() if k != "clipped"),
              "predictions clipped to the training range" if metrics["clipped"] else "predictions not clipped")
@@ -160,18 +169,14 @@ def ranking_metrics(client, model, users, items, values, *, top, relevant, block
         log.warning("evaluate --top: %d relevant held-out pair(s) were in the model's input, so they cannot be "
                     "recommended; they are left out (evaluate on ratings the model was not trained on)", seen.sum())
     is_relevant &= ~seen
-    ranked = np.unique(users[is_relevant])
-    if not len(ranked):
+    if not is_relevant.any():
         log.warning("evaluate --top: no held-out rating of a known user and item reaches %s", relevant)
         return {"users_ranked": 0}
-    order = np.lexsort((items[is_relevant], users[is_relevant]))
-    counts = np.bincount(np.searchsorted(ranked, users[is_relevant]), minlength=len(ranked))
-    relevant_csr = (np.append(0, np.cumsum(counts)), items[is_relevant][order])
     f = model.factors
-    metrics = rank_users(client, f.user_factors[ranked], rows_of(model.seen_indptr, model.seen_indices, ranked),
-                         relevant_csr, f.item_factors, f.item_bias, top=top, block_users=block_users,
-                         name="evaluate-ranking")
-    return {**metrics, "relevant_rating": relevant}
+    metrics = pairs_ranking(client, f.user_factors, *f.item_scores(), (model.seen_indptr, model.seen_indices),
+                            users[is_relevant], items[is_relevant], top=top, block_users=block_users,
+                            name="evaluate-ranking")
+    return {**metrics, "relevant_rating": relevant if np.isfinite(relevant) else "every held-out pair"}
 
 
 def _numbers(values):

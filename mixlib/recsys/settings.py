@@ -7,7 +7,7 @@ import functools
 from ..core.cli import JobOptions
 from ..core.config import option
 from .als import ALSParams
-from .ratings import ROLES
+from .ratings import OPTIONAL_ROLES, ROLES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +41,9 @@ class RatingColumns(PairColumns):
     """The user, item and rating columns' header names in input files."""
 
     rating_col: str = option("", "header name of the rating column ('' for rating, any case)", group="input and output")
+    time_col: str = option("", "header name of the time column, kept for split = time ('' for timestamp, time, "
+                               "datetime, date or ts, any case; without a header the 4th column)",
+                           group="input and output")
 
 
 _model_option = functools.partial(option, group="model")
@@ -170,4 +173,4 @@ class EvaluateSettings(ServingOptions, RatingColumns):
 
 def column_names(settings):
     """``{role: header name}`` of the column options ``settings`` has ('' where not given)."""
-    return {role: getattr(settings, f"{role}_col", "") for role in ROLES}
+    return {role: getattr(settings, f"{role}_col", "") for role in (*ROLES, *OPTIONAL_ROLES)}

@@ -55,6 +55,11 @@ class Model:
     metrics: dict
     rating_range: tuple | None = None
 
+    @property
+    def feedback(self):
+        """'explicit' (predicts ratings) or 'implicit' (scores preferences, for top-N lists)."""
+        return self.config.get("feedback", "explicit")
+
     def user_index(self, ids):
         """Indices ``(n,)`` of user ids, -1 for unknown ones."""
         return _index_of(self.user_ids, ids)

@@ -25,7 +25,8 @@ from ..core.outputs import (
 )
 from ..core.storage import location
 from .als import Factors, TrainingData, TrainingState, fit_als, fit_baseline, initial_factors, validate_rank
-from .ratings import Ratings, cold_start_filter, read_ratings, split, user_means
+from .ranking import RankingValidation, metric_label, pairs_ranking, parse_metric, relevant_threshold
+from .ratings import Ratings, cold_start_filter, parse_time, read_ratings, split, split_by_time, user_means
 from .settings import ModelOptions, TrainSettings, als_params, column_names
 from .store import Model, ModelStore, residual_errors
 
@@ -50,6 +51,7 @@ class TrainPlan:
     warm: Model | None
     metrics: Path | None
     plots: Path | None
+    metric: tuple = ("rmse", 0)
     new_folders: tuple = ()
 
 
@@ -80,20 +82,38 @@ def _plan_train(settings, store, folder):
     if plots is not None:
         check_output(plots / "loss-curves.png", settings.overwrite, (".png",))
     writable_folder(store.root, "--model-dir")
+    metric = _metric(settings)
+    cutoff = parse_time(settings.cutoff) if settings.cutoff else None
+    if cutoff is not None and settings.split != "time":
+        raise InputError("--cutoff splits by time: add --split time (or leave --cutoff out)")
     warm = _warm_model(store, settings)
-    ratings, parts, means = prepare(read_ratings(settings.ratings, settings.drop_invalid, column_names(settings)),
-                                    min_entries=settings.min_entries, validation=settings.validation,
-                                    test=settings.test, seed=settings.seed, shift_user_means=settings.shift_user_means)
+    implicit = settings.feedback == "implicit"
+    ratings = read_ratings(settings.ratings, settings.drop_invalid, column_names(settings), values_optional=implicit)
+    if implicit and (ratings.values < 0).any():
+        raise InputError(f"ratings file {settings.ratings}: implicit feedback needs values >= 0 (counts, ratings or "
+                         f"1), and {int((ratings.values < 0).sum())} are negative")
+    ratings, parts, means = prepare(ratings, min_entries=settings.min_entries, validation=settings.validation,
+                                    test=settings.test, seed=settings.seed,
+                                    shift_user_means=settings.shift_user_means and not implicit,
+                                    split_by=settings.split, cutoff=cutoff)
     problem = validate_rank(settings.rank, len(ratings.user_ids), len(ratings.item_ids), settings.init)
     if problem:
         raise InputError(f"{problem}; lower --rank")
     checkpoint = BlockCheckpoint(folder, _fingerprint(settings, ratings, parts, warm),
                                  "another config or other ratings")
     checkpoint.check(settings.resume, "--checkpoint-dir")
-    return TrainPlan(ratings, parts, means, store, checkpoint, warm, metrics, plots)
+    return TrainPlan(ratings, parts, means, store, checkpoint, warm, metrics, plots, metric)
 
 
-def prepare(ratings, *, min_entries, validation, test, seed, shift_user_means):
+def _metric(settings):
+    """The validation metric ``(name, N)`` (:func:`mixlib.recsys.ranking.parse_metric`); InputError when unknown."""
+    try:
+        return parse_metric(settings.guardrail_metric, settings.feedback)
+    except ValueError as e:
+        raise InputError(f"--guardrail-metric: {e}") from None
+
+
+def prepare(ratings, *, min_entries, validation, test, seed, shift_user_means, split_by="random", cutoff=None):
     """The seed's preprocessing: cold-start filter, seeded split, user means of the training ratings.
 
     Parameters
@@ -103,6 +123,9 @@ def prepare(ratings, *, min_entries, validation, test, seed, shift_user_means):
     validation, test : float, held-out ratings: a count (>= 1) or a fraction (< 1)
     seed : int, seeds the split
     shift_user_means : bool, compute each user's mean training rating (else zeros)
+    split_by : 'random' (:func:`~mixlib.recsys.ratings.split`) or 'time' (the last of each user's ratings, or those
+        from ``cutoff`` on: :func:`~mixlib.recsys.ratings.split_by_time`)
+    cutoff : float or None, Unix seconds
 
     Returns
     -------
@@ -119,9 +142,14 @@ def prepare(ratings, *, min_entries, validation, test, seed, shift_user_means):
         if ratings.shape[2] == 0:
             raise InputError(f"the cold-start filter (min_entries {min_entries}) removed every rating; "
                              "lower --min-entries")
-    train, validation, test = split(ratings.shape[2], _count_or_fraction(validation),
-                                    _count_or_fraction(test), seed)
-    log.info("split: %d training, %d validation, %d test ratings", len(train), len(validation), len(test))
+    if split_by == "time":
+        train, validation, test = split_by_time(ratings.users, ratings.times, _count_or_fraction(validation),
+                                                _count_or_fraction(test), cutoff)
+    else:
+        train, validation, test = split(ratings.shape[2], _count_or_fraction(validation),
+                                        _count_or_fraction(test), seed)
+    log.info("split: %d training, %d validation, %d test ratings (%s)", len(train), len(validation), len(test),
+             "by time" if split_by == "time" else "random")
     means = np.zeros(len(ratings.user_ids))
     if shift_user_means:
         means = user_means(ratings.subset(train))
@@ -154,20 +182,23 @@ def _warm_model(store, settings):
 def _fingerprint(settings, ratings, parts, warm):
     """What a checkpoint must match: the model and preprocessing settings, the data and any warm-start model."""
     keys = [f.name for f in dataclasses.fields(ModelOptions) if f.name not in ("log_every", "block_ratings")]
-    keys += ["min_entries", "shift_user_means", "validation", "test", "warm_start"]
+    keys += ["min_entries", "shift_user_means", "validation", "test", "warm_start", "split", "cutoff",
+             "guardrail_metric", "relevant"]
     values = {key: getattr(settings, key) for key in keys}
     values["warm_from"] = None if warm is None else warm.metrics.get("version")
+    times = () if ratings.times is None else (ratings.times,)
     return fingerprint(values, ratings.users, ratings.items, ratings.values, ratings.user_ids, ratings.item_ids,
-                       parts["train"], parts["validation"])
+                       parts["train"], parts["validation"], *times)
 
 
-def training_data(ratings, parts, means, global_bias):
-    """TrainingData of the (shifted) training and validation ratings; ``mu`` is their mean when ``global_bias``."""
+def training_data(ratings, parts, means, global_bias, feedback="explicit"):
+    """TrainingData of the (shifted) training and validation ratings; ``mu`` is their mean when ``global_bias``
+    (explicit feedback; 0 for implicit feedback, whose values stay as they are)."""
     import scipy.sparse as sp
 
     shifted = ratings.values - means[ratings.users]
     rows = parts["train"]
-    mu = float(shifted[rows].mean()) if global_bias else 0.0
+    mu = float(shifted[rows].mean()) if global_bias and feedback == "explicit" else 0.0
     matrix = sp.csr_matrix((shifted[rows], (ratings.users[rows], ratings.items[rows])),
                            shape=(len(ratings.user_ids), len(ratings.item_ids)))
     held = parts["validation"]
@@ -187,32 +218,62 @@ def _train_and_publish(settings, job_plan, client):
     """:func:`run_train` without the removal of empty folders."""
     started = time.perf_counter()
     ratings, parts = job_plan.ratings, job_plan.parts
-    data = training_data(ratings, parts, job_plan.means, settings.global_bias)
+    data = training_data(ratings, parts, job_plan.means, settings.global_bias, settings.feedback)
     params = als_params(settings)
+    judge = Judge(client, ratings, parts, data, job_plan.metric, settings)
     state = _starting_state(settings, params, job_plan, data)
     try:
-        final, early = fit_als(client, data, params, state, _saver(job_plan.checkpoint), settings.checkpoint_every)
+        final, early = fit_als(client, data, params, state, _saver(job_plan.checkpoint), settings.checkpoint_every,
+                               validation=judge.validation())
     except FloatingPointError as e:
         raise JobFailed(str(e)) from None
     model = _model(ratings, parts["train"], job_plan.means, data.mu, final.best, settings)
-    metrics = _train_metrics(model, ratings, parts, final, early, settings, time.perf_counter() - started)
+    metrics = _train_metrics(model, ratings, parts, final, early, settings, judge, time.perf_counter() - started)
     with staged_outputs() as stage:
         if job_plan.plots is not None:
             from .plots import loss_curves
 
-            loss_curves(stage(job_plan.plots / "loss-curves.png"), final.history)
-        refusal, metrics["guardrail"] = _guardrail(job_plan.store, model, ratings, parts,
-                                                   tolerance=settings.guardrail_tolerance,
-                                                   clip=settings.clip_predictions, force=settings.force_publish)
+            loss_curves(stage(job_plan.plots / "loss-curves.png"), final.history, judge.label)
+        refusal, metrics["guardrail"] = _guardrail(job_plan.store, model, judge, tolerance=settings.guardrail_tolerance,
+                                                   force=settings.force_publish)
         metrics["published"] = refusal is None
         if refusal is None:
-            metrics["version"] = job_plan.store.publish(dataclasses.replace(model, metrics=metrics))
+            published = _refitted(client, settings, params, job_plan, final, metrics) if _refits(settings, parts,
+                                                                                                 final) else model
+            metrics["version"] = job_plan.store.publish(dataclasses.replace(published, metrics=metrics))
         if job_plan.metrics is not None:
             stage(job_plan.metrics).write_text(json.dumps(metrics, indent=2) + "\n")
     job_plan.checkpoint.clear()
     if refusal is not None:
         raise Refused(refusal)
     return metrics
+
+
+def _refits(settings, parts, final):
+    """Whether the published model is trained again on every rating (:func:`_refitted`)."""
+    return settings.refit and final.best_step > 0 and len(parts["validation"]) + len(parts["test"]) > 0
+
+
+def _refitted(client, settings, params, job_plan, final, metrics):
+    """The model trained again on every rating (training, validation and test) from a fresh start with the same
+    seed, for the ``final.best_step`` steps that early stopping chose, with no held-out ratings left to judge it;
+    ``metrics`` records it under ``refit``."""
+    started = time.perf_counter()
+    ratings = job_plan.ratings
+    every = {"train": np.arange(ratings.shape[2]), "validation": np.zeros(0, np.int64)}
+    means = user_means(ratings) if settings.shift_user_means and settings.feedback == "explicit" else job_plan.means
+    data = training_data(ratings, every, means, settings.global_bias, settings.feedback)
+    steps = final.best_step
+    refit_params = dataclasses.replace(params, max_steps=steps, eval_every=steps, log_every=steps)
+    log.info("refit: training again on all %d ratings for the %d steps chosen", ratings.shape[2], steps)
+    state = _fresh_state(settings, refit_params, job_plan, data)
+    try:
+        refit, _ = fit_als(client, data, refit_params, state)
+    except FloatingPointError as e:
+        raise JobFailed(f"refit: {e}") from None
+    metrics["refit"] = {"ratings": int(ratings.shape[2]), "steps": steps,
+                        "seconds": round(time.perf_counter() - started, 3)}
+    return _model(ratings, every["train"], means, data.mu, refit.current, settings)
 
 
 def _starting_state(settings, params, job_plan, data):
@@ -226,6 +287,12 @@ def _starting_state(settings, params, job_plan, data):
         return state
     if settings.resume:
         log.info("--resume: no checkpoint in %s; starting from the beginning", checkpoint.folder)
+    return _fresh_state(settings, params, job_plan, data)
+
+
+def _fresh_state(settings, params, job_plan, data):
+    """The state before the first step: seeded initial factors, warm-started from the published model's known
+    users and items with ``--warm-start``."""
     rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 1]))
     known = None if job_plan.warm is None else _known_factors(job_plan.warm, job_plan.ratings)
     return TrainingState.start(initial_factors(data, params, rng, known))
@@ -266,37 +333,138 @@ def _model(ratings, train, means, mu, factors, settings):
                          shape=(len(ratings.user_ids), len(ratings.item_ids)))
     config = {f.name: getattr(settings, f.name) for f in dataclasses.fields(TrainSettings)}
     values = ratings.values[train]
+    rating_range = (float(values.min()), float(values.max())) if settings.feedback == "explicit" else None
     return Model(factors, mu, means, ratings.user_ids, ratings.item_ids, seen.indptr.astype(np.int64),
-                 seen.indices.astype(np.int64), config, {}, (float(values.min()), float(values.max())))
+                 seen.indices.astype(np.int64), config, {}, rating_range)
 
 
-def _train_metrics(model, ratings, parts, final, early, settings, seconds):
-    metrics = {"steps": final.step, "best_step": final.best_step,
-               "converged_after": final.best_step if early else None, "early_stopped": early,
-               "seconds": round(seconds, 3), "users": len(ratings.user_ids), "items": len(ratings.item_ids),
-               "rating_range": list(model.rating_range), "clipped": settings.clip_predictions,
-               "mixlib": __version__}
+class Judge:
+    """How this run judges models on its held-out ratings: RMSE (explicit models), or a ranking metric of top-N
+    lists in which every user ranks every item outside its training ratings and the relevant items are the
+    held-out ones whose value reaches ``relevant`` (every held-out one when all values are equal, as in a file of
+    bare interactions).
+
+    Parameters
+    ----------
+    client : distributed.Client
+    ratings : Ratings; parts : dict of row numbers ('train', 'validation', 'test')
+    data : TrainingData, whose matrix is the training ratings
+    metric : tuple (name, N), :func:`mixlib.recsys.ranking.parse_metric`
+    settings : TrainSettings, for ``relevant``, ``block_users``, ``clip_predictions`` and ``feedback``
+    """
+
+    def __init__(self, client, ratings, parts, data, metric, settings):
+        self.client, self.ratings, self.parts = client, ratings, parts
+        self.train = (data.matrix.indptr, data.matrix.indices)
+        self.metric, self.top = metric
+        self.label = metric_label(*metric)
+        self.ranks = self.metric != "rmse"
+        self.explicit = settings.feedback == "explicit"
+        self.clip, self.block_users = settings.clip_predictions, settings.block_users
+        self.threshold = relevant_threshold(ratings.values, settings.relevant)
+        self.key = "rmse" if not self.ranks else f"{self.metric}@{self.top}"
+
+    def validation(self):
+        """What the training loop judges by: None (RMSE on the validation ratings) or a RankingValidation."""
+        if not self.ranks:
+            return None
+        rows = self.relevant(self.parts["validation"])
+        return RankingValidation(self.metric, self.top, self.train, self.ratings.users[rows],
+                                 self.ratings.items[rows], self.block_users)
+
+    def relevant(self, rows):
+        """The rows among ``rows`` whose value makes them relevant."""
+        return rows[self.ratings.values[rows] >= self.threshold]
+
+    def part_metrics(self, model, rows):
+        """What a report keeps of ``model`` on some held-out ratings: RMSE and MAE (explicit), the ranking metrics
+        at N when the metric ranks."""
+        out = _errors(model, self.ratings, rows, self.clip) if self.explicit else {}
+        if self.ranks and len(rows):
+            out.update(self.ranking(model.factors, self.relevant(rows)))
+        return out
+
+    def ranking(self, factors, rows, name="train-ranking"):
+        """The ranking metrics of ``factors`` (this run's indices) on the relevant pairs ``rows``."""
+        return pairs_ranking(self.client, factors.user_factors, *factors.item_scores(), self.train,
+                             self.ratings.users[rows], self.ratings.items[rows], top=self.top,
+                             block_users=self.block_users, name=name)
+
+    def score(self, model, rows):
+        """The metric of ``model`` (this run's indices) on ``rows``."""
+        if not self.ranks:
+            return _errors(model, self.ratings, rows, self.clip)["rmse"]
+        return self.ranking(model.factors, self.relevant(rows))[self.key]
+
+    def baseline(self, rows):
+        """``(score, description)`` of the baseline: the bias-only model (RMSE) or the most popular items of the
+        training ratings (ranking)."""
+        if not self.ranks:
+            return baseline_rmse(self.ratings, self.parts, self.clip), {"reg_user": BASELINE_REG_USER,
+                                                                        "reg_item": BASELINE_REG_ITEM}
+        train = self.parts["train"]
+        popularity = np.bincount(self.ratings.items[train], minlength=len(self.ratings.item_ids)).astype(float)
+        n_users, n_items = len(self.ratings.user_ids), len(self.ratings.item_ids)
+        held = self.relevant(rows)
+        metrics = pairs_ranking(self.client, np.zeros((n_users, 1)), np.zeros((n_items, 1)), popularity, self.train,
+                                self.ratings.users[held], self.ratings.items[held], top=self.top,
+                                block_users=self.block_users, name="guardrail-ranking")
+        return metrics[self.key], {"kind": "popularity: items by their count of training ratings"}
+
+    def published_score(self, published, rows):
+        """The metric of the published model on ``rows`` of this run (mapped to its ids), ranking every item
+        outside its own input for each user."""
+        users = published.user_index(self.ratings.user_ids[self.ratings.users[rows]])
+        items = published.item_index(self.ratings.item_ids[self.ratings.items[rows]])
+        if not self.ranks:
+            return residual_errors(self.ratings.values[rows] - published.predict_indices(users, items, self.clip))[
+                "rmse"]
+        f = published.factors
+        return pairs_ranking(self.client, f.user_factors, *f.item_scores(), (published.seen_indptr,
+                                                                              published.seen_indices),
+                             users, items, top=self.top, block_users=self.block_users,
+                             name="guardrail-ranking")[self.key]
+
+    def worse(self, new, reference, tolerance):
+        """Whether ``new`` is worse than ``reference`` by more than ``tolerance``."""
+        return new > reference + tolerance if not self.ranks else new < reference - tolerance
+
+
+def _train_metrics(model, ratings, parts, final, early, settings, judge, seconds):
+    metrics = {"feedback": settings.feedback, "metric": judge.label, "steps": final.step,
+               "best_step": final.best_step, "converged_after": final.best_step if early else None,
+               "early_stopped": early, "seconds": round(seconds, 3), "users": len(ratings.user_ids),
+               "items": len(ratings.item_ids), "rating_range": model.rating_range and list(model.rating_range),
+               "clipped": settings.clip_predictions, "mixlib": __version__}
     for part in ("train", "validation", "test"):
-        metrics[part] = {"ratings": len(parts[part]),
-                         **_errors(model, ratings, parts[part], settings.clip_predictions)}
+        rows = parts[part]
+        metrics[part] = {"ratings": len(rows), **(_errors(model, ratings, rows, settings.clip_predictions)
+                                                  if part == "train" and judge.explicit else
+                                                  {} if part == "train" else judge.part_metrics(model, rows))}
     metrics["history"] = final.history.tolist()
-    log.info("%s; %s", _stopping(metrics, settings.max_steps), _test_errors(metrics["test"]))
+    log.info("%s; %s", _stopping(metrics, settings.max_steps, judge.label), _test_errors(metrics["test"]))
     return metrics
 
 
-def _stopping(metrics, max_steps):
+def _stopping(metrics, max_steps, label):
     """How training ended, in words."""
     if metrics["early_stopped"]:
-        return (f"converged: the validation RMSE stopped improving after step {metrics['converged_after']} "
+        return (f"converged: the validation {label} stopped improving after step {metrics['converged_after']} "
                 f"(stopped at step {metrics['steps']})")
     return f"stopped at max_steps {max_steps} without converging (best factors: step {metrics['best_step']})"
 
 
 def _test_errors(test):
-    """The test errors, in words."""
-    if "rmse" not in test:
+    """The test metrics, in words."""
+    shown = {k: v for k, v in test.items() if k != "ratings" and isinstance(v, float)}
+    if not shown:
         return "no test ratings"
-    return f"test RMSE {test['rmse']:.6f}, MAE {test['mae']:.6f}"
+    return "test " + ", ".join(f"{_shown_name(k)} {v:.6f}" for k, v in shown.items())
+
+
+def _shown_name(key):
+    name, at, top = key.partition("@")
+    return f"{name.upper() if name in ('rmse', 'mae') else metric_label(name, int(top)) if at else name}"
 
 
 def _errors(model, ratings, rows, clip):
@@ -307,37 +475,42 @@ def _errors(model, ratings, rows, clip):
     return residual_errors(ratings.values[rows] - predicted)
 
 
-def _guardrail(store, model, ratings, parts, *, tolerance, clip, force):
+def _guardrail(store, model, judge, *, tolerance, force):
     """Whether to publish ``model``: ``(None or why not, what the metrics' ``guardrail`` records)``.
 
-    Without a published model, the new model's validation RMSE is compared with the bias-only baseline's
-    (:func:`baseline_rmse`) on every validation rating. With one, both are compared on the validation ratings the
+    Without a published model, the new model's validation metric is compared with the baseline's
+    (:meth:`Judge.baseline`) on every validation rating. With one, both are compared on the validation ratings the
     published model never saw (:func:`unseen_rows`): the others were in its input, which would favour it. Fewer
     than :data:`GUARDRAIL_MIN_RATINGS` such ratings, or no validation ratings at all: publish with a warning, no
-    comparison. Worse by more than ``tolerance``: refused, unless ``force``.
+    comparison. Worse by more than ``tolerance``: refused, unless ``force``. With the refit, the model judged
+    here is the one trained without the validation ratings; the refitted one is published when it passes.
     """
-    rows = parts["validation"]
+    rows = judge.parts["validation"]
     if not len(rows):
         log.warning("guardrail: no validation ratings to compare on; publishing without a check")
         return None, {"compared_with": "nothing: no validation ratings", "ratings": 0}
+    if judge.ranks and not len(judge.relevant(rows)):
+        log.warning("guardrail: no validation rating reaches --relevant; publishing without a check")
+        return None, {"compared_with": "nothing: no relevant validation ratings", "ratings": 0}
     published = store.latest_name()
     if published is None:
-        comparison = _baseline_comparison(model, ratings, parts, clip)
+        comparison = _baseline_comparison(model, judge)
     else:
-        comparison = _published_comparison(store.load(published), model, ratings, rows, clip)
+        comparison = _published_comparison(store.load(published), model, judge, rows)
     new, reference, what, record = comparison
     if new is None:  # ``what`` says why nothing was compared
         log.warning("guardrail: %s; publishing without a check", what)
         return None, record
-    worse = new > reference + tolerance
-    record.update({"validation_rmse": new, "tolerance": tolerance, "passed": not worse, "forced": worse and force})
-    log.info("guardrail: validation RMSE %.6f against %.6f of %s", new, reference, what)
-    return _verdict(new, reference, what, published, tolerance, force) if worse else None, record
+    worse = judge.worse(new, reference, tolerance)
+    record.update({"metric": judge.label, f"validation_{judge.key}": new, "tolerance": tolerance,
+                   "passed": not worse, "forced": worse and force})
+    log.info("guardrail: validation %s %.6f against %.6f of %s", judge.label, new, reference, what)
+    return _verdict(new, reference, what, published, tolerance, force, judge.label) if worse else None, record
 
 
-def _verdict(new, reference, what, published, tolerance, force):
+def _verdict(new, reference, what, published, tolerance, force, label):
     """Why a model worse than ``reference`` is not published, or None with a warning when ``force``."""
-    reason = f"validation RMSE {new:.4f} is worse than the {reference:.4f} of {what}, by more than {tolerance}"
+    reason = f"validation {label} {new:.4f} is worse than the {reference:.4f} of {what}, by more than {tolerance}"
     if force:
         log.warning("--force-publish: publishing although the %s", reason)
         return None
@@ -345,23 +518,25 @@ def _verdict(new, reference, what, published, tolerance, force):
     return f"not published: {reason}; {kept} (--force-publish publishes it anyway)"
 
 
-def _baseline_comparison(model, ratings, parts, clip):
-    """``(new RMSE, baseline RMSE, name in messages, record)`` on every validation rating."""
-    rows = parts["validation"]
-    rmse = baseline_rmse(ratings, parts, clip)
+def _baseline_comparison(model, judge):
+    """``(new score, baseline score, name in messages, record)`` on every validation rating."""
+    rows = judge.parts["validation"]
+    score, description = judge.baseline(rows)
+    kind = "bias-only" if not judge.ranks else "popularity"
     record = {"compared_with": "baseline", "ratings": len(rows), "validation_ratings": len(rows),
-              "baseline_validation_rmse": rmse,
-              "baseline": {"reg_user": BASELINE_REG_USER, "reg_item": BASELINE_REG_ITEM}}
-    what = f"the bias-only baseline on the {len(rows)} validation ratings"
-    return _errors(model, ratings, rows, clip)["rmse"], rmse, what, record
+              f"baseline_validation_{judge.key}": score, "baseline": description}
+    what = f"the {kind} baseline on the {len(rows)} validation ratings"
+    return judge.score(model, rows), score, what, record
 
 
-def _published_comparison(published, model, ratings, rows, clip):
-    """``(new RMSE, published RMSE, name in messages, record)`` on the validation ratings ``rows`` that
-    ``published`` never saw; ``(None, None, why not, record)`` when they are fewer than
-    :data:`GUARDRAIL_MIN_RATINGS`."""
+def _published_comparison(published, model, judge, rows):
+    """``(new score, published score, name in messages, record)`` on the validation ratings ``rows`` that
+    ``published`` never saw (for a ranking metric: those of users and items it knows, so both models rank the same
+    relevant items); ``(None, None, why not, record)`` when they are fewer than :data:`GUARDRAIL_MIN_RATINGS`."""
     name = published.metrics["version"]
-    unseen = unseen_rows(published, ratings, rows)
+    unseen = unseen_rows(published, judge.ratings, rows)
+    if judge.ranks:
+        unseen = _known_to(published, judge.ratings, judge.relevant(unseen))
     record = {"compared_with": "published", "published_version": name, "ratings": len(unseen),
               "validation_ratings": len(rows), "minimum_ratings": GUARDRAIL_MIN_RATINGS}
     if len(unseen) < GUARDRAIL_MIN_RATINGS:
@@ -369,10 +544,17 @@ def _published_comparison(published, model, ratings, rows, clip):
                   f"fewer than the {GUARDRAIL_MIN_RATINGS} a fair comparison needs (the others were in its input)")
         record["compared_with"] = f"nothing: {reason}"
         return None, None, reason, record
-    rmse = _published_rmse(published, ratings, unseen, clip)
-    record["published_validation_rmse"] = rmse
+    score = judge.published_score(published, unseen)
+    record[f"published_validation_{judge.key}"] = score
     what = f"the published model ({name}) on the {len(unseen)} validation ratings it never saw"
-    return _errors(model, ratings, unseen, clip)["rmse"], rmse, what, record
+    return judge.score(model, unseen), score, what, record
+
+
+def _known_to(published, ratings, rows):
+    """The rows among ``rows`` whose user and item the model ``published`` knows."""
+    users = published.user_index(ratings.user_ids[ratings.users[rows]])
+    items = published.item_index(ratings.item_ids[ratings.items[rows]])
+    return rows[(users >= 0) & (items >= 0)]
 
 
 def unseen_rows(published, ratings, rows):
@@ -381,13 +563,6 @@ def unseen_rows(published, ratings, rows):
     users = published.user_index(ratings.user_ids[ratings.users[rows]])
     items = published.item_index(ratings.item_ids[ratings.items[rows]])
     return rows[~published.has_seen(users, items)]
-
-
-def _published_rmse(published, ratings, rows, clip):
-    """RMSE of the published model on ratings ``rows`` of this run (mapped to its ids)."""
-    users = published.user_index(ratings.user_ids[ratings.users[rows]])
-    items = published.item_index(ratings.item_ids[ratings.items[rows]])
-    return residual_errors(ratings.values[rows] - published.predict_indices(users, items, clip))["rmse"]
 
 
 def baseline_rmse(ratings, parts, clip):
