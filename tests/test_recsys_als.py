@@ -47,6 +47,26 @@ def test_block_solver_equals_per_row_solve(weighted, rank, monkeypatch):
     np.testing.assert_allclose(got, reference(matrix, other, 0.3, weighted, offset), rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("rank", [2, 30])  # the primal and the dual form
+def test_bias_penalty_and_count_exponent_equal_a_per_row_solve(rank, monkeypatch):
+    """The last column (a bias) has its own penalty lambda_b, the others lambda c^gamma: per row,
+    (X^T X + diag(lambda c^gamma, ..., lambda_b))^-1 X^T t."""
+    rng = np.random.default_rng(rank)
+    matrix = power_law_matrix(rng, 200, 90, 6)
+    design = np.column_stack([rng.normal(size=(90, rank)), np.ones(90)])
+    monkeypatch.setattr(als, "GROUP_ELEMENTS", 2000)
+    got = als.solve_rows(matrix.indptr, matrix.indices, matrix.data, design, np.zeros(90), 0.7, True, exponent=0.5,
+                         bias_lambda=3.0)
+    expected = np.zeros_like(got)
+    for u in range(200):
+        row = matrix.getrow(u)
+        if row.nnz:
+            x = design[row.indices]
+            penalty = np.append(np.full(rank, 0.7 * row.nnz ** 0.5), 3.0)
+            expected[u] = np.linalg.solve(x.T @ x + np.diag(penalty), x.T @ row.data)
+    np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-10)
+
+
 def test_items_side_is_the_same_solver_on_the_transpose():
     rng = np.random.default_rng(5)
     matrix = power_law_matrix(rng, 80, 50, 5)
@@ -102,11 +122,11 @@ def loss(data, factors, opts):
     coo = data.matrix.tocoo()
     predicted = als.predict(factors.user_factors, factors.user_bias, factors.item_factors, factors.item_bias,
                             data.mu, coo.row, coo.col)
-    user_weight = np.diff(data.matrix.indptr) if opts.weighted_lambda else np.ones(data.matrix.shape[0])
-    item_weight = np.diff(data.matrix.tocsc().indptr) if opts.weighted_lambda else np.ones(data.matrix.shape[1])
-    penalty = (user_weight @ ((factors.user_factors ** 2).sum(1) + factors.user_bias ** 2)
-               + item_weight @ ((factors.item_factors ** 2).sum(1) + factors.item_bias ** 2))
-    return ((coo.data - predicted) ** 2).sum() + opts.reg_lambda * penalty
+    counts = [np.diff(data.matrix.indptr), np.diff(data.matrix.tocsc().indptr)]
+    user_weight, item_weight = (c ** opts.lambda_exponent if opts.weighted_lambda else np.ones(len(c)) for c in counts)
+    penalty = (user_weight @ (factors.user_factors ** 2).sum(1) + item_weight @ (factors.item_factors ** 2).sum(1))
+    biases = (factors.user_bias ** 2).sum() + (factors.item_bias ** 2).sum()
+    return ((coo.data - predicted) ** 2).sum() + opts.reg_lambda * penalty + opts.bias_lambda * biases
 
 
 @pytest.mark.parametrize("biases", [True, False])

@@ -1,16 +1,24 @@
-"""Alternating least squares for explicit ratings: block kernels, ratings on the workers, the training loop.
+"""Alternating least squares for explicit ratings and implicit feedback: block kernels, ratings on the workers,
+the training loop.
 
-The model predicts ``r_ui ~ mu + b_u + b_i + p_u . q_i`` (each bias optional) and minimises::
+For explicit ratings the model predicts ``r_ui ~ mu + b_u + b_i + p_u . q_i`` (each bias optional) and minimises::
 
     L = sum_{(u,i) observed} (r_ui - mu - b_u - b_i - p_u . q_i)^2
-        + lambda * (sum_u c_u (|p_u|^2 + b_u^2) + sum_i c_i (|q_i|^2 + b_i^2))
+        + lambda (sum_u w_u |p_u|^2 + sum_i w_i |q_i|^2) + lambda_b (sum_u b_u^2 + sum_i b_i^2)
 
-with ``c = 1``, or ``c`` = the row's rating count with ``weighted_lambda``. One half-step solves, for every user u
-(then, with the roles swapped, every item), the ridge problem over the items u rated and nothing else::
+with ``w = 1``, or ``w = c^gamma`` for a row of ``c`` ratings with ``weighted_lambda`` (``gamma`` = 1 is ALS-WR's
+weighting; a smaller exponent shrinks rows of few ratings relatively more). The biases have a penalty of their own,
+``lambda_b`` (a constant damping; ``None`` in the kernels: ``lambda w`` as the factors). One half-step solves, for
+every user u (then, with the roles swapped, every item), the ridge problem over the items u rated and nothing
+else::
 
-    [p_u, b_u] = argmin  sum_{i in R(u)} (r_ui - mu - b_i - [p_u, b_u] . [q_i, 1])^2 + lambda c_u |[p_u, b_u]|^2
-               = (X_u^T X_u + lambda c_u I)^-1 X_u^T t_u,
+    [p_u, b_u] = argmin  sum_{i in R(u)} (r_ui - mu - b_i - [p_u, b_u] . [q_i, 1])^2 + lambda w_u |p_u|^2
+                         + lambda_b b_u^2
+               = (X_u^T X_u + D_u)^-1 X_u^T t_u,   D_u = diag(lambda w_u, ..., lambda w_u, lambda_b)
     X_u = rows [q_i, 1] (no 1 without b_u),  t_ui = r_ui - mu - b_i
+
+A diagonal ``D_u`` is a scalar penalty after scaling: with the bias column multiplied by ``s_u =
+sqrt(lambda w_u / lambda_b)`` and ``b_u = s_u b'_u``, the penalty is ``lambda w_u |[p_u, b'_u]|^2``.
 
 Missing ratings are not zeros: they do not appear in the sum at all. Both half-steps are the same kernel
 (:func:`solve_rows`) on a CSR block: of R for users, of R^T (CSC of R) for items. ``mu`` is fixed (the mean
@@ -35,7 +43,8 @@ GROUP_ELEMENTS = 1 << 24
 # ----------------------------------------------------------------------------------------- kernels
 
 
-def solve_rows(indptr, indices, ratings, design, offset, lam, weighted_lambda=False):
+def solve_rows(indptr, indices, ratings, design, offset, lam, weighted_lambda=False, *, exponent=1.0,
+               bias_lambda=None):
     """Solve the ridge problem of every row of a CSR block (explicit ratings).
 
     Parameters
@@ -47,17 +56,26 @@ def solve_rows(indptr, indices, ratings, design, offset, lam, weighted_lambda=Fa
         column of ones appended when this side has a bias
     offset : ndarray (n_other,) float64, subtracted from each rating of that column (``mu + b_i``)
     lam : float, the regularisation lambda (> 0 so that every system is positive definite)
-    weighted_lambda : bool, scale lambda by each row's rating count
+    weighted_lambda : bool, scale lambda by each row's rating count to the power ``exponent``
+    bias_lambda : float > 0 or None, the penalty of the last column (a bias) instead of lambda's
 
     Returns
     -------
     ndarray (n_rows, d) float64; a row without ratings gets zeros
     """
     targets = ratings - offset[indices]
-    return _solve_grouped(indptr, indices, targets, design, lam, weighted_lambda, _explicit_group)
+    return _solve_grouped(indptr, indices, targets, design, _row_penalty(lam, weighted_lambda, exponent),
+                          _explicit_group, bias_lambda=bias_lambda)
 
 
-def solve_rows_implicit(indptr, indices, values, factors, gram, alpha, lam, weighted_lambda=False):
+def _row_penalty(lam, weighted, exponent):
+    """``penalty(counts (g,)) -> (g,)``: ``lambda c^exponent``, or ``lambda`` when not ``weighted``."""
+    if not weighted:
+        return lambda counts: np.full(len(counts), float(lam))
+    return lambda counts: lam * counts.astype(np.float64) ** exponent
+
+
+def solve_rows_implicit(indptr, indices, values, factors, gram, alpha, lam, weighted_lambda=False, *, exponent=1.0):
     """Solve every row of a CSR block of implicit feedback (Hu, Koren and Volinsky 2008).
 
     Every pair (u, i) has preference ``p_ui`` (1 when observed, else 0) and confidence ``c_ui = 1 + alpha r_ui``
@@ -65,7 +83,8 @@ def solve_rows_implicit(indptr, indices, values, factors, gram, alpha, lam, weig
 
         L = sum_{all u, i} c_ui (p_ui - x_u . y_i)^2 + lambda (sum_u w_u |x_u|^2 + sum_i w_i |y_i|^2)
 
-    with ``w = 1``, or the row's count of observed pairs with ``weighted_lambda``. One row's minimiser, given the
+    with ``w = 1``, or the row's count of observed pairs to the power ``exponent`` with ``weighted_lambda``. One
+    row's minimiser, given the
     other side's factors ``Y (n_other, d)``, is::
 
         x_u = (Y^T Y + Y_u^T (C_u - I) Y_u + lambda w_u I)^-1 Y_u^T C_u 1
@@ -87,15 +106,18 @@ def solve_rows_implicit(indptr, indices, values, factors, gram, alpha, lam, weig
     ndarray (n_rows, d) float64; a row without interactions gets zeros (its right-hand side is zero)
     """
     group = functools.partial(_implicit_group, gram=gram, alpha=alpha)
-    return _solve_grouped(indptr, indices, values, factors, lam, weighted_lambda, group, square=True)
+    return _solve_grouped(indptr, indices, values, factors, _row_penalty(lam, weighted_lambda, exponent), group,
+                          square=True)
 
 
-def _solve_grouped(indptr, indices, targets, design, lam, weighted_lambda, solve_group, square=False):
+def _solve_grouped(indptr, indices, targets, design, penalty_of, solve_group, square=False, bias_lambda=None):
     """Solve the rows of a CSR block in groups of similar counts with ``solve_group(X (g, longest, d),
-    t (g, longest, 1), penalty (g,))`` -> ``(g, d)``, X and t zero in the padding.
+    t (g, longest, 1), penalty (g,))`` -> ``(g, d)``, X and t zero in the padding, ``penalty_of(counts)`` the
+    rows' penalties.
 
     Rows are sorted by count and cut into groups (:func:`_group_size`; ``square``: every row of a group also
-    holds a ``d x d`` system)."""
+    holds a ``d x d`` system). With ``bias_lambda``, the last column's penalty is that instead (the scaling of the
+    module's docstring)."""
     n_rows, width = len(indptr) - 1, design.shape[1]
     counts = np.diff(indptr)
     solution = np.zeros((n_rows, width))
@@ -105,8 +127,14 @@ def _solve_grouped(indptr, indices, targets, design, lam, weighted_lambda, solve
     while start < len(order):
         group = order[start:start + _group_size(counts[order[start:]], width, square)]
         gathered, values, group_counts = _gathered(group, indptr, indices, targets, design)
-        penalty = lam * (group_counts if weighted_lambda else np.ones(len(group)))
-        solution[group] = solve_group(gathered, values, penalty)
+        penalty = penalty_of(group_counts)
+        scale = np.sqrt(penalty / bias_lambda) if bias_lambda is not None else None
+        if scale is not None:
+            gathered[:, :, -1] *= scale[:, None]
+        solved = solve_group(gathered, values, penalty)
+        if scale is not None:
+            solved[:, -1] *= scale
+        solution[group] = solved
         start += len(group)
     return solution
 
@@ -298,9 +326,12 @@ class ExplicitHalf:
 
     lam: float
     weighted_lambda: bool
+    exponent: float = 1.0
+    bias_lambda: float | None = None  # the last column is a bias with this penalty
 
     def solve(self, block, shared):
-        return solve_rows(*block, *shared, self.lam, self.weighted_lambda)
+        return solve_rows(*block, *shared, self.lam, self.weighted_lambda, exponent=self.exponent,
+                          bias_lambda=self.bias_lambda)
 
     def error(self, block, solution, shared):
         return block_squared_error(*block, solution, *shared)
@@ -314,9 +345,11 @@ class ImplicitHalf:
     alpha: float
     lam: float
     weighted_lambda: bool
+    exponent: float = 1.0
 
     def solve(self, block, shared):
-        return solve_rows_implicit(*block, *shared, self.alpha, self.lam, self.weighted_lambda)
+        return solve_rows_implicit(*block, *shared, self.alpha, self.lam, self.weighted_lambda,
+                                   exponent=self.exponent)
 
     def error(self, block, solution, shared):
         return block_implicit_loss(*block, solution, shared[0], self.alpha)
@@ -375,7 +408,9 @@ class ALSParams:
     ----------
     rank : int, latent factors per user and item
     reg_lambda : float, lambda in the objective above (> 0: every system is then positive definite)
-    weighted_lambda : bool, lambda scaled by each row's rating count ``c``
+    weighted_lambda : bool, lambda scaled by each row's rating count ``c`` to the power ``lambda_exponent``
+    lambda_exponent : float, ``gamma`` of the weights ``c^gamma``
+    bias_lambda : float > 0, ``lambda_b``, the biases' penalty
     user_bias, item_bias : bool, learn ``b_u``, ``b_i`` (explicit feedback only)
     feedback : 'explicit' (ratings, the objective of this module's docstring) or 'implicit' (interactions, the
         objective of :func:`solve_rows_implicit`, no biases)
@@ -391,8 +426,10 @@ class ALSParams:
     """
 
     rank: int = 16
-    reg_lambda: float = 0.13
+    reg_lambda: float = 1.3
     weighted_lambda: bool = True
+    lambda_exponent: float = 0.5
+    bias_lambda: float = 4.0
     user_bias: bool = True
     item_bias: bool = True
     feedback: str = "explicit"
@@ -421,11 +458,13 @@ class Factors:
     item_factors: np.ndarray
     item_bias: np.ndarray
 
-    def penalty(self, user_weight, item_weight):
-        """sum_u c_u (|p_u|^2 + b_u^2) + sum_i c_i (|q_i|^2 + b_i^2) for weights ``c`` (n_users,), (n_items,)."""
-        users = np.einsum("uk,uk->u", self.user_factors, self.user_factors) + self.user_bias ** 2
-        items = np.einsum("ik,ik->i", self.item_factors, self.item_factors) + self.item_bias ** 2
-        return float(user_weight @ users + item_weight @ items)
+    def penalty(self, user_weight, item_weight, lam, bias_lambda):
+        """``lam (sum_u w_u |p_u|^2 + sum_i w_i |q_i|^2) + bias_lambda (sum_u b_u^2 + sum_i b_i^2)`` for weights
+        ``w`` (n_users,), (n_items,)."""
+        users = np.einsum("uk,uk->u", self.user_factors, self.user_factors)
+        items = np.einsum("ik,ik->i", self.item_factors, self.item_factors)
+        biases = self.user_bias @ self.user_bias + self.item_bias @ self.item_bias
+        return float(lam * (user_weight @ users + item_weight @ items) + bias_lambda * biases)
 
     def named(self):
         """``{field name: array}`` in field order, not copied (``dataclasses.asdict`` deep-copies the arrays)."""
@@ -570,8 +609,8 @@ class _Sides:
         matrix = data.matrix
         self.by_user = BlockedRatings.scatter(client, matrix, params.block_ratings, "users")
         self.by_item = BlockedRatings.scatter(client, matrix.T.tocsr(), params.block_ratings, "items")
-        self.weights = [side.counts if params.weighted_lambda else np.ones(len(side.counts))
-                        for side in (self.by_user, self.by_item)]
+        self.weights = [side.counts.astype(np.float64) ** params.lambda_exponent if params.weighted_lambda else
+                        np.ones(len(side.counts)) for side in (self.by_user, self.by_item)]
         self.implicit = params.feedback == "implicit"
 
     def step(self, factors, step, with_error):
@@ -579,7 +618,8 @@ class _Sides:
         error or None)``; the error (:meth:`ExplicitHalf.error`, :meth:`ImplicitHalf.error`) comes from the item
         half-step's tasks when ``with_error``."""
         if self.implicit:
-            half = ImplicitHalf(self.params.alpha, self.params.reg_lambda, self.params.weighted_lambda)
+            opts = self.params
+            half = ImplicitHalf(opts.alpha, opts.reg_lambda, opts.weighted_lambda, opts.lambda_exponent)
             users = self.by_user.solve(self.client, half, _with_gram(factors.item_factors), step)
             solved = self.by_item.solve(self.client, half, _with_gram(users), step, with_error)
             items, error = solved if with_error else (solved, None)
@@ -593,7 +633,9 @@ class _Sides:
     def _half(self, side, other_factors, other_offset, with_bias, step, with_error):
         """``((factors, bias), sse or None)`` of one explicit side; the bias is zeros when it is off."""
         design = np.column_stack([other_factors, np.ones(len(other_factors))]) if with_bias else other_factors
-        half = ExplicitHalf(self.params.reg_lambda, self.params.weighted_lambda)
+        opts = self.params
+        half = ExplicitHalf(opts.reg_lambda, opts.weighted_lambda, opts.lambda_exponent,
+                            opts.bias_lambda if with_bias else None)
         solved = side.solve(self.client, half, (design, other_offset), step, with_error)
         solution, sse = solved if with_error else (solved, None)
         if with_bias:
@@ -603,11 +645,11 @@ class _Sides:
     def training_loss(self, factors, error):
         """The objective L of ``factors`` from the item half-step's ``error``: the squared error (explicit) or the
         observed pairs' part, to which the implicit objective adds ``sum_{all u, i} (x_u . y_i)^2 =
-        trace(X^T X Y^T Y)``; plus lambda times the penalty."""
+        trace(X^T X Y^T Y)``; plus the penalties (:meth:`Factors.penalty`)."""
         if self.implicit:
             users, items = factors.user_factors, factors.item_factors
             error += float(np.einsum("ij,ij->", users.T @ users, items.T @ items))
-        return error + self.params.reg_lambda * factors.penalty(*self.weights)
+        return error + factors.penalty(*self.weights, self.params.reg_lambda, self.params.bias_lambda)
 
 
 def _with_gram(factors):

@@ -55,10 +55,14 @@ class ModelOptions:
     with the global bias and the seed of the split and the initial factors."""
 
     rank: int = _model_option(ALSParams.rank, "latent factors per user and item", minimum=1)
-    reg_lambda: float = _model_option(ALSParams.reg_lambda, "lambda: weight of the squared norms of the factors "
-                                                            "(and biases)", minimum=1e-12)
+    reg_lambda: float = _model_option(ALSParams.reg_lambda, "lambda: weight of the squared norms of the factors",
+                                      minimum=1e-12)
     weighted_lambda: bool = _model_option(ALSParams.weighted_lambda, "scale lambda by each user's and item's rating "
-                                                                     "count")
+                                                                     "count to the power lambda_exponent")
+    lambda_exponent: float = _model_option(ALSParams.lambda_exponent, "weighted_lambda: lambda x count^this (1: "
+                                                                      "ALS-WR's weighting)", minimum=0.0)
+    bias_lambda: float = _model_option(ALSParams.bias_lambda, "weight of the squared biases (their own penalty, "
+                                                              "not scaled by counts)", minimum=1e-12)
     feedback: str = _model_option(ALSParams.feedback, "explicit: ratings, predicted (RMSE); implicit: interactions "
                                                       "(views, clicks, counts or ratings), ranked for top-N lists "
                                                       "(Hu, Koren and Volinsky's weighted factorisation; no biases)",
