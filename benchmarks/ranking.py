@@ -5,7 +5,8 @@
 
 The peers (benchmark-only packages, not dependencies of mixlib): the ``implicit`` library's ALS at its defaults,
 Spark MLlib's ALS with ``implicitPrefs=True`` at its defaults (``--spark``; needs pyspark and Java) and a popularity
-baseline. mixlib's own model goes in through ``mixlib_rows`` (a hook, not filled in yet).
+baseline, beside mixlib's implicit-mode ALS (``Mixlib``: the `train` job's way, from the config with ``--set``
+overrides).
 
 Data
     (a) MovieLens 100K ``u.data`` (tab-separated user, item, rating, unix time), passed as a path and never copied
@@ -46,10 +47,13 @@ Peers, each fitted on the split's training CSR (users x items, the orientation `
       by each row's count, alpha=1.0 so confidence 1 + 1 * 1 = 2, numUserBlocks=numItemBlocks=10), seed=split,
       local[threads], driver on 127.0.0.1, UI off. Its factors are collected into numpy and scored here.
     * Popularity: training interaction count of each item, the same for every user (a sanity row).
-    * mixlib: ``mixlib_rows`` (the hook; rows skipped with a message while it raises NotImplementedError).
+    * mixlib: ``Mixlib``, implicit feedback with the config's settings: 5% of the training interactions held out
+      to choose the step by validation nDCG@10, then the refit on all of them for that many steps, as the `train`
+      job does by default; on bare interactions, and with the ratings as values (an extra row).
 
 Fit seconds: implicit, the ``.fit`` call alone; Spark, ``ALS.fit`` plus collecting both factor matrices into numpy
-(the JVM's start is reported on its own line, the data's loading into Spark is not counted); popularity, the count.
+(the JVM's start is reported on its own line, the data's loading into Spark is not counted); popularity, the count;
+mixlib, the validation loop and the refit on its embedded cluster (started once, outside the timings).
 """
 
 import argparse
@@ -65,6 +69,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+ROOT = Path(__file__).resolve().parent.parent
 TOP = 10
 THRESHOLD = 4.0
 
@@ -392,16 +397,82 @@ class SparkALS:
 
 # ------------------------------------------------------------------------------------- mixlib hook
 
-def mixlib_rows(data, train_rows, train, seed, threads=2):
-    """HOOK FOR MIXLIB: fit mixlib's implicit-mode model(s) on one split and return their rows.
+class Mixlib:
+    """mixlib's implicit-mode ALS as its `train` job runs it (the config's settings, --feedback implicit): 5% of the
+    training interactions held out to choose the step by validation nDCG@10, then the refit on all of them for
+    that many steps; in this process up to ``local_ratings`` interactions, else on the embedded cluster
+    (``threads`` single-threaded workers), which starts once, outside the timings."""
 
-    Arguments: ``data`` (``Interactions``: users, items, ratings, times, n_users, n_items), ``train_rows`` (indices
-    of this split's training rows in ``data``), ``train`` (the same rows as a user x item CSR of 1s, what the peers
-    get), ``seed`` (the split number), ``threads`` (the thread budget every method gets).
-    Return a list of ``(label, fit_seconds, scores)``, where ``scores`` is an (n_users, n_items) array or a callable
-    ``users -> (len(users), n_items) array`` (see ``ranking_metrics``); fit seconds should cover the fit alone.
-    Raise NotImplementedError to be skipped (with a message) for the rest of the run."""
-    raise NotImplementedError("mixlib's implicit-mode ALS is not plugged into benchmarks/ranking.py yet")
+    def __init__(self, threads, config, overrides):
+        import contextlib
+
+        sys.path.insert(0, str(ROOT))
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from recommend import settings_from
+
+        from mixlib.core.cluster import connect
+
+        self.settings = settings_from(config, ["feedback=implicit", "log_level=warning",
+                                               "dashboard_address=127.0.0.1:0", f"workers={threads}", *overrides])
+        self.stack = contextlib.ExitStack()
+        self.client = self.stack.enter_context(connect(self.settings))
+
+    def describe(self):
+        s = self.settings
+        return (f"rank {s.rank}, lambda {s.reg_lambda} x count^{s.lambda_exponent if s.weighted_lambda else 0}, "
+                f"alpha {s.alpha}, init {s.init}, validation {s.validation}, patience {s.patience}, refit {s.refit}")
+
+    def fit(self, data, train_rows, seed, values):
+        """``(seconds, factor scorer)`` of a fit on the training interactions ``train_rows`` (``values``: "ones"
+        or "ratings")."""
+        from mixlib.recsys import als, train
+        from mixlib.recsys.ranking import RankingValidation
+        from mixlib.recsys.ratings import Ratings, split
+        from mixlib.recsys.settings import als_params
+
+        s = self.settings
+        started = time.perf_counter()
+        weights = np.ones(len(train_rows)) if values == "ones" else data.ratings[train_rows].astype(np.float64)
+        ratings = Ratings(data.users[train_rows].astype(np.int64), data.items[train_rows].astype(np.int64), weights,
+                          np.arange(data.n_users), np.arange(data.n_items))
+        inner, held, _ = split(len(train_rows), s.validation, 0, seed)
+        params = als_params(s)
+        data_split = train.training_data(ratings, {"train": inner, "validation": held}, np.zeros(data.n_users),
+                                         False, "implicit")
+        relevant = held[ratings.values[held] >= (s.relevant if values == "ratings" else -np.inf)]
+        validation = RankingValidation("ndcg", TOP, (data_split.matrix.indptr, data_split.matrix.indices),
+                                       ratings.users[relevant], ratings.items[relevant], s.block_users)
+        client = None if len(train_rows) <= s.local_ratings else self.client
+        final, _ = als.fit_als(client, data_split, params, self._start(data_split, params, seed),
+                               validation=validation)
+        factors = final.best
+        if s.refit and final.best_step > 0:
+            every = train.training_data(ratings, {"train": np.arange(len(train_rows)), "validation": held[:0]},
+                                        np.zeros(data.n_users), False, "implicit")
+            steps = final.best_step
+            refit_params = dataclasses.replace(params, max_steps=steps, eval_every=steps, log_every=steps)
+            factors = als.fit_als(client, every, refit_params, self._start(every, refit_params, seed))[0].current
+        seconds = time.perf_counter() - started
+        return seconds, factor_scorer(factors.user_factors, factors.item_factors), final.best_step
+
+    @staticmethod
+    def _start(data, params, seed):
+        from mixlib.recsys import als
+
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
+        return als.TrainingState.start(als.initial_factors(data, params, rng))
+
+    def stop(self):
+        self.stack.close()
+
+
+def mixlib_rows(mixlib, data, train_rows, seed):
+    """mixlib's rows of one split: bare interactions (the peers' input) and ratings as values."""
+    rows = []
+    for values, label in (("ones", "mixlib implicit ALS, config"), ("ratings", "mixlib implicit ALS, value = rating")):
+        seconds, scores, _ = mixlib.fit(data, train_rows, seed, values)
+        rows.append((label, seconds, scores))
+    return rows
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -409,10 +480,9 @@ def mixlib_rows(data, train_rows, train, seed, threads=2):
 IMPLICIT = "implicit ALS, defaults"
 
 
-def run(data, n_splits, threshold=THRESHOLD, top=TOP, threads=2, spark=None, check=True):
+def run(data, n_splits, threshold=THRESHOLD, top=TOP, threads=2, spark=None, check=True, mixlib=None):
     """All methods on ``n_splits`` splits of ``data``: {label: ([metric dicts], [fit seconds])}."""
     results = {}
-    mixlib_on = True
 
     def record(label, seconds, scores, relevant, train):
         started = time.perf_counter()
@@ -445,14 +515,8 @@ def run(data, n_splits, threshold=THRESHOLD, top=TOP, threads=2, spark=None, che
             record("Spark MLlib ALS, implicitPrefs, defaults", seconds, scores, relevant, train)
         seconds, scores = fit_popularity(train)
         record("popularity (training counts)", seconds, scores, relevant, train)
-        if mixlib_on:
-            try:
-                rows = mixlib_rows(data, train_rows, train, seed, threads)
-            except NotImplementedError as error:
-                print(f"    mixlib skipped: {error}")
-                mixlib_on = False
-                rows = []
-            for label, seconds, scores in rows:
+        if mixlib is not None:
+            for label, seconds, scores in mixlib_rows(mixlib, data, train_rows, seed):
                 record(label, seconds, scores, relevant, train)
     return results
 
@@ -527,6 +591,9 @@ def main(argv=None):
     parser.add_argument("--threshold", type=float, default=THRESHOLD, help="relevant: test rating >= this")
     parser.add_argument("--top", type=int, default=TOP, help="N of the @N metrics")
     parser.add_argument("--threads", type=int, default=2, help="threads for every method")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "recommender.toml", help="mixlib's config")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a mixlib key")
+    parser.add_argument("--no-mixlib", action="store_true", help="the peers only")
     args = parser.parse_args(argv)
 
     sets = []
@@ -543,6 +610,9 @@ def main(argv=None):
         spark = SparkALS(args.threads)
         print(f"Spark: JVM and session started in {spark.start_seconds:.1f} s (not in the fit times); ALS defaults "
               f"{spark.defaults()}; run with implicitPrefs=True, seed=split", flush=True)
+    mixlib = None if args.no_mixlib else Mixlib(args.threads, args.config, args.set)
+    if mixlib is not None:
+        print(f"mixlib: {mixlib.describe()}; cluster of {args.threads} workers started outside the timings")
     tables = []
     try:
         for load, n_splits in sets:
@@ -550,7 +620,7 @@ def main(argv=None):
             data = load()
             print(f"\n{data.name}: {describe(data)} (loaded in {time.perf_counter() - started:.1f} s)", flush=True)
             others = OtherWork()
-            results = run(data, n_splits, args.threshold, args.top, args.threads, spark)
+            results = run(data, n_splits, args.threshold, args.top, args.threads, spark, mixlib=mixlib)
             tables.append(table(results, f"\n{data.name}: {n_splits} random 80/20 split(s); relevant = test rating "
                                          f">= {args.threshold:g}; all unseen items ranked; {args.threads} threads "
                                          f"each; other processes used {others.cores():.2f} of the machine's "
@@ -559,6 +629,8 @@ def main(argv=None):
     finally:
         if spark is not None:
             spark.stop()
+        if mixlib is not None:
+            mixlib.stop()
     print("\n" + "\n".join(tables))
 
 

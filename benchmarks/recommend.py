@@ -1,13 +1,16 @@
 """Benchmark of the ALS recommender against Surprise (SVD, SVD++) and Spark MLlib's ALS, in one run.
 
     python benchmarks/recommend.py --movielens ../shared/data/movielens-100k/u.data
-        [--config configs/recommender.toml] [--set key=value ...] [--splits 5] [--skip-svdpp]
+        [--config configs/recommender.toml] [--set key=value ...] [--splits 5] [--skip-svdpp] [--official]
         [--synthetic 20000000] [--synthetic-steps 5] [--spark]
 
 (a) MovieLens 100K (the path is an argument; the data is never copied into the project): 5 seeded random 80/20
     splits. This project trains on the 80% (its validation ratings for early stopping come out of the 80%) with
     the config's settings, on an embedded cluster like the job's; Surprise's SVD and SVD++ (their defaults) train
     on the same 80%. All are scored on the same 20%: mean test RMSE and total fit+predict seconds.
+(a2) With --official: MovieLens 100K's official five splits (u1-u5.base / .test, made from u.data as GroupLens's
+    mku.sh makes them, in a temporary folder): the jobs themselves, `train` with the config (its default refit on)
+    then `evaluate`, as a user runs them; mean test RMSE beside Surprise SVD's on the same splits.
 (b) A synthetic set of ratings (20 million by default) with power-law user and item activity, like Yelp's:
     seconds per ALS step (median) at rank 32 and the peak memory of this process.
 (c) With --spark (pyspark and Java installed): Spark MLlib's ALS on the same synthetic ratings with the same rank,
@@ -148,6 +151,70 @@ def movielens(path, settings, n_splits, skip_svdpp):
         print(f"  {name:18s} {np.mean(rmse):15.4f} {sum(seconds):14.1f} {sum(seconds) / ours:14.2f}")
 
 
+# ------------------------------------------------------------------------------------ official splits
+
+def official_splits(path, folder):
+    """Write u1-u5.base/.test as GroupLens's mku.sh does: test i is rows 20000 (i - 1) to 20000 i of u.data in
+    file order, base i the others, each sorted by user then item. Returns [(base path, test path)]."""
+    lines = Path(path).read_text().splitlines()
+    key = lambda line: tuple(int(v) for v in line.split("\t")[:2])  # noqa: E731
+    pairs = []
+    for i in range(1, 6):
+        test, base = lines[(i - 1) * 20000:i * 20000], lines[:(i - 1) * 20000] + lines[i * 20000:]
+        for name, rows in ((f"u{i}.base", base), (f"u{i}.test", test)):
+            (folder / name).write_text("\n".join(sorted(rows, key=key)) + "\n")
+        pairs.append((folder / f"u{i}.base", folder / f"u{i}.test"))
+    return pairs
+
+
+def official(path, config, overrides):
+    """The jobs on the official splits: mean test RMSE of `train` (the config) + `evaluate`, and Surprise SVD's."""
+    import json
+    import subprocess
+
+    from surprise import SVD
+
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        for number, (base, test) in enumerate(official_splits(path, folder), start=1):
+            models, metrics = folder / f"models{number}", folder / f"eval{number}.json"
+            common = ["--model-dir", str(models), "--config", str(config), "--log-level", "warning"]
+            sets = [f"--{key.replace('_', '-')}={value}" for key, value in (o.split("=", 1) for o in overrides)]
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "jobs.recommend", "train", "--ratings", str(base), *common, *sets,
+                            "--dashboard-address", "127.0.0.1:0"], cwd=ROOT, check=True)
+            seconds = time.perf_counter() - started
+            subprocess.run([sys.executable, "-m", "jobs.recommend", "evaluate", "--ratings", str(test), *common,
+                            "--top", "0", "--metrics", str(metrics)], cwd=ROOT, check=True)
+            ours = json.loads(metrics.read_text())["rmse"]
+            ratings = read_ratings(base)
+            heldout = read_ratings(test)
+            svd_seconds, svd_rmse = surprise_on_files(SVD(random_state=0), base, test, ratings, heldout)
+            rows.append((ours, seconds, svd_rmse, svd_seconds))
+            print(f"  u{number}: mixlib {ours:.4f} ({seconds:.1f} s, the whole train command), Surprise SVD "
+                  f"{svd_rmse:.4f} ({svd_seconds:.1f} s)", flush=True)
+    ours, seconds, svd, svd_seconds = np.array(rows).T
+    print(f"\nMovieLens 100K official splits u1-u5, {config.name}{' with ' + ' '.join(overrides) if overrides else ''}:"
+          f" mean test RMSE mixlib {ours.mean():.4f}, Surprise SVD {svd.mean():.4f}")
+
+
+def surprise_on_files(algorithm, base, test, ratings, heldout):
+    """Surprise fitted on the ``base`` file and scored on ``test``: (fit+predict seconds, RMSE)."""
+    from surprise import Dataset, Reader
+    from surprise.model_selection import PredefinedKFold
+
+    scale = (float(ratings.values.min()), float(ratings.values.max()))
+    data = Dataset.load_from_folds([(str(base), str(test))], Reader(line_format="user item rating timestamp",
+                                                                    sep="\t", rating_scale=scale))
+    trainset, testset = next(PredefinedKFold().split(data))
+    started = time.perf_counter()
+    algorithm.fit(trainset)
+    predictions = algorithm.test(testset)
+    seconds = time.perf_counter() - started
+    return seconds, float(np.sqrt(np.mean([(p.est - p.r_ui) ** 2 for p in predictions])))
+
+
 # ---------------------------------------------------------------------------------------- synthetic
 
 def power_law_ratings(n_ratings, seed, rank=8):
@@ -265,6 +332,7 @@ def main():
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "recommender.toml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--splits", type=int, default=5)
+    parser.add_argument("--official", action="store_true", help="also the jobs on the official u1-u5 splits")
     parser.add_argument("--skip-svdpp", action="store_true", help="SVD++ takes minutes per split")
     parser.add_argument("--synthetic", type=int, default=20_000_000, help="ratings of the synthetic set (0: skip)")
     parser.add_argument("--synthetic-steps", type=int, default=5)
@@ -276,9 +344,13 @@ def main():
     logging.basicConfig(level=logging.WARNING)
     if args.movielens:
         movielens(args.movielens, settings, args.splits, args.skip_svdpp)
+    if args.movielens and args.official:
+        official(args.movielens, args.config, args.set)
     if args.synthetic:
+        # Spark's ALS scales regParam by each row's count (ALS-WR): the same weighting on both sides.
         synthetic_settings = dataclasses.replace(settings, rank=32, global_bias=False, user_bias=False,
-                                                 item_bias=False, weighted_lambda=True)
+                                                 item_bias=False, weighted_lambda=True, lambda_exponent=1.0,
+                                                 reg_lambda=0.13)
         synthetic(synthetic_settings, args.synthetic, args.synthetic_steps, args.spark)
 
 

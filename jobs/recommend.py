@@ -8,7 +8,7 @@ from mixlib.core.cli import job_main
 from mixlib.recsys import serve, settings, train
 
 COMMANDS = {
-    "train": (settings.TrainSettings, train.plan_train, train.run_train, None,
+    "train": (settings.TrainSettings, train.plan_train, train.run_train, train.train_runs_here,
               "Train a matrix-factorisation model by ALS on a Dask cluster and publish it as the model store's "
               "new 'latest' version."),
     "predict": (settings.PredictSettings, serve.plan_predict, serve.run_predict, serve.predict_runs_here,

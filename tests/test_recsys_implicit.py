@@ -251,3 +251,17 @@ def test_time_split_holds_out_each_users_latest_ratings(run_recommend, tmp_path)
         mine = ratings.users == user
         is_test = np.isin(np.arange(len(mine)), test)
         assert ratings.times[mine & is_test].min() > ratings.times[mine & ~is_test].max()
+
+
+@pytest.mark.parametrize("feedback", ["explicit", "implicit"])
+def test_small_training_runs_here_with_the_cluster_s_model(run_recommend, tmp_path, capsys, feedback):
+    """Up to --local-ratings, train runs in this process (no --scheduler) over the same blocks: the same factors."""
+    path = write_rows(tmp_path / "r.tsv", clustered())
+    options = ("--feedback", feedback, "--rank", 4, "--max-steps", 6, "--checkpoint-every", 0, "--block-ratings", 900)
+    factors = {}
+    for where, extra in (("cluster", ()), ("here", ("--scheduler", ""))):
+        assert run_recommend("train", "--ratings", path, "--model-dir", tmp_path / where, *options, *extra) == 0
+        assert ("without a cluster" in capsys.readouterr().err) == (where == "here")
+        factors[where] = published(tmp_path / where)[1]
+    for name in ("user_factors", "item_factors", "user_bias", "item_bias"):
+        np.testing.assert_array_equal(factors["cluster"][name], factors["here"][name])

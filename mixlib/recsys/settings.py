@@ -135,6 +135,9 @@ class TrainSettings(ServingOptions, ModelOptions, RatingColumns):
                              "a test rating ('' for the last fraction of each user's)", group="model")
     block_users: int = option(2048, "ranking metrics: users scored together (memory: block_users x items scores)",
                               minimum=1)
+    local_ratings: int = option(250_000, "train in this process, without a cluster or a dashboard, up to this many "
+                                         "ratings (the same blocks, so the same model; 0: always a cluster)",
+                                minimum=0, group="cluster")
     force_publish: bool = option(False, "publish even when the guardrail would refuse (the metrics record it)",
                                  group="model")
     metrics: str = option("", "write the training metrics here (.json; '' for none)", group="input and output")

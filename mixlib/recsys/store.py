@@ -128,7 +128,7 @@ def top_unseen(user_factors, seen_indptr, seen_indices, item_factors, item_bias,
     rows = np.repeat(np.arange(len(user_factors)), np.diff(seen_indptr))
     scores[rows, seen_indices] = -np.inf
     keep = min(top, scores.shape[1])
-    candidates = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
+    candidates = np.argpartition(scores, scores.shape[1] - keep, axis=1)[:, scores.shape[1] - keep:]
     order = np.argsort(-np.take_along_axis(scores, candidates, 1), axis=1, kind="stable")
     best = np.take_along_axis(candidates, order, 1)
     best_scores = np.take_along_axis(scores, best, 1)

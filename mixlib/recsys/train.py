@@ -205,6 +205,12 @@ def training_data(ratings, parts, means, global_bias, feedback="explicit"):
     return TrainingData(matrix, (ratings.users[held], ratings.items[held], shifted[held]), mu)
 
 
+def train_runs_here(settings, job_plan):
+    """train runs in this process (:func:`mixlib.core.cli.job_main` asks) up to ``--local-ratings`` ratings: a
+    cluster's round trips would cost more than the work of each step."""
+    return job_plan.ratings.shape[2] <= settings.local_ratings
+
+
 def run_train(settings, job_plan, client):
     """Train, check the guardrail, publish; write metrics and plots. Returns the metrics (a dict). Folders the run
     created and left empty (a refused first model's model dir) are removed, whatever the outcome."""
