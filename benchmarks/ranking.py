@@ -412,7 +412,7 @@ class Mixlib:
 
         from mixlib.core.cluster import connect
 
-        self.settings = settings_from(config, ["feedback=implicit", "log_level=warning",
+        self.settings = settings_from(config, ["feedback=implicit", "log_level=warning",  # whatever the config
                                                "dashboard_address=127.0.0.1:0", f"workers={threads}", *overrides])
         self.stack = contextlib.ExitStack()
         self.client = self.stack.enter_context(connect(self.settings))
@@ -441,7 +441,8 @@ class Mixlib:
                                          False, "implicit")
         relevant = held[ratings.values[held] >= (s.relevant if values == "ratings" else -np.inf)]
         validation = RankingValidation("ndcg", TOP, (data_split.matrix.indptr, data_split.matrix.indices),
-                                       ratings.users[relevant], ratings.items[relevant], s.block_users)
+                                       ratings.users[relevant], ratings.items[relevant], s.block_users,
+                                       s.validation_users, seed)
         client = None if len(train_rows) <= s.local_ratings else self.client
         final, _ = als.fit_als(client, data_split, params, self._start(data_split, params, seed),
                                validation=validation)
@@ -591,7 +592,8 @@ def main(argv=None):
     parser.add_argument("--threshold", type=float, default=THRESHOLD, help="relevant: test rating >= this")
     parser.add_argument("--top", type=int, default=TOP, help="N of the @N metrics")
     parser.add_argument("--threads", type=int, default=2, help="threads for every method")
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "recommender.toml", help="mixlib's config")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "recommender-implicit.toml",
+                        help="mixlib's config")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a mixlib key")
     parser.add_argument("--no-mixlib", action="store_true", help="the peers only")
     args = parser.parse_args(argv)

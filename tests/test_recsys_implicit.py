@@ -265,3 +265,25 @@ def test_small_training_runs_here_with_the_cluster_s_model(run_recommend, tmp_pa
         factors[where] = published(tmp_path / where)[1]
     for name in ("user_factors", "item_factors", "user_bias", "item_bias"):
         np.testing.assert_array_equal(factors["cluster"][name], factors["here"][name])
+
+
+def test_implicit_loop_resumed_from_its_saved_state_ends_as_an_uninterrupted_one(client):
+    """The state a checkpoint saves (to_arrays) carries a ranking validation's best score: a loop stopped after 3
+    steps and restarted from the saved arrays ends with the same factors, history and best step."""
+    rng = np.random.default_rng(11)
+    matrix = interactions(rng, 80, 40, 0.25)
+    coo = matrix.tocoo()
+    held = rng.random(len(coo.data)) < 0.2
+    train = sp.csr_matrix((coo.data[~held], (coo.row[~held], coo.col[~held])), shape=matrix.shape)
+    data = als.TrainingData(train, (coo.row[held], coo.col[held], coo.data[held]), 0.0)
+    validation = ranking.RankingValidation("ndcg", 5, (train.indptr, train.indices), coo.row[held], coo.col[held], 30)
+    params = als.ALSParams(rank=3, feedback="implicit", max_steps=8, patience=100, block_ratings=200)
+    start = als.TrainingState.start(als.initial_factors(data, params, np.random.default_rng(0)))
+    whole, _ = als.fit_als(client, data, params, start, validation=validation)
+    first, _ = als.fit_als(client, data, dataclasses.replace(params, max_steps=3), start, validation=validation)
+    restored = als.TrainingState.from_arrays(*json.loads(json.dumps(first.to_arrays(), default=lambda a: a.tolist())))
+    resumed, _ = als.fit_als(client, data, params, restored, validation=validation)
+    assert resumed.best_step == whole.best_step and resumed.best_score == whole.best_score
+    np.testing.assert_array_equal(resumed.history, whole.history)
+    for name, values in whole.current.named().items():
+        np.testing.assert_array_equal(getattr(resumed.current, name), values)

@@ -176,18 +176,28 @@ class RankingValidation:
     """Judges factors by a ranking metric of their top-N lists on held-out pairs (higher is better), blockwise on
     the workers: each user with a relevant held-out pair ranks every item outside its training ratings.
 
+    Ranking every item for every validation user would cost a large catalogue far more than an ALS step, at every
+    evaluation; with ``max_users``, a seeded sample of that many of the users is ranked (all of them when there
+    are fewer), the same sample at every evaluation.
+
     Parameters
     ----------
     metric : str, one of :data:`METRICS`; top : int
     train : tuple (indptr (n_users + 1,), indices), the training ratings' CSR pattern
     users, items : ndarray (m,) int, the relevant held-out pairs
     block_users : int
+    max_users : int, 0 for every user; seed : int, seeds the sample
     """
 
     lower_is_better = False
 
-    def __init__(self, metric, top, train, users, items, block_users):
+    def __init__(self, metric, top, train, users, items, block_users, max_users=0, seed=0):
         self.metric, self.top, self.train, self.block_users = metric, top, train, block_users
+        ranked = np.unique(users)
+        if max_users and len(ranked) > max_users:
+            chosen = np.random.default_rng(np.random.SeedSequence([seed, 2])).choice(ranked, max_users, replace=False)
+            kept = np.isin(users, chosen)
+            users, items = users[kept], items[kept]
         self.users, self.items = users, items
         self.name = metric_label(metric, top)
 

@@ -183,7 +183,7 @@ def _fingerprint(settings, ratings, parts, warm):
     """What a checkpoint must match: the model and preprocessing settings, the data and any warm-start model."""
     keys = [f.name for f in dataclasses.fields(ModelOptions) if f.name not in ("log_every", "block_ratings")]
     keys += ["min_entries", "shift_user_means", "validation", "test", "warm_start", "split", "cutoff",
-             "guardrail_metric", "relevant"]
+             "guardrail_metric", "relevant", "validation_users"]
     values = {key: getattr(settings, key) for key in keys}
     values["warm_from"] = None if warm is None else warm.metrics.get("version")
     times = () if ratings.times is None else (ratings.times,)
@@ -367,6 +367,7 @@ class Judge:
         self.ranks = self.metric != "rmse"
         self.explicit = settings.feedback == "explicit"
         self.clip, self.block_users = settings.clip_predictions, settings.block_users
+        self.validation_users, self.seed = settings.validation_users, settings.seed
         self.threshold = relevant_threshold(ratings.values, settings.relevant)
         self.key = "rmse" if not self.ranks else f"{self.metric}@{self.top}"
 
@@ -376,7 +377,7 @@ class Judge:
             return None
         rows = self.relevant(self.parts["validation"])
         return RankingValidation(self.metric, self.top, self.train, self.ratings.users[rows],
-                                 self.ratings.items[rows], self.block_users)
+                                 self.ratings.items[rows], self.block_users, self.validation_users, self.seed)
 
     def relevant(self, rows):
         """The rows among ``rows`` whose value makes them relevant."""
