@@ -287,3 +287,45 @@ def test_implicit_loop_resumed_from_its_saved_state_ends_as_an_uninterrupted_one
     np.testing.assert_array_equal(resumed.history, whole.history)
     for name, values in whole.current.named().items():
         np.testing.assert_array_equal(getattr(resumed.current, name), values)
+
+
+def strict_json(path):
+    """The file's JSON, refusing NaN and infinities (as strict readers do)."""
+    def refuse(constant):
+        raise ValueError(f"{path}: {constant} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_serving_an_implicit_model_odd_requests(run_recommend, tmp_path, capsys):
+    """Unknown users get the most popular items; repeated users one list; a --top above the catalogue lists every
+    unseen item; metrics files are strict JSON; a --relevant nothing reaches, a kind switch on --warm-start and a
+    non-finite number are refused (exit 2)."""
+    rows = clustered()
+    path = write_rows(tmp_path / "r.tsv", rows)
+    models = tmp_path / "models"
+    assert run_recommend("train", "--ratings", path, "--model-dir", models, *IMPLICIT, "--metrics",
+                         tmp_path / "m.json") == 0
+    assert any(value is None for row in strict_json(tmp_path / "m.json")["history"] for value in row)
+    users = tmp_path / "users.csv"
+    users.write_text("user\n1\nnobody\n1\n")
+    assert run_recommend("recommend", "--model-dir", models, "--users", users, "--top", 10 ** 9, "--out",
+                         tmp_path / "top.csv") == 0
+    lines = (tmp_path / "top.csv").read_text().splitlines()[1:]
+    by_user = {}
+    for line in lines:
+        user, rank, item, _ = line.split(",")
+        by_user.setdefault(user, []).append(int(item))
+    _, arrays, _ = published(models)
+    n_items = len(arrays["item_ids"])
+    seen_by_1 = np.diff(arrays["seen_indptr"])[list(arrays["user_ids"]).index(1)]
+    assert len(by_user["1"]) == n_items - seen_by_1 and len(lines) == len(by_user["1"]) + n_items  # one list each
+    popularity = np.bincount(arrays["seen_indices"], minlength=n_items)
+    np.testing.assert_array_equal(by_user["nobody"], arrays["item_ids"][np.argsort(-popularity, kind="stable")])
+    for command in (("train", "--ratings", path, "--model-dir", tmp_path / "x", *IMPLICIT, "--relevant", 6),
+                    ("evaluate", "--model-dir", models, "--ratings", path, "--top", 5, "--relevant", 6),
+                    ("train", "--ratings", path, "--model-dir", models, "--warm-start"),
+                    ("train", "--ratings", path, "--model-dir", tmp_path / "y", "--guardrail-tolerance", "nan")):
+        assert run_recommend(*command) == 2, command
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: ") and "Traceback" not in "\n".join(err), err

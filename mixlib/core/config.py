@@ -8,6 +8,7 @@ types and out-of-range values are :class:`~mixlib.core.errors.InputError` naming
 
 import argparse
 import dataclasses
+import math
 import tomllib
 from pathlib import Path
 
@@ -119,6 +120,8 @@ def _checked(field, value, where):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(f"{where} must be a number, not {value!r}")
         value = float(value)
+        if not math.isfinite(value):
+            raise InputError(f"{where} is {value!r}; it must be a finite number")
     if kind is tuple:
         value = (value,) if isinstance(value, str) else value
         if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):

@@ -30,7 +30,6 @@ batched matrix product and one batched solve serve a whole group, with no Python
 """
 
 import dataclasses
-import functools
 import logging
 
 import numpy as np
@@ -84,14 +83,14 @@ def solve_rows_implicit(indptr, indices, values, factors, gram, alpha, lam, weig
         L = sum_{all u, i} c_ui (p_ui - x_u . y_i)^2 + lambda (sum_u w_u |x_u|^2 + sum_i w_i |y_i|^2)
 
     with ``w = 1``, or the row's count of observed pairs to the power ``exponent`` with ``weighted_lambda``. One
-    row's minimiser, given the
-    other side's factors ``Y (n_other, d)``, is::
+    row's minimiser, given the other side's factors ``Y (n_other, d)``, is::
 
         x_u = (Y^T Y + Y_u^T (C_u - I) Y_u + lambda w_u I)^-1 Y_u^T C_u 1
 
     where ``Y_u`` holds the rows of the items u interacted with and ``C_u - I = diag(alpha r_u)`` over them: the
     unobserved pairs enter only through ``Y^T Y`` (``gram``, computed once per half-step), so the dense matrix is
-    never formed. The systems are solved exactly (batched, as the explicit half-step).
+    never formed. Each system is built and solved exactly (Cholesky) by a compiled loop over the rows
+    (:func:`mixlib.recsys.compiled.implicit_rows`).
 
     Parameters
     ----------
@@ -105,19 +104,19 @@ def solve_rows_implicit(indptr, indices, values, factors, gram, alpha, lam, weig
     -------
     ndarray (n_rows, d) float64; a row without interactions gets zeros (its right-hand side is zero)
     """
-    group = functools.partial(_implicit_group, gram=gram, alpha=alpha)
-    return _solve_grouped(indptr, indices, values, factors, _row_penalty(lam, weighted_lambda, exponent), group,
-                          square=True)
+    from .compiled import implicit_rows
+
+    penalty = _row_penalty(lam, weighted_lambda, exponent)(np.diff(indptr))
+    return implicit_rows(indptr, indices, np.asarray(values, np.float64), factors, gram, float(alpha), penalty)
 
 
-def _solve_grouped(indptr, indices, targets, design, penalty_of, solve_group, square=False, bias_lambda=None):
+def _solve_grouped(indptr, indices, targets, design, penalty_of, solve_group, bias_lambda=None):
     """Solve the rows of a CSR block in groups of similar counts with ``solve_group(X (g, longest, d),
     t (g, longest, 1), penalty (g,))`` -> ``(g, d)``, X and t zero in the padding, ``penalty_of(counts)`` the
     rows' penalties.
 
-    Rows are sorted by count and cut into groups (:func:`_group_size`; ``square``: every row of a group also
-    holds a ``d x d`` system). With ``bias_lambda``, the last column's penalty is that instead (the scaling of the
-    module's docstring)."""
+    Rows are sorted by count and cut into groups (:func:`_group_size`). With ``bias_lambda``, the last column's
+    penalty is that instead (the scaling of the module's docstring)."""
     n_rows, width = len(indptr) - 1, design.shape[1]
     counts = np.diff(indptr)
     solution = np.zeros((n_rows, width))
@@ -125,7 +124,7 @@ def _solve_grouped(indptr, indices, targets, design, penalty_of, solve_group, sq
     order = order[counts[order] > 0]
     start = 0
     while start < len(order):
-        group = order[start:start + _group_size(counts[order[start:]], width, square)]
+        group = order[start:start + _group_size(counts[order[start:]], width)]
         gathered, values, group_counts = _gathered(group, indptr, indices, targets, design)
         penalty = penalty_of(group_counts)
         scale = np.sqrt(penalty / bias_lambda) if bias_lambda is not None else None
@@ -139,13 +138,11 @@ def _solve_grouped(indptr, indices, targets, design, penalty_of, solve_group, sq
     return solution
 
 
-def _group_size(sorted_counts, width, square=False):
-    """How many of the next rows (counts ascending) to solve together: the padded arrays (rows x longest list x
-    width, plus rows x width^2 when ``square``) stay under GROUP_ELEMENTS, and no row's list is padded to more
-    than twice its length."""
+def _group_size(sorted_counts, width):
+    """How many of the next rows (counts ascending) to solve together: the padded array (rows x longest list x
+    width) stays under GROUP_ELEMENTS, and no row's list is padded to more than twice its length."""
     rows = np.arange(1, len(sorted_counts) + 1)
-    per_row = sorted_counts * width + (width * width if square else 0)
-    fits = (rows * per_row <= GROUP_ELEMENTS) & (sorted_counts <= 2 * sorted_counts[0])
+    fits = (rows * sorted_counts * width <= GROUP_ELEMENTS) & (sorted_counts <= 2 * sorted_counts[0])
     return max(1, int(np.argmin(fits)) if not fits.all() else len(fits))
 
 
@@ -177,16 +174,6 @@ def _explicit_group(gathered, values, penalty):
         kernel = np.matmul(gathered, transposed)  # X X^T, (g, longest, longest)
         return np.matmul(transposed, _ridge_solve(kernel, values, penalty))[:, :, 0]
     return _ridge_solve(np.matmul(transposed, gathered), np.matmul(transposed, values), penalty)[:, :, 0]
-
-
-def _implicit_group(gathered, values, penalty, gram, alpha):
-    """``(Y^T Y + Y_u^T diag(alpha r_u) Y_u + penalty I)^-1 Y_u^T (1 + alpha r_u)`` for a group: ``gathered``
-    ``Y_u (g, longest, d)`` and ``values`` ``r_u (g, longest, 1)``, zero in the padding (whose rows of ``Y_u``
-    are zero, so they add nothing to either side)."""
-    transposed = np.transpose(gathered, (0, 2, 1))
-    weighted = alpha * values
-    system = gram + np.matmul(transposed, gathered * weighted)  # (g, d, d)
-    return _ridge_solve(system, np.matmul(transposed, 1.0 + weighted), penalty)[:, :, 0]
 
 
 def _ridge_solve(gram, rhs, penalty):

@@ -7,9 +7,9 @@ import numpy as np
 
 from ..core.errors import InputError
 from ..core.outputs import optional_output, staged_outputs
+from .ranking import pairs_ranking, relevant_threshold
 from .ratings import read_id_columns, read_ratings
 from .settings import column_names
-from .ranking import pairs_ranking, relevant_threshold
 from .store import ModelStore, residual_errors, rows_of, top_unseen
 
 log = logging.getLogger("mixlib")
@@ -26,7 +26,7 @@ def plan_predict(settings):
 def _published_model(settings):
     """The published model; says when its predictions cannot be clipped as ``clip_predictions`` asks."""
     model = ModelStore(settings.model_dir).load()
-    if settings.clip_predictions and model.rating_range is None:
+    if settings.clip_predictions and model.rating_range is None and model.feedback == "explicit":
         log.info("model %s was stored without its training rating range: its predictions are not clipped "
                  "(train a new version to clip them)", model.metrics["version"])
     return model
@@ -64,29 +64,48 @@ def plan_recommend(settings):
         raise InputError("recommend needs --out PATH.csv")
     out = optional_output(settings.out, settings.overwrite, (".csv",), "--out")
     model = _published_model(settings)
-    users = read_id_columns(settings.users, ("user",), column_names(settings))[0] if settings.users else model.user_ids
+    if not settings.users:
+        return model, model.user_ids, out
+    users = read_id_columns(settings.users, ("user",), column_names(settings))[0]
+    if not len(users):
+        raise InputError(f"--users {settings.users} lists no user")
+    _, first = np.unique(users, return_index=True)
+    if len(first) < len(users):
+        log.warning("--users %s: %d repeated id(s) left out; each user's list is written once", settings.users,
+                    len(users) - len(first))
+        users = users[np.sort(first)]
     return model, users, out
 
 
 def run_recommend(settings, job_plan, client):
-    """Write the top-N unseen items of each user (unknown users: the items with the highest bias)."""
+    """Write the top-N unseen items of each user (unknown users: the items with the highest bias, or the most
+    popular ones for an implicit model, which has no biases)."""
     model, users, out = job_plan
     index = model.user_index(users)
-    log.info("recommending %d items to %d users (%d unknown: the top items by bias)", settings.top, len(users),
-             (index < 0).sum())
-    items, scores = top_items(client, model, index, settings.top, settings.block_users)
+    top = _capped(settings.top, model)
+    fallback = "the top items by bias" if model.feedback == "explicit" else "the most popular items"
+    log.info("recommending %d items to %d users (%d unknown: %s)", top, len(users), (index < 0).sum(), fallback)
+    items, scores = top_items(client, model, index, top, settings.block_users)
     scores = model.clip(scores, settings.clip_predictions)  # ranked unclipped: clipping would make ties
-    ranks = np.broadcast_to(np.arange(1, settings.top + 1), items.shape)
+    ranks = np.broadcast_to(np.arange(1, top + 1), items.shape)
     present = items >= 0
-    rows = np.repeat(np.asarray(users), settings.top).reshape(items.shape)
+    rows = np.repeat(np.asarray(users), top).reshape(items.shape)
     with staged_outputs() as stage:
         _write_csv(stage(out), ("user", "rank", "item", "score"),
                    [rows[present], ranks[present], model.item_ids[items[present]], _numbers(scores[present])])
 
 
+def _capped(top, model):
+    """``top``, or the model's item count when it has fewer items (a list never holds more)."""
+    if top > len(model.item_ids):
+        log.info("--top %d: the model knows %d items, so the lists hold at most that many", top, len(model.item_ids))
+    return min(top, len(model.item_ids))
+
+
 def top_items(client, model, users, top, block_users):
     """The top-``top`` unseen items ``(n, top)`` (-1 padding) and their predictions for user indices ``(n,)``
-    (-1: unknown), scored block by block on the workers (in this process when ``client`` is None)."""
+    (-1: unknown), scored block by block on the workers (in this process when ``client`` is None). An implicit
+    model's unknown users get the items most often in its input (it has no biases to rank by)."""
     f = model.factors
     shared = (f.item_factors, f.item_bias)
     if client is not None:
@@ -105,6 +124,11 @@ def top_items(client, model, users, top, block_users):
     scores = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, top))
     offset = model.mu + np.where(users >= 0, f.user_bias[np.maximum(users, 0)] + model.user_means[np.maximum(users, 0)],
                                  0.0)
+    unknown = users < 0
+    if model.feedback == "implicit" and unknown.any():
+        popularity = np.bincount(model.seen_indices, minlength=len(model.item_ids))
+        items[unknown] = np.argsort(-popularity, kind="stable")[:top]
+        scores[unknown] = 0.0  # no factors: the model's preference score is 0
     return items, scores + offset[:, None]
 
 
@@ -122,6 +146,11 @@ def plan_evaluate(settings):
         raise InputError(f"model {model.metrics['version']} learnt implicit feedback: it is judged by its top-N "
                          "lists, so give --top N (e.g. --top 10)")
     heldout = read_ratings(settings.ratings, settings.drop_invalid, column_names(settings), values_optional=implicit)
+    if not heldout.shape[2]:
+        raise InputError(f"held-out ratings {settings.ratings} hold no rating to evaluate on")
+    if settings.top and not (heldout.values >= relevant_threshold(heldout.values, settings.relevant)).any():
+        raise InputError(f"no held-out rating in {settings.ratings} reaches --relevant {settings.relevant:g} (the "
+                         f"highest is {heldout.values.max():g}): lower --relevant")
     return model, heldout, metrics
 
 
@@ -139,14 +168,14 @@ def run_evaluate(settings, job_plan, client):
     metrics["clipped"] = settings.clip_predictions and model.rating_range is not None
     if settings.top:
         relevant = relevant_threshold(heldout.values, settings.relevant)
-        metrics.update(ranking_metrics(client, model, users, items, heldout.values, top=settings.top,
+        metrics.update(ranking_metrics(client, model, users, items, heldout.values, top=_capped(settings.top, model),
                                        relevant=relevant, block_users=settings.block_users))
     log.info("evaluate: %s (%s)", ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
                                             for k, v in metrics.items() if k != "clipped"),
              "predictions clipped to the training range" if metrics["clipped"] else "predictions not clipped")
     if metrics_path is not None:
         with staged_outputs() as stage:
-            stage(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
+            stage(metrics_path).write_text(json_text(metrics))
     return metrics
 
 
@@ -170,13 +199,29 @@ def ranking_metrics(client, model, users, items, values, *, top, relevant, block
                     "recommended; they are left out (evaluate on ratings the model was not trained on)", seen.sum())
     is_relevant &= ~seen
     if not is_relevant.any():
-        log.warning("evaluate --top: no held-out rating of a known user and item reaches %s", relevant)
-        return {"users_ranked": 0}
+        raise InputError("evaluate --top: no relevant held-out pair of a user and an item the model knows is left "
+                         "to rank (those in the model's input cannot be recommended): evaluate on ratings the model "
+                         "was not trained on")
     f = model.factors
     metrics = pairs_ranking(client, f.user_factors, *f.item_scores(), (model.seen_indptr, model.seen_indices),
                             users[is_relevant], items[is_relevant], top=top, block_users=block_users,
                             name="evaluate-ranking")
     return {**metrics, "relevant_rating": relevant if np.isfinite(relevant) else "every held-out pair"}
+
+
+def json_text(values):
+    """``values`` (a dict of JSON values and floats) as indented JSON text, with NaN and infinities as null (JSON
+    has no such numbers; strict readers refuse them)."""
+    def finite(value):
+        if isinstance(value, float) and not np.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(values), indent=2, allow_nan=False) + "\n"
 
 
 def _numbers(values):

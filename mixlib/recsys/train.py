@@ -5,7 +5,6 @@ ratings) -> publish a new version and move ``latest``.
 """
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -24,9 +23,32 @@ from ..core.outputs import (
     writable_folder,
 )
 from ..core.storage import location
-from .als import Factors, TrainingData, TrainingState, fit_als, fit_baseline, initial_factors, validate_rank
-from .ranking import RankingValidation, metric_label, pairs_ranking, parse_metric, relevant_threshold
-from .ratings import Ratings, cold_start_filter, parse_time, read_ratings, split, split_by_time, user_means
+from .als import (
+    Factors,
+    TrainingData,
+    TrainingState,
+    fit_als,
+    fit_baseline,
+    initial_factors,
+    validate_rank,
+)
+from .ranking import (
+    RankingValidation,
+    metric_label,
+    pairs_ranking,
+    parse_metric,
+    relevant_threshold,
+)
+from .ratings import (
+    Ratings,
+    cold_start_filter,
+    parse_time,
+    read_ratings,
+    split,
+    split_by_time,
+    user_means,
+)
+from .serve import json_text
 from .settings import ModelOptions, TrainSettings, als_params, column_names
 from .store import Model, ModelStore, residual_errors
 
@@ -96,6 +118,9 @@ def _plan_train(settings, store, folder):
                                     test=settings.test, seed=settings.seed,
                                     shift_user_means=settings.shift_user_means and not implicit,
                                     split_by=settings.split, cutoff=cutoff)
+    if metric[0] != "rmse":
+        _check_relevant(ratings, parts, settings.relevant)
+        metric = (metric[0], min(metric[1], len(ratings.item_ids)))
     problem = validate_rank(settings.rank, len(ratings.user_ids), len(ratings.item_ids), settings.init)
     if problem:
         raise InputError(f"{problem}; lower --rank")
@@ -103,6 +128,16 @@ def _plan_train(settings, store, folder):
                                  "another config or other ratings")
     checkpoint.check(settings.resume, "--checkpoint-dir")
     return TrainPlan(ratings, parts, means, store, checkpoint, warm, metrics, plots, metric)
+
+
+def _check_relevant(ratings, parts, relevant):
+    """InputError when a ranking metric would have held-out ratings but no relevant one to rank by."""
+    held = np.concatenate([parts["validation"], parts["test"]])
+    threshold = relevant_threshold(ratings.values, relevant)
+    if len(held) and not (ratings.values[held] >= threshold).any():
+        raise InputError(f"no held-out rating reaches --relevant {relevant:g} (the highest is "
+                         f"{ratings.values[held].max():g}), so a ranking metric has nothing to rank by: lower "
+                         "--relevant")
 
 
 def _metric(settings):
@@ -173,6 +208,9 @@ def _warm_model(store, settings):
         log.warning("--warm-start: no published model in %s yet; starting from scratch", store.root)
         return None
     model = store.load()
+    if model.feedback != settings.feedback:
+        raise InputError(f"--warm-start: the published model learnt {model.feedback} feedback, not "
+                         f"{settings.feedback}; train without --warm-start to change the kind of model")
     if model.factors.user_factors.shape[1] != settings.rank:
         raise InputError(f"--warm-start: the published model has rank {model.factors.user_factors.shape[1]}, "
                          f"not {settings.rank}; train without --warm-start to change the rank")
@@ -248,7 +286,7 @@ def _train_and_publish(settings, job_plan, client):
                                                                                                  final) else model
             metrics["version"] = job_plan.store.publish(dataclasses.replace(published, metrics=metrics))
         if job_plan.metrics is not None:
-            stage(job_plan.metrics).write_text(json.dumps(metrics, indent=2) + "\n")
+            stage(job_plan.metrics).write_text(json_text(metrics))
     job_plan.checkpoint.clear()
     if refusal is not None:
         raise Refused(refusal)
@@ -442,7 +480,7 @@ def _train_metrics(model, ratings, parts, final, early, settings, judge, seconds
                "best_step": final.best_step, "converged_after": final.best_step if early else None,
                "early_stopped": early, "seconds": round(seconds, 3), "users": len(ratings.user_ids),
                "items": len(ratings.item_ids), "rating_range": model.rating_range and list(model.rating_range),
-               "clipped": settings.clip_predictions, "mixlib": __version__}
+               "clipped": settings.clip_predictions and model.rating_range is not None, "mixlib": __version__}
     for part in ("train", "validation", "test"):
         rows = parts[part]
         metrics[part] = {"ratings": len(rows), **(_errors(model, ratings, rows, settings.clip_predictions)
@@ -500,10 +538,15 @@ def _guardrail(store, model, judge, *, tolerance, force):
         log.warning("guardrail: no validation rating reaches --relevant; publishing without a check")
         return None, {"compared_with": "nothing: no relevant validation ratings", "ratings": 0}
     published = store.latest_name()
-    if published is None:
+    previous = None if published is None else store.load(published)
+    if previous is not None and previous.feedback == "implicit" and not judge.ranks:
+        log.info("guardrail: the published model (%s) learnt implicit feedback and predicts no ratings, so the new "
+                 "model's RMSE is compared with the baseline's", published)
+        previous = None
+    if previous is None:
         comparison = _baseline_comparison(model, judge)
     else:
-        comparison = _published_comparison(store.load(published), model, judge, rows)
+        comparison = _published_comparison(previous, model, judge, rows)
     new, reference, what, record = comparison
     if new is None:  # ``what`` says why nothing was compared
         log.warning("guardrail: %s; publishing without a check", what)
