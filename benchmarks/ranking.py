@@ -401,7 +401,8 @@ class Mixlib:
     """mixlib's implicit-mode ALS as its `train` job runs it (the config's settings, --feedback implicit): 5% of the
     training interactions held out to choose the step by validation nDCG@10, then the refit on all of them for
     that many steps; in this process up to ``local_ratings`` interactions, else on the embedded cluster
-    (``threads`` single-threaded workers), which starts once, outside the timings."""
+    (``threads`` single-threaded workers), which starts once, outside the timings, as numba's start and the load of
+    the compiled loop do."""
 
     def __init__(self, threads, config, overrides):
         import contextlib
@@ -416,6 +417,11 @@ class Mixlib:
                                                "dashboard_address=127.0.0.1:0", f"workers={threads}", *overrides])
         self.stack = contextlib.ExitStack()
         self.client = self.stack.enter_context(connect(self.settings))
+        from mixlib.recsys.compiled import implicit_rows
+
+        # numba's start and the compiled loop's load (from its cache), as implicit's import, outside the timings
+        implicit_rows(np.zeros(2, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros((1, 1)), np.eye(1), 1.0,
+                      np.ones(1))
 
     def describe(self):
         s = self.settings

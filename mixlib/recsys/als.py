@@ -422,7 +422,7 @@ class ALSParams:
     eval_every: int = 1
     log_every: int = 1
     patience: int = 3
-    block_ratings: int = 65536
+    block_ratings: int = 262144
 
 
 @dataclasses.dataclass(frozen=True)

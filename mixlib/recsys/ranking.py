@@ -164,12 +164,18 @@ def pairs_ranking(client, user_factors, item_factors, item_bias, exclude, users,
     -------
     dict, :func:`ranking_means`
     """
+    ranked, relevant = by_user(users, items)
+    return rank_users(client, user_factors[ranked], rows_of(*exclude, ranked), relevant, item_factors, item_bias,
+                      top=top, block_users=block_users, name=name)
+
+
+def by_user(users, items):
+    """The distinct ``users`` of pairs ``(users (m,), items (m,))``, sorted, and the CSR ``(indptr, indices)`` of
+    each one's items."""
     ranked, first = np.unique(users, return_inverse=True)
     order = np.lexsort((items, first.ravel()))
     counts = np.bincount(first.ravel(), minlength=len(ranked))
-    relevant = (np.append(0, np.cumsum(counts)), np.asarray(items)[order])
-    return rank_users(client, user_factors[ranked], rows_of(*exclude, ranked), relevant, item_factors, item_bias,
-                      top=top, block_users=block_users, name=name)
+    return ranked, (np.append(0, np.cumsum(counts)), np.asarray(items)[order])
 
 
 class RankingValidation:
@@ -192,22 +198,27 @@ class RankingValidation:
     lower_is_better = False
 
     def __init__(self, metric, top, train, users, items, block_users, max_users=0, seed=0):
-        self.metric, self.top, self.train, self.block_users = metric, top, train, block_users
+        self.metric, self.top = metric, top
         ranked = np.unique(users)
         if max_users and len(ranked) > max_users:
             chosen = np.random.default_rng(np.random.SeedSequence([seed, 2])).choice(ranked, max_users, replace=False)
             kept = np.isin(users, chosen)
             users, items = users[kept], items[kept]
-        self.users, self.items = users, items
+        self.pairs = len(users)
+        self.ranked, self.relevant = by_user(users, items)
+        self.exclude = rows_of(*train, self.ranked)
+        # blocks for both workers of a small cluster, at most block_users each
+        self.block_users = max(1, min(block_users, -(-len(self.ranked) // 4)))
         self.name = metric_label(metric, top)
 
     def __len__(self):
-        return len(self.users)
+        return self.pairs
 
     def __call__(self, client, factors):
         """``(NaN, metric)`` of ``factors``."""
-        metrics = pairs_ranking(client, factors.user_factors, *factors.item_scores(), self.train, self.users,
-                                self.items, top=self.top, block_users=self.block_users, name="als-validation")
+        metrics = rank_users(client, factors.user_factors[self.ranked], self.exclude, self.relevant,
+                             *factors.item_scores(), top=self.top, block_users=self.block_users,
+                             name="als-validation")
         return np.nan, metrics[f"{self.metric}@{self.top}"]
 
 
