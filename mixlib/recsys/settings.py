@@ -123,7 +123,7 @@ class TrainSettings(ServingOptions, ModelOptions, RatingColumns):
                                               "the published model's on the validation ratings it never saw "
                                               "(without one: the bias-only or popularity baseline's) by more",
                                         minimum=0.0, group="model")
-    validation_users: int = option(2000, "a ranking validation metric ranks a seeded sample of at most this many "
+    validation_users: int = option(1000, "a ranking validation metric ranks a seeded sample of at most this many "
                                          "validation users at each evaluation (0: all; the guardrail ranks all)",
                                    minimum=0, group="model")
     relevant: float = option(4.0, "ranking metrics: a held-out value at least this is a relevant item (a file "
