@@ -180,6 +180,9 @@ def prepare(ratings, *, min_entries, validation, test, seed, shift_user_means, s
     if split_by == "time":
         train, validation, test = split_by_time(ratings.users, ratings.times, _count_or_fraction(validation),
                                                 _count_or_fraction(test), cutoff)
+        if cutoff is not None and not len(test):
+            log.warning("--cutoff %.0f (Unix seconds): no rating is that late (the latest is at %.0f), so there are "
+                        "no test ratings", cutoff, ratings.times.max())
     else:
         train, validation, test = split(ratings.shape[2], _count_or_fraction(validation),
                                         _count_or_fraction(test), seed)
