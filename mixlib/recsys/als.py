@@ -64,7 +64,7 @@ def solve_rows(indptr, indices, ratings, design, offset, lam, weighted_lambda=Fa
     """
     targets = ratings - offset[indices]
     return _solve_grouped(indptr, indices, targets, design, _row_penalty(lam, weighted_lambda, exponent),
-                          _explicit_group, bias_lambda=bias_lambda)
+                          bias_lambda=bias_lambda)
 
 
 def _row_penalty(lam, weighted, exponent):
@@ -110,10 +110,9 @@ def solve_rows_implicit(indptr, indices, values, factors, gram, alpha, lam, weig
     return implicit_rows(indptr, indices, np.asarray(values, np.float64), factors, gram, float(alpha), penalty)
 
 
-def _solve_grouped(indptr, indices, targets, design, penalty_of, solve_group, bias_lambda=None):
-    """Solve the rows of a CSR block in groups of similar counts with ``solve_group(X (g, longest, d),
-    t (g, longest, 1), penalty (g,))`` -> ``(g, d)``, X and t zero in the padding, ``penalty_of(counts)`` the
-    rows' penalties.
+def _solve_grouped(indptr, indices, targets, design, penalty_of, bias_lambda=None):
+    """Solve the rows of a CSR block in groups of similar counts (:func:`_explicit_group` on ``X (g, longest, d)``,
+    ``t (g, longest, 1)``, zero in the padding), ``penalty_of(counts)`` the rows' penalties.
 
     Rows are sorted by count and cut into groups (:func:`_group_size`). With ``bias_lambda``, the last column's
     penalty is that instead (the scaling of the module's docstring)."""
@@ -130,7 +129,7 @@ def _solve_grouped(indptr, indices, targets, design, penalty_of, solve_group, bi
         scale = np.sqrt(penalty / bias_lambda) if bias_lambda is not None else None
         if scale is not None:
             gathered[:, :, -1] *= scale[:, None]
-        solved = solve_group(gathered, values, penalty)
+        solved = _explicit_group(gathered, values, penalty)
         if scale is not None:
             solved[:, -1] *= scale
         solution[group] = solved
