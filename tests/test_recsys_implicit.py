@@ -202,6 +202,15 @@ def test_implicit_training_reads_files_without_values(run_recommend, tmp_path):
     assert run_recommend("train", "--ratings", pairs, "--model-dir", tmp_path / "e", "--rank", 3) == 2
 
 
+def test_files_with_one_column_or_only_a_header_are_named_as_such(run_recommend, tmp_path, capsys):
+    (tmp_path / "one.csv").write_text("user\n1\n2\n")
+    (tmp_path / "header.csv").write_text("user,item,rating\n")
+    for name, words in (("one.csv", "has one column; give at least 2 columns (user, item)"),
+                        ("header.csv", "holds no rating to train on")):
+        assert run_recommend("train", "--ratings", tmp_path / name, "--model-dir", tmp_path / "m", *IMPLICIT) == 2
+        assert words in capsys.readouterr().err
+
+
 def test_rmse_guardrail_of_an_implicit_model_is_refused_before_reading(run_recommend, tmp_path, capsys):
     status = run_recommend("train", "--ratings", tmp_path / "missing.tsv", "--model-dir", tmp_path / "m",
                            "--feedback", "implicit", "--guardrail-metric", "rmse")

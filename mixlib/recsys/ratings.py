@@ -332,7 +332,7 @@ def _as_ids(column):
 
 def _read_text(path, names, values_optional):
     """The columns of a delimited text file: ids, ratings (None when optional and absent), times (or None)."""
-    rows = _text_rows(path, "ratings file", columns=3)
+    rows = _text_rows(path, "ratings file", columns=2 if values_optional else 3)
     optional = ("rating",) if values_optional else ()
     first_row, columns = _text_columns(path, "ratings file", rows, ROLES, names, optional, timed=True)
     body = rows[first_row:]
@@ -453,6 +453,9 @@ def _text_rows(path, what, columns):
         try:
             dialect = csv.Sniffer().sniff(head, delimiters=",\t;| ")
         except csv.Error:
+            if columns > 1 and not any(mark in head for mark in ",\t;| "):
+                raise InputError(f"{what} {path} has one column; give at least {columns} columns (user, item"
+                                 f"{', rating' if columns > 2 else ''}), separated by commas or tabs") from None
             if columns > 1:
                 raise InputError(f"{what} {path}: cannot tell its delimiter; use commas or tabs") from None
             dialect = csv.excel

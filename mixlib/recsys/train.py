@@ -111,6 +111,8 @@ def _plan_train(settings, store, folder):
     warm = _warm_model(store, settings)
     implicit = settings.feedback == "implicit"
     ratings = read_ratings(settings.ratings, settings.drop_invalid, column_names(settings), values_optional=implicit)
+    if not ratings.shape[2]:
+        raise InputError(f"ratings file {settings.ratings} holds no rating to train on (only a header?)")
     if implicit and (ratings.values < 0).any():
         raise InputError(f"ratings file {settings.ratings}: implicit feedback needs values >= 0 (counts, ratings or "
                          f"1), and {int((ratings.values < 0).sum())} are negative")
