@@ -6,7 +6,9 @@ sees half a file. Zarr outputs at an fsspec URL are written in place, as object 
 """
 
 import contextlib
+import json
 import logging
+import math
 import os
 import tempfile
 
@@ -145,3 +147,18 @@ def remove_new_folders(new_folders):
                 folder.rmdir()
                 log.debug("removed the empty folder %s", folder)
             folder = folder.parent
+
+
+def json_text(values):
+    """``values`` (a dict of JSON values and floats) as indented JSON text, with NaN and infinities as null (JSON
+    has no such numbers; strict readers refuse them)."""
+    def finite(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(values), indent=2, allow_nan=False) + "\n"

@@ -1,12 +1,11 @@
 """Serving the published model: ``python -m jobs.recommend predict``, ``recommend`` and ``evaluate``."""
 
-import json
 import logging
 
 import numpy as np
 
 from ..core.errors import InputError
-from ..core.outputs import optional_output, staged_outputs
+from ..core.outputs import json_text, optional_output, staged_outputs
 from .ranking import pairs_ranking, relevant_threshold
 from .ratings import read_id_columns, read_ratings
 from .settings import column_names
@@ -207,21 +206,6 @@ def ranking_metrics(client, model, users, items, values, *, top, relevant, block
                             users[is_relevant], items[is_relevant], top=top, block_users=block_users,
                             name="evaluate-ranking")
     return {**metrics, "relevant_rating": relevant if np.isfinite(relevant) else "every held-out pair"}
-
-
-def json_text(values):
-    """``values`` (a dict of JSON values and floats) as indented JSON text, with NaN and infinities as null (JSON
-    has no such numbers; strict readers refuse them)."""
-    def finite(value):
-        if isinstance(value, float) and not np.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: finite(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [finite(v) for v in value]
-        return value
-
-    return json.dumps(finite(values), indent=2, allow_nan=False) + "\n"
 
 
 def _numbers(values):

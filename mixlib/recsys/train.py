@@ -16,6 +16,7 @@ from ..core.checkpoint import BlockCheckpoint, fingerprint
 from ..core.errors import InputError, JobFailed, Refused
 from ..core.outputs import (
     check_output,
+    json_text,
     nearest_existing,
     optional_output,
     remove_new_folders,
@@ -48,7 +49,6 @@ from .ratings import (
     split_by_time,
     user_means,
 )
-from .serve import json_text
 from .settings import ModelOptions, TrainSettings, als_params, column_names
 from .store import Model, ModelStore, residual_errors
 
