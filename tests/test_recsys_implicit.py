@@ -223,8 +223,10 @@ def test_ranking_guardrail_compares_with_the_published_model(run_recommend, tmp_
     everything = write_rows(tmp_path / "all.tsv", rows)
     models = tmp_path / "models"
     assert run_recommend("train", "--ratings", first, "--model-dir", models, *IMPLICIT) == 0
+    # 28 validation ratings are new to the first model: too few to expect either model to win; the test is that they
+    # are compared, by MAP@5
     assert run_recommend("train", "--ratings", everything, "--model-dir", models, *IMPLICIT, "--metrics",
-                         tmp_path / "m.json", "--guardrail-metric", "map@5") == 0
+                         tmp_path / "m.json", "--guardrail-metric", "map@5", "--guardrail-tolerance", 1) == 0
     guard = json.loads((tmp_path / "m.json").read_text())["guardrail"]
     assert guard["compared_with"] == "published" and guard["metric"] == "MAP@5"
     assert {"validation_map@5", "published_validation_map@5"} <= set(guard)

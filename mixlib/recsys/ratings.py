@@ -110,6 +110,21 @@ def read_ratings(path, drop_invalid=False, names=None, values_optional=False):
 
     Of repeated (user, item) pairs the last one wins, and their count is logged.
     """
+    path = Path(path)
+    users, items, values, times = read_columns(path, drop_invalid, names, values_optional)
+    return _indexed(path, users, items, values, times)
+
+
+def read_columns(path, drop_invalid=False, names=None, values_optional=False):
+    """The valid rows of one ratings file as columns, in file order (:func:`read_ratings` without the id maps and
+    the repeated pairs; the same checks, messages and ``drop_invalid``).
+
+    Returns
+    -------
+    users, items : ndarray (N,) int64 or str, the ids
+    values : ndarray (N,) float64 (ones for a file without a rating column, with ``values_optional``)
+    times : ndarray (N,) float64 or None
+    """
     path = _existing_file(path, "ratings file")
     names = _given(names)
     kind = _kind(path, columns=2 if values_optional else 3)
@@ -121,7 +136,7 @@ def read_ratings(path, drop_invalid=False, names=None, values_optional=False):
     if values is None:
         log.info("ratings file %s has no rating column: every (user, item) pair is read as 1.0", path)
         values = np.ones(len(users))
-    return _clean(path, users, items, values, times, first_row, drop_invalid)
+    return _valid_rows(path, users, items, values, times, first_row, drop_invalid)
 
 
 def _existing_file(path, what):
@@ -573,9 +588,9 @@ def _text_ids(texts):
     return out if not present.all() else values
 
 
-def _clean(path, users, items, values, times, header_rows, drop_invalid):
-    """:class:`Ratings` of the columns ``(N,)`` read (``times`` may be None): invalid rows refused or dropped, ids
-    mapped to contiguous indices, the last of each repeated (user, item) pair kept."""
+def _valid_rows(path, users, items, values, times, header_rows, drop_invalid):
+    """The columns ``(N,)`` read (``times`` may be None) without their invalid rows, refused or dropped; ids as
+    int64 or str."""
     invalid = ~np.isfinite(values) | _missing(users) | _missing(items)
     if times is not None:
         invalid |= ~np.isfinite(times)
@@ -588,20 +603,29 @@ def _clean(path, users, items, values, times, header_rows, drop_invalid):
         log.warning("ratings file %s: skipped %d invalid row(s), the first at row %d", path, invalid.sum(), first)
     users, items, values = (a[~invalid] for a in (users, items, values))
     if times is not None:
-        times = times[~invalid]
-    if users.dtype == np.float64:
-        users = users.astype(np.int64)
-    if items.dtype == np.float64:
-        items = items.astype(np.int64)
-    user_ids, user_index = np.unique(users.astype(str) if users.dtype == object else users, return_inverse=True)
-    item_ids, item_index = np.unique(items.astype(str) if items.dtype == object else items, return_inverse=True)
+        times = times[~invalid].astype(np.float64)
+    return _id_array(users), _id_array(items), values.astype(np.float64), times
+
+
+def _id_array(ids):
+    """Valid ids as int64 (whole numbers) or str."""
+    if ids.dtype == np.float64:
+        return ids.astype(np.int64)
+    return ids.astype(str) if ids.dtype == object else ids
+
+
+def _indexed(path, users, items, values, times):
+    """:class:`Ratings` of valid columns ``(N,)``: ids mapped to contiguous indices, the last of each repeated
+    (user, item) pair kept."""
+    user_ids, user_index = np.unique(users, return_inverse=True)
+    item_ids, item_index = np.unique(items, return_inverse=True)
     user_index, item_index = user_index.ravel(), item_index.ravel()
     last = _last_of_each_pair(user_index, item_index, len(item_ids))
     if len(last) < len(values):
         log.info("ratings file %s: %d repeated (user, item) pair(s); the last rating of each wins",
                  path, len(values) - len(last))
-    ratings = Ratings(user_index[last], item_index[last], values[last].astype(np.float64), user_ids, item_ids,
-                      None if times is None else times[last].astype(np.float64))
+    ratings = Ratings(user_index[last], item_index[last], values[last], user_ids, item_ids,
+                      None if times is None else times[last])
     log.info("read %s: %d users, %d items, %d ratings", path, *ratings.shape)
     return ratings
 

@@ -40,15 +40,8 @@ from .ranking import (
     parse_metric,
     relevant_threshold,
 )
-from .ratings import (
-    Ratings,
-    cold_start_filter,
-    parse_time,
-    read_ratings,
-    split,
-    split_by_time,
-    user_means,
-)
+from .dataset import Tasks, dataset_files, is_dataset, prepare_dataset, prepare_parts
+from .ratings import Ratings, parse_time, user_means
 from .settings import ModelOptions, TrainSettings, als_params, column_names
 from .store import Model, ModelStore, residual_errors
 
@@ -63,17 +56,20 @@ GUARDRAIL_MIN_RATINGS = 20
 
 @dataclasses.dataclass
 class TrainPlan:
-    """A checked training run: the prepared ratings and where everything goes."""
+    """A checked training run: the prepared ratings and where everything goes. The ratings of a dataset are read
+    by the workers when the run starts: until then ``ratings``, ``parts`` and ``means`` are None and
+    ``checkpoint`` is its folder (:func:`with_ratings`)."""
 
-    ratings: Ratings
-    parts: dict
-    means: np.ndarray
+    ratings: Ratings | None
+    parts: dict | None
+    means: np.ndarray | None
     store: ModelStore
-    checkpoint: BlockCheckpoint
+    checkpoint: BlockCheckpoint | Path
     warm: Model | None
     metrics: Path | None
     plots: Path | None
     metric: tuple = ("rmse", 0)
+    cutoff: float | None = None
     new_folders: tuple = ()
 
 
@@ -109,27 +105,41 @@ def _plan_train(settings, store, folder):
     if cutoff is not None and settings.split != "time":
         raise InputError("--cutoff splits by time: add --split time (or leave --cutoff out)")
     warm = _warm_model(store, settings)
+    job_plan = TrainPlan(None, None, None, store, folder, warm, metrics, plots, metric, cutoff=cutoff)
+    if is_dataset(settings.ratings):
+        dataset_files(settings.ratings)  # a folder or pattern of no ratings file is refused before any work
+        return job_plan  # read by the workers: with_ratings(settings, job_plan, client) in run_train
+    return with_ratings(settings, job_plan, None)
+
+
+def with_ratings(settings, job_plan, client):
+    """``job_plan`` completed with its prepared ratings, read and prepared on ``client``'s workers (in this process
+    when None), and the checks that need them; InputError on a problem."""
+    tasks = Tasks(client)
     implicit = settings.feedback == "implicit"
-    ratings = read_ratings(settings.ratings, settings.drop_invalid, column_names(settings), values_optional=implicit)
-    if not ratings.shape[2]:
-        raise InputError(f"ratings file {settings.ratings} holds no rating to train on (only a header?)")
-    if implicit and (ratings.values < 0).any():
-        raise InputError(f"ratings file {settings.ratings}: implicit feedback needs values >= 0 (counts, ratings or "
-                         f"1), and {int((ratings.values < 0).sum())} are negative")
-    ratings, parts, means = prepare(ratings, min_entries=settings.min_entries, validation=settings.validation,
-                                    test=settings.test, seed=settings.seed,
-                                    shift_user_means=settings.shift_user_means and not implicit,
-                                    split_by=settings.split, cutoff=cutoff)
+    prepared = prepare_dataset(tasks, dataset_files(settings.ratings), names=column_names(settings),
+                               implicit=implicit, drop_invalid=settings.drop_invalid,
+                               **_preparation(settings, job_plan.cutoff))
+    ratings, parts, means = _finished(prepared, settings.shift_user_means and not implicit, job_plan.cutoff)
+    metric = job_plan.metric
     if metric[0] != "rmse":
         _check_relevant(ratings, parts, settings.relevant)
         metric = (metric[0], min(metric[1], len(ratings.item_ids)))
     problem = validate_rank(settings.rank, len(ratings.user_ids), len(ratings.item_ids), settings.init)
     if problem:
         raise InputError(f"{problem}; lower --rank")
-    checkpoint = BlockCheckpoint(folder, _fingerprint(settings, ratings, parts, warm),
+    checkpoint = BlockCheckpoint(job_plan.checkpoint, _fingerprint(settings, ratings, parts, job_plan.warm),
                                  "another config or other ratings")
     checkpoint.check(settings.resume, "--checkpoint-dir")
-    return TrainPlan(ratings, parts, means, store, checkpoint, warm, metrics, plots, metric)
+    return dataclasses.replace(job_plan, ratings=ratings, parts=parts, means=means, checkpoint=checkpoint,
+                               metric=metric)
+
+
+def _preparation(settings, cutoff):
+    """The keyword arguments of :func:`mixlib.recsys.dataset.prepare_parts` that ``settings`` give."""
+    return {"min_entries": settings.min_entries, "validation": _count_or_fraction(settings.validation),
+            "test": _count_or_fraction(settings.test), "seed": settings.seed, "split_by": settings.split,
+            "cutoff": cutoff}
 
 
 def _check_relevant(ratings, parts, relevant):
@@ -151,7 +161,8 @@ def _metric(settings):
 
 
 def prepare(ratings, *, min_entries, validation, test, seed, shift_user_means, split_by="random", cutoff=None):
-    """The seed's preprocessing: cold-start filter, seeded split, user means of the training ratings.
+    """The seed's preprocessing of ratings in memory (:func:`mixlib.recsys.dataset.prepare_parts`, in this
+    process): cold-start filter, split, user means of the training ratings.
 
     Parameters
     ----------
@@ -160,45 +171,39 @@ def prepare(ratings, *, min_entries, validation, test, seed, shift_user_means, s
     validation, test : float, held-out ratings: a count (>= 1) or a fraction (< 1)
     seed : int, seeds the split
     shift_user_means : bool, compute each user's mean training rating (else zeros)
-    split_by : 'random' (:func:`~mixlib.recsys.ratings.split`) or 'time' (the last of each user's ratings, or those
-        from ``cutoff`` on: :func:`~mixlib.recsys.ratings.split_by_time`)
+    split_by : 'random' (seeded) or 'time' (the last of each user's ratings, or those from ``cutoff`` on:
+        :func:`~mixlib.recsys.ratings.split_by_time`)
     cutoff : float or None, Unix seconds
 
     Returns
     -------
-    ratings : Ratings, filtered and re-indexed
+    ratings : Ratings, filtered and re-indexed, sorted by user and item
     parts : dict 'train', 'validation', 'test' -> row numbers
     means : ndarray (n_users,), each user's mean training rating (zeros without ``shift_user_means``)
     """
-    if min_entries:
-        keep, _ = cold_start_filter(ratings.users, ratings.items, min_entries)
-        before = ratings.shape
-        ratings = ratings.subset(keep).reindexed()
-        log.info("cold-start filter (min_entries %d): %d users x %d items, %d ratings -> %d x %d, %d",
-                 min_entries, *before, *ratings.shape)
-        if ratings.shape[2] == 0:
-            raise InputError(f"the cold-start filter (min_entries {min_entries}) removed every rating; "
-                             "lower --min-entries")
-    if split_by == "time":
-        train, validation, test = split_by_time(ratings.users, ratings.times, _count_or_fraction(validation),
-                                                _count_or_fraction(test), cutoff)
-        if cutoff is not None and not len(test):
-            log.warning("--cutoff %.0f (Unix seconds): no rating is that late (the latest is at %.0f), so there are "
-                        "no test ratings", cutoff, ratings.times.max())
-    else:
-        train, validation, test = split(ratings.shape[2], _count_or_fraction(validation),
-                                        _count_or_fraction(test), seed)
-    log.info("split: %d training, %d validation, %d test ratings (%s)", len(train), len(validation), len(test),
-             "by time" if split_by == "time" else "random")
+    part = {"users": ratings.user_ids[ratings.users], "items": ratings.item_ids[ratings.items],
+            "values": ratings.values, "order": np.arange(ratings.shape[2], dtype=np.int64), "times": ratings.times}
+    prepared = prepare_parts(Tasks(None), [part], "the ratings", min_entries=min_entries,
+                             validation=_count_or_fraction(validation), test=_count_or_fraction(test), seed=seed,
+                             split_by=split_by, cutoff=cutoff)
+    return _finished(prepared, shift_user_means, cutoff)
+
+
+def _finished(prepared, shift_user_means, cutoff):
+    """``(ratings, parts, means)`` in this process from PreparedRatings (:func:`prepare`)."""
+    ratings, parts = prepared.gathered()
+    if cutoff is not None and not len(parts["test"]):
+        log.warning("--cutoff %.0f (Unix seconds): no rating is that late (the latest is at %.0f), so there are "
+                    "no test ratings", cutoff, ratings.times.max())
     means = np.zeros(len(ratings.user_ids))
     if shift_user_means:
-        means = user_means(ratings.subset(train))
+        means = user_means(ratings.subset(parts["train"]))
         log.info("user-mean shift: mean of the user means %.4f", means.mean())
-    return ratings, {"train": train, "validation": validation, "test": test}, means
+    return ratings, parts, means
 
 
 def _count_or_fraction(value):
-    """A float setting as the split wants it: a fraction below 1, else a whole count."""
+    """A float setting as the split wants it: a fraction below 1, else a whole count (an int passes)."""
     if value < 1:
         return value if value > 0 else 0
     if value != int(value):
@@ -251,7 +256,7 @@ def training_data(ratings, parts, means, global_bias, feedback="explicit"):
 def train_runs_here(settings, job_plan):
     """train runs in this process (:func:`mixlib.core.cli.job_main` asks) up to ``--local-ratings`` ratings: a
     cluster's round trips would cost more than the work of each step."""
-    return job_plan.ratings.shape[2] <= settings.local_ratings
+    return job_plan.ratings is not None and job_plan.ratings.shape[2] <= settings.local_ratings
 
 
 def run_train(settings, job_plan, client):
@@ -266,6 +271,8 @@ def run_train(settings, job_plan, client):
 def _train_and_publish(settings, job_plan, client):
     """:func:`run_train` without the removal of empty folders."""
     started = time.perf_counter()
+    if job_plan.ratings is None:
+        job_plan = with_ratings(settings, job_plan, client)
     ratings, parts = job_plan.ratings, job_plan.parts
     data = training_data(ratings, parts, job_plan.means, settings.global_bias, settings.feedback)
     params = als_params(settings)

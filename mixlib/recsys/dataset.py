@@ -1,0 +1,302 @@
+"""Ratings from one file or a dataset of files, read and prepared by the workers.
+
+A dataset is a folder (searched recursively), a glob pattern or a single file: every file with a ratings suffix
+(:data:`DATASET_SUFFIXES`) is a part, in the order of their paths; hidden files and those starting with ``_``
+(Spark's ``_SUCCESS``) are left alone. Each part is read by one task, and the preprocessing of
+:mod:`mixlib.recsys.shards` runs as tasks over the parts and then over shards of users, so that the job's process
+holds the id maps and counts per user and per item, never the ratings themselves. Without a client the same
+kernels run in this process, one after another, which gives the same ratings, split and model.
+"""
+
+import dataclasses
+import functools
+import glob
+import logging
+import operator
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import InputError
+from ..core.reduce import add_stats, local_tree, submit_tree
+from . import shards
+from .ratings import FORMATS, Ratings, _iso
+
+log = logging.getLogger("mixlib")
+
+DATASET_SUFFIXES = (".parquet", ".csv", ".tsv", ".data", ".txt", ".npy")
+SHARD_RATINGS = 1 << 20  # ratings per shard of users (about)
+GLOB_MARKS = "*?["
+
+
+def dataset_files(spec):
+    """The files of a ratings input, in order: ``[spec]`` for a file, a folder's files (recursively) or a glob's
+    matches with a ratings suffix. InputError when there are none, or when ``spec`` does not exist."""
+    text = str(spec)
+    if any(mark in text for mark in GLOB_MARKS):
+        matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
+        return _ratings_files(matches, f"the pattern {text}")
+    path = Path(spec)
+    if path.is_dir():
+        return _ratings_files(sorted(p for p in path.rglob("*") if not _hidden(p.relative_to(path))),
+                              f"the folder {path}")
+    return [path]  # its reader says what is wrong with it
+
+
+def is_dataset(spec):
+    """Whether a ratings input names several files (a folder or a glob pattern) rather than one."""
+    text = str(spec)
+    return any(mark in text for mark in GLOB_MARKS) or Path(text).is_dir()
+
+
+def _hidden(relative):
+    return any(part.startswith((".", "_")) for part in relative.parts)
+
+
+def _ratings_files(paths, where):
+    files = [p for p in paths if p.is_file()]
+    chosen = [p for p in files if p.suffix.lower() in DATASET_SUFFIXES]
+    others = len(files) - len(chosen)
+    if not chosen:
+        raise InputError(f"{where} holds no ratings file ({FORMATS})" + (f"; {others} other file(s)" if others
+                                                                          else ""))
+    if others:
+        log.info("%s: %d file(s) without a ratings suffix left alone", where, others)
+    empty = next((p for p in chosen if p.stat().st_size == 0), None)
+    if empty is not None:
+        raise InputError(f"ratings file {empty} is empty (0 bytes); remove it from {where}")
+    return chosen
+
+
+class Tasks:
+    """Kernels over blocks as tasks on ``client`` (blocks are futures), or called in this process when ``client``
+    is None (blocks are values): the same calls either way. Task keys start with ``name``."""
+
+    def __init__(self, client, name="ratings"):
+        self.client, self.name, self.run = client, name, uuid.uuid4().hex[:8]
+        self.calls = 0
+
+    def map(self, function, blocks, *args):
+        """``function(block, *args)`` of every block."""
+        if self.client is None:
+            return [function(block, *args) for block in blocks]
+        key = self._key(function)
+        return [self.client.submit(function, block, *args, key=f"{key}-{i}", pure=False)
+                for i, block in enumerate(blocks)]
+
+    def shared(self, value):
+        """``value`` as the tasks take it: on every worker once (a future), or itself."""
+        return value if self.client is None else self.client.scatter(value, broadcast=True, hash=False)
+
+    def tree(self, blocks, chunk, merge=add_stats):
+        """The blocks' ``chunk`` statistics merged in the tree of :mod:`mixlib.core.reduce`, here."""
+        if self.client is None:
+            return local_tree(blocks, chunk, merge)
+        return submit_tree(self.client, blocks, chunk, merge, name=self._key(chunk)).result()
+
+    def gather(self, blocks):
+        return blocks if self.client is None else self.client.gather(blocks)
+
+    def zip(self, function, *block_lists):
+        """``function(a, b, ...)`` of the blocks of each list, taken in step."""
+        if self.client is None:
+            return [function(*blocks) for blocks in zip(*block_lists)]
+        key = self._key(function)
+        return [self.client.submit(function, *blocks, key=f"{key}-{i}", pure=False)
+                for i, blocks in enumerate(zip(*block_lists))]
+
+    def regroup(self, lists, n):
+        """From blocks that are lists of ``n`` items, the ``n`` lists of every block's item ``j``."""
+        if self.client is None:
+            return [[items[j] for items in lists] for j in range(n)]
+        key = self._key(operator.getitem)
+        return [[self.client.submit(operator.getitem, items, j, key=f"{key}-{j}-{i}") for i, items in
+                 enumerate(lists)] for j in range(n)]
+
+    def _key(self, function):
+        name = getattr(function, "func", function).__name__.strip("_").replace("_", "-")
+        self.calls += 1
+        return f"{self.name}-{name}-{self.run}-{self.calls}"
+
+
+@dataclasses.dataclass
+class PreparedRatings:
+    """Ratings read and prepared on the workers (or here): shards of users with each rating's part.
+
+    Attributes
+    ----------
+    shards : list of futures (or dicts): columns ``users``, ``items``, ``values``, ``order``, ``times``, ``part``
+        (0 train, 1 validation, 2 test), each shard a range of users, sorted by (user, item)
+    user_ids, item_ids : ndarray, the original ids of the indices, sorted
+    counts : ndarray (3,) int64, ratings in train, validation and test
+    """
+
+    shards: list
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    counts: np.ndarray
+    tasks: Tasks
+
+    def gathered(self):
+        """``(Ratings, {"train", "validation", "test": row numbers})`` in this process, rows in shard order."""
+        shards_here = self.tasks.gather(self.shards)
+        columns = {name: _joined([s[name] for s in shards_here]) for name in ("users", "items", "values", "times",
+                                                                                "part")}
+        ratings = Ratings(columns["users"], columns["items"], columns["values"], self.user_ids, self.item_ids,
+                          columns["times"])
+        part = columns["part"]
+        return ratings, {name: np.flatnonzero(part == n) for n, name in enumerate(("train", "validation", "test"))}
+
+
+def _joined(arrays):
+    if not arrays or arrays[0] is None:
+        return None
+    return np.concatenate(arrays)
+
+
+def prepare_dataset(tasks, files, *, names=None, implicit=False, drop_invalid=False, **preparation):
+    """Read the ``files`` (parts; :func:`mixlib.recsys.shards.read_part` says what ``names``, ``implicit`` and
+    ``drop_invalid`` do) and prepare their ratings (:func:`prepare_parts`)."""
+    numbered = [(path, number) for number, path in enumerate(files)]
+    parts = tasks.map(_read_numbered, numbered, names, implicit, drop_invalid)
+    where = f"ratings file {files[0]}" if len(files) == 1 else f"ratings of {len(files)} files ({files[0]}, ...)"
+    return prepare_parts(tasks, parts, where, **preparation)
+
+
+def _read_numbered(numbered, names, implicit, drop_invalid):
+    path, number = numbered
+    return shards.read_part(path, number, names, implicit, drop_invalid)
+
+
+def prepare_parts(tasks, parts, where, *, min_entries, validation, test, seed, split_by="random", cutoff=None,
+                  shard_ratings=SHARD_RATINGS):
+    """The seed's preprocessing of the parts' ratings, part by part and shard by shard: id maps, repeated pairs,
+    the cold-start filter (``min_entries``), the split (``split_by`` 'random', seeded, or 'time', with ``cutoff``).
+
+    Parameters
+    ----------
+    tasks : Tasks
+    parts : list of futures (or dicts) of :func:`mixlib.recsys.shards.read_part`
+    where : str, names the ratings in messages
+    validation, test : int (a count) or float in (0, 1) (a fraction): of all ratings (random) or of each user's
+        (time; :func:`mixlib.recsys.ratings.split_by_time`)
+
+    Returns
+    -------
+    PreparedRatings
+    """
+    timed = tasks.gather(tasks.map(shards.has_times, parts))
+    if len(set(timed)) > 1:
+        raise InputError(f"{where}: some files have a time column and others do not; give every file one, "
+                         "or none")
+    if split_by == "time" and not timed[0]:
+        raise InputError("split = 'time' needs a time column (timestamp, time, datetime, date or ts in a header, or "
+                         "the 4th column of a file without one): name it with --time-col, or use split = 'random'")
+    ids = tasks.tree(parts, shards.part_ids, shards.merge_ids)
+    user_ids, item_ids = ids["users"], ids["items"]
+    indexed = tasks.map(shards.index_part, parts, tasks.shared(user_ids), tasks.shared(item_ids))
+    del parts
+    counts = tasks.tree(indexed, functools.partial(shards.user_counts, n_users=len(user_ids)))["counts"]
+    if not counts.sum():
+        raise InputError(f"{where} holds no rating to train on (only a header?)")
+    bounds = shards.shard_bounds(counts, shard_ratings)
+    cut = tasks.map(shards.pieces_by_shard, indexed, bounds)
+    sharded = tasks.map(shards.build_shard, tasks.regroup(cut, len(bounds) - 1))
+    del indexed, cut
+    repeated = sum(tasks.gather(tasks.map(shards.repeated, sharded)))
+    if repeated:
+        log.info("%s: %d repeated (user, item) pair(s); the last rating of each wins", where, repeated)
+    log.info("read %s: %d users, %d items, %d ratings", where, len(user_ids), len(item_ids),
+             int(counts.sum()) - repeated)
+    if min_entries:
+        sharded, user_ids, item_ids = _cold_start(tasks, sharded, user_ids, item_ids, min_entries)
+    n_ratings = _total(tasks, sharded)
+    if split_by == "time":
+        parts_of = tasks.map(shards.time_parts, sharded, validation, test, cutoff)
+    else:
+        thresholds = _thresholds(tasks, sharded, n_ratings, len(item_ids), validation, test, seed)
+        parts_of = tasks.map(shards.random_parts, sharded, len(item_ids), seed, thresholds)
+    sharded = tasks.zip(shards.with_parts, sharded, parts_of)
+    part_counts = tasks.tree(sharded, shards.part_counts)["parts"]
+    _check_split(part_counts, split_by, cutoff)
+    return PreparedRatings(sharded, user_ids, item_ids, part_counts, tasks)
+
+
+def _total(tasks, sharded):
+    """Ratings in all shards."""
+    return int(sum(tasks.gather(tasks.map(shards.size, sharded))))
+
+
+def _cold_start(tasks, sharded, user_ids, item_ids, min_entries):
+    """The cold-start filter (:func:`mixlib.recsys.ratings.cold_start_filter`) in rounds over the shards, then the
+    ids that keep a rating: ``(shards, user_ids, item_ids)``."""
+    before = (len(user_ids), len(item_ids), _total(tasks, sharded))
+    rounds, kept = 0, before[2]
+    while True:
+        stats = tasks.tree(sharded, functools.partial(shards.filter_counts, n_items=len(item_ids),
+                                                      min_entries=min_entries))
+        item_counts = stats["items"]
+        if not stats["short_user_ratings"] and not ((item_counts > 0) & (item_counts <= min_entries)).any():
+            break
+        rounds += 1
+        sharded = tasks.map(shards.filtered, sharded, tasks.shared(item_counts), min_entries)
+        left = _total(tasks, sharded)
+        log.info("cold-start filter round %d: %d ratings -> %d", rounds, kept, left)
+        kept = left
+    users = np.unique(np.concatenate(tasks.gather(tasks.map(shards.shard_users, sharded)) or [np.zeros(0, int)]))
+    items = np.flatnonzero(item_counts)
+    user_map, item_map = _new_indices(users, len(user_ids)), _new_indices(items, len(item_ids))
+    sharded = tasks.map(shards.reindexed, sharded, tasks.shared(user_map), tasks.shared(item_map))
+    user_ids, item_ids = user_ids[users], item_ids[items]
+    log.info("cold-start filter (min_entries %d): %d users x %d items, %d ratings -> %d x %d, %d", min_entries,
+             *before, len(user_ids), len(item_ids), kept)
+    if not kept:
+        raise InputError(f"the cold-start filter (min_entries {min_entries}) removed every rating; lower "
+                         "--min-entries")
+    return sharded, user_ids, item_ids
+
+
+def _new_indices(kept, n):
+    """``(n,)`` int64: the new index of each old index in ``kept`` (sorted), -1 for the others."""
+    new = np.full(n, -1, dtype=np.int64)
+    new[kept] = np.arange(len(kept))
+    return new
+
+
+def _thresholds(tasks, sharded, n_ratings, n_items, validation, test, seed):
+    """The highest keys ``(validation, test)`` of the random split's validation and test ratings (None: none), the
+    ranks ``n_v`` and ``n_v + n_t`` among every rating's key (:func:`mixlib.recsys.shards.split_keys`)."""
+    from .ratings import _not_a_part
+
+    sizes = []
+    for part, name in ((validation, "validation"), (test, "test")):
+        if isinstance(part, float) and 0 < part < 1:
+            sizes.append(int(round(part * n_ratings)))
+        elif isinstance(part, int) and part >= 0:
+            sizes.append(part)
+        else:
+            raise _not_a_part(part, name)
+    if sum(sizes) >= n_ratings:
+        raise InputError(f"validation ({sizes[0]}) and test ({sizes[1]}) ratings leave none of the {n_ratings} "
+                         "to train on; ask for fewer")
+    ranks = np.array([sizes[0], sizes[0] + sizes[1]])
+    wanted = ranks[ranks > 0]
+    if not len(wanted):
+        return None, None
+    histogram = tasks.tree(sharded, functools.partial(shards.key_histogram, n_items=n_items, seed=seed))["bins"]
+    bins, within = shards.bins_of_ranks(histogram, wanted)
+    keys = np.sort(np.concatenate(tasks.gather(tasks.map(shards.keys_in_bins, sharded, n_items, seed,
+                                                         np.unique(bins)))))
+    firsts = np.searchsorted(keys, bins.astype(np.uint64) << np.uint64(64 - shards.KEY_BITS))  # each bin's
+    found = dict(zip(wanted, keys[firsts + within - 1]))
+    return tuple(found.get(rank) if rank > 0 else None for rank in ranks)
+
+
+def _check_split(counts, split_by, cutoff):
+    train, validation, test = (int(c) for c in counts)
+    if not train and cutoff is not None:
+        raise InputError(f"no rating is before the cutoff ({_iso(cutoff)}), so none is left to train on; "
+                         "choose a later cutoff")
+    log.info("split: %d training, %d validation, %d test ratings (%s)", train, validation, test,
+             "by time" if split_by == "time" else "random")

@@ -1,0 +1,263 @@
+"""Kernels of the ratings' preprocessing on the workers, one part (an input file) or one shard at a time.
+
+:mod:`mixlib.recsys.dataset` runs them as tasks (or in this process) in this order:
+
+1. :func:`read_part` reads one file's valid rows (its raw ids); :func:`part_ids` and :func:`merge_ids` make the
+   sorted id maps of all parts, a tree of unions; :func:`index_part` turns the ids into indices into them.
+2. :func:`pieces_by_shard` cuts each part by shard, a contiguous range of users holding about the same number of
+   ratings; :func:`build_shard` joins a shard's pieces from every part and keeps the last rating of each repeated
+   (user, item) pair, "last" in input order (parts in order, rows in order: :data:`ORDER_BITS`). A shard is a dict
+   of columns ``users``, ``items``, ``values``, ``order`` (and ``times``), sorted by (user, item).
+3. The cold-start filter in rounds (:func:`filter_counts`, :func:`filtered`), then :func:`reindexed` to the ids
+   that keep a rating.
+4. The split: each rating's part, 0 train, 1 validation, 2 test (``part``, int8). A random split ranks the
+   ratings by a seeded hash of their (user, item) pair (:func:`split_keys`): the ``n_v`` lowest keys are the
+   validation ratings and the ``n_t`` next the test ratings, so the split depends on the seed and the ratings
+   only, never on the parts or the shards; :func:`key_histogram` and :func:`keys_in_bins` find the two
+   thresholds in two passes. A split by time (:func:`time_parts`) needs each user's ratings only, which one shard
+   holds.
+
+Every user's ratings are in one shard, so what is per user (counts, the split by time) needs no exchange; what
+is per item (counts) adds up over the shards.
+"""
+
+import numpy as np
+
+from ..core.errors import InputError
+from .ratings import _latest_parts, read_columns
+
+ORDER_BITS = 40  # a rating's place in the input: (part number << ORDER_BITS) + its row among the part's valid rows
+KEY_BITS = 16  # the first pass of the split's threshold search counts keys by their KEY_BITS high bits
+COLUMNS = ("users", "items", "values", "order", "times")
+
+
+# -------------------------------------------------------------------------------------- reading parts
+
+def read_part(path, number, names, implicit, drop_invalid):
+    """The valid rows of the part ``number`` (a file) with their raw ids: a dict of columns ``users``, ``items``
+    (ndarray (n,) int64 or str), ``values`` (n,) float64, ``order`` (n,) int64 and ``times`` ((n,) float64 or
+    None); :func:`mixlib.recsys.ratings.read_columns` says what is valid. For ``implicit`` feedback the rating
+    column may be absent (every value 1) and a negative value is an InputError."""
+    users, items, values, times = read_columns(path, drop_invalid, names, values_optional=implicit)
+    if implicit and (values < 0).any():
+        raise InputError(f"ratings file {path}: implicit feedback needs values >= 0 (counts, ratings or 1), and "
+                         f"{int((values < 0).sum())} are negative")
+    order = (np.int64(number) << ORDER_BITS) + np.arange(len(values), dtype=np.int64)
+    return {"users": users, "items": items, "values": values, "order": order, "times": times}
+
+
+def part_ids(part):
+    """The sorted distinct ids of a part: ``{"users": (u,), "items": (i,)}``."""
+    return {"users": np.unique(part["users"]), "items": np.unique(part["items"])}
+
+
+def merge_ids(pieces):
+    """The union of :func:`part_ids` dicts, sorted; integer ids become strings when another part's are strings."""
+    return {side: _union([piece[side] for piece in pieces]) for side in ("users", "items")}
+
+
+def _union(arrays):
+    if len({a.dtype.kind for a in arrays}) > 1:
+        arrays = [a.astype(str) for a in arrays]
+    return np.unique(np.concatenate(arrays))
+
+
+def index_part(part, user_ids, item_ids):
+    """The part with its ids replaced by their indices (int64) in the sorted ``user_ids`` and ``item_ids``, which
+    hold every id of the part."""
+    return {**part, "users": _positions(user_ids, part["users"]), "items": _positions(item_ids, part["items"])}
+
+
+def _positions(known, ids):
+    if known.dtype.kind != ids.dtype.kind:
+        ids = ids.astype(str)  # integer ids of this part among string ids of others
+    return np.searchsorted(known, ids).astype(np.int64)
+
+
+def user_counts(part, n_users):
+    """Ratings per user ``(n_users,)`` int64 in a part of indices (repeated pairs counted)."""
+    return {"counts": np.bincount(part["users"], minlength=n_users)}
+
+
+# ------------------------------------------------------------------------------------------ shards
+
+def shard_bounds(counts, per_shard):
+    """User bounds ``(s + 1,)`` of shards of about ``per_shard`` ratings each, whole users, from the ratings per
+    user ``counts (n_users,)``: the same cut as :meth:`mixlib.recsys.als.BlockedRatings.scatter` makes of rows."""
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    return row_cuts(indptr, per_shard)
+
+
+def row_cuts(indptr, per_block):
+    """Bounds ``(b + 1,)`` of blocks of whole rows of about ``per_block`` entries, from CSR row pointers
+    ``indptr (n_rows + 1,)``: ``ceil(nnz / per_block)`` blocks (at least one) cut where the entries are split
+    evenly, empty blocks merged. It depends on the data only."""
+    n_rows, nnz = len(indptr) - 1, int(indptr[-1])
+    n_blocks = max(1, -(-nnz // per_block))
+    cuts = np.searchsorted(indptr, np.linspace(0, nnz, n_blocks + 1)[1:-1])
+    return np.unique(np.concatenate([[0], cuts, [n_rows]]))
+
+
+def pieces_by_shard(part, bounds):
+    """A part cut by shard: a list of ``len(bounds) - 1`` dicts of its columns, the rows of each shard's users in
+    part order."""
+    shard = np.searchsorted(bounds, part["users"], side="right") - 1
+    order = np.argsort(shard, kind="stable")
+    stops = np.searchsorted(shard[order], np.arange(1, len(bounds)))
+    starts = np.concatenate([[0], stops[:-1]])
+    return [_take(part, order[start:stop]) for start, stop in zip(starts, stops)]
+
+
+def _take(columns, rows):
+    return {name: None if values is None else values[rows] for name, values in columns.items()}
+
+
+def build_shard(pieces):
+    """A shard from its pieces of every part (in part order): one rating per (user, item) pair, the last in input
+    order (largest ``order``), sorted by (user, item). ``repeated`` counts the ratings left out."""
+    joined = {name: _joined([p[name] for p in pieces]) for name in COLUMNS}
+    users, items, order = joined["users"], joined["items"], joined["order"]
+    ranked = np.lexsort((order, items, users))
+    u, i = users[ranked], items[ranked]
+    last = np.ones(len(ranked), dtype=bool)
+    last[:-1] = (u[1:] != u[:-1]) | (i[1:] != i[:-1])
+    shard = _take(joined, ranked[last])
+    shard["repeated"] = int(len(ranked) - last.sum())
+    return shard
+
+
+def _joined(arrays):
+    if arrays[0] is None:
+        return None
+    return np.concatenate(arrays)
+
+
+# ------------------------------------------------------------------------------------ cold-start filter
+
+def filter_counts(shard, n_items, min_entries):
+    """What a round of the cold-start filter needs of a shard: its ratings per item ``(n_items,)`` and how many of
+    its ratings are of users with ``min_entries`` or fewer (each user's ratings are all in the shard)."""
+    per_user = np.unique(shard["users"], return_counts=True)[1]
+    return {"items": np.bincount(shard["items"], minlength=n_items),
+            "short_user_ratings": int(per_user[per_user <= min_entries].sum())}
+
+
+def filtered(shard, item_counts, min_entries):
+    """The shard without the ratings of users or items with ``min_entries`` ratings or fewer (items counted over
+    every shard: ``item_counts (n_items,)``)."""
+    users = shard["users"]
+    _, inverse, per_user = np.unique(users, return_inverse=True, return_counts=True)
+    keep = (per_user[inverse.ravel()] > min_entries) & (item_counts[shard["items"]] > min_entries)
+    return {**_take(_columns(shard), keep), "repeated": shard["repeated"]}
+
+
+def _columns(shard):
+    return {name: shard[name] for name in COLUMNS}
+
+
+def shard_users(shard):
+    """The distinct users ``(u,)`` of a shard, sorted."""
+    return np.unique(shard["users"])
+
+
+def reindexed(shard, user_map, item_map):
+    """The shard with its indices mapped by ``user_map (old n_users,)`` and ``item_map (old n_items,)`` (both
+    increasing over the ids that keep a rating, so the order stays)."""
+    return {**shard, "users": user_map[shard["users"]], "items": item_map[shard["items"]]}
+
+
+# ------------------------------------------------------------------------------------------ the split
+
+def split_keys(users, items, n_items, seed):
+    """A seeded hash ``(n,)`` uint64 of each (user, item) pair: SplitMix64's finaliser of the pair's number
+    ``user * n_items + item`` plus a seeded offset, a bijection of 64-bit numbers, so distinct pairs never tie."""
+    offset = _mix(np.array([seed], dtype=np.uint64))[0]
+    pair = users.astype(np.uint64) * np.uint64(n_items) + items.astype(np.uint64)
+    return _mix(pair + offset)
+
+
+def _mix(z):
+    """SplitMix64's output function, elementwise on uint64 (wrapping arithmetic)."""
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def key_histogram(shard, n_items, seed):
+    """How many of a shard's keys have each value of their :data:`KEY_BITS` high bits: ``(2^KEY_BITS,)``."""
+    keys = split_keys(shard["users"], shard["items"], n_items, seed)
+    return {"bins": np.bincount((keys >> np.uint64(64 - KEY_BITS)).astype(np.int64), minlength=1 << KEY_BITS)}
+
+
+def keys_in_bins(shard, n_items, seed, bins):
+    """A shard's keys ``(m,)`` whose high bits are among ``bins``."""
+    keys = split_keys(shard["users"], shard["items"], n_items, seed)
+    return keys[np.isin((keys >> np.uint64(64 - KEY_BITS)).astype(np.int64), bins)]
+
+
+def bins_of_ranks(histogram, ranks):
+    """The bin ``(r,)`` of the key of each rank (1-based) in ``ranks``, and that key's rank within its bin."""
+    ends = np.cumsum(histogram)
+    bins = np.searchsorted(ends, ranks)  # the first bin whose cumulative count reaches the rank
+    return bins, ranks - np.where(bins > 0, ends[np.maximum(bins - 1, 0)], 0)
+
+
+def random_parts(shard, n_items, seed, thresholds):
+    """Each rating's part ``(n,)`` int8 by its key: validation up to the first threshold, test up to the second
+    (inclusive; None: no rating), train above."""
+    keys = split_keys(shard["users"], shard["items"], n_items, seed)
+    part = np.zeros(len(keys), dtype=np.int8)
+    low, high = thresholds
+    if high is not None:
+        part[keys <= high] = 2
+    if low is not None:
+        part[keys <= low] = 1
+    return part
+
+
+def time_parts(shard, validation, test, cutoff):
+    """Each rating's part ``(n,)`` int8 split by time (:func:`mixlib.recsys.ratings.split_by_time`, whose ties in
+    time go by input order: ``order``)."""
+    part = np.zeros(len(shard["users"]), dtype=np.int8)
+    if not len(part):
+        return part
+    by_input = np.lexsort((shard["order"], shard["users"]))  # each user's ratings in input order
+    users = shard["users"][by_input] - shard["users"][by_input[0]]  # from 0: the shard's own users
+    times = shard["times"][by_input]
+    if cutoff is None:
+        _, held_validation, held_test = _latest_parts(users, times, validation, test)
+    else:
+        after = times >= cutoff
+        before = np.flatnonzero(~after)
+        held_validation, held_test = np.zeros(0, np.int64), np.flatnonzero(after)
+        if len(before):
+            held_validation = before[_latest_parts(users[before], times[before], validation, 0)[1]]
+    part[by_input[held_validation]] = 1
+    part[by_input[held_test]] = 2
+    return part
+
+
+def with_parts(shard, part):
+    """The shard with each rating's part ``(n,)`` int8."""
+    return {**shard, "part": part}
+
+
+def has_times(part):
+    """Whether a part or a shard has a time column."""
+    return part["times"] is not None
+
+
+def size(shard):
+    """Ratings in a shard."""
+    return len(shard["users"])
+
+
+def repeated(shard):
+    """Ratings of a shard's input left out as repeated pairs (:func:`build_shard`)."""
+    return shard["repeated"]
+
+
+def part_counts(shard):
+    """Ratings in each part: ``{"parts": (3,) int64}`` (train, validation, test)."""
+    return {"parts": np.bincount(shard["part"], minlength=3)}
