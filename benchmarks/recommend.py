@@ -16,6 +16,11 @@
 (c) With --spark (pyspark and Java installed): Spark MLlib's ALS on the same synthetic ratings with the same rank,
     lambda (Spark scales it by each row's count, as weighted_lambda does) and iterations, no biases on either
     side: seconds per iteration and test RMSE beside this project's.
+(d) With --dataset: the synthetic ratings written as --dataset-files Parquet files, then the whole `train` job on
+    that folder as a user runs it (an embedded cluster of --workers worker processes; rank 32, the weighting of
+    (c), --dataset-steps steps, no refit): its wall time and the peak RSS of the job's own process (the client;
+    the workers are other processes), and, with --spark, Spark MLlib's ALS reading the same folder
+    (spark.read.parquet, local[2]) for the same iterations, timed from the session's start to the fitted model.
 """
 
 import argparse
@@ -326,6 +331,87 @@ def spark_als(ratings, parts, settings, steps):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# ----------------------------------------------------------------------------------------- datasets
+
+def write_dataset(ratings, folder, n_files):
+    """The ratings as ``n_files`` Parquet files of user, item, rating, in a random order of rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    order = np.random.default_rng(2).permutation(ratings.shape[2])
+    for number, rows in enumerate(np.array_split(order, n_files)):
+        pq.write_table(pa.table({"user": ratings.users[rows].astype(np.int64),
+                                 "item": ratings.items[rows].astype(np.int64),
+                                 "rating": ratings.values[rows].astype(np.float64)}),
+                       folder / f"part-{number:05d}.parquet")
+    return folder
+
+
+def job_peak(command, log_path):
+    """Run ``command``; ``(seconds, peak RSS of its own process in bytes, exit status)``."""
+    import subprocess
+
+    started = time.perf_counter()
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+        job, peak = psutil.Process(process.pid), 0
+        while process.poll() is None:
+            try:
+                peak = max(peak, job.memory_info().rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+    return time.perf_counter() - started, peak, process.returncode
+
+
+def dataset(n_ratings, n_files, steps, workers, spark):
+    ratings = power_law_ratings(n_ratings, seed=0)
+    with tempfile.TemporaryDirectory(prefix="mixlib-dataset-") as tmp:
+        folder = write_dataset(ratings, Path(tmp) / "ratings", n_files)
+        size = sum(p.stat().st_size for p in folder.iterdir())
+        print(f"\ndataset: {n_ratings} synthetic ratings in {n_files} Parquet files ({size / 2**20:.0f} MiB)",
+              flush=True)
+        del ratings
+        command = [sys.executable, "-m", "jobs.recommend", "train", "--ratings", str(folder), "--model-dir",
+                   str(Path(tmp) / "models"), "--rank", "32", "--reg-lambda", "0.13", "--lambda-exponent", "1",
+                   "--no-global-bias", "--no-user-bias", "--no-item-bias", "--max-steps", str(steps),
+                   "--eval-every", str(steps), "--log-every", str(steps), "--validation", "0.01", "--test", "0",
+                   "--no-refit", "--force-publish", "--workers", str(workers), "--dashboard-address",
+                   "127.0.0.1:0", "--log-level", "info"]
+        seconds, peak, status = job_peak(command, Path(tmp) / "train.log")
+        log_text = (Path(tmp) / "train.log").read_text()
+        if status:
+            sys.exit(f"train exited {status}:\n{log_text[-3000:]}")
+        print(f"  mixlib train (whole job): {seconds:.1f} s, peak RSS of the job's process {peak / 2**30:.2f} GiB",
+              flush=True)
+        if spark:
+            spark_seconds = spark_on_folder(folder, steps)
+            print(f"  Spark MLlib (read + ALS, {steps} iterations): {spark_seconds:.1f} s; mixlib / Spark: "
+                  f"{seconds / spark_seconds:.2f}", flush=True)
+
+
+def spark_on_folder(folder, steps):
+    """Seconds from a Spark session's start to an ALS model of ``steps`` iterations fitted on the Parquet files of
+    ``folder`` (local[2], the settings of :func:`spark_als`)."""
+    started = time.perf_counter()
+    from pyspark.ml.recommendation import ALS
+    from pyspark.sql import SparkSession
+
+    spark = (SparkSession.builder.master("local[2]").config("spark.driver.memory", "8g")
+             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+             .config("spark.driver.host", "127.0.0.1").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    try:
+        frame = spark.read.parquet(str(folder))
+        model = ALS(rank=32, maxIter=steps, regParam=0.13, userCol="user", itemCol="item", ratingCol="rating",
+                    seed=0).fit(frame)
+        model.userFactors.count()
+        return time.perf_counter() - started
+    finally:
+        spark.stop()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--movielens", type=Path, help="MovieLens 100K u.data")
@@ -337,6 +423,10 @@ def main():
     parser.add_argument("--synthetic", type=int, default=20_000_000, help="ratings of the synthetic set (0: skip)")
     parser.add_argument("--synthetic-steps", type=int, default=5)
     parser.add_argument("--spark", action="store_true", help="also time Spark MLlib's ALS on the synthetic set")
+    parser.add_argument("--dataset", action="store_true", help="the train job on the synthetic set as Parquet files")
+    parser.add_argument("--dataset-files", type=int, default=20)
+    parser.add_argument("--dataset-steps", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     settings = settings_from(args.config, ["log_level=warning", "dashboard_address=127.0.0.1:0", *args.set])
     import logging
@@ -346,6 +436,9 @@ def main():
         movielens(args.movielens, settings, args.splits, args.skip_svdpp)
     if args.movielens and args.official:
         official(args.movielens, args.config, args.set)
+    if args.synthetic and args.dataset:
+        dataset(args.synthetic, args.dataset_files, args.dataset_steps, args.workers, args.spark)
+        return
     if args.synthetic:
         # Spark's ALS scales regParam by each row's count (ALS-WR): the same weighting on both sides.
         synthetic_settings = dataclasses.replace(settings, rank=32, global_bias=False, user_bias=False,
