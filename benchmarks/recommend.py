@@ -17,8 +17,8 @@
     lambda (Spark scales it by each row's count, as weighted_lambda does) and iterations, no biases on either
     side: seconds per iteration and test RMSE beside this project's.
 (d) With --dataset: the synthetic ratings written as --dataset-files Parquet files, then the whole `train` job on
-    that folder as a user runs it (an embedded cluster of --workers worker processes; rank 32, the weighting of
-    (c), --dataset-steps steps, no refit): its wall time and the peak RSS of the job's own process (the client;
+    that folder as a user runs it (an embedded cluster of --workers worker processes, --processes; rank 32, the
+    weighting of (c), --dataset-steps steps, no refit): its wall time and the peak RSS of the job's own process (the client;
     the workers are other processes), and, with --spark, Spark MLlib's ALS reading the same folder
     (spark.read.parquet, local[2]) for the same iterations, timed from the session's start to the fitted model.
 """
@@ -377,7 +377,7 @@ def dataset(n_ratings, n_files, steps, workers, spark):
                    str(Path(tmp) / "models"), "--rank", "32", "--reg-lambda", "0.13", "--lambda-exponent", "1",
                    "--no-global-bias", "--no-user-bias", "--no-item-bias", "--max-steps", str(steps),
                    "--eval-every", str(steps), "--log-every", str(steps), "--validation", "0.01", "--test", "0",
-                   "--no-refit", "--force-publish", "--workers", str(workers), "--dashboard-address",
+                   "--no-refit", "--force-publish", "--processes", "--workers", str(workers), "--dashboard-address",
                    "127.0.0.1:0", "--log-level", "info"]
         seconds, peak, status = job_peak(command, Path(tmp) / "train.log")
         log_text = (Path(tmp) / "train.log").read_text()
