@@ -215,10 +215,17 @@ def block_implicit_loss(indptr, indices, values, solution, factors, alpha):
     return float(((1.0 + alpha * values) * (1.0 - scores) ** 2 - scores ** 2).sum())
 
 
+PREDICT_PAIRS = 1 << 16  # pairs predicted at a time: the gathered factor rows stay a few MB
+
+
 def predict(user_factors, user_bias, item_factors, item_bias, mu, users, items):
-    """Predictions ``(n,)`` = mu + b_u + b_i + p_u . q_i for index pairs ``users (n,)``, ``items (n,)``."""
-    return (mu + user_bias[users] + item_bias[items]
-            + np.einsum("nk,nk->n", user_factors[users], item_factors[items]))
+    """Predictions ``(n,)`` = mu + b_u + b_i + p_u . q_i for index pairs ``users (n,)``, ``items (n,)``, computed
+    :data:`PREDICT_PAIRS` at a time (gathering every pair's factor rows at once would take 2 n k floats)."""
+    out = mu + user_bias[users] + item_bias[items]
+    for start in range(0, len(out), PREDICT_PAIRS):
+        u, i = users[start:start + PREDICT_PAIRS], items[start:start + PREDICT_PAIRS]
+        out[start:start + len(u)] += np.einsum("nk,nk->n", user_factors[u], item_factors[i])
+    return out
 
 
 # ------------------------------------------------------------------------------- data on the cluster
