@@ -236,8 +236,9 @@ class BlockedRatings:
 
     Parameters
     ----------
-    parts : list of tuples ``(indptr, indices, ratings)``, the blocks (the client's copy, to rebuild lost ones)
-    blocks : list of futures of ``parts`` on the workers, or ``parts`` in this process
+    parts : list of tuples ``(indptr, indices, ratings)``, the blocks (the client's copy, to rebuild lost ones), or
+        None for blocks that tasks built on the workers (Dask computes a lost one again)
+    blocks : list of futures of the blocks on the workers, or ``parts`` in this process
     counts : ndarray (n_rows,), ratings per row
     side : 'users' or 'items', names the tasks on the dashboard (``als-solve-users``)
     """
@@ -249,22 +250,39 @@ class BlockedRatings:
         # Task keys: als-solve-users-<this scatter>-<step>-<attempt>-<block>, unique however many fits share a
         # cluster.
         self.run = uuid.uuid4().hex[:12]
+        self.products_done = 0
 
     @classmethod
     def scatter(cls, client, matrix, block_ratings, side):
         """Cut a CSR matrix ``(n_rows, n_other)`` into blocks of about ``block_ratings`` ratings (whole rows; the
-        cut depends on the data only, never on the cluster) and scatter them to the workers (none: ``client`` is
-        None)."""
-        n_rows, nnz = matrix.shape[0], matrix.nnz
-        n_blocks = max(1, -(-nnz // block_ratings))
-        cuts = np.searchsorted(matrix.indptr, np.linspace(0, nnz, n_blocks + 1)[1:-1])
-        bounds = np.unique(np.concatenate([[0], cuts, [n_rows]]))
+        cut depends on the data only, never on the cluster: :func:`mixlib.recsys.shards.row_cuts`) and scatter
+        them to the workers (none: ``client`` is None)."""
+        from .shards import row_cuts
+
+        bounds = row_cuts(matrix.indptr, block_ratings)
         parts = []
         for start, stop in zip(bounds[:-1], bounds[1:]):
             block = matrix[start:stop]
             parts.append((block.indptr, block.indices, block.data))
-        blocks = parts if client is None else client.scatter(parts, hash=False)
-        return cls(parts, blocks, np.diff(matrix.indptr), side)
+        return cls.placed(client, parts, np.diff(matrix.indptr), side)
+
+    @classmethod
+    def placed(cls, client, parts, counts, side):
+        """Blocks ``parts`` of this process scattered to the workers (kept here when ``client`` is None)."""
+        return cls(parts, parts if client is None else client.scatter(parts, hash=False), counts, side)
+
+    def products(self, client, vector, values):
+        """``A x`` ``(n_rows,)`` of the matrix ``A`` whose rows these blocks hold, with its values replaced by
+        ``values`` ('ones', or a number subtracted from each: ``('minus', mu)``), for ``vector (n_other,)``: a
+        round of ``als-product`` tasks (in this process without ``client``)."""
+        if client is None:
+            return np.concatenate([_block_product(block, vector, values) for block in self.blocks])
+        shared = client.scatter(vector, broadcast=True, hash=False)
+        self.products_done += 1
+        futures = [client.submit(_block_product, block, shared, values, pure=False,
+                                 key=f"als-product-{self.side}-{self.run}-{self.products_done}-{i}")
+                   for i, block in enumerate(self.blocks)]
+        return np.concatenate(client.gather(futures))
 
     def solve(self, client, half, shared, step, with_error=False):
         """One half-step: every row's solution ``(n_rows, d)`` by ``half`` (:class:`ExplicitHalf` or
@@ -280,7 +298,7 @@ class BlockedRatings:
             return _joined(parts, with_error)
 
         def run(attempt):
-            if attempt > 1:
+            if attempt > 1 and self.parts is not None:
                 self.blocks = client.scatter(self.parts, hash=False)
             return self._solve_once(client, half, shared, f"{step}-{attempt}", with_error)
 
@@ -300,6 +318,15 @@ def _joined(parts, with_error):
     if not with_error:
         return np.concatenate(parts)
     return np.concatenate([p[0] for p in parts]), float(np.sum([p[1] for p in parts]))
+
+
+def _block_product(block, vector, values):
+    """``B x`` for a CSR block ``B`` with its values replaced as :meth:`BlockedRatings.products` says."""
+    import scipy.sparse as sp
+
+    indptr, indices, data = block
+    data = np.ones(len(data)) if values == "ones" else data - values[1]
+    return sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, len(vector))) @ vector
 
 
 def _solve_block(block, shared, half, with_error):
@@ -514,18 +541,28 @@ class TrainingState:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingData:
-    """Training ratings ``R (n_users, n_items)`` CSR and validation triplets, in contiguous indices.
+    """Training ratings ``R (n_users, n_items)`` and validation triplets, in contiguous indices.
 
     Attributes
     ----------
-    matrix : scipy.sparse.csr_matrix (n_users, n_items), the training ratings
+    matrix : scipy.sparse.csr_matrix (n_users, n_items), the training ratings, cut into blocks when the fit
+        starts; or None when ``sides`` holds them already
     validation : tuple (users (m,), items (m,), ratings (m,)); m may be 0
     mu : float, the fixed global bias (0 when it is off)
+    sides : tuple (by_user, by_item) of BlockedRatings placed where the fit runs, or None (``matrix``)
     """
 
     matrix: object
     validation: tuple
     mu: float
+    sides: tuple | None = None
+
+    @property
+    def shape(self):
+        """(n_users, n_items)."""
+        if self.matrix is not None:
+            return self.matrix.shape
+        return len(self.sides[0].counts), len(self.sides[1].counts)
 
 
 # ---------------------------------------------------------------------------------------- training
@@ -540,21 +577,36 @@ def validate_rank(rank, n_users, n_items, init):
     return None
 
 
-def initial_factors(data, params, rng, known=None):
+def _centred(data, feedback, client):
+    """``R - mu`` over the observed ratings (ones for implicit feedback): a CSR matrix, or a LinearOperator whose
+    products run over the blocks of ``data.sides`` (:meth:`BlockedRatings.products`)."""
+    values = "ones" if feedback == "implicit" else ("minus", data.mu)
+    if data.matrix is not None:
+        centred = data.matrix.copy()
+        centred.data = np.ones(len(centred.data)) if values == "ones" else centred.data - data.mu
+        return centred
+    from scipy.sparse.linalg import LinearOperator
+
+    by_user, by_item = data.sides
+    return LinearOperator(data.shape, matvec=lambda x: by_user.products(client, np.ravel(x), values),
+                          rmatvec=lambda y: by_item.products(client, np.ravel(y), values), dtype=np.float64)
+
+
+def initial_factors(data, params, rng, known=None, client=None):
     """Initial factors: seeded N(0, init_scale^2) draws or a truncated SVD of the ratings, biases zero.
 
     The SVD init is ``P = U sqrt(S)``, ``Q = V sqrt(S)`` of ``R - mu`` over the observed ratings (of the
-    preferences, 1 at every observed pair, for implicit feedback; ARPACK's start vector drawn from ``rng``). ``known`` (a Factors with NaN rows for users and items it does not know) overrides
-    the rows it knows: a warm start.
+    preferences, 1 at every observed pair, for implicit feedback; ARPACK's start vector drawn from ``rng``), over
+    the blocks of ``data.sides`` on ``client`` when the data has no matrix. ``known`` (a Factors with NaN rows for
+    users and items it does not know) overrides the rows it knows: a warm start.
     """
-    n_users, n_items = data.matrix.shape
+    n_users, n_items = data.shape
     rank = params.rank
     if params.init == "svd":
         from scipy.sparse.linalg import svds
 
-        centred = data.matrix.copy()
-        centred.data = np.ones(len(centred.data)) if params.feedback == "implicit" else centred.data - data.mu
-        u, s, vt = svds(centred, k=rank, v0=rng.standard_normal(min(n_users, n_items)))
+        u, s, vt = svds(_centred(data, params.feedback, client), k=rank,
+                        v0=rng.standard_normal(min(n_users, n_items)))
         factors = Factors(u * np.sqrt(s), np.zeros(n_users), vt.T * np.sqrt(s), np.zeros(n_items))
     else:
         factors = Factors(params.init_scale * rng.standard_normal((n_users, rank)), np.zeros(n_users),
@@ -594,9 +646,12 @@ class _Sides:
 
     def __init__(self, client, data, params):
         self.client, self.data, self.params = client, data, params
-        matrix = data.matrix
-        self.by_user = BlockedRatings.scatter(client, matrix, params.block_ratings, "users")
-        self.by_item = BlockedRatings.scatter(client, matrix.T.tocsr(), params.block_ratings, "items")
+        if data.sides is not None:
+            self.by_user, self.by_item = data.sides
+        else:
+            matrix = data.matrix
+            self.by_user = BlockedRatings.scatter(client, matrix, params.block_ratings, "users")
+            self.by_item = BlockedRatings.scatter(client, matrix.T.tocsr(), params.block_ratings, "items")
         self.weights = [side.counts.astype(np.float64) ** params.lambda_exponent if params.weighted_lambda else
                         np.ones(len(side.counts)) for side in (self.by_user, self.by_item)]
         self.implicit = params.feedback == "implicit"

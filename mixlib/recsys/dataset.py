@@ -300,3 +300,64 @@ def _check_split(counts, split_by, cutoff):
                          "choose a later cutoff")
     log.info("split: %d training, %d validation, %d test ratings (%s)", train, validation, test,
              "by time" if split_by == "time" else "random")
+
+
+@dataclasses.dataclass
+class Blocks:
+    """The CSR blocks of prepared ratings, by user and by item, where the shards are (futures, or values here).
+
+    Attributes
+    ----------
+    by_user, by_item : list of blocks ``(indptr, indices, values)``: consecutive rows of R (users) and of R^T
+        (items), each a block's ratings less their user's mean
+    user_counts, item_counts : ndarray (n_users,), (n_items,): ratings per row
+    means : ndarray (n_users,), each user's mean rating (zeros without the shift)
+    total : float, the sum of the values less the means
+    lowest, highest : float, the lowest and highest rating
+    """
+
+    by_user: list
+    by_item: list
+    user_counts: np.ndarray
+    item_counts: np.ndarray
+    means: np.ndarray
+    total: float
+    lowest: float
+    highest: float
+
+    @property
+    def count(self):
+        return int(self.user_counts.sum())
+
+
+def rating_blocks(prepared, *, parts, shift, block_ratings):
+    """The ratings of ``parts`` (0 train, 1 validation, 2 test) as blocks by user (one per shard) and by item
+    (about ``block_ratings`` ratings each, whole items, cut from the data alone), built where the shards are:
+    by each shard's task, and for the items a shuffle of every user block's pieces to their item block. With
+    ``shift``, each rating less its user's mean over ``parts``.
+
+    Returns
+    -------
+    Blocks
+    """
+    tasks = prepared.tasks
+    ranges = tasks.gather(tasks.map(shards.user_range, prepared.shards))
+    held = [(shard, r) for shard, r in zip(prepared.shards, ranges) if r is not None]
+    starts = [r[0] for _, r in held]
+    stops = starts[1:] + [len(prepared.user_ids)]
+    held_shards = [shard for shard, _ in held]
+    parts = tuple(parts)
+    by_user = tasks.zip(functools.partial(shards.user_block, parts=parts, shift=shift), held_shards, starts, stops)
+    means = np.concatenate(tasks.gather(tasks.zip(functools.partial(shards.training_means, parts=parts, shift=shift),
+                                                  held_shards, starts, stops)))
+    total = float(np.sum(tasks.gather(tasks.map(shards.block_total, by_user))))
+    ranges = np.array(tasks.gather(tasks.map(functools.partial(shards.value_range, parts=parts), held_shards)))
+    user_counts = np.concatenate(tasks.gather(tasks.map(shards.block_row_counts, by_user)))
+    n_items = len(prepared.item_ids)
+    item_counts = tasks.tree(by_user, functools.partial(shards.block_column_counts, n_columns=n_items))["counts"]
+    bounds = shards.row_cuts(np.concatenate([[0], np.cumsum(item_counts)]), block_ratings)
+    pieces = tasks.zip(functools.partial(shards.transposed_pieces, bounds=bounds), by_user, starts)
+    by_item = tasks.zip(shards.transposed_block, tasks.regroup(pieces, len(bounds) - 1), list(bounds[:-1]),
+                        list(bounds[1:]))
+    return Blocks(by_user, by_item, user_counts, item_counts, means, total, float(np.nanmin(ranges[:, 0])),
+                  float(np.nanmax(ranges[:, 1])))

@@ -261,3 +261,79 @@ def repeated(shard):
 def part_counts(shard):
     """Ratings in each part: ``{"parts": (3,) int64}`` (train, validation, test)."""
     return {"parts": np.bincount(shard["part"], minlength=3)}
+
+
+# ----------------------------------------------------------------------------------------- training blocks
+
+def user_range(shard):
+    """``(first user, last user + 1)`` of a shard, or None when it is empty."""
+    users = shard["users"]
+    return (int(users[0]), int(users[-1]) + 1) if len(users) else None
+
+
+def _training(shard, parts):
+    """Row numbers of a shard's ratings in ``parts`` (0 train, 1 validation, 2 test)."""
+    return np.flatnonzero(np.isin(shard["part"], parts))
+
+
+def training_means(shard, start, stop, parts, shift):
+    """Each user's mean value over the ratings in ``parts``: ``(stop - start,)``, 0 for a user without any, or
+    zeros when not ``shift``."""
+    means = np.zeros(stop - start)
+    if not shift:
+        return means
+    rows = _training(shard, parts)
+    users = shard["users"][rows] - start
+    totals = np.bincount(users, weights=shard["values"][rows], minlength=stop - start)
+    counts = np.bincount(users, minlength=stop - start)
+    return np.divide(totals, counts, out=means, where=counts > 0)
+
+
+def user_block(shard, start, stop, parts, shift):
+    """The CSR block ``(indptr (stop - start + 1,), indices (nnz,), values (nnz,))`` of the users ``start`` to
+    ``stop`` of a shard: their ratings in ``parts``, each less its user's mean (:func:`training_means`)."""
+    rows = _training(shard, parts)
+    users = shard["users"][rows] - start
+    values = shard["values"][rows] - training_means(shard, start, stop, parts, shift)[users]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=stop - start))])
+    return indptr, shard["items"][rows], values
+
+
+def block_total(block):
+    """The sum of a CSR block's values."""
+    return float(block[2].sum())
+
+
+def value_range(shard, parts):
+    """The lowest and highest value ``(2,)`` of a shard's ratings in ``parts`` (NaN when it has none)."""
+    values = shard["values"][_training(shard, parts)]
+    return np.array([values.min(), values.max()]) if len(values) else np.full(2, np.nan)
+
+
+def block_row_counts(block):
+    """Entries per row ``(n_rows,)`` of a CSR block."""
+    return np.diff(block[0])
+
+
+def block_column_counts(block, n_columns):
+    """``{"counts": (n_columns,)}``: entries per column of a CSR block."""
+    return {"counts": np.bincount(block[1], minlength=n_columns)}
+
+
+def transposed_pieces(block, start, bounds):
+    """A CSR block of rows ``start, ...`` cut by the column ranges ``bounds (b + 1,)``: for each range, the
+    ``(columns, rows, values)`` of its entries, by column and then row."""
+    rows = np.repeat(np.arange(start, start + len(block[0]) - 1), np.diff(block[0]))
+    columns, values = block[1], block[2]
+    order = np.argsort(columns, kind="stable")  # rows stay ascending within a column
+    cuts = np.searchsorted(columns[order], bounds)
+    return [(columns[order[a:b]], rows[order[a:b]], values[order[a:b]]) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+def transposed_block(pieces, start, stop):
+    """The CSR block of the transpose's rows ``start`` to ``stop`` from their pieces (:func:`transposed_pieces`)
+    of consecutive row blocks: ``(indptr, indices, values)``, each row's entries in the original row order."""
+    columns = np.concatenate([p[0] for p in pieces])
+    order = np.argsort(columns, kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(columns - start, minlength=stop - start))])
+    return indptr, np.concatenate([p[1] for p in pieces])[order], np.concatenate([p[2] for p in pieces])[order]

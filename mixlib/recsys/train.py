@@ -25,6 +25,7 @@ from ..core.outputs import (
 )
 from ..core.storage import location
 from .als import (
+    BlockedRatings,
     Factors,
     TrainingData,
     TrainingState,
@@ -40,7 +41,7 @@ from .ranking import (
     parse_metric,
     relevant_threshold,
 )
-from .dataset import Tasks, dataset_files, is_dataset, prepare_dataset, prepare_parts
+from .dataset import PreparedRatings, Tasks, dataset_files, is_dataset, prepare_dataset, prepare_parts, rating_blocks
 from .ratings import Ratings, parse_time, user_means
 from .settings import ModelOptions, TrainSettings, als_params, column_names
 from .store import Model, ModelStore, residual_errors
@@ -70,6 +71,7 @@ class TrainPlan:
     plots: Path | None
     metric: tuple = ("rmse", 0)
     cutoff: float | None = None
+    prepared: PreparedRatings | None = None
     new_folders: tuple = ()
 
 
@@ -132,7 +134,7 @@ def with_ratings(settings, job_plan, client):
                                  "another config or other ratings")
     checkpoint.check(settings.resume, "--checkpoint-dir")
     return dataclasses.replace(job_plan, ratings=ratings, parts=parts, means=means, checkpoint=checkpoint,
-                               metric=metric)
+                               metric=metric, prepared=prepared)
 
 
 def _preparation(settings, cutoff):
@@ -253,6 +255,37 @@ def training_data(ratings, parts, means, global_bias, feedback="explicit"):
     return TrainingData(matrix, (ratings.users[held], ratings.items[held], shifted[held]), mu)
 
 
+def blocked_training_data(client, job_plan, settings, every=False):
+    """TrainingData of the run's prepared ratings (``job_plan.prepared``) as rating blocks built where the shards
+    are (:func:`mixlib.recsys.dataset.rating_blocks`) and placed for ``client``: the training ratings, or with
+    ``every`` all of them (the refit), less each user's mean over them (explicit feedback with
+    ``shift_user_means``); ``mu`` their mean when ``global_bias``. The validation triplets (none with ``every``)
+    are on the training scale; ``user_means`` holds the means."""
+    implicit = settings.feedback == "implicit"
+    blocks = rating_blocks(job_plan.prepared, parts=(0, 1, 2) if every else (0,),
+                           shift=settings.shift_user_means and not implicit, block_ratings=settings.block_ratings)
+    mu = blocks.total / blocks.count if settings.global_bias and not implicit else 0.0
+    built_here = job_plan.prepared.tasks.client is None
+    sides = tuple(BlockedRatings.placed(client, parts, counts, side) if built_here else
+                  BlockedRatings(None, parts, counts, side)
+                  for parts, counts, side in ((blocks.by_user, blocks.user_counts, "users"),
+                                              (blocks.by_item, blocks.item_counts, "items")))
+    ratings = job_plan.ratings
+    held = np.zeros(0, np.int64) if every else job_plan.parts["validation"]
+    users = ratings.users[held]
+    validation = (users, ratings.items[held], ratings.values[held] - blocks.means[users])
+    return BlockedData(None, validation, mu, sides, blocks.means, (blocks.lowest, blocks.highest))
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockedData(TrainingData):
+    """TrainingData from rating blocks (:func:`blocked_training_data`), with the users' means and the lowest and
+    highest rating ``value_range`` of the ratings it holds."""
+
+    user_means: np.ndarray = None
+    value_range: tuple = None
+
+
 def train_runs_here(settings, job_plan):
     """train runs in this process (:func:`mixlib.core.cli.job_main` asks) up to ``--local-ratings`` ratings: a
     cluster's round trips would cost more than the work of each step."""
@@ -274,16 +307,16 @@ def _train_and_publish(settings, job_plan, client):
     if job_plan.ratings is None:
         job_plan = with_ratings(settings, job_plan, client)
     ratings, parts = job_plan.ratings, job_plan.parts
-    data = training_data(ratings, parts, job_plan.means, settings.global_bias, settings.feedback)
+    data = blocked_training_data(client, job_plan, settings)
     params = als_params(settings)
     judge = Judge(client, ratings, parts, data, job_plan.metric, settings)
-    state = _starting_state(settings, params, job_plan, data)
+    state = _starting_state(settings, params, job_plan, data, client)
     try:
         final, early = fit_als(client, data, params, state, _saver(job_plan.checkpoint), settings.checkpoint_every,
                                validation=judge.validation())
     except FloatingPointError as e:
         raise JobFailed(str(e)) from None
-    model = _model(ratings, parts["train"], job_plan.means, data.mu, final.best, settings)
+    model = _model(ratings, parts["train"], data.user_means, data.mu, final.best, settings)
     metrics = _train_metrics(model, ratings, parts, final, early, settings, judge, time.perf_counter() - started)
     with staged_outputs() as stage:
         if job_plan.plots is not None:
@@ -317,12 +350,12 @@ def _refitted(client, settings, params, job_plan, final, metrics):
     started = time.perf_counter()
     ratings = job_plan.ratings
     every = {"train": np.arange(ratings.shape[2]), "validation": np.zeros(0, np.int64)}
-    means = user_means(ratings) if settings.shift_user_means and settings.feedback == "explicit" else job_plan.means
-    data = training_data(ratings, every, means, settings.global_bias, settings.feedback)
+    data = blocked_training_data(client, job_plan, settings, every=True)
+    means = data.user_means
     steps = final.best_step
     refit_params = dataclasses.replace(params, max_steps=steps, eval_every=steps, log_every=steps)
     log.info("refit: training again on all %d ratings for the %d steps chosen", ratings.shape[2], steps)
-    state = _fresh_state(settings, refit_params, job_plan, data)
+    state = _fresh_state(settings, refit_params, job_plan, data, client)
     try:
         refit, _ = fit_als(client, data, refit_params, state)
     except FloatingPointError as e:
@@ -332,7 +365,7 @@ def _refitted(client, settings, params, job_plan, final, metrics):
     return _model(ratings, every["train"], means, data.mu, refit.current, settings)
 
 
-def _starting_state(settings, params, job_plan, data):
+def _starting_state(settings, params, job_plan, data, client):
     """A resumed state from the last checkpoint (``--resume``), else fresh, warm-started or not."""
     checkpoint = job_plan.checkpoint
     saved = checkpoint.load_latest() if checkpoint.start(settings.resume) else None
@@ -343,15 +376,15 @@ def _starting_state(settings, params, job_plan, data):
         return state
     if settings.resume:
         log.info("--resume: no checkpoint in %s; starting from the beginning", checkpoint.folder)
-    return _fresh_state(settings, params, job_plan, data)
+    return _fresh_state(settings, params, job_plan, data, client)
 
 
-def _fresh_state(settings, params, job_plan, data):
+def _fresh_state(settings, params, job_plan, data, client):
     """The state before the first step: seeded initial factors, warm-started from the published model's known
     users and items with ``--warm-start``."""
     rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 1]))
     known = None if job_plan.warm is None else _known_factors(job_plan.warm, job_plan.ratings)
-    return TrainingState.start(initial_factors(data, params, rng, known))
+    return TrainingState.start(initial_factors(data, params, rng, known, client))
 
 
 def _known_factors(warm, ratings):
@@ -394,6 +427,13 @@ def _model(ratings, train, means, mu, factors, settings):
                  seen.indices.astype(np.int64), config, {}, rating_range)
 
 
+def _pattern(ratings, rows):
+    """The CSR pattern ``(indptr (n_users + 1,), indices)`` of the ratings ``rows`` (ascending; the ratings are
+    sorted by user and item)."""
+    counts = np.bincount(ratings.users[rows], minlength=len(ratings.user_ids))
+    return np.concatenate([[0], np.cumsum(counts)]), ratings.items[rows]
+
+
 class Judge:
     """How this run judges models on its held-out ratings: RMSE (explicit models), or a ranking metric of top-N
     lists in which every user ranks every item outside its training ratings and the relevant items are the
@@ -404,14 +444,14 @@ class Judge:
     ----------
     client : distributed.Client
     ratings : Ratings; parts : dict of row numbers ('train', 'validation', 'test')
-    data : TrainingData, whose matrix is the training ratings
+    data : TrainingData, of the training ratings
     metric : tuple (name, N), :func:`mixlib.recsys.ranking.parse_metric`
     settings : TrainSettings, for ``relevant``, ``block_users``, ``clip_predictions`` and ``feedback``
     """
 
     def __init__(self, client, ratings, parts, data, metric, settings):
         self.client, self.ratings, self.parts = client, ratings, parts
-        self.train = (data.matrix.indptr, data.matrix.indices)
+        self.train = _pattern(ratings, parts["train"])
         self.metric, self.top = metric
         self.label = metric_label(*metric)
         self.ranks = self.metric != "rmse"
