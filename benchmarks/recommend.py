@@ -375,25 +375,35 @@ def dataset(n_ratings, n_files, steps, workers, spark):
         del ratings
         command = [sys.executable, "-m", "jobs.recommend", "train", "--ratings", str(folder), "--model-dir",
                    str(Path(tmp) / "models"), "--rank", "32", "--reg-lambda", "0.13", "--lambda-exponent", "1",
-                   "--no-global-bias", "--no-user-bias", "--no-item-bias", "--max-steps", str(steps),
-                   "--eval-every", str(steps), "--log-every", str(steps), "--validation", "0.01", "--test", "0",
+                   "--no-global-bias", "--no-user-bias", "--no-item-bias", "--max-steps", str(steps), "--init",
+                   "random", "--eval-every", "1", "--log-every", "1", "--validation", "0.01", "--test", "0",
                    "--no-refit", "--force-publish", "--processes", "--workers", str(workers), "--dashboard-address",
                    "127.0.0.1:0", "--log-level", "info"]
         seconds, peak, status = job_peak(command, Path(tmp) / "train.log")
         log_text = (Path(tmp) / "train.log").read_text()
         if status:
             sys.exit(f"train exited {status}:\n{log_text[-3000:]}")
-        print(f"  mixlib train (whole job): {seconds:.1f} s, peak RSS of the job's process {peak / 2**30:.2f} GiB",
-              flush=True)
+        stamps = [_clock(line) for line in log_text.splitlines() if " INFO Iteration " in line]
+        per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else float("nan")
+        print(f"  mixlib train (whole job): {seconds:.1f} s, {per_step:.1f} s per step (log stamps, steps 1 to "
+              f"{len(stamps)}), peak RSS of the job's process {peak / 2**30:.2f} GiB", flush=True)
         if spark:
-            spark_seconds = spark_on_folder(folder, steps)
-            print(f"  Spark MLlib (read + ALS, {steps} iterations): {spark_seconds:.1f} s; mixlib / Spark: "
-                  f"{seconds / spark_seconds:.2f}", flush=True)
+            spark_seconds, spark_step = spark_on_folder(folder, steps)
+            print(f"  Spark MLlib (read + ALS, {steps} iterations): {spark_seconds:.1f} s, {spark_step:.1f} s per "
+                  f"iteration; mixlib / Spark: whole {seconds / spark_seconds:.2f}, per step "
+                  f"{per_step / spark_step:.2f}", flush=True)
+
+
+def _clock(line):
+    """Seconds since midnight of a log line's ``HH:MM:SS`` stamp."""
+    hours, minutes, seconds = map(int, line[:8].split(":"))
+    return 3600 * hours + 60 * minutes + seconds
 
 
 def spark_on_folder(folder, steps):
-    """Seconds from a Spark session's start to an ALS model of ``steps`` iterations fitted on the Parquet files of
-    ``folder`` (local[2], the settings of :func:`spark_als`)."""
+    """``(seconds, seconds per iteration)``: from a Spark session's start to an ALS model of ``steps`` iterations
+    fitted on the Parquet files of ``folder`` (local[2], the settings of :func:`spark_als`); per iteration, that fit
+    less a 1-iteration fit on the cached data, over ``steps - 1``."""
     started = time.perf_counter()
     from pyspark.ml.recommendation import ALS
     from pyspark.sql import SparkSession
@@ -403,11 +413,21 @@ def spark_on_folder(folder, steps):
              .config("spark.driver.host", "127.0.0.1").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     try:
-        frame = spark.read.parquet(str(folder))
-        model = ALS(rank=32, maxIter=steps, regParam=0.13, userCol="user", itemCol="item", ratingCol="rating",
-                    seed=0).fit(frame)
-        model.userFactors.count()
-        return time.perf_counter() - started
+        def fit(frame, iterations):
+            model = ALS(rank=32, maxIter=iterations, regParam=0.13, userCol="user", itemCol="item",
+                        ratingCol="rating", seed=0).fit(frame)
+            model.userFactors.count()
+
+        fit(spark.read.parquet(str(folder)), steps)
+        whole = time.perf_counter() - started
+        cached = spark.read.parquet(str(folder)).cache()
+        cached.count()
+        times = {}
+        for iterations in (1, steps):
+            mark = time.perf_counter()
+            fit(cached, iterations)
+            times[iterations] = time.perf_counter() - mark
+        return whole, (times[steps] - times[1]) / (steps - 1)
     finally:
         spark.stop()
 
