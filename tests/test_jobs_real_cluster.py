@@ -633,3 +633,68 @@ def test_a_batch_survives_a_worker_killed_mid_batch(tmp_path, china):
     assert "batch: 40 written, 0 skipped, 0 failed" in stderr
     for path in sorted((tmp_path / "undisturbed").glob("*.png")):
         assert (tmp_path / "killed" / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_dataset_training_survives_a_worker_killed_mid_training(tmp_path):
+    """A Parquet dataset prepared and blocked by `dask worker` processes (started in another folder), with a worker
+    SIGKILLed between ALS steps: the blocks it held are computed again from their lineage (the files read again),
+    and the factors equal those of the same files prepared and trained in this process."""
+    import dataclasses
+    import os
+    import signal
+
+    import numpy as np
+    from distributed import Client
+    from test_recsys_als import options
+    from test_recsys_dataset import random_rows, write_parts
+
+    from mixlib.recsys import als
+    from mixlib.recsys.dataset import Tasks, dataset_files, prepare_dataset, rating_blocks
+
+    files = dataset_files(write_parts(tmp_path / "d", random_rows(8000, seed=7), 5))
+    opts = options(max_steps=5, init="svd", rank=4)
+
+    def fitted(client, kill_at=None):
+        tasks = Tasks(client)
+        prepared = prepare_dataset(tasks, files, min_entries=1, validation=0, test=0, seed=0,
+                                   shard_ratings=1500)
+        blocks = rating_blocks(prepared, parts=(0,), shift=False, block_ratings=1500)
+        sides = tuple(als.BlockedRatings.placed(None, b, counts, side) if client is None else
+                      als.BlockedRatings(None, b, counts, side)
+                      for b, counts, side in ((blocks.by_user, blocks.user_counts, "users"),
+                                              (blocks.by_item, blocks.item_counts, "items")))
+        data = als.TrainingData(None, (np.zeros(0, int), np.zeros(0, int), np.zeros(0)), 0.0, sides)
+        start = als.TrainingState.start(als.initial_factors(data, opts, np.random.default_rng(0), client=client))
+
+        def kill_a_worker(state):
+            if state.step == kill_at:
+                os.kill(next(iter(client.run(os.getpid).values())), signal.SIGKILL)
+
+        final, _ = als.fit_als(client, data, opts, start, checkpoint=kill_a_worker, checkpoint_every=1)
+        return final
+
+    here = fitted(None)
+    with dask_cluster("tcp", workers=2) as address, Client(address) as client:
+        there = fitted(client, kill_at=2)
+        assert len(client.scheduler_info()["workers"]) >= 1
+    for a, b in zip(dataclasses.asdict(here.current).values(), dataclasses.asdict(there.current).values()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_train_on_a_dataset_on_a_real_cluster_equals_one_file(run_recommend, capsys, tmp_path, real_cluster):
+    """The train job on a folder of Parquet files read by `dask worker` processes in another folder publishes the
+    model of the same ratings in one file, trained in the job's process."""
+    import numpy as np
+    from test_recsys_dataset import random_rows, write_one, write_parts
+
+    from mixlib.recsys.store import ModelStore
+
+    rows = random_rows(5000, seed=8)
+    common = ("--rank", 4, "--max-steps", 5, "--block-ratings", 1200, "--force-publish")
+    for name, ratings, where in (("real", write_parts(tmp_path / "d", rows, 3), ["--scheduler", real_cluster]),
+                                 ("here", write_one(tmp_path / "all.csv", rows), ["--scheduler", ""])):
+        status = run_recommend("train", "--ratings", ratings, "--model-dir", tmp_path / name, *common, *where)
+        assert status == 0, capsys.readouterr().err
+    real, here = ModelStore(tmp_path / "real").load(), ModelStore(tmp_path / "here").load()
+    for name, values in real.factors.named().items():
+        np.testing.assert_array_equal(values, getattr(here.factors, name), err_msg=name)

@@ -26,7 +26,7 @@ from .ratings import FORMATS, Ratings, _iso
 log = logging.getLogger("mixlib")
 
 DATASET_SUFFIXES = (".parquet", ".csv", ".tsv", ".data", ".txt", ".npy")
-SHARD_RATINGS = 1 << 20  # ratings per shard of users (about)
+SHARD_RATINGS = 1 << 18  # ratings per shard of users (about); train makes it block_ratings
 GLOB_MARKS = "*?["
 
 
@@ -69,6 +69,10 @@ def _ratings_files(paths, where):
     return chosen
 
 
+def _value(value):
+    return value
+
+
 class Tasks:
     """Kernels over blocks as tasks on ``client`` (blocks are futures), or called in this process when ``client``
     is None (blocks are values): the same calls either way. Task keys start with ``name``."""
@@ -86,8 +90,12 @@ class Tasks:
                 for i, block in enumerate(blocks)]
 
     def shared(self, value):
-        """``value`` as the tasks take it: on every worker once (a future), or itself."""
-        return value if self.client is None else self.client.scatter(value, broadcast=True, hash=False)
+        """``value`` as the tasks take it: a future of a task that holds it (or the value itself, here). Not
+        scattered: Dask computes a lost result again from its task, and the tasks that took ``value`` can run again
+        after a lost worker only if it can (scattered data has no task)."""
+        if self.client is None:
+            return value
+        return self.client.submit(_value, value, key=f"{self._key(_value)}-0", pure=False)
 
     def tree(self, blocks, chunk, merge=add_stats):
         """The blocks' ``chunk`` statistics merged in the tree of :mod:`mixlib.core.reduce`, here."""

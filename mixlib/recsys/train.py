@@ -141,7 +141,7 @@ def _preparation(settings, cutoff):
     """The keyword arguments of :func:`mixlib.recsys.dataset.prepare_parts` that ``settings`` give."""
     return {"min_entries": settings.min_entries, "validation": _count_or_fraction(settings.validation),
             "test": _count_or_fraction(settings.test), "seed": settings.seed, "split_by": settings.split,
-            "cutoff": cutoff}
+            "cutoff": cutoff, "shard_ratings": settings.block_ratings}  # a shard is a user block of ALS
 
 
 def _check_relevant(ratings, parts, relevant):
