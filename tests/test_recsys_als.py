@@ -35,26 +35,23 @@ def power_law_matrix(rng, users, items, mean_degree):
 
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("rank", [1, 8, 40])  # rows with fewer ratings than rank take the dual form
-def test_block_solver_equals_per_row_solve(weighted, rank, monkeypatch):
+def test_block_solver_equals_per_row_solve(weighted, rank):
     rng = np.random.default_rng(rank)
     matrix = power_law_matrix(rng, 300, 120, 6)
     assert (np.diff(matrix.indptr) == 0).any() and np.diff(matrix.indptr).max() > 20  # empty and long rows
     other = rng.normal(size=(120, rank))
-    # Small groups, so that many groups (and the group-size rule) are exercised.
-    monkeypatch.setattr(als, "GROUP_ELEMENTS", 2000)
     offset = rng.normal(size=120)
     got = als.solve_rows(matrix.indptr, matrix.indices, matrix.data, other, offset, 0.3, weighted)
     np.testing.assert_allclose(got, reference(matrix, other, 0.3, weighted, offset), rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("rank", [2, 30])  # the primal and the dual form
-def test_bias_penalty_and_count_exponent_equal_a_per_row_solve(rank, monkeypatch):
+def test_bias_penalty_and_count_exponent_equal_a_per_row_solve(rank):
     """The last column (a bias) has its own penalty lambda_b, the others lambda c^gamma: per row,
     (X^T X + diag(lambda c^gamma, ..., lambda_b))^-1 X^T t."""
     rng = np.random.default_rng(rank)
     matrix = power_law_matrix(rng, 200, 90, 6)
     design = np.column_stack([rng.normal(size=(90, rank)), np.ones(90)])
-    monkeypatch.setattr(als, "GROUP_ELEMENTS", 2000)
     got = als.solve_rows(matrix.indptr, matrix.indices, matrix.data, design, np.zeros(90), 0.7, True, exponent=0.5,
                          bias_lambda=3.0)
     expected = np.zeros_like(got)
@@ -74,14 +71,6 @@ def test_items_side_is_the_same_solver_on_the_transpose():
     by_columns = matrix.tocsc()  # CSC of R is CSR of R^T
     got = als.solve_rows(by_columns.indptr, by_columns.indices, by_columns.data, users, np.zeros(80), 0.1)
     np.testing.assert_allclose(got, reference(matrix.T.tocsr(), users, 0.1, False), rtol=1e-8, atol=1e-10)
-
-
-def test_group_size_bounds_padding_and_memory(monkeypatch):
-    monkeypatch.setattr(als, "GROUP_ELEMENTS", 1000)
-    counts = np.array([3, 3, 4, 6, 7, 20, 50])
-    size = als._group_size(counts, width=10)
-    assert size == 4  # the fifth row (7 ratings) would pad the first (3) more than twice
-    assert als._group_size(np.array([500]), width=10) == 1  # a single huge row still gets solved
 
 
 # ------------------------------------------------------------------------------------ the training loop

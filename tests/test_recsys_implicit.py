@@ -47,11 +47,10 @@ def dense_objective(matrix, factors, alpha, lam, weighted):
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-def test_implicit_half_step_is_the_dense_minimiser(weighted, monkeypatch):
+def test_implicit_half_step_is_the_dense_minimiser(weighted):
     rng = np.random.default_rng(int(weighted))
     matrix = interactions(rng, 40, 25, 0.3)
     other = rng.normal(size=(25, 6))
-    monkeypatch.setattr(als, "GROUP_ELEMENTS", 3000)  # many groups
     got = als.solve_rows_implicit(matrix.indptr, matrix.indices, matrix.data, other, other.T @ other, 2.5, 0.2,
                                   weighted)
     np.testing.assert_allclose(got, dense_solution(matrix, other, 2.5, 0.2, weighted), rtol=1e-9, atol=1e-12)

@@ -22,11 +22,9 @@ sqrt(lambda w_u / lambda_b)`` and ``b_u = s_u b'_u``, the penalty is ``lambda w_
 
 Missing ratings are not zeros: they do not appear in the sum at all. Both half-steps are the same kernel
 (:func:`solve_rows`) on a CSR block: of R for users, of R^T (CSC of R) for items. ``mu`` is fixed (the mean
-training rating when the global bias is on, else 0).
-
-The Gram matrices ``X_u^T X_u`` of rows with similar rating counts are built together: rows are sorted by count
-and cut into groups, each group's lists padded to its longest (padding rows are zero and add nothing), so one
-batched matrix product and one batched solve serve a whole group, with no Python loop over rows.
+training rating when the global bias is on, else 0). Each row's system is built and solved by a compiled loop
+(:mod:`mixlib.recsys.compiled`), in the dual ``X^T (X X^T + lambda I)^-1 t`` for rows with fewer ratings than
+unknowns (most users of power-law data).
 """
 
 import dataclasses
@@ -36,15 +34,14 @@ import numpy as np
 
 log = logging.getLogger("mixlib")
 
-# A group's padded gather holds at most this many float64 values (rows x longest list x rank): 128 MB.
-GROUP_ELEMENTS = 1 << 24
-
 # ----------------------------------------------------------------------------------------- kernels
 
 
 def solve_rows(indptr, indices, ratings, design, offset, lam, weighted_lambda=False, *, exponent=1.0,
                bias_lambda=None):
-    """Solve the ridge problem of every row of a CSR block (explicit ratings).
+    """Solve the ridge problem of every row of a CSR block (explicit ratings), by a compiled loop over the rows
+    (:func:`mixlib.recsys.compiled.explicit_rows`: each row's system built from its ratings and solved by
+    Cholesky, in the dual for rows with fewer ratings than unknowns).
 
     Parameters
     ----------
@@ -62,9 +59,11 @@ def solve_rows(indptr, indices, ratings, design, offset, lam, weighted_lambda=Fa
     -------
     ndarray (n_rows, d) float64; a row without ratings gets zeros
     """
-    targets = ratings - offset[indices]
-    return _solve_grouped(indptr, indices, targets, design, _row_penalty(lam, weighted_lambda, exponent),
-                          bias_lambda=bias_lambda)
+    from .compiled import explicit_rows
+
+    penalty = _row_penalty(lam, weighted_lambda, exponent)(np.diff(indptr))
+    return explicit_rows(indptr, indices, np.asarray(ratings, np.float64), np.ascontiguousarray(design, np.float64),
+                         np.asarray(offset, np.float64), penalty, 0.0 if bias_lambda is None else float(bias_lambda))
 
 
 def _row_penalty(lam, weighted, exponent):
@@ -108,80 +107,6 @@ def solve_rows_implicit(indptr, indices, values, factors, gram, alpha, lam, weig
 
     penalty = _row_penalty(lam, weighted_lambda, exponent)(np.diff(indptr))
     return implicit_rows(indptr, indices, np.asarray(values, np.float64), factors, gram, float(alpha), penalty)
-
-
-def _solve_grouped(indptr, indices, targets, design, penalty_of, bias_lambda=None):
-    """Solve the rows of a CSR block in groups of similar counts (:func:`_explicit_group` on ``X (g, longest, d)``,
-    ``t (g, longest, 1)``, zero in the padding), ``penalty_of(counts)`` the rows' penalties.
-
-    Rows are sorted by count and cut into groups (:func:`_group_size`). With ``bias_lambda``, the last column's
-    penalty is that instead (the scaling of the module's docstring)."""
-    n_rows, width = len(indptr) - 1, design.shape[1]
-    counts = np.diff(indptr)
-    solution = np.zeros((n_rows, width))
-    order = np.argsort(counts, kind="stable")
-    order = order[counts[order] > 0]
-    start = 0
-    while start < len(order):
-        group = order[start:start + _group_size(counts[order[start:]], width)]
-        gathered, values, group_counts = _gathered(group, indptr, indices, targets, design)
-        penalty = penalty_of(group_counts)
-        scale = np.sqrt(penalty / bias_lambda) if bias_lambda is not None else None
-        if scale is not None:
-            gathered[:, :, -1] *= scale[:, None]
-        solved = _explicit_group(gathered, values, penalty)
-        if scale is not None:
-            solved[:, -1] *= scale
-        solution[group] = solved
-        start += len(group)
-    return solution
-
-
-def _group_size(sorted_counts, width):
-    """How many of the next rows (counts ascending) to solve together: the padded array (rows x longest list x
-    width) stays under GROUP_ELEMENTS, and no row's list is padded to more than twice its length."""
-    rows = np.arange(1, len(sorted_counts) + 1)
-    fits = (rows * sorted_counts * width <= GROUP_ELEMENTS) & (sorted_counts <= 2 * sorted_counts[0])
-    return max(1, int(np.argmin(fits)) if not fits.all() else len(fits))
-
-
-def _gathered(rows, indptr, indices, targets, design):
-    """The padded lists of ``rows``: ``X (g, longest, d)``, ``t (g, longest, 1)``, zero in the padding, and the
-    rows' counts ``(g,)``."""
-    counts = indptr[rows + 1] - indptr[rows]
-    longest = int(counts.max())
-    slot = np.arange(longest)
-    padding = slot[None, :] >= counts[:, None]  # (g, longest)
-    position = np.where(padding, 0, indptr[rows][:, None] + slot[None, :])
-    # np.take gathers rows 2-3x faster than fancy indexing here
-    gathered = np.take(design, np.take(indices, position), axis=0)  # X, (g, longest, d)
-    values = np.take(targets, position)[:, :, None]  # t, (g, longest, 1)
-    gathered[padding] = 0.0
-    values[padding] = 0.0
-    return gathered, values, counts
-
-
-def _explicit_group(gathered, values, penalty):
-    """Solve rows whose lists fit one padded array ``(len(rows), longest, d)``, zero in the padding.
-
-    Rows with fewer ratings than unknowns (``longest < d``, most users of power-law data) are solved in the dual:
-    ``(X^T X + lambda I)^-1 X^T t = X^T (X X^T + lambda I)^-1 t``, an ``longest x longest`` system instead of
-    ``d x d``. Zero padding rows of ``X`` leave both forms exact: they get dual weight 0.
-    """
-    transposed = np.transpose(gathered, (0, 2, 1))
-    if gathered.shape[1] < gathered.shape[2]:
-        kernel = np.matmul(gathered, transposed)  # X X^T, (g, longest, longest)
-        return np.matmul(transposed, _ridge_solve(kernel, values, penalty))[:, :, 0]
-    return _ridge_solve(np.matmul(transposed, gathered), np.matmul(transposed, values), penalty)[:, :, 0]
-
-
-def _ridge_solve(gram, rhs, penalty):
-    """``(gram + penalty I)^-1 rhs`` for a batch of positive semi-definite ``gram (g, n, n)``, ``rhs (g, n, 1)``,
-    ``penalty (g,)`` > 0: numpy's batched solver (its loop over the batch runs in C; faster here than a batched
-    Cholesky factorisation followed by substitution written with numpy, column by column)."""
-    n = gram.shape[1]
-    gram[:, np.arange(n), np.arange(n)] += penalty[:, None]
-    return np.linalg.solve(gram, rhs)
 
 
 def block_squared_error(indptr, indices, ratings, solution, design, offset):

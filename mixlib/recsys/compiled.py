@@ -1,4 +1,4 @@
-"""Compiled per-row loops of the implicit-feedback half-step (numba, without the GIL).
+"""Compiled per-row loops of the ALS half-steps, explicit and implicit (numba, without the GIL).
 
 One row's system is small (``d x d``, d the rank) and its list of interactions is read once: the loop builds the
 system from the shared Gram matrix and the row's interactions, factorises it and solves it in place, with no
@@ -52,6 +52,80 @@ def implicit_rows(indptr, indices, values, factors, gram, alpha, penalty):
                 wy = weight * y[p]
                 for q in range(p + 1):
                     system[p, q] += wy * y[q]
+        _cholesky_solve(system, rhs)
+        out[u] = rhs
+    return out
+
+
+@_compiled
+def explicit_rows(indptr, indices, ratings, design, offset, penalty, bias_penalty):
+    """Solve every row of a CSR block of explicit ratings (the system of :func:`mixlib.recsys.als.solve_rows`)::
+
+        (X_u^T X_u + D_u) s_u = X_u^T t_u,   t_ui = r_ui - offset_i,   X_u = rows design[i] for i in R(u)
+
+    with ``D_u = diag(penalty_u, ..., penalty_u, bias_penalty)`` (the last column a bias with a penalty of its own),
+    or ``penalty_u I`` when ``bias_penalty`` is 0. A row with fewer ratings ``n`` than unknowns ``d`` is solved in
+    the dual, an ``n x n`` system: with the bias column scaled by ``c = sqrt(penalty_u / bias_penalty)`` (``b = c
+    b'``) the penalty is the scalar ``penalty_u``, and ``s' = X'^T (X' X'^T + penalty_u I)^-1 t``.
+
+    Parameters
+    ----------
+    indptr : ndarray (n_rows + 1,) int; indices : ndarray (nnz,) int; ratings : ndarray (nnz,) float64
+    design : ndarray (n_other, d) float64; offset : ndarray (n_other,) float64
+    penalty : ndarray (n_rows,) float64 > 0, each row's ``lambda w_u``
+    bias_penalty : float, > 0 for a bias in the last column, else 0
+
+    Returns
+    -------
+    ndarray (n_rows, d) float64; a row without ratings gets zeros
+    """
+    n_rows, d = len(indptr) - 1, design.shape[1]
+    out = np.zeros((n_rows, d))
+    system = np.empty((d, d))  # its lower triangle (d x d in the primal, n x n in the dual)
+    rhs = np.empty(d)
+    scaled = np.empty((d, d))  # a short row's design rows, the bias scaled
+    for u in range(n_rows):
+        start, n = indptr[u], indptr[u + 1] - indptr[u]
+        if n == 0:
+            continue
+        scale = np.sqrt(penalty[u] / bias_penalty) if bias_penalty > 0 else 1.0
+        if n < d:
+            for k in range(n):
+                for p in range(d):
+                    scaled[k, p] = design[indices[start + k], p]
+                if bias_penalty > 0:
+                    scaled[k, d - 1] *= scale
+            for a in range(n):
+                rhs[a] = ratings[start + a] - offset[indices[start + a]]
+                for b in range(a + 1):
+                    value = 0.0
+                    for p in range(d):
+                        value += scaled[a, p] * scaled[b, p]
+                    system[a, b] = value
+                system[a, a] += penalty[u]
+            _cholesky_solve(system[:n, :n], rhs[:n])
+            for p in range(d):
+                value = 0.0
+                for k in range(n):
+                    value += scaled[k, p] * rhs[k]
+                out[u, p] = value
+            if bias_penalty > 0:
+                out[u, d - 1] *= scale
+            continue
+        for p in range(d):
+            rhs[p] = 0.0
+            for q in range(p + 1):
+                system[p, q] = 0.0
+            system[p, p] = penalty[u]
+        if bias_penalty > 0:
+            system[d - 1, d - 1] = bias_penalty
+        for k in range(start, start + n):
+            x = design[indices[k]]
+            target = ratings[k] - offset[indices[k]]
+            for p in range(d):
+                rhs[p] += target * x[p]
+                for q in range(p + 1):
+                    system[p, q] += x[p] * x[q]
         _cholesky_solve(system, rhs)
         out[u] = rhs
     return out
