@@ -17,8 +17,9 @@
     lambda (Spark scales it by each row's count, as weighted_lambda does) and iterations, no biases on either
     side: seconds per iteration and test RMSE beside this project's.
 (d) With --dataset: the synthetic ratings written as --dataset-files Parquet files, then the whole `train` job on
-    that folder as a user runs it (an embedded cluster of --workers worker processes, --processes; rank 32, the
-    weighting of (c), --dataset-steps steps, no refit): its wall time and the peak RSS of the job's own process (the client;
+    that folder as a user runs it (an embedded cluster of --workers worker processes, or with --threads threaded
+    workers in the job's process as the default config has; rank 32, the weighting of (c), --dataset-steps steps,
+    random init as Spark's, no refit): its wall time and the peak RSS of the job's own process (the client;
     the workers are other processes), and, with --spark, Spark MLlib's ALS reading the same folder
     (spark.read.parquet, local[2]) for the same iterations, timed from the session's start to the fitted model.
 """
@@ -365,7 +366,7 @@ def job_peak(command, log_path):
     return time.perf_counter() - started, peak, process.returncode
 
 
-def dataset(n_ratings, n_files, steps, workers, spark):
+def dataset(n_ratings, n_files, steps, workers, spark, processes=True):
     ratings = power_law_ratings(n_ratings, seed=0)
     with tempfile.TemporaryDirectory(prefix="mixlib-dataset-") as tmp:
         folder = write_dataset(ratings, Path(tmp) / "ratings", n_files)
@@ -377,7 +378,8 @@ def dataset(n_ratings, n_files, steps, workers, spark):
                    str(Path(tmp) / "models"), "--rank", "32", "--reg-lambda", "0.13", "--lambda-exponent", "1",
                    "--no-global-bias", "--no-user-bias", "--no-item-bias", "--max-steps", str(steps), "--init",
                    "random", "--eval-every", "1", "--log-every", "1", "--validation", "0.01", "--test", "0",
-                   "--no-refit", "--force-publish", "--processes", "--workers", str(workers), "--dashboard-address",
+                   "--no-refit", "--force-publish", "--processes" if processes else "--no-processes", "--workers",
+                   str(workers), "--dashboard-address",
                    "127.0.0.1:0", "--log-level", "info"]
         seconds, peak, status = job_peak(command, Path(tmp) / "train.log")
         log_text = (Path(tmp) / "train.log").read_text()
@@ -385,8 +387,9 @@ def dataset(n_ratings, n_files, steps, workers, spark):
             sys.exit(f"train exited {status}:\n{log_text[-3000:]}")
         stamps = [_clock(line) for line in log_text.splitlines() if " INFO Iteration " in line]
         per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else float("nan")
-        print(f"  mixlib train (whole job): {seconds:.1f} s, {per_step:.1f} s per step (log stamps, steps 1 to "
-              f"{len(stamps)}), peak RSS of the job's process {peak / 2**30:.2f} GiB", flush=True)
+        kind = f"{workers} worker processes" if processes else f"{workers} threaded workers, in the job's process"
+        print(f"  mixlib train (whole job, {kind}): {seconds:.1f} s, {per_step:.1f} s per step (log stamps, steps 1 "
+              f"to {len(stamps)}), peak RSS of the job's process {peak / 2**30:.2f} GiB", flush=True)
         if spark:
             spark_seconds, spark_step = spark_on_folder(folder, steps)
             print(f"  Spark MLlib (read + ALS, {steps} iterations): {spark_seconds:.1f} s, {spark_step:.1f} s per "
@@ -447,6 +450,8 @@ def main():
     parser.add_argument("--dataset-files", type=int, default=20)
     parser.add_argument("--dataset-steps", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", action="store_true", help="--dataset: threaded workers in the job's process "
+                        "(the default config's) instead of worker processes")
     args = parser.parse_args()
     settings = settings_from(args.config, ["log_level=warning", "dashboard_address=127.0.0.1:0", *args.set])
     import logging
@@ -457,7 +462,8 @@ def main():
     if args.movielens and args.official:
         official(args.movielens, args.config, args.set)
     if args.synthetic and args.dataset:
-        dataset(args.synthetic, args.dataset_files, args.dataset_steps, args.workers, args.spark)
+        dataset(args.synthetic, args.dataset_files, args.dataset_steps, args.workers, args.spark,
+                processes=not args.threads)
         return
     if args.synthetic:
         # Spark's ALS scales regParam by each row's count (ALS-WR): the same weighting on both sides.

@@ -10,13 +10,13 @@ from mixlib.recsys import serve, settings, train
 COMMANDS = {
     "train": (settings.TrainSettings, train.plan_train, train.run_train, train.train_runs_here,
               "Train a matrix-factorisation model by ALS on a Dask cluster and publish it as the model store's "
-              "new 'latest' version."),
+              "new 'latest' version.", train.train_worker_paths),
     "predict": (settings.PredictSettings, serve.plan_predict, serve.run_predict, serve.predict_runs_here,
-                "Predict the rating of user,item pairs with the published model."),
+                "Predict the rating of user,item pairs with the published model.", None),
     "recommend": (settings.RecommendSettings, serve.plan_recommend, serve.run_recommend, serve.recommend_runs_here,
-                  "Write the top-N unseen items of users with the published model."),
+                  "Write the top-N unseen items of users with the published model.", serve.recommend_worker_paths),
     "evaluate": (settings.EvaluateSettings, serve.plan_evaluate, serve.run_evaluate, serve.evaluate_runs_here,
-                 "RMSE and MAE (and precision@N, recall@N) of the published model on held-out ratings."),
+                 "RMSE and MAE (and precision@N, recall@N) of the published model on held-out ratings.", None),
 }
 USAGE = ("usage: python -m jobs.recommend {train,predict,recommend,evaluate} [options]; "
          "python -m jobs.recommend COMMAND --help describes the options; --version prints mixlib's version")
@@ -28,11 +28,11 @@ def _keys(settings_class):
 
 def _command(name):
     """One subcommand; configs/recommender.toml may also hold the keys of the others."""
-    settings_class, plan, run, runs_here, description = COMMANDS[name]
+    settings_class, plan, run, runs_here, description, worker_paths = COMMANDS[name]
     others = set().union(*(_keys(c[0]) for c in COMMANDS.values())) - _keys(settings_class)
     description += " Every option can also be set in the TOML config file; a flag beats the file."
     return job_main(settings_class, f"recommend {name}", description, plan, run, config_name="recommender",
-                    other_keys=others, runs_here=runs_here)
+                    other_keys=others, runs_here=runs_here, worker_paths=worker_paths)
 
 
 def main(argv=None):

@@ -155,6 +155,31 @@ def test_recommend_ranks_unseen_items_as_the_brute_force(run_recommend, trained,
         assert [int(r[1]) for r in rows if r[0] == user] == [1, 2, 3, 4, 5]
 
 
+def test_recommend_for_every_user_as_a_parquet_dataset_equals_the_csv(run_recommend, trained, tmp_path, capsys):
+    """--out NAME.parquet: a folder of part files written by the blocks' tasks on the cluster (one per 64 users),
+    holding the rows of the CSV that this process writes from the same blocks; an existing dataset needs
+    --overwrite."""
+    import pyarrow.parquet as pq
+
+    assert trained.status == 0, trained.err
+    csv_out, dataset = tmp_path / "top.csv", tmp_path / "top.parquet"
+    common = ("recommend", "--model-dir", trained.models, "--top", 4, "--block-users", 64)
+    assert run_recommend(*common, "--out", csv_out, "--scheduler", "") == 0
+    assert run_recommend(*common, "--out", dataset) == 0
+    assert "wrote 1200 recommendations in 5 part file(s)" in capsys.readouterr().err
+    assert sorted(p.name for p in dataset.iterdir()) == [f"part-{n:05d}.parquet" for n in range(5)]
+    table = pq.read_table(dataset)
+    rows = [line.split(",") for line in csv_out.read_text().splitlines()[1:]]
+    assert table.column("user").to_pylist() == [r[0] for r in rows]
+    assert table.column("rank").to_pylist() == [int(r[1]) for r in rows]
+    assert table.column("item").to_pylist() == [int(r[2]) for r in rows]
+    np.testing.assert_allclose(table.column("score").to_numpy(), [float(r[3]) for r in rows], rtol=1e-5)
+    assert run_recommend(*common, "--out", dataset) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert run_recommend(*common, "--out", dataset, "--overwrite", "--top", 2) == 0
+    assert pq.read_table(dataset).num_rows == 600
+
+
 def test_small_serving_jobs_run_here_with_the_cluster_s_results(run_recommend, trained, tmp_path, capsys):
     """predict always, and recommend and evaluate within one block of users, run in this process without a cluster
     (with no --scheduler): the same files as on the cluster."""

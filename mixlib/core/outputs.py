@@ -42,12 +42,15 @@ def optional_output(name, overwrite, suffixes, flag="output"):
     return path
 
 
+FOLDER_SUFFIXES = (".zarr", ".parquet")  # outputs that are folders: a Zarr store, a Parquet dataset of part files
+
+
 def _check_not_a_folder(path, suffixes):
     """Refuse an output that names a folder, or nothing with a suffix: the output is a file (or a Zarr folder)
     named with its format's suffix."""
     names = ", ".join(suffixes[:-1]) + f" or {suffixes[-1]}" if len(suffixes) > 1 else suffixes[0]
     example = f"{path}/NAME{suffixes[0]}"
-    if path.is_dir() and not (path.suffix.lower() == ".zarr" and ".zarr" in suffixes):
+    if path.is_dir() and not (path.suffix.lower() in FOLDER_SUFFIXES and path.suffix.lower() in suffixes):
         raise InputError(f"output {path}/ is a folder; give a file name ending in {names} (for example {example})")
     if not path.suffix:
         raise InputError(f"output {path} has no suffix to say its format; give a file name ending in {names} "
@@ -88,12 +91,13 @@ def staged_outputs():
 
 
 def move_into_place(temporary, final):
-    """Rename ``temporary`` to ``final``; a folder (Zarr) that exists is replaced whole."""
-    if final.is_dir() and temporary.is_dir():
+    """Rename ``temporary`` to ``final``; a folder (Zarr, a Parquet dataset) that exists, or a file where a folder
+    goes, is replaced whole."""
+    if final.exists() and (final.is_dir() or temporary.is_dir()):  # a folder replaces a file, or the other way
         old = final.with_name(f".{final.name}.old")
         final.rename(old)
         temporary.rename(final)
-        remove_tree(old)
+        remove_path(old)
     else:
         temporary.replace(final)
 

@@ -1,5 +1,6 @@
 """Serving the published model: ``python -m jobs.recommend predict``, ``recommend`` and ``evaluate``."""
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -58,10 +59,13 @@ def run_predict(settings, job_plan, client):
         _write_csv(stage(out), ("user", "item", "prediction"), [users, items, _numbers(predictions)])
 
 
+RECOMMEND_FORMATS = (".csv", ".parquet")
+
+
 def plan_recommend(settings):
     if not settings.out:
-        raise InputError("recommend needs --out PATH.csv")
-    out = optional_output(settings.out, settings.overwrite, (".csv",), "--out")
+        raise InputError("recommend needs --out PATH.csv (one file) or PATH.parquet (a dataset of part files)")
+    out = optional_output(settings.out, settings.overwrite, RECOMMEND_FORMATS, "--out")
     model = _published_model(settings)
     if not settings.users:
         return model, model.user_ids, out
@@ -76,22 +80,125 @@ def plan_recommend(settings):
     return model, users, out
 
 
+def recommend_worker_paths(job_plan):
+    """The folder a Parquet dataset of recommendations is written into by the workers (nothing for a CSV, which
+    this process writes)."""
+    out = job_plan[2]
+    return (), ((out.parent,) if out.suffix.lower() == ".parquet" else ())
+
+
 def run_recommend(settings, job_plan, client):
     """Write the top-N unseen items of each user (unknown users: the items with the highest bias, or the most
-    popular ones for an implicit model, which has no biases)."""
+    popular ones for an implicit model, which has no biases), block by block of ``block_users`` users: to one
+    CSV written here from the blocks' rows, or to a Parquet dataset (``--out NAME.parquet``, a folder) whose part
+    files the blocks' tasks write, one per block, so that no list passes through this process."""
     model, users, out = job_plan
     index = model.user_index(users)
     top = _capped(settings.top, model)
     fallback = "the top items by bias" if model.feedback == "explicit" else "the most popular items"
     log.info("recommending %d items to %d users (%d unknown: %s)", top, len(users), (index < 0).sum(), fallback)
-    items, scores = top_items(client, model, index, top, settings.block_users)
-    scores = model.clip(scores, settings.clip_predictions)  # ranked unclipped: clipping would make ties
-    ranks = np.broadcast_to(np.arange(1, top + 1), items.shape)
-    present = items >= 0
-    rows = np.repeat(np.asarray(users), top).reshape(items.shape)
+    lists = ItemLists.of(model, top, settings.clip_predictions)
     with staged_outputs() as stage:
-        _write_csv(stage(out), ("user", "rank", "item", "score"),
-                   [rows[present], ranks[present], model.item_ids[items[present]], _numbers(scores[present])])
+        target = stage(out)
+        folder = target if out.suffix.lower() == ".parquet" else None
+        if folder is not None:
+            folder.mkdir(parents=True)
+        blocks = _recommended_blocks(client, model, lists, np.asarray(users), index, settings.block_users, folder)
+        if folder is None:
+            rows = {name: np.concatenate([b[name] for b in blocks]) for name in ("user", "rank", "item", "score")}
+            _write_csv(target, ("user", "rank", "item", "score"),
+                       [rows["user"], rows["rank"], rows["item"], _numbers(rows["score"])])
+        else:
+            log.info("wrote %d recommendations in %d part file(s)", sum(blocks), len(blocks))
+
+
+def _recommended_blocks(client, model, lists, users, index, block_users, folder):
+    """Each block's :func:`recommendation_rows` (``folder`` None), or the rows each block wrote to its part file
+    in ``folder``, computed in this process or as ``recommend-top`` tasks."""
+    shared = lists if client is None else client.scatter(lists, broadcast=True, hash=False)
+    f = model.factors
+    results = []
+    for number, start in enumerate(range(0, len(users), block_users)):
+        block = index[start:start + block_users]
+        known = np.maximum(block, 0)
+        seen = rows_of(model.seen_indptr, model.seen_indices, block)
+        factors = np.where((block >= 0)[:, None], f.user_factors[known], 0.0)
+        offsets = np.where(block >= 0, model.mu + f.user_bias[known] + model.user_means[known], model.mu)
+        arguments = (shared, users[start:start + block_users], block < 0, factors, offsets, seen)
+        part = None if folder is None else folder / f"part-{number:05d}.parquet"
+        results.append(_block_rows(*arguments, part) if client is None else
+                       client.submit(_block_rows, *arguments, part, pure=False, key=f"recommend-top-{number}"))
+    return results if client is None else client.gather(results)
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemLists:
+    """What a block of users' top-N lists need of a model, sent to the workers once (no user's data).
+
+    Attributes
+    ----------
+    item_factors : ndarray (n_items, k); item_bias : ndarray (n_items,); item_ids : ndarray (n_items,)
+    popular : ndarray (top,) int, an implicit model's list for unknown users (its most frequent items), or None
+    top : int; rating_range : (float, float) or None, where scores are clipped
+    """
+
+    item_factors: np.ndarray
+    item_bias: np.ndarray
+    item_ids: np.ndarray
+    popular: np.ndarray | None
+    top: int
+    rating_range: tuple | None
+
+    @classmethod
+    def of(cls, model, top, clip):
+        f = model.factors
+        popular = None
+        if model.feedback == "implicit":
+            popularity = np.bincount(model.seen_indices, minlength=len(model.item_ids))
+            popular = np.argsort(-popularity, kind="stable")[:top]
+        return cls(f.item_factors, f.item_bias, model.item_ids, popular, top,
+                   model.rating_range if clip else None)
+
+
+def recommendation_rows(lists, users, unknown, user_factors, offsets, seen):
+    """The recommendations of a block of users: columns ``user``, ``rank`` (1 = best), ``item`` (ids) and
+    ``score``, a user's rows in rank order (a kernel).
+
+    Parameters
+    ----------
+    lists : ItemLists
+    users : ndarray (b,), the users' ids; unknown : ndarray (b,) bool, users the model does not know
+    user_factors : ndarray (b, k), zeros for unknown users; offsets : ndarray (b,), each user's ``mu + b_u +
+        mean_u`` (``mu`` for unknown ones)
+    seen : tuple (indptr (b + 1,), indices), the items each user rated (left out)
+    """
+    top = lists.top
+    items, scores = top_unseen(user_factors, *seen, lists.item_factors, lists.item_bias, top)
+    if lists.popular is not None and unknown.any():
+        items[unknown] = lists.popular
+        scores[unknown] = 0.0  # no factors: the model's preference score is 0
+    scores = scores + offsets[:, None]
+    if lists.rating_range is not None:  # ranked unclipped: clipping would make ties
+        scores = np.clip(scores, *lists.rating_range)
+    present = items >= 0
+    return {"user": np.repeat(users, top).reshape(items.shape)[present],
+            "rank": np.broadcast_to(np.arange(1, top + 1), items.shape)[present],
+            "item": lists.item_ids[items[present]], "score": scores[present]}
+
+
+def _block_rows(lists, users, unknown, user_factors, offsets, seen, part):
+    """:func:`recommendation_rows` of a block, or, with a ``part`` path, written there as Parquet (written under a
+    temporary name, then renamed: a task run again after a lost worker replaces it whole): the number of rows."""
+    rows = recommendation_rows(lists, users, unknown, user_factors, offsets, seen)
+    if part is None:
+        return rows
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    temporary = part.with_name(f".{part.name}.tmp")
+    pq.write_table(pa.table(rows), temporary)
+    temporary.replace(part)
+    return len(rows["user"])
 
 
 def _capped(top, model):
@@ -99,40 +206,6 @@ def _capped(top, model):
     if top > len(model.item_ids):
         log.info("--top %d: the model knows %d items, so the lists hold at most that many", top, len(model.item_ids))
     return min(top, len(model.item_ids))
-
-
-def top_items(client, model, users, top, block_users):
-    """The top-``top`` unseen items ``(n, top)`` (-1 padding) and their predictions for user indices ``(n,)``
-    (-1: unknown), scored block by block on the workers (in this process when ``client`` is None). An implicit
-    model's unknown users get the items most often in its input (it has no biases to rank by)."""
-    f = model.factors
-    shared = (f.item_factors, f.item_bias)
-    if client is not None:
-        shared = client.scatter(shared, broadcast=True, hash=False)
-    parts = []
-    for number, start in enumerate(range(0, len(users), block_users)):
-        block = users[start:start + block_users]
-        indptr, indices = rows_of(model.seen_indptr, model.seen_indices, block)
-        factors = np.where((block >= 0)[:, None], f.user_factors[np.maximum(block, 0)], 0.0)
-        parts.append(_top_block(factors, indptr, indices, shared, top) if client is None else
-                     client.submit(_top_block, factors, indptr, indices, shared, top, pure=False,
-                                   key=f"recommend-top-{number}"))
-    if client is not None:
-        parts = client.gather(parts)
-    items = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, top), np.int64)
-    scores = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, top))
-    offset = model.mu + np.where(users >= 0, f.user_bias[np.maximum(users, 0)] + model.user_means[np.maximum(users, 0)],
-                                 0.0)
-    unknown = users < 0
-    if model.feedback == "implicit" and unknown.any():
-        popularity = np.bincount(model.seen_indices, minlength=len(model.item_ids))
-        items[unknown] = np.argsort(-popularity, kind="stable")[:top]
-        scores[unknown] = 0.0  # no factors: the model's preference score is 0
-    return items, scores + offset[:, None]
-
-
-def _top_block(user_factors, seen_indptr, seen_indices, shared, top):
-    return top_unseen(user_factors, seen_indptr, seen_indices, *shared, top)
 
 
 def plan_evaluate(settings):

@@ -164,7 +164,8 @@ class RecommendSettings(ServingOptions, UserColumn):
     top: int = option(10, "items per user", minimum=1, group="model")
     users: str = option("", "users to recommend for (one id per line, optional header such as 'user' or "
                             "'userId'); '' for all", group="input and output")
-    out: str = option("", "recommendations: a .csv of user,rank,item,score", group="input and output")
+    out: str = option("", "recommendations: a .csv of user,rank,item,score, or NAME.parquet, a Parquet dataset (a "
+                          "folder of part files) written by the workers", group="input and output")
     block_users: int = option(2048, "users scored together (memory: block_users x items scores)", minimum=1)
 
 

@@ -72,6 +72,7 @@ class TrainPlan:
     metric: tuple = ("rmse", 0)
     cutoff: float | None = None
     prepared: PreparedRatings | None = None
+    files: tuple = ()  # a dataset's files, which the workers read
     new_folders: tuple = ()
 
 
@@ -108,9 +109,8 @@ def _plan_train(settings, store, folder):
         raise InputError("--cutoff splits by time: add --split time (or leave --cutoff out)")
     warm = _warm_model(store, settings)
     job_plan = TrainPlan(None, None, None, store, folder, warm, metrics, plots, metric, cutoff=cutoff)
-    if is_dataset(settings.ratings):
-        dataset_files(settings.ratings)  # a folder or pattern of no ratings file is refused before any work
-        return job_plan  # read by the workers: with_ratings(settings, job_plan, client) in run_train
+    if is_dataset(settings.ratings):  # a folder or pattern of no ratings file is refused before any work
+        return dataclasses.replace(job_plan, files=tuple(dataset_files(settings.ratings)))  # read by the workers
     return with_ratings(settings, job_plan, None)
 
 
@@ -119,7 +119,7 @@ def with_ratings(settings, job_plan, client):
     when None), and the checks that need them; InputError on a problem."""
     tasks = Tasks(client)
     implicit = settings.feedback == "implicit"
-    prepared = prepare_dataset(tasks, dataset_files(settings.ratings), names=column_names(settings),
+    prepared = prepare_dataset(tasks, job_plan.files or dataset_files(settings.ratings), names=column_names(settings),
                                implicit=implicit, drop_invalid=settings.drop_invalid,
                                **_preparation(settings, job_plan.cutoff))
     ratings, parts, means = _finished(prepared, settings.shift_user_means and not implicit, job_plan.cutoff)
@@ -284,6 +284,12 @@ class BlockedData(TrainingData):
 
     user_means: np.ndarray = None
     value_range: tuple = None
+
+
+def train_worker_paths(job_plan, most=4):
+    """The files of a dataset that the workers read (the first ``most``, as a sample), and nothing for one file,
+    which this process reads."""
+    return (tuple(job_plan.files[:most]) if job_plan.files else ()), ()
 
 
 def train_runs_here(settings, job_plan):
