@@ -287,6 +287,17 @@ def warm_rmse(ratings, parts, factors):
     return float(np.sqrt(np.mean((ratings.values[rows] - predicted) ** 2))), len(rows)
 
 
+def local_spark():
+    """A Spark session on this machine's 2 cores (local[2]), quiet, on the loopback interface."""
+    from pyspark.sql import SparkSession
+
+    spark = (SparkSession.builder.master("local[2]").config("spark.driver.memory", "8g")
+             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+             .config("spark.driver.host", "127.0.0.1").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
 def spark_als(ratings, parts, settings, steps):
     """Spark MLlib's ALS (local[2]) on the same ratings: (seconds per iteration, test RMSE).
 
@@ -294,13 +305,9 @@ def spark_als(ratings, parts, settings, steps):
     ``steps - 1`` (the JVM's start and data loading cancel out). The RMSE is the ``steps``-iteration model's, on
     the test ratings whose user and item have training ratings (Spark's coldStartStrategy="drop")."""
     from pyspark.ml.recommendation import ALS
-    from pyspark.sql import SparkSession
 
     folder = tempfile.mkdtemp()
-    spark = (SparkSession.builder.master("local[2]").config("spark.driver.memory", "8g")
-             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-             .config("spark.driver.host", "127.0.0.1").getOrCreate())
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = local_spark()
     try:
         def frame(rows, name):
             import pyarrow as pa
@@ -409,12 +416,8 @@ def spark_on_folder(folder, steps):
     less a 1-iteration fit on the cached data, over ``steps - 1``."""
     started = time.perf_counter()
     from pyspark.ml.recommendation import ALS
-    from pyspark.sql import SparkSession
 
-    spark = (SparkSession.builder.master("local[2]").config("spark.driver.memory", "8g")
-             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-             .config("spark.driver.host", "127.0.0.1").getOrCreate())
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = local_spark()
     try:
         def fit(frame, iterations):
             model = ALS(rank=32, maxIter=iterations, regParam=0.13, userCol="user", itemCol="item",

@@ -21,7 +21,7 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.reduce import add_stats, local_tree, submit_tree
 from . import shards
-from .ratings import FORMATS, Ratings, _iso
+from .ratings import FORMATS, Ratings, _iso, part_size
 
 log = logging.getLogger("mixlib")
 
@@ -149,18 +149,12 @@ class PreparedRatings:
     def gathered(self):
         """``(Ratings, {"train", "validation", "test": row numbers})`` in this process, rows in shard order."""
         shards_here = self.tasks.gather(self.shards)
-        columns = {name: _joined([s[name] for s in shards_here]) for name in ("users", "items", "values", "times",
+        columns = {name: shards.joined([s[name] for s in shards_here]) for name in ("users", "items", "values", "times",
                                                                                 "part")}
         ratings = Ratings(columns["users"], columns["items"], columns["values"], self.user_ids, self.item_ids,
                           columns["times"])
         part = columns["part"]
         return ratings, {name: np.flatnonzero(part == n) for n, name in enumerate(("train", "validation", "test"))}
-
-
-def _joined(arrays):
-    if not arrays or arrays[0] is None:
-        return None
-    return np.concatenate(arrays)
 
 
 def prepare_dataset(tasks, files, *, names=None, implicit=False, drop_invalid=False, **preparation):
@@ -275,16 +269,7 @@ def _new_indices(kept, n):
 def _thresholds(tasks, sharded, n_ratings, n_items, validation, test, seed):
     """The highest keys ``(validation, test)`` of the random split's validation and test ratings (None: none), the
     ranks ``n_v`` and ``n_v + n_t`` among every rating's key (:func:`mixlib.recsys.shards.split_keys`)."""
-    from .ratings import _not_a_part
-
-    sizes = []
-    for part, name in ((validation, "validation"), (test, "test")):
-        if isinstance(part, float) and 0 < part < 1:
-            sizes.append(int(round(part * n_ratings)))
-        elif isinstance(part, int) and part >= 0:
-            sizes.append(part)
-        else:
-            raise _not_a_part(part, name)
+    sizes = [part_size(part, n_ratings, name) for part, name in ((validation, "validation"), (test, "test"))]
     if sum(sizes) >= n_ratings:
         raise InputError(f"validation ({sizes[0]}) and test ({sizes[1]}) ratings leave none of the {n_ratings} "
                          "to train on; ask for fewer")

@@ -699,7 +699,7 @@ def split(n_ratings, validation, test, seed):
     -------
     train, validation, test : ndarray of row numbers, sorted
     """
-    sizes = [_size(part, n_ratings, name) for part, name in ((validation, "validation"), (test, "test"))]
+    sizes = [part_size(part, n_ratings, name) for part, name in ((validation, "validation"), (test, "test"))]
     if sum(sizes) >= n_ratings:
         raise InputError(f"validation ({sizes[0]}) and test ({sizes[1]}) ratings leave none of the {n_ratings} "
                          "to train on; ask for fewer")
@@ -708,7 +708,8 @@ def split(n_ratings, validation, test, seed):
     return np.sort(order[sum(sizes):]), np.sort(held_validation), np.sort(held_test)
 
 
-def _size(part, n, name):
+def part_size(part, n, name):
+    """How many of ``n`` ratings a part given as a count or a fraction (``name`` in messages) holds."""
     if isinstance(part, float) and 0 < part < 1:
         return int(round(part * n))
     if isinstance(part, int) and part >= 0:
@@ -760,17 +761,17 @@ def split_by_time(users, times, validation, test, cutoff=None):
     if cutoff is not None and not np.isfinite(cutoff):
         raise InputError(f"the cutoff must be a finite time, not {cutoff!r}")
     if cutoff is None:
-        return _latest_parts(users, times, validation, test)
+        return latest_parts(users, times, validation, test)
     after = times >= cutoff
     before = np.flatnonzero(~after)
     if not len(before):
         raise InputError(f"no rating is before the cutoff ({_iso(cutoff)}), so none is left to train on; "
                          "choose a later cutoff")
-    train, held_validation, _ = _latest_parts(users[before], times[before], validation, 0)
+    train, held_validation, _ = latest_parts(users[before], times[before], validation, 0)
     return before[train], before[held_validation], np.flatnonzero(after)
 
 
-def _latest_parts(users, times, validation, test):
+def latest_parts(users, times, validation, test):
     """``train, validation, test`` row numbers, sorted: each user's last ``t_u`` rows by ``(time, row)`` for test
     and the ``v_u`` before them for validation (:func:`split_by_time`, without a cutoff)."""
     if not len(users):

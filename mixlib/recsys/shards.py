@@ -24,7 +24,7 @@ is per item (counts) adds up over the shards.
 import numpy as np
 
 from ..core.errors import InputError
-from .ratings import _latest_parts, read_columns
+from .ratings import latest_parts, read_columns
 
 ORDER_BITS = 40  # a rating's place in the input: (part number << ORDER_BITS) + its row among the part's valid rows
 KEY_BITS = 16  # the first pass of the split's threshold search counts keys by their KEY_BITS high bits
@@ -115,18 +115,19 @@ def _take(columns, rows):
 def build_shard(pieces):
     """A shard from its pieces of every part (in part order): one rating per (user, item) pair, the last in input
     order (largest ``order``), sorted by (user, item). ``repeated`` counts the ratings left out."""
-    joined = {name: _joined([p[name] for p in pieces]) for name in COLUMNS}
-    users, items, order = joined["users"], joined["items"], joined["order"]
+    columns = {name: joined([p[name] for p in pieces]) for name in COLUMNS}
+    users, items, order = columns["users"], columns["items"], columns["order"]
     ranked = np.lexsort((order, items, users))
     u, i = users[ranked], items[ranked]
     last = np.ones(len(ranked), dtype=bool)
     last[:-1] = (u[1:] != u[:-1]) | (i[1:] != i[:-1])
-    shard = _take(joined, ranked[last])
+    shard = _take(columns, ranked[last])
     shard["repeated"] = int(len(ranked) - last.sum())
     return shard
 
 
-def _joined(arrays):
+def joined(arrays):
+    """Arrays concatenated, or None when they are None (a column a dataset does not have)."""
     if arrays[0] is None:
         return None
     return np.concatenate(arrays)
@@ -226,13 +227,13 @@ def time_parts(shard, validation, test, cutoff):
     users = shard["users"][by_input] - shard["users"][by_input[0]]  # from 0: the shard's own users
     times = shard["times"][by_input]
     if cutoff is None:
-        _, held_validation, held_test = _latest_parts(users, times, validation, test)
+        _, held_validation, held_test = latest_parts(users, times, validation, test)
     else:
         after = times >= cutoff
         before = np.flatnonzero(~after)
         held_validation, held_test = np.zeros(0, np.int64), np.flatnonzero(after)
         if len(before):
-            held_validation = before[_latest_parts(users[before], times[before], validation, 0)[1]]
+            held_validation = before[latest_parts(users[before], times[before], validation, 0)[1]]
     part[by_input[held_validation]] = 1
     part[by_input[held_test]] = 2
     return part

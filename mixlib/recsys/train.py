@@ -58,12 +58,11 @@ GUARDRAIL_MIN_RATINGS = 20
 @dataclasses.dataclass
 class TrainPlan:
     """A checked training run: the prepared ratings and where everything goes. The ratings of a dataset are read
-    by the workers when the run starts: until then ``ratings``, ``parts`` and ``means`` are None and
-    ``checkpoint`` is its folder (:func:`with_ratings`)."""
+    by the workers when the run starts: until then ``ratings`` and ``parts`` are None and ``checkpoint`` is its
+    folder (:func:`with_ratings`)."""
 
     ratings: Ratings | None
     parts: dict | None
-    means: np.ndarray | None
     store: ModelStore
     checkpoint: BlockCheckpoint | Path
     warm: Model | None
@@ -108,7 +107,7 @@ def _plan_train(settings, store, folder):
     if cutoff is not None and settings.split != "time":
         raise InputError("--cutoff splits by time: add --split time (or leave --cutoff out)")
     warm = _warm_model(store, settings)
-    job_plan = TrainPlan(None, None, None, store, folder, warm, metrics, plots, metric, cutoff=cutoff)
+    job_plan = TrainPlan(None, None, store, folder, warm, metrics, plots, metric, cutoff=cutoff)
     if is_dataset(settings.ratings):  # a folder or pattern of no ratings file is refused before any work
         return dataclasses.replace(job_plan, files=tuple(dataset_files(settings.ratings)))  # read by the workers
     return with_ratings(settings, job_plan, None)
@@ -122,7 +121,7 @@ def with_ratings(settings, job_plan, client):
     prepared = prepare_dataset(tasks, job_plan.files or dataset_files(settings.ratings), names=column_names(settings),
                                implicit=implicit, drop_invalid=settings.drop_invalid,
                                **_preparation(settings, job_plan.cutoff))
-    ratings, parts, means = _finished(prepared, settings.shift_user_means and not implicit, job_plan.cutoff)
+    ratings, parts, _ = _finished(prepared, False, job_plan.cutoff)  # the means come with the blocks
     metric = job_plan.metric
     if metric[0] != "rmse":
         _check_relevant(ratings, parts, settings.relevant)
@@ -133,8 +132,8 @@ def with_ratings(settings, job_plan, client):
     checkpoint = BlockCheckpoint(job_plan.checkpoint, _fingerprint(settings, ratings, parts, job_plan.warm),
                                  "another config or other ratings")
     checkpoint.check(settings.resume, "--checkpoint-dir")
-    return dataclasses.replace(job_plan, ratings=ratings, parts=parts, means=means, checkpoint=checkpoint,
-                               metric=metric, prepared=prepared)
+    return dataclasses.replace(job_plan, ratings=ratings, parts=parts, checkpoint=checkpoint, metric=metric,
+                               prepared=prepared)
 
 
 def _preparation(settings, cutoff):
@@ -265,6 +264,8 @@ def blocked_training_data(client, job_plan, settings, every=False):
     blocks = rating_blocks(job_plan.prepared, parts=(0, 1, 2) if every else (0,),
                            shift=settings.shift_user_means and not implicit, block_ratings=settings.block_ratings)
     mu = blocks.total / blocks.count if settings.global_bias and not implicit else 0.0
+    if settings.shift_user_means and not implicit and not every:
+        log.info("user-mean shift: mean of the user means %.4f", blocks.means.mean())
     built_here = job_plan.prepared.tasks.client is None
     sides = tuple(BlockedRatings.placed(client, parts, counts, side) if built_here else
                   BlockedRatings(None, parts, counts, side)
@@ -280,7 +281,7 @@ def blocked_training_data(client, job_plan, settings, every=False):
 @dataclasses.dataclass(frozen=True)
 class BlockedData(TrainingData):
     """TrainingData from rating blocks (:func:`blocked_training_data`), with the users' means and the lowest and
-    highest rating ``value_range`` of the ratings it holds."""
+    highest rating ``value_range`` of the ratings it holds (where the model clips its predictions)."""
 
     user_means: np.ndarray = None
     value_range: tuple = None
@@ -322,7 +323,7 @@ def _train_and_publish(settings, job_plan, client):
                                validation=judge.validation())
     except FloatingPointError as e:
         raise JobFailed(str(e)) from None
-    model = _model(ratings, parts["train"], data.user_means, data.mu, final.best, settings)
+    model = _model(ratings, data, final.best, settings)
     metrics = _train_metrics(model, ratings, parts, final, early, settings, judge, time.perf_counter() - started)
     with staged_outputs() as stage:
         if job_plan.plots is not None:
@@ -355,9 +356,7 @@ def _refitted(client, settings, params, job_plan, final, metrics):
     ``metrics`` records it under ``refit``."""
     started = time.perf_counter()
     ratings = job_plan.ratings
-    every = {"train": np.arange(ratings.shape[2]), "validation": np.zeros(0, np.int64)}
     data = blocked_training_data(client, job_plan, settings, every=True)
-    means = data.user_means
     steps = final.best_step
     refit_params = dataclasses.replace(params, max_steps=steps, eval_every=steps, log_every=steps)
     log.info("refit: training again on all %d ratings for the %d steps chosen", ratings.shape[2], steps)
@@ -368,7 +367,7 @@ def _refitted(client, settings, params, job_plan, final, metrics):
         raise JobFailed(f"refit: {e}") from None
     metrics["refit"] = {"ratings": int(ratings.shape[2]), "steps": steps,
                         "seconds": round(time.perf_counter() - started, 3)}
-    return _model(ratings, every["train"], means, data.mu, refit.current, settings)
+    return _model(ratings, data, refit.current, settings)
 
 
 def _starting_state(settings, params, job_plan, data, client):
@@ -419,17 +418,16 @@ def _saver(checkpoint):
     return save
 
 
-def _model(ratings, train, means, mu, factors, settings):
-    """The Model to publish; it remembers every rating of the input (training, validation and test) as seen, and
-    the range of the training ratings ``train`` (row numbers)."""
+def _model(ratings, data, factors, settings):
+    """The Model to publish: ``factors`` with the means and ``mu`` of ``data`` (BlockedData) and the range of its
+    ratings; it remembers every rating of the input (training, validation and test) as seen."""
     import scipy.sparse as sp
 
     seen = sp.csr_matrix((np.ones(len(ratings.values), dtype=np.int8), (ratings.users, ratings.items)),
                          shape=(len(ratings.user_ids), len(ratings.item_ids)))
     config = {f.name: getattr(settings, f.name) for f in dataclasses.fields(TrainSettings)}
-    values = ratings.values[train]
-    rating_range = (float(values.min()), float(values.max())) if settings.feedback == "explicit" else None
-    return Model(factors, mu, means, ratings.user_ids, ratings.item_ids, seen.indptr.astype(np.int64),
+    rating_range = data.value_range if settings.feedback == "explicit" else None
+    return Model(factors, data.mu, data.user_means, ratings.user_ids, ratings.item_ids, seen.indptr.astype(np.int64),
                  seen.indices.astype(np.int64), config, {}, rating_range)
 
 
