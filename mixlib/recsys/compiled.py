@@ -13,8 +13,6 @@ import numpy as np
 _compiled = numba.njit(nogil=True, cache=True)
 _inlined = numba.njit(nogil=True, cache=True, inline="always")
 
-BLAS_ROWS = 48  # a row of at least this many ratings builds its Gram matrix by a BLAS product
-
 
 @_compiled
 def implicit_rows(indptr, indices, values, factors, gram, alpha, penalty):
@@ -114,29 +112,20 @@ def explicit_rows(indptr, indices, ratings, design, offset, penalty, bias_penalt
             if bias_penalty > 0:
                 out[u, d - 1] *= scale
             continue
-        if n >= BLAS_ROWS:  # a long row: its Gram matrix by one matrix product
-            gathered = np.empty((n, d))
-            targets = np.empty(n)
-            for k in range(n):
-                gathered[k] = design[indices[start + k]]
-                targets[k] = ratings[start + k] - offset[indices[start + k]]
-            system[:, :] = np.dot(gathered.T, gathered)
-            rhs[:] = np.dot(gathered.T, targets)
-        else:
-            system[:, :] = 0.0
-            rhs[:] = 0.0
-            for k in range(start, start + n):
-                x = design[indices[k]]
-                target = ratings[k] - offset[indices[k]]
-                for p in range(d):
-                    rhs[p] += target * x[p]
-                    xp = x[p]
-                    for q in range(d):  # the whole square: a contiguous loop the compiler vectorises
-                        system[p, q] += xp * x[q]
         for p in range(d):
-            system[p, p] += penalty[u]
+            rhs[p] = 0.0
+            for q in range(p + 1):
+                system[p, q] = 0.0
+            system[p, p] = penalty[u]
         if bias_penalty > 0:
-            system[d - 1, d - 1] += bias_penalty - penalty[u]
+            system[d - 1, d - 1] = bias_penalty
+        for k in range(start, start + n):
+            x = design[indices[k]]
+            target = ratings[k] - offset[indices[k]]
+            for p in range(d):
+                rhs[p] += target * x[p]
+                for q in range(p + 1):
+                    system[p, q] += x[p] * x[q]
         _cholesky_solve(system, rhs)
         out[u] = rhs
     return out
