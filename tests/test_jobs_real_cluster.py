@@ -681,9 +681,10 @@ def test_dataset_training_survives_a_worker_killed_mid_training(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_train_on_a_dataset_on_a_real_cluster_equals_one_file(run_recommend, capsys, tmp_path, real_cluster):
-    """The train job on a folder of Parquet files read by `dask worker` processes in another folder publishes the
-    model of the same ratings in one file, trained in the job's process."""
+def test_train_on_a_dataset_on_a_real_cluster_equals_one_file(run_recommend, capsys, tmp_path, real_cluster,
+                                                              monkeypatch):
+    """The train job on a folder of Parquet files, named by a relative path, read by `dask worker` processes in
+    another folder, publishes the model of the same ratings in one file, trained in the job's process."""
     import numpy as np
     from test_recsys_dataset import random_rows, write_one, write_parts
 
@@ -691,7 +692,9 @@ def test_train_on_a_dataset_on_a_real_cluster_equals_one_file(run_recommend, cap
 
     rows = random_rows(5000, seed=8)
     common = ("--rank", 4, "--max-steps", 5, "--block-ratings", 1200, "--force-publish")
-    for name, ratings, where in (("real", write_parts(tmp_path / "d", rows, 3), ["--scheduler", real_cluster]),
+    write_parts(tmp_path / "d", rows, 3)
+    monkeypatch.chdir(tmp_path)
+    for name, ratings, where in (("real", "d", ["--scheduler", real_cluster]),
                                  ("here", write_one(tmp_path / "all.csv", rows), ["--scheduler", ""])):
         status = run_recommend("train", "--ratings", ratings, "--model-dir", tmp_path / name, *common, *where)
         assert status == 0, capsys.readouterr().err

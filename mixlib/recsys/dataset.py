@@ -13,6 +13,7 @@ import functools
 import glob
 import logging
 import operator
+import os
 import uuid
 from pathlib import Path
 
@@ -31,17 +32,18 @@ GLOB_MARKS = "*?["
 
 
 def dataset_files(spec):
-    """The files of a ratings input, in order: ``[spec]`` for a file, a folder's files (recursively) or a glob's
-    matches with a ratings suffix. InputError when there are none, or when ``spec`` does not exist."""
-    text = str(spec)
-    if any(mark in text for mark in GLOB_MARKS):
+    """The files of a ratings input, in order, as absolute paths (a worker of a remote cluster runs in another
+    folder): ``[spec]`` for a file, a folder's files (recursively) or a glob's matches with a ratings suffix.
+    InputError when a folder or a glob holds none."""
+    text = os.path.abspath(os.path.expanduser(str(spec)))
+    if any(mark in str(spec) for mark in GLOB_MARKS):
         matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
-        return _ratings_files(matches, f"the pattern {text}")
-    path = Path(spec)
+        return _ratings_files(matches, f"the pattern {spec}")
+    path = Path(text)
     if path.is_dir():
         return _ratings_files(sorted(p for p in path.rglob("*") if not _hidden(p.relative_to(path))),
-                              f"the folder {path}")
-    return [path]  # its reader says what is wrong with it
+                              f"the folder {spec}")
+    return [Path(spec)]  # one file, read in this process; its reader says what is wrong with it
 
 
 def is_dataset(spec):
