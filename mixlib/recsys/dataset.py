@@ -72,6 +72,7 @@ def _ratings_files(paths, where):
 
 
 def _value(value):
+    """A task's result that is its argument (:meth:`Tasks.shared`)."""
     return value
 
 
@@ -139,13 +140,12 @@ class PreparedRatings:
     shards : list of futures (or dicts): columns ``users``, ``items``, ``values``, ``order``, ``times``, ``part``
         (0 train, 1 validation, 2 test), each shard a range of users, sorted by (user, item)
     user_ids, item_ids : ndarray, the original ids of the indices, sorted
-    counts : ndarray (3,) int64, ratings in train, validation and test
+    tasks : Tasks, where the shards are
     """
 
     shards: list
     user_ids: np.ndarray
     item_ids: np.ndarray
-    counts: np.ndarray
     tasks: Tasks
 
     def gathered(self):
@@ -224,7 +224,7 @@ def prepare_parts(tasks, parts, where, *, min_entries, validation, test, seed, s
     sharded = tasks.zip(shards.with_parts, sharded, parts_of)
     part_counts = tasks.tree(sharded, shards.part_counts)["parts"]
     _check_split(part_counts, split_by, cutoff)
-    return PreparedRatings(sharded, user_ids, item_ids, part_counts, tasks)
+    return PreparedRatings(sharded, user_ids, item_ids, tasks)
 
 
 def _total(tasks, sharded):
@@ -241,13 +241,13 @@ def _cold_start(tasks, sharded, user_ids, item_ids, min_entries):
         stats = tasks.tree(sharded, functools.partial(shards.filter_counts, n_items=len(item_ids),
                                                       min_entries=min_entries))
         item_counts = stats["items"]
+        if rounds:  # the counts of the ratings left by the last round
+            log.info("cold-start filter round %d: %d ratings -> %d", rounds, kept, int(item_counts.sum()))
+            kept = int(item_counts.sum())
         if not stats["short_user_ratings"] and not ((item_counts > 0) & (item_counts <= min_entries)).any():
             break
         rounds += 1
         sharded = tasks.map(shards.filtered, sharded, tasks.shared(item_counts), min_entries)
-        left = _total(tasks, sharded)
-        log.info("cold-start filter round %d: %d ratings -> %d", rounds, kept, left)
-        kept = left
     users = np.unique(np.concatenate(tasks.gather(tasks.map(shards.shard_users, sharded)) or [np.zeros(0, int)]))
     items = np.flatnonzero(item_counts)
     user_map, item_map = _new_indices(users, len(user_ids)), _new_indices(items, len(item_ids))
