@@ -61,16 +61,17 @@ def solve_rows(indptr, indices, ratings, design, offset, lam, weighted_lambda=Fa
     """
     from .compiled import explicit_rows
 
-    penalty = _row_penalty(lam, weighted_lambda, exponent)(np.diff(indptr))
+    penalty = _row_penalty(lam, weighted_lambda, exponent, np.diff(indptr))
     return explicit_rows(indptr, indices, np.asarray(ratings, np.float64), np.ascontiguousarray(design, np.float64),
                          np.asarray(offset, np.float64), penalty, 0.0 if bias_lambda is None else float(bias_lambda))
 
 
-def _row_penalty(lam, weighted, exponent):
-    """``penalty(counts (g,)) -> (g,)``: ``lambda c^exponent``, or ``lambda`` when not ``weighted``."""
+def _row_penalty(lam, weighted, exponent, counts):
+    """Each row's penalty ``(n_rows,)`` from its count ``c``: ``lambda c^exponent``, or ``lambda`` when not
+    ``weighted``."""
     if not weighted:
-        return lambda counts: np.full(len(counts), float(lam))
-    return lambda counts: lam * counts.astype(np.float64) ** exponent
+        return np.full(len(counts), float(lam))
+    return lam * counts.astype(np.float64) ** exponent
 
 
 def solve_rows_implicit(indptr, indices, values, factors, gram, alpha, lam, weighted_lambda=False, *, exponent=1.0):
@@ -105,7 +106,7 @@ def solve_rows_implicit(indptr, indices, values, factors, gram, alpha, lam, weig
     """
     from .compiled import implicit_rows
 
-    penalty = _row_penalty(lam, weighted_lambda, exponent)(np.diff(indptr))
+    penalty = _row_penalty(lam, weighted_lambda, exponent, np.diff(indptr))
     return implicit_rows(indptr, indices, np.asarray(values, np.float64), factors, gram, float(alpha), penalty)
 
 
@@ -196,15 +197,15 @@ class BlockedRatings:
         """Blocks ``parts`` of this process scattered to the workers (kept here when ``client`` is None)."""
         return cls(parts, parts if client is None else client.scatter(parts, hash=False), counts, side)
 
-    def products(self, client, vector, values):
-        """``A x`` ``(n_rows,)`` of the matrix ``A`` whose rows these blocks hold, with its values replaced by
-        ``values`` ('ones', or a number subtracted from each: ``('minus', mu)``), for ``vector (n_other,)``: a
-        round of ``als-product`` tasks (in this process without ``client``)."""
+    def products(self, client, vector, ones=False, shift=0.0):
+        """``A x`` ``(n_rows,)`` of the matrix ``A`` whose rows these blocks hold, its values less ``shift`` (or
+        all 1 with ``ones``), for ``vector (n_other,)``: a round of ``als-product`` tasks (in this process without
+        ``client``)."""
         if client is None:
-            return np.concatenate([_block_product(block, vector, values) for block in self.blocks])
+            return np.concatenate([_block_product(block, vector, ones, shift) for block in self.blocks])
         shared = client.scatter(vector, broadcast=True, hash=False)
         self.products_done += 1
-        futures = [client.submit(_block_product, block, shared, values, pure=False,
+        futures = [client.submit(_block_product, block, shared, ones, shift, pure=False,
                                  key=f"als-product-{self.side}-{self.run}-{self.products_done}-{i}")
                    for i, block in enumerate(self.blocks)]
         return np.concatenate(client.gather(futures))
@@ -245,12 +246,12 @@ def _joined(parts, with_error):
     return np.concatenate([p[0] for p in parts]), float(np.sum([p[1] for p in parts]))
 
 
-def _block_product(block, vector, values):
-    """``B x`` for a CSR block ``B`` with its values replaced as :meth:`BlockedRatings.products` says."""
+def _block_product(block, vector, ones, shift):
+    """``B x`` for a CSR block ``B`` with its values less ``shift``, or all 1 with ``ones``."""
     import scipy.sparse as sp
 
     indptr, indices, data = block
-    data = np.ones(len(data)) if values == "ones" else data - values[1]
+    data = np.ones(len(data)) if ones else data - shift
     return sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, len(vector))) @ vector
 
 
@@ -505,16 +506,16 @@ def validate_rank(rank, n_users, n_items, init):
 def _centred(data, feedback, client):
     """``R - mu`` over the observed ratings (ones for implicit feedback): a CSR matrix, or a LinearOperator whose
     products run over the blocks of ``data.sides`` (:meth:`BlockedRatings.products`)."""
-    values = "ones" if feedback == "implicit" else ("minus", data.mu)
+    ones = feedback == "implicit"
     if data.matrix is not None:
         centred = data.matrix.copy()
-        centred.data = np.ones(len(centred.data)) if values == "ones" else centred.data - data.mu
+        centred.data = np.ones(len(centred.data)) if ones else centred.data - data.mu
         return centred
     from scipy.sparse.linalg import LinearOperator
 
     by_user, by_item = data.sides
-    return LinearOperator(data.shape, matvec=lambda x: by_user.products(client, np.ravel(x), values),
-                          rmatvec=lambda y: by_item.products(client, np.ravel(y), values), dtype=np.float64)
+    return LinearOperator(data.shape, matvec=lambda x: by_user.products(client, np.ravel(x), ones, data.mu),
+                          rmatvec=lambda y: by_item.products(client, np.ravel(y), ones, data.mu), dtype=np.float64)
 
 
 def initial_factors(data, params, rng, known=None, client=None):
