@@ -167,35 +167,41 @@ class BlockedRatings:
     blocks : list of futures of the blocks on the workers, or ``parts`` in this process
     counts : ndarray (n_rows,), ratings per row
     side : 'users' or 'items', names the tasks on the dashboard (``als-solve-users``)
+    held : list of blocks like ``blocks`` (the same rows) of held-out ratings, judged by the half-step's tasks
+        (:meth:`solve`), or None; ``held_parts`` as ``parts``
     """
 
-    def __init__(self, parts, blocks, counts, side):
+    def __init__(self, parts, blocks, counts, side, held=None, held_parts=None):
         import uuid
 
         self.parts, self.blocks, self.counts, self.side = parts, blocks, counts, side
+        self.held, self.held_parts = held, held_parts
         # Task keys: als-solve-users-<this scatter>-<step>-<attempt>-<block>, unique however many fits share a
         # cluster.
         self.run = uuid.uuid4().hex[:12]
         self.products_done = 0
 
     @classmethod
-    def scatter(cls, client, matrix, block_ratings, side):
+    def scatter(cls, client, matrix, block_ratings, side, held=None):
         """Cut a CSR matrix ``(n_rows, n_other)`` into blocks of about ``block_ratings`` ratings (whole rows; the
         cut depends on the data only, never on the cluster: :func:`mixlib.recsys.shards.row_cuts`) and scatter
-        them to the workers (none: ``client`` is None)."""
+        them to the workers (none: ``client`` is None), with the same rows of the CSR matrix ``held`` (held-out
+        ratings) when given."""
         from .shards import row_cuts
 
         bounds = row_cuts(matrix.indptr, block_ratings)
-        parts = []
-        for start, stop in zip(bounds[:-1], bounds[1:]):
-            block = matrix[start:stop]
-            parts.append((block.indptr, block.indices, block.data))
-        return cls.placed(client, parts, np.diff(matrix.indptr), side)
+        parts = _cut(matrix, bounds)
+        held_parts = None if held is None else _cut(held, bounds)
+        return cls.placed(client, parts, np.diff(matrix.indptr), side, held_parts)
 
     @classmethod
-    def placed(cls, client, parts, counts, side):
-        """Blocks ``parts`` of this process scattered to the workers (kept here when ``client`` is None)."""
-        return cls(parts, parts if client is None else client.scatter(parts, hash=False), counts, side)
+    def placed(cls, client, parts, counts, side, held_parts=None):
+        """Blocks ``parts`` (and ``held_parts``) of this process scattered to the workers (kept here when
+        ``client`` is None)."""
+        def placed(blocks):
+            return blocks if client is None or blocks is None else client.scatter(blocks, hash=False)
+
+        return cls(parts, placed(parts), counts, side, placed(held_parts), held_parts)
 
     def products(self, client, vector, ones=False, shift=0.0):
         """``A x`` ``(n_rows,)`` of the matrix ``A`` whose rows these blocks hold, its values less ``shift`` (or
@@ -214,36 +220,55 @@ class BlockedRatings:
         """One half-step: every row's solution ``(n_rows, d)`` by ``half`` (:class:`ExplicitHalf` or
         :class:`ImplicitHalf`) given the other side's arrays ``shared``, which go to the workers once.
 
-        With ``with_error``, also the block errors summed (``half.error``), computed in the same tasks:
-        ``(solution, error)``.
+        With ``with_error``, also the block errors summed (``half.error``) of the ratings and of the held-out
+        ratings (None without them), computed in the same tasks: ``(solution, error, held error)``.
         """
         from ..core.cluster import with_rebuilds
 
+        held = self._held(with_error)
         if client is None:
-            parts = [_solve_block(block, shared, half, with_error) for block in self.blocks]
+            parts = [_solve_block(block, shared, half, with_error, h) for block, h in zip(self.blocks, held)]
             return _joined(parts, with_error)
 
         def run(attempt):
             if attempt > 1 and self.parts is not None:
                 self.blocks = client.scatter(self.parts, hash=False)
+                if self.held_parts is not None:
+                    self.held = client.scatter(self.held_parts, hash=False)
             return self._solve_once(client, half, shared, f"{step}-{attempt}", with_error)
 
         advice = "give the workers more memory or use smaller blocks (--block-ratings), then rerun with --resume"
         return with_rebuilds(run, f"ALS step {step}, {self.side}", advice)
 
+    def _held(self, with_error):
+        """The held-out block of each block when the errors are wanted, else None each."""
+        return self.held if with_error and self.held is not None else [None] * len(self.blocks)
+
     def _solve_once(self, client, half, shared, try_name, with_error):
         shared = client.scatter(shared, broadcast=True, hash=False)
-        futures = [client.submit(_solve_block, block, shared, half, with_error, pure=False,
+        futures = [client.submit(_solve_block, block, shared, half, with_error, held, pure=False,
                                  key=f"als-solve-{self.side}-{self.run}-{try_name}-{i}")
-                   for i, block in enumerate(self.blocks)]
+                   for i, (block, held) in enumerate(zip(self.blocks, self._held(with_error)))]
         return _joined(client.gather(futures), with_error)
 
 
+def _cut(matrix, bounds):
+    """The CSR blocks ``(indptr, indices, data)`` of the rows ``bounds[j]`` to ``bounds[j + 1]`` of ``matrix``."""
+    blocks = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        block = matrix[start:stop]
+        blocks.append((block.indptr, block.indices, block.data))
+    return blocks
+
+
 def _joined(parts, with_error):
-    """The blocks' solutions stacked, with their errors summed when ``with_error``."""
+    """The blocks' solutions stacked, with their errors and held-out errors (None: no held-out blocks) summed
+    when ``with_error``."""
     if not with_error:
         return np.concatenate(parts)
-    return np.concatenate([p[0] for p in parts]), float(np.sum([p[1] for p in parts]))
+    held = [p[2] for p in parts if p[2] is not None]
+    return (np.concatenate([p[0] for p in parts]), float(np.sum([p[1] for p in parts])),
+            float(np.sum(held)) if held else None)
 
 
 def _block_product(block, vector, ones, shift):
@@ -255,9 +280,13 @@ def _block_product(block, vector, ones, shift):
     return sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, len(vector))) @ vector
 
 
-def _solve_block(block, shared, half, with_error):
+def _solve_block(block, shared, half, with_error, held=None):
+    """A block's solution, or ``(solution, error, held-out error or None)`` with ``with_error``."""
     solution = half.solve(block, shared)
-    return (solution, half.error(block, solution, shared)) if with_error else solution
+    if not with_error:
+        return solution
+    held_error = None if held is None else half.error(held, solution, shared)
+    return solution, half.error(block, solution, shared), held_error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -467,19 +496,20 @@ class TrainingState:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingData:
-    """Training ratings ``R (n_users, n_items)`` and validation triplets, in contiguous indices.
+    """Training ratings ``R (n_users, n_items)`` and validation ratings, in contiguous indices.
 
     Attributes
     ----------
     matrix : scipy.sparse.csr_matrix (n_users, n_items), the training ratings, cut into blocks when the fit
         starts; or None when ``sides`` holds them already
-    validation : tuple (users (m,), items (m,), ratings (m,)); m may be 0
+    validation : tuple (users (m,), items (m,), ratings (m,)) with ``matrix`` (m may be 0), or the count m of
+        the held-out ratings that ``sides`` holds (the item side's ``held`` blocks)
     mu : float, the fixed global bias (0 when it is off)
     sides : tuple (by_user, by_item) of BlockedRatings placed where the fit runs, or None (``matrix``)
     """
 
     matrix: object
-    validation: tuple
+    validation: tuple | int
     mu: float
     sides: tuple | None = None
 
@@ -489,6 +519,22 @@ class TrainingData:
         if self.matrix is not None:
             return self.matrix.shape
         return len(self.sides[0].counts), len(self.sides[1].counts)
+
+    @property
+    def n_validation(self):
+        """The count of validation ratings."""
+        return self.validation if isinstance(self.validation, int) else len(self.validation[2])
+
+    def held_by_item(self):
+        """The validation ratings as a CSR matrix ``(n_items, n_users)`` (of ``matrix``'s data), or None without
+        any."""
+        import scipy.sparse as sp
+
+        if not self.n_validation:
+            return None
+        users, items, ratings = self.validation
+        n_users, n_items = self.shape
+        return sp.csr_matrix((np.asarray(ratings, np.float64), (items, users)), shape=(n_items, n_users))
 
 
 # ---------------------------------------------------------------------------------------- training
@@ -543,28 +589,27 @@ def initial_factors(data, params, rng, known=None, client=None):
     return Factors(**{name: np.where(np.isnan(old[name]), new, old[name]) for name, new in factors.named().items()})
 
 
-class RMSEValidation:
-    """Judges factors by their RMSE on validation ratings (lower is better), in the client.
+class HeldOutRMSE:
+    """Judges factors by their RMSE on the validation ratings (lower is better), from their squared error that
+    the item half-step's tasks computed (:meth:`BlockedRatings.solve`): the held-out ratings stay where the blocks
+    are.
 
     Parameters
     ----------
-    users, items : ndarray (m,) int; ratings : ndarray (m,) float64 (on the training scale); mu : float
+    count : int, the validation ratings
     """
 
     name, lower_is_better = "RMSE", True
 
-    def __init__(self, users, items, ratings, mu):
-        self.users, self.items, self.ratings, self.mu = users, items, ratings, mu
+    def __init__(self, count):
+        self.count = count
 
     def __len__(self):
-        return len(self.ratings)
+        return self.count
 
-    def __call__(self, client, factors):
-        """``(squared error, RMSE)`` of ``factors`` on the validation ratings."""
-        predicted = predict(factors.user_factors, factors.user_bias, factors.item_factors, factors.item_bias,
-                            self.mu, self.users, self.items)
-        sse = float(((self.ratings - predicted) ** 2).sum())
-        return sse, np.sqrt(sse / len(self.ratings))
+    def __call__(self, client, factors, held_error):
+        """``(squared error, RMSE)`` from the summed squared error ``held_error`` of ``factors``."""
+        return held_error, float(np.sqrt(held_error / self.count))
 
 
 class _Sides:
@@ -576,40 +621,44 @@ class _Sides:
             self.by_user, self.by_item = data.sides
         else:
             matrix = data.matrix
+            held = data.held_by_item() if params.feedback == "explicit" else None
             self.by_user = BlockedRatings.scatter(client, matrix, params.block_ratings, "users")
-            self.by_item = BlockedRatings.scatter(client, matrix.T.tocsr(), params.block_ratings, "items")
+            self.by_item = BlockedRatings.scatter(client, matrix.T.tocsr(), params.block_ratings, "items", held)
         self.weights = [side.counts.astype(np.float64) ** params.lambda_exponent if params.weighted_lambda else
                         np.ones(len(side.counts)) for side in (self.by_user, self.by_item)]
         self.implicit = params.feedback == "implicit"
 
     def step(self, factors, step, with_error):
-        """One ALS step, users given the items, then items given the users: ``(Factors, the item half-step's
-        error or None)``; the error (:meth:`ExplicitHalf.error`, :meth:`ImplicitHalf.error`) comes from the item
-        half-step's tasks when ``with_error``."""
+        """One ALS step, users given the items, then items given the users: ``(Factors, errors)``. With
+        ``with_error``, ``errors`` is ``(error, held error)`` from the item half-step's tasks (the error of
+        :meth:`ExplicitHalf.error` or :meth:`ImplicitHalf.error`, and the validation ratings' squared error or
+        None); else ``(None, None)``."""
         if self.implicit:
             opts = self.params
             half = ImplicitHalf(opts.alpha, opts.reg_lambda, opts.weighted_lambda, opts.lambda_exponent)
             users = self.by_user.solve(self.client, half, _with_gram(factors.item_factors), step)
             solved = self.by_item.solve(self.client, half, _with_gram(users), step, with_error)
-            items, error = solved if with_error else (solved, None)
-            return Factors(users, np.zeros(len(users)), items, np.zeros(len(items))), error
+            items, *errors = solved if with_error else (solved, None, None)
+            return Factors(users, np.zeros(len(users)), items, np.zeros(len(items))), errors
         opts, mu = self.params, self.data.mu
         (users, user_bias), _ = self._half(self.by_user, factors.item_factors, mu + factors.item_bias,
                                            opts.user_bias, step, False)
-        (items, item_bias), sse = self._half(self.by_item, users, mu + user_bias, opts.item_bias, step, with_error)
-        return Factors(users, user_bias, items, item_bias), sse
+        (items, item_bias), errors = self._half(self.by_item, users, mu + user_bias, opts.item_bias, step,
+                                                with_error)
+        return Factors(users, user_bias, items, item_bias), errors
 
     def _half(self, side, other_factors, other_offset, with_bias, step, with_error):
-        """``((factors, bias), sse or None)`` of one explicit side; the bias is zeros when it is off."""
+        """``((factors, bias), (sse, held sse) or (None, None))`` of one explicit side; the bias is zeros when it
+        is off."""
         design = np.column_stack([other_factors, np.ones(len(other_factors))]) if with_bias else other_factors
         opts = self.params
         half = ExplicitHalf(opts.reg_lambda, opts.weighted_lambda, opts.lambda_exponent,
                             opts.bias_lambda if with_bias else None)
         solved = side.solve(self.client, half, (design, other_offset), step, with_error)
-        solution, sse = solved if with_error else (solved, None)
+        solution, *errors = solved if with_error else (solved, None, None)
         if with_bias:
-            return (solution[:, :-1], solution[:, -1]), sse
-        return (solution, np.zeros(len(solution))), sse
+            return (solution[:, :-1], solution[:, -1]), errors
+        return (solution, np.zeros(len(solution))), errors
 
     def training_loss(self, factors, error):
         """The objective L of ``factors`` from the item half-step's ``error``: the squared error (explicit) or the
@@ -641,9 +690,10 @@ def fit_als(client, data, params, state, checkpoint=None, checkpoint_every=0, va
     state : TrainingState, from :meth:`TrainingState.start` or a checkpoint
     checkpoint : callable(TrainingState) or None
     checkpoint_every : int, 0 for never
-    validation : callable ``(client, factors) -> (squared error or NaN, score)`` with ``len()`` (held-out
-        pairs; 0: none), ``name`` and ``lower_is_better``, or None for :class:`RMSEValidation` of
-        ``data.validation`` (:class:`mixlib.recsys.ranking.RankingValidation` judges by a ranking metric)
+    validation : callable ``(client, factors, held error) -> (squared error or NaN, score)`` with ``len()``
+        (held-out pairs; 0: none), ``name`` and ``lower_is_better``, or None for :class:`HeldOutRMSE` of
+        ``data``'s validation ratings (:class:`mixlib.recsys.ranking.RankingValidation` judges by a ranking
+        metric)
 
     Returns
     -------
@@ -651,17 +701,17 @@ def fit_als(client, data, params, state, checkpoint=None, checkpoint_every=0, va
     early_stopped : bool, patience ran out (the model converged after ``final.best_step``)
     """
     sides = _Sides(client, data, params)
-    validation = RMSEValidation(*data.validation, data.mu) if validation is None else validation
+    validation = HeldOutRMSE(data.n_validation) if validation is None else validation
     has_validation = len(validation) > 0
     while state.step < params.max_steps:
         step = state.step + 1
         evaluate = step % params.eval_every == 0 or step == params.max_steps
-        current, error = sides.step(state.current, step, evaluate)
+        current, (error, held_error) = sides.step(state.current, step, evaluate)
         if not current.all_finite():
             raise FloatingPointError(f"ALS step {step}: the factors are not finite; raise reg_lambda or lower rank")
         state = dataclasses.replace(state, step=step, current=current)
         if evaluate:
-            scores = validation(client, current) if has_validation else (np.nan, np.nan)
+            scores = validation(client, current, held_error) if has_validation else (np.nan, np.nan)
             state = _evaluated(state, sides.training_loss(current, error), *scores, validation.lower_is_better,
                                has_validation)
             if step % params.log_every == 0:

@@ -141,12 +141,14 @@ class PreparedRatings:
         (0 train, 1 validation, 2 test), each shard a range of users, sorted by (user, item)
     user_ids, item_ids : ndarray, the original ids of the indices, sorted
     tasks : Tasks, where the shards are
+    part_counts : ndarray (3,) int64, the ratings in each part
     """
 
     shards: list
     user_ids: np.ndarray
     item_ids: np.ndarray
     tasks: Tasks
+    part_counts: np.ndarray
 
     def gathered(self):
         """``(Ratings, {"train", "validation", "test": row numbers})`` in this process, rows in shard order."""
@@ -224,7 +226,7 @@ def prepare_parts(tasks, parts, where, *, min_entries, validation, test, seed, s
     sharded = tasks.zip(shards.with_parts, sharded, parts_of)
     part_counts = tasks.tree(sharded, shards.part_counts)["parts"]
     _check_split(part_counts, split_by, cutoff)
-    return PreparedRatings(sharded, user_ids, item_ids, tasks)
+    return PreparedRatings(sharded, user_ids, item_ids, tasks, part_counts)
 
 
 def _total(tasks, sharded):
@@ -305,6 +307,7 @@ class Blocks:
     ----------
     by_user, by_item : list of blocks ``(indptr, indices, values)``: consecutive rows of R (users) and of R^T
         (items), each a block's ratings less their user's mean
+    held_by_item : list of blocks like ``by_item`` (the same rows) of the held-out ratings, or None
     user_counts, item_counts : ndarray (n_users,), (n_items,): ratings per row
     means : ndarray (n_users,), each user's mean rating (zeros without the shift)
     total : float, the sum of the values less the means
@@ -313,6 +316,7 @@ class Blocks:
 
     by_user: list
     by_item: list
+    held_by_item: list | None
     user_counts: np.ndarray
     item_counts: np.ndarray
     means: np.ndarray
@@ -325,11 +329,12 @@ class Blocks:
         return int(self.user_counts.sum())
 
 
-def rating_blocks(prepared, *, parts, shift, block_ratings):
+def rating_blocks(prepared, *, parts, shift, block_ratings, held=None):
     """The ratings of ``parts`` (0 train, 1 validation, 2 test) as blocks by user (one per shard) and by item
     (about ``block_ratings`` ratings each, whole items, cut from the data alone), built where the shards are:
     by each shard's task, and for the items a shuffle of every user block's pieces to their item block. With
-    ``shift``, each rating less its user's mean over ``parts``.
+    ``shift``, each rating less its user's mean over ``parts``. The ratings of the parts ``held`` (the
+    validation ratings, judged in the item half-step's tasks) go the same way into item blocks of the same items.
 
     Returns
     -------
@@ -337,22 +342,33 @@ def rating_blocks(prepared, *, parts, shift, block_ratings):
     """
     tasks = prepared.tasks
     ranges = tasks.gather(tasks.map(shards.user_range, prepared.shards))
-    held = [(shard, r) for shard, r in zip(prepared.shards, ranges) if r is not None]
-    starts = [r[0] for _, r in held]
+    nonempty = [(shard, r) for shard, r in zip(prepared.shards, ranges) if r is not None]
+    starts = [r[0] for _, r in nonempty]
     stops = starts[1:] + [len(prepared.user_ids)]
-    held_shards = [shard for shard, _ in held]
+    filled = [shard for shard, _ in nonempty]  # the shards holding ratings
     parts = tuple(parts)
-    by_user = tasks.zip(functools.partial(shards.user_block, parts=parts, shift=shift), held_shards, starts, stops)
+    by_user = tasks.zip(functools.partial(shards.user_block, parts=parts, shift=shift), filled, starts, stops)
     means = np.concatenate(tasks.gather(tasks.zip(functools.partial(shards.training_means, parts=parts, shift=shift),
-                                                  held_shards, starts, stops)))
+                                                  filled, starts, stops)))
     total = float(np.sum(tasks.gather(tasks.map(shards.block_total, by_user))))
-    ranges = np.array(tasks.gather(tasks.map(functools.partial(shards.value_range, parts=parts), held_shards)))
+    ranges = np.array(tasks.gather(tasks.map(functools.partial(shards.value_range, parts=parts), filled)))
     user_counts = np.concatenate(tasks.gather(tasks.map(shards.block_row_counts, by_user)))
     n_items = len(prepared.item_ids)
     item_counts = tasks.tree(by_user, functools.partial(shards.block_column_counts, n_columns=n_items))["counts"]
     bounds = shards.row_cuts(np.concatenate([[0], np.cumsum(item_counts)]), block_ratings)
+    by_item = _item_blocks(tasks, by_user, starts, bounds)
+    held_by_item = None
+    if held:
+        held_by_user = tasks.zip(functools.partial(shards.user_block, parts=parts, shift=shift, held=tuple(held)),
+                                 filled, starts, stops)
+        held_by_item = _item_blocks(tasks, held_by_user, starts, bounds)
+    return Blocks(by_user, by_item, held_by_item, user_counts, item_counts, means, total,
+                  float(np.nanmin(ranges[:, 0])), float(np.nanmax(ranges[:, 1])))
+
+
+def _item_blocks(tasks, by_user, starts, bounds):
+    """The item blocks of the items ``bounds[j]`` to ``bounds[j + 1]`` from user blocks starting at the users
+    ``starts``: a shuffle of each user block's pieces (:func:`mixlib.recsys.shards.transposed_pieces`)."""
     pieces = tasks.zip(functools.partial(shards.transposed_pieces, bounds=bounds), by_user, starts)
-    by_item = tasks.zip(shards.transposed_block, tasks.regroup(pieces, len(bounds) - 1), list(bounds[:-1]),
-                        list(bounds[1:]))
-    return Blocks(by_user, by_item, user_counts, item_counts, means, total, float(np.nanmin(ranges[:, 0])),
-                  float(np.nanmax(ranges[:, 1])))
+    return tasks.zip(shards.transposed_block, tasks.regroup(pieces, len(bounds) - 1), list(bounds[:-1]),
+                     list(bounds[1:]))

@@ -214,8 +214,9 @@ class RankingValidation:
     def __len__(self):
         return self.pairs
 
-    def __call__(self, client, factors):
-        """``(NaN, metric)`` of ``factors``."""
+    def __call__(self, client, factors, held_error=None):
+        """``(NaN, metric)`` of ``factors`` (``held_error``, the validation ratings' squared error, is not
+        used)."""
         metrics = rank_users(client, factors.user_factors[self.ranked], self.exclude, self.relevant,
                              *factors.item_scores(), top=self.top, block_users=self.block_users,
                              name="als-validation")

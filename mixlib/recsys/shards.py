@@ -290,10 +290,11 @@ def training_means(shard, start, stop, parts, shift):
     return np.divide(totals, counts, out=means, where=counts > 0)
 
 
-def user_block(shard, start, stop, parts, shift):
+def user_block(shard, start, stop, parts, shift, held=None):
     """The CSR block ``(indptr (stop - start + 1,), indices (nnz,), values (nnz,))`` of the users ``start`` to
-    ``stop`` of a shard: their ratings in ``parts``, each less its user's mean (:func:`training_means`)."""
-    rows = _training(shard, parts)
+    ``stop`` of a shard: their ratings in ``parts`` (in ``held`` when given: the held-out ones), each less its
+    user's mean over ``parts`` (:func:`training_means`)."""
+    rows = _training(shard, parts if held is None else held)
     users = shard["users"][rows] - start
     values = shard["values"][rows] - training_means(shard, start, stop, parts, shift)[users]
     indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=stop - start))])

@@ -258,23 +258,24 @@ def blocked_training_data(client, job_plan, settings, every=False):
     """TrainingData of the run's prepared ratings (``job_plan.prepared``) as rating blocks built where the shards
     are (:func:`mixlib.recsys.dataset.rating_blocks`) and placed for ``client``: the training ratings, or with
     ``every`` all of them (the refit), less each user's mean over them (explicit feedback with
-    ``shift_user_means``); ``mu`` their mean when ``global_bias``. The validation triplets (none with ``every``)
-    are on the training scale; ``user_means`` holds the means."""
+    ``shift_user_means``); ``mu`` their mean when ``global_bias``. The validation ratings (none with ``every``)
+    go in item blocks beside the training ones, on the training scale (explicit feedback; the item half-step's
+    tasks judge them); ``user_means`` holds the means."""
     implicit = settings.feedback == "implicit"
+    held = () if every or implicit else (1,)
     blocks = rating_blocks(job_plan.prepared, parts=(0, 1, 2) if every else (0,),
-                           shift=settings.shift_user_means and not implicit, block_ratings=settings.block_ratings)
+                           shift=settings.shift_user_means and not implicit, block_ratings=settings.block_ratings,
+                           held=held)
     mu = blocks.total / blocks.count if settings.global_bias and not implicit else 0.0
     if settings.shift_user_means and not implicit and not every:
         log.info("user-mean shift: mean of the user means %.4f", blocks.means.mean())
     built_here = job_plan.prepared.tasks.client is None
-    sides = tuple(BlockedRatings.placed(client, parts, counts, side) if built_here else
-                  BlockedRatings(None, parts, counts, side)
-                  for parts, counts, side in ((blocks.by_user, blocks.user_counts, "users"),
-                                              (blocks.by_item, blocks.item_counts, "items")))
-    ratings = job_plan.ratings
-    held = np.zeros(0, np.int64) if every else job_plan.parts["validation"]
-    users = ratings.users[held]
-    validation = (users, ratings.items[held], ratings.values[held] - blocks.means[users])
+    sides = tuple(BlockedRatings.placed(client, parts, counts, side, held_parts) if built_here else
+                  BlockedRatings(None, parts, counts, side, held_parts)
+                  for parts, counts, side, held_parts in ((blocks.by_user, blocks.user_counts, "users", None),
+                                                          (blocks.by_item, blocks.item_counts, "items",
+                                                           blocks.held_by_item)))
+    validation = 0 if every else int(job_plan.prepared.part_counts[1])
     return BlockedData(None, validation, mu, sides, blocks.means, (blocks.lowest, blocks.highest))
 
 
