@@ -339,3 +339,79 @@ def transposed_block(pieces, start, stop):
     order = np.argsort(columns, kind="stable")
     indptr = np.concatenate([[0], np.cumsum(np.bincount(columns - start, minlength=stop - start))])
     return indptr, np.concatenate([p[1] for p in pieces])[order], np.concatenate([p[2] for p in pieces])[order]
+
+
+# -------------------------------------------------------------------------------------------- judging
+
+def content_digest(shard):
+    """``{"digest": (2,) uint64}``: two sums (mod 2^64) of a seeded 64-bit hash of each rating's user, item,
+    value, part (and time): what a checkpoint checks the ratings by. A sum does not depend on how the ratings are
+    cut into shards, so the shards' digests add up to the same digest whatever ``block_ratings`` is."""
+    columns = [shard["users"], shard["items"], shard["values"], shard["part"]]
+    if shard.get("times") is not None:
+        columns.append(shard["times"])
+    digest = np.zeros(2, dtype=np.uint64)
+    for seed in range(2):
+        mixed = np.full(len(shard["users"]), seed, dtype=np.uint64)
+        for column in columns:
+            bits = column.astype(np.int64).view(np.uint64) if column.dtype.kind in "iub" else column.view(np.uint64)
+            mixed = _mix(mixed ^ bits)
+        digest[seed] = mixed.sum(dtype=np.uint64)
+    return {"digest": digest}
+
+
+def residual_sums(shard, model, clip):
+    """``{"squares", "absolute", "count"}``, each ``(3,)`` by part (train, validation, test): the sums of the
+    squared and absolute residuals ``r_ui - prediction`` of ``model`` (a :class:`mixlib.recsys.store.Model` in
+    this run's indices; :meth:`~mixlib.recsys.store.Model.predict_indices`, clipped when ``clip``) and the
+    ratings counted."""
+    residual = shard["values"] - model.predict_indices(shard["users"], shard["items"], clip)
+    part = shard["part"]
+    return {"squares": np.bincount(part, residual ** 2, 3), "absolute": np.bincount(part, np.abs(residual), 3),
+            "count": np.bincount(part, minlength=3)}
+
+
+def baseline_sweep(shard, start, stop, previous, item_bias, mu, reg_user, n_items):
+    """One sweep of the bias-only baseline (:func:`mixlib.recsys.als.fit_baseline`) over a shard's training
+    ratings: its users' biases ``b_u = sum_i (r_ui - mu - b_i) / (reg_user + |R(u)|)`` from ``item_bias
+    (n_items,)``, then the sums ``sum_u (r_ui - mu - b_u)`` and counts of each item that the next item biases are
+    made of.
+
+    Parameters
+    ----------
+    shard : dict; start, stop : int, its users
+    previous : dict or None, this shard's last sweep (None for the first, whose user biases are zeros)
+    item_bias : ndarray (n_items,) or None (the first sweep); mu : float; reg_user : float; n_items : int
+
+    Returns
+    -------
+    dict: 'user_bias' (stop - start,), 'items' (n_items,) the item sums, 'counts' (n_items,), 'moved' the largest
+    change of a user bias
+    """
+    rows = _training(shard, (0,))
+    users, items, values = shard["users"][rows] - start, shard["items"][rows], shard["values"][rows]
+    if item_bias is None:
+        user_bias = np.zeros(stop - start)
+    else:
+        user_bias = np.bincount(users, values - mu - item_bias[items], stop - start) / (
+            np.bincount(users, minlength=stop - start) + reg_user)
+    moved = 0.0 if previous is None else float(np.abs(user_bias - previous["user_bias"]).max(initial=0))
+    return {"user_bias": user_bias, "moved": moved, "items": np.bincount(items, values - mu - user_bias[users],
+                                                                         n_items),
+            "counts": np.bincount(items, minlength=n_items)}
+
+
+def training_total(shard):
+    """``{"total", "count"}`` of a shard's training values."""
+    values = shard["values"][_training(shard, (0,))]
+    return {"total": float(values.sum()), "count": len(values)}
+
+
+def baseline_residuals(shard, start, sweep, item_bias, mu, value_range):
+    """``{"squares", "count"}`` of the baseline ``mu + b_u + b_i`` on a shard's validation ratings, the users'
+    biases from its last ``sweep`` (:func:`baseline_sweep`), predictions clipped to ``value_range`` (or None)."""
+    rows = _training(shard, (1,))
+    predicted = mu + sweep["user_bias"][shard["users"][rows] - start] + item_bias[shard["items"][rows]]
+    if value_range is not None:
+        predicted = np.clip(predicted, *value_range)
+    return {"squares": float(((shard["values"][rows] - predicted) ** 2).sum()), "count": len(rows)}

@@ -68,6 +68,12 @@ class Model:
         """Indices ``(n,)`` of item ids, -1 for unknown ones."""
         return _index_of(self.item_ids, ids)
 
+    def scorer(self):
+        """The model without the pattern of its ratings (what predictions need): what goes to the tasks that
+        predict."""
+        empty = np.zeros(0, dtype=np.int64)
+        return dataclasses.replace(self, seen_indptr=empty, seen_indices=empty)
+
     def has_seen(self, users, items):
         """Whether the model's input held a rating of each pair: bool ``(n,)`` for user and item indices ``(n,)``
         (-1 meaning unknown, never seen), looked up in :attr:`seen_indptr` / :attr:`seen_indices`."""

@@ -30,7 +30,6 @@ from .als import (
     TrainingData,
     TrainingState,
     fit_als,
-    fit_baseline,
     initial_factors,
     validate_rank,
 )
@@ -41,7 +40,19 @@ from .ranking import (
     parse_metric,
     relevant_threshold,
 )
-from .dataset import PreparedRatings, Tasks, dataset_files, is_dataset, prepare_dataset, prepare_parts, rating_blocks
+from .dataset import (
+    PART_NAMES,
+    PreparedRatings,
+    Tasks,
+    baseline_rmse,
+    content_digest,
+    dataset_files,
+    is_dataset,
+    part_errors,
+    prepare_dataset,
+    prepare_parts,
+    rating_blocks,
+)
 from .ratings import Ratings, parse_time, user_means
 from .settings import ModelOptions, TrainSettings, als_params, column_names
 from .store import Model, ModelStore, residual_errors
@@ -129,7 +140,7 @@ def with_ratings(settings, job_plan, client):
     problem = validate_rank(settings.rank, len(ratings.user_ids), len(ratings.item_ids), settings.init)
     if problem:
         raise InputError(f"{problem}; lower --rank")
-    checkpoint = BlockCheckpoint(job_plan.checkpoint, _fingerprint(settings, ratings, parts, job_plan.warm),
+    checkpoint = BlockCheckpoint(job_plan.checkpoint, _fingerprint(settings, prepared, job_plan.warm),
                                  "another config or other ratings")
     checkpoint.check(settings.resume, "--checkpoint-dir")
     return dataclasses.replace(job_plan, ratings=ratings, parts=parts, checkpoint=checkpoint, metric=metric,
@@ -228,16 +239,16 @@ def _warm_model(store, settings):
     return model
 
 
-def _fingerprint(settings, ratings, parts, warm):
-    """What a checkpoint must match: the model and preprocessing settings, the data and any warm-start model."""
+def _fingerprint(settings, prepared, warm):
+    """What a checkpoint must match: the model and preprocessing settings, the prepared ratings (their ids and
+    the digest of their content and split, :func:`mixlib.recsys.dataset.content_digest`) and any warm-start
+    model."""
     keys = [f.name for f in dataclasses.fields(ModelOptions) if f.name not in ("log_every", "block_ratings")]
     keys += ["min_entries", "shift_user_means", "validation", "test", "warm_start", "split", "cutoff",
              "guardrail_metric", "relevant", "validation_users"]
     values = {key: getattr(settings, key) for key in keys}
     values["warm_from"] = None if warm is None else warm.metrics.get("version")
-    times = () if ratings.times is None else (ratings.times,)
-    return fingerprint(values, ratings.users, ratings.items, ratings.values, ratings.user_ids, ratings.item_ids,
-                       parts["train"], parts["validation"], *times)
+    return fingerprint(values, prepared.user_ids, prepared.item_ids, content_digest(prepared))
 
 
 def training_data(ratings, parts, means, global_bias, feedback="explicit"):
@@ -317,7 +328,7 @@ def _train_and_publish(settings, job_plan, client):
     ratings, parts = job_plan.ratings, job_plan.parts
     data = blocked_training_data(client, job_plan, settings)
     params = als_params(settings)
-    judge = Judge(client, ratings, parts, data, job_plan.metric, settings)
+    judge = Judge(client, ratings, parts, job_plan.prepared, job_plan.metric, settings)
     state = _starting_state(settings, params, job_plan, data, client)
     try:
         final, early = fit_als(client, data, params, state, _saver(job_plan.checkpoint), settings.checkpoint_every,
@@ -325,7 +336,7 @@ def _train_and_publish(settings, job_plan, client):
     except FloatingPointError as e:
         raise JobFailed(str(e)) from None
     model = _model(ratings, data, final.best, settings)
-    metrics = _train_metrics(model, ratings, parts, final, early, settings, judge, time.perf_counter() - started)
+    metrics = _train_metrics(model, final, early, settings, judge, time.perf_counter() - started)
     with staged_outputs() as stage:
         if job_plan.plots is not None:
             from .plots import loss_curves
@@ -449,13 +460,14 @@ class Judge:
     ----------
     client : distributed.Client
     ratings : Ratings; parts : dict of row numbers ('train', 'validation', 'test')
-    data : TrainingData, of the training ratings
+    prepared : PreparedRatings, the same ratings where the shards are (the errors of every rating of a part and
+        the baseline are computed there)
     metric : tuple (name, N), :func:`mixlib.recsys.ranking.parse_metric`
     settings : TrainSettings, for ``relevant``, ``block_users``, ``clip_predictions`` and ``feedback``
     """
 
-    def __init__(self, client, ratings, parts, data, metric, settings):
-        self.client, self.ratings, self.parts = client, ratings, parts
+    def __init__(self, client, ratings, parts, prepared, metric, settings):
+        self.client, self.ratings, self.parts, self.prepared = client, ratings, parts, prepared
         self.train = _pattern(ratings, parts["train"])
         self.metric, self.top = metric
         self.label = metric_label(*metric)
@@ -478,12 +490,17 @@ class Judge:
         """The rows among ``rows`` whose value makes them relevant."""
         return rows[self.ratings.values[rows] >= self.threshold]
 
-    def part_metrics(self, model, rows):
-        """What a report keeps of ``model`` on some held-out ratings: RMSE and MAE (explicit), the ranking metrics
-        at N when the metric ranks."""
-        out = _errors(model, self.ratings, rows, self.clip) if self.explicit else {}
-        if self.ranks and len(rows):
-            out.update(self.ranking(model.factors, self.relevant(rows)))
+    def part_metrics(self, model):
+        """What a report keeps of ``model`` on each part (``{"train": {...}, "validation": ..., "test": ...}``):
+        the count of ratings, RMSE and MAE (explicit), and on the held-out parts the ranking metrics at N when the
+        metric ranks."""
+        errors = part_errors(self.prepared, model, self.clip) if self.explicit else {}
+        out = {}
+        for name in PART_NAMES:
+            rows = self.parts[name]
+            out[name] = {"ratings": len(rows), **errors.get(name, {})}
+            if self.ranks and name != "train" and len(rows):
+                out[name].update(self.ranking(model.factors, self.relevant(rows)))
         return out
 
     def ranking(self, factors, rows, name="train-ranking"):
@@ -493,17 +510,20 @@ class Judge:
                              block_users=self.block_users, name=name)
 
     def score(self, model, rows):
-        """The metric of ``model`` (this run's indices) on ``rows``."""
+        """The metric of ``model`` (this run's indices) on ``rows``, or on every validation rating when None."""
         if not self.ranks:
+            if rows is None:
+                return part_errors(self.prepared, model, self.clip)["validation"]["rmse"]
             return _errors(model, self.ratings, rows, self.clip)["rmse"]
-        return self.ranking(model.factors, self.relevant(rows))[self.key]
+        return self.ranking(model.factors, self.relevant(self.parts["validation"] if rows is None else rows))[
+            self.key]
 
     def baseline(self, rows):
         """``(score, description)`` of the baseline: the bias-only model (RMSE) or the most popular items of the
         training ratings (ranking)."""
         if not self.ranks:
-            return baseline_rmse(self.ratings, self.parts, self.clip), {"reg_user": BASELINE_REG_USER,
-                                                                        "reg_item": BASELINE_REG_ITEM}
+            return baseline_rmse(self.prepared, BASELINE_REG_USER, BASELINE_REG_ITEM, self.clip), {
+                "reg_user": BASELINE_REG_USER, "reg_item": BASELINE_REG_ITEM}
         train = self.parts["train"]
         popularity = np.bincount(self.ratings.items[train], minlength=len(self.ratings.item_ids)).astype(float)
         n_users, n_items = len(self.ratings.user_ids), len(self.ratings.item_ids)
@@ -532,17 +552,13 @@ class Judge:
         return new > reference + tolerance if not self.ranks else new < reference - tolerance
 
 
-def _train_metrics(model, ratings, parts, final, early, settings, judge, seconds):
+def _train_metrics(model, final, early, settings, judge, seconds):
     metrics = {"feedback": settings.feedback, "metric": judge.label, "steps": final.step,
                "best_step": final.best_step, "converged_after": final.best_step if early else None,
-               "early_stopped": early, "seconds": round(seconds, 3), "users": len(ratings.user_ids),
-               "items": len(ratings.item_ids), "rating_range": model.rating_range and list(model.rating_range),
+               "early_stopped": early, "seconds": round(seconds, 3), "users": len(model.user_ids),
+               "items": len(model.item_ids), "rating_range": model.rating_range and list(model.rating_range),
                "clipped": settings.clip_predictions and model.rating_range is not None, "mixlib": __version__}
-    for part in ("train", "validation", "test"):
-        rows = parts[part]
-        metrics[part] = {"ratings": len(rows), **(_errors(model, ratings, rows, settings.clip_predictions)
-                                                  if part == "train" and judge.explicit else
-                                                  {} if part == "train" else judge.part_metrics(model, rows))}
+    metrics.update(judge.part_metrics(model))
     metrics["history"] = final.history.tolist()
     log.info("%s; %s", _stopping(metrics, settings.max_steps, judge.label), _test_errors(metrics["test"]))
     return metrics
@@ -633,7 +649,7 @@ def _baseline_comparison(model, judge):
     record = {"compared_with": "baseline", "ratings": len(rows), "validation_ratings": len(rows),
               f"baseline_validation_{judge.key}": score, "baseline": description}
     what = f"the {kind} baseline on the {len(rows)} validation ratings"
-    return judge.score(model, rows), score, what, record
+    return judge.score(model, None), score, what, record
 
 
 def _published_comparison(published, model, judge, rows):
@@ -670,16 +686,3 @@ def unseen_rows(published, ratings, rows):
     users = published.user_index(ratings.user_ids[ratings.users[rows]])
     items = published.item_index(ratings.item_ids[ratings.items[rows]])
     return rows[~published.has_seen(users, items)]
-
-
-def baseline_rmse(ratings, parts, clip):
-    """Validation RMSE of the bias-only baseline ``mu + b_u + b_i`` fitted on the training ratings
-    (:func:`mixlib.recsys.als.fit_baseline`; clipped to the training range when ``clip``)."""
-    train, held = parts["train"], parts["validation"]
-    mu, user_bias, item_bias = fit_baseline(ratings.users[train], ratings.items[train], ratings.values[train],
-                                            len(ratings.user_ids), len(ratings.item_ids), BASELINE_REG_USER,
-                                            BASELINE_REG_ITEM)
-    predicted = mu + user_bias[ratings.users[held]] + item_bias[ratings.items[held]]
-    if clip:
-        predicted = np.clip(predicted, ratings.values[train].min(), ratings.values[train].max())
-    return residual_errors(ratings.values[held] - predicted)["rmse"]
