@@ -157,3 +157,75 @@ def test_train_on_a_parquet_dataset_equals_one_file(run_recommend, tmp_path):
     np.testing.assert_array_equal(a.seen_indices, b.seen_indices)
     ma, mb = (json.loads((tmp_path / f"{x}.json").read_text()) for x in "ab")
     assert ma["test"] == mb["test"] and ma["validation"] == mb["validation"]
+
+
+def _reference_pattern(ratings):
+    """The CSR (indptr, indices) of every rating, built from the gathered ratings."""
+    import scipy.sparse as sp
+
+    matrix = sp.csr_matrix((np.ones(len(ratings.values)), (ratings.users, ratings.items)),
+                           shape=(len(ratings.user_ids), len(ratings.item_ids)))
+    return matrix.indptr, matrix.indices
+
+
+@pytest.mark.parametrize("on_cluster", [False, True])
+def test_the_pattern_written_by_chunks_equals_the_gathered_one(tmp_path, client, on_cluster):
+    """Chunks smaller than a shard and larger than one, written by tasks, hold the CSR indices of every rating."""
+    import zarr
+
+    from mixlib.recsys.dataset import pattern_indptr, write_pattern
+
+    files = [write_one(tmp_path / "r.csv", random_rows(3000, seed=4))]
+    prepared_ratings = prepare_dataset(Tasks(client if on_cluster else None), files, min_entries=0,
+                                       validation=0.1, test=0.1, seed=3, shard_ratings=200)
+    indptr, indices = _reference_pattern(prepared_ratings.gathered()[0])
+    np.testing.assert_array_equal(pattern_indptr(prepared_ratings), indptr)
+    for chunk in (37, 1000, 1 << 20):
+        write_pattern(prepared_ratings, tmp_path / f"p{chunk}", indptr, chunk=chunk)
+        np.testing.assert_array_equal(zarr.open_array(tmp_path / f"p{chunk}", mode="r")[...], indices)
+
+
+def test_errors_baseline_and_digest_on_the_shards_equal_the_gathered_references(tmp_path):
+    """Residual sums per part, the bias-only baseline's sweeps and the ratings' digest, computed shard by shard,
+    equal a direct computation on the gathered ratings (and the digest does not depend on the shards)."""
+    from mixlib.recsys.als import Factors, fit_baseline
+    from mixlib.recsys.dataset import baseline_rmse, content_digest, part_errors
+    from mixlib.recsys.store import Model
+
+    files = [write_one(tmp_path / "r.csv", random_rows(4000, seed=5))]
+    digests = []
+    for shard_ratings in (150, 1 << 20):
+        prepared_ratings = prepare_dataset(Tasks(None), files, min_entries=2, validation=0.1, test=0.1, seed=3,
+                                           shard_ratings=shard_ratings)
+        ratings, parts = prepared_ratings.gathered()
+        n_users, n_items = len(ratings.user_ids), len(ratings.item_ids)
+        rng = np.random.default_rng(0)
+        factors = Factors(rng.normal(size=(n_users, 3)), rng.normal(size=n_users), rng.normal(size=(n_items, 3)),
+                          rng.normal(size=n_items))
+        model = Model(factors, 3.5, rng.normal(size=n_users) * 0.1, ratings.user_ids, ratings.item_ids,
+                      None, None, {}, {}, (1.0, 5.0))
+        errors = part_errors(prepared_ratings, model, clip=True)
+        for name, rows in parts.items():
+            predicted = np.clip(3.5 + factors.user_bias[ratings.users[rows]] + factors.item_bias[ratings.items[rows]]
+                                + model.user_means[ratings.users[rows]]
+                                + np.einsum("nk,nk->n", factors.user_factors[ratings.users[rows]],
+                                            factors.item_factors[ratings.items[rows]]), 1, 5)
+            residual = ratings.values[rows] - predicted
+            np.testing.assert_allclose(errors[name]["rmse"], np.sqrt(np.mean(residual ** 2)), rtol=1e-12)
+            np.testing.assert_allclose(errors[name]["mae"], np.mean(np.abs(residual)), rtol=1e-12)
+        train, held = parts["train"], parts["validation"]
+        mu, user_bias, item_bias = fit_baseline(ratings.users[train], ratings.items[train], ratings.values[train],
+                                                n_users, n_items, 15.0, 10.0)
+        expected = ratings.values[held] - (mu + user_bias[ratings.users[held]] + item_bias[ratings.items[held]])
+        np.testing.assert_allclose(baseline_rmse(prepared_ratings, 15.0, 10.0, clip=False),
+                                   np.sqrt(np.mean(expected ** 2)), rtol=1e-12)
+        digests.append(content_digest(prepared_ratings))
+    np.testing.assert_array_equal(*digests)
+
+
+def test_a_worker_that_cannot_see_the_model_directory_says_so(tmp_path):
+    from mixlib.recsys.shards import write_pattern_chunk
+
+    with pytest.raises(InputError, match="a folder the workers share"):
+        write_pattern_chunk(tmp_path / "elsewhere" / "seen_indices", 0, 2, 0, np.array([1, 2]))
+    assert not (tmp_path / "elsewhere").exists()

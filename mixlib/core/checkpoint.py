@@ -21,7 +21,7 @@ from .storage import is_local, remove_tree, zarr_store
 POINTER = "LATEST"
 
 
-def write_group(path, arrays, attrs):
+def write_group(path, arrays, attrs, fill=None):
     """Write arrays and JSON attributes as the Zarr group ``path`` (which must not exist), crash-safely.
 
     Parameters
@@ -29,6 +29,8 @@ def write_group(path, arrays, attrs):
     path : Path or UPath
     arrays : dict name -> ndarray (numbers, or strings stored as variable-length UTF-8); '/' in a name nests
     attrs : dict of JSON values
+    fill : callable ``(group path)`` or None, writes more arrays into the group (at its temporary path) before it
+        is complete: arrays written by other processes, chunk by chunk
     """
     import zarr
 
@@ -47,6 +49,8 @@ def write_group(path, arrays, attrs):
                 target[...] = values.astype(str)
         else:
             group.create_array(name, data=values)
+    if fill is not None:
+        fill(temporary)
     group.attrs.update({"attrs": attrs, "complete": True})
     if temporary != path:
         temporary.rename(path)

@@ -92,6 +92,12 @@ class Tasks:
         return [self.client.submit(function, block, *args, key=f"{key}-{i}", pure=False)
                 for i, block in enumerate(blocks)]
 
+    def call(self, function, *args):
+        """``function(*args)`` as one task (called here without a client)."""
+        if self.client is None:
+            return function(*args)
+        return self.client.submit(function, *args, key=f"{self._key(function)}-0", pure=False)
+
     def shared(self, value):
         """``value`` as the tasks take it: a future of a task that holds it (or the value itself, here). Not
         scattered: Dask computes a lost result again from its task, and the tasks that took ``value`` can run again
@@ -438,3 +444,42 @@ def _sums_and_largest(parts):
     """Merge sweep statistics: the item sums and counts add up, ``moved`` is the largest."""
     return {"items": sum(p["items"] for p in parts), "counts": sum(p["counts"] for p in parts),
             "moved": max(p["moved"] for p in parts)}
+
+
+PATTERN_CHUNK = 1 << 20  # entries per chunk of a model's pattern (8 MiB of int64)
+
+
+def pattern_indptr(prepared):
+    """The CSR row pointers ``(n_users + 1,)`` of every prepared rating (all parts)."""
+    tasks = prepared.tasks
+    filled, starts, stops = prepared.spans()
+    counts = np.zeros(len(prepared.user_ids), dtype=np.int64)
+    for start, stop, found in zip(starts, stops, tasks.gather(tasks.zip(shards.user_rating_counts, filled, starts,
+                                                                        stops))):
+        counts[start:stop] = found
+    return np.concatenate([[0], np.cumsum(counts)])
+
+
+def write_pattern(prepared, path, indptr, chunk=PATTERN_CHUNK):
+    """Write the CSR indices ``(nnz,)`` int64 of every prepared rating (with the row pointers ``indptr``,
+    :func:`pattern_indptr`) as the Zarr array ``path``, one task per chunk where the shards are: each takes the
+    items of the shards that its chunk overlaps, so no two tasks write one chunk."""
+    import zarr
+
+    from ..core.storage import zarr_store
+
+    tasks = prepared.tasks
+    filled, starts, _ = prepared.spans()
+    total = int(indptr[-1])
+    zarr.create_array(zarr_store(path), shape=(total,), chunks=(chunk,), dtype=np.int64)
+    offsets = indptr[starts + [len(prepared.user_ids)]]  # each shard's first entry, and the end
+    items = tasks.map(shards.shard_items, filled)
+    written = []
+    for first in range(0, total, chunk):
+        last = min(first + chunk, total)
+        lo = int(np.searchsorted(offsets, first, side="right")) - 1
+        hi = int(np.searchsorted(offsets, last, side="left"))
+        written.append(tasks.call(shards.write_pattern_chunk, path, first, last, int(offsets[lo]),
+                                  *items[lo:hi]))
+    if sum(tasks.gather(written)) != total:
+        raise RuntimeError(f"the pattern written to {path} misses entries")

@@ -415,3 +415,33 @@ def baseline_residuals(shard, start, sweep, item_bias, mu, value_range):
     if value_range is not None:
         predicted = np.clip(predicted, *value_range)
     return {"squares": float(((shard["values"][rows] - predicted) ** 2).sum()), "count": len(rows)}
+
+
+# ---------------------------------------------------------------------------------- the model's pattern
+
+def user_rating_counts(shard, start, stop):
+    """Ratings ``(stop - start,)`` of each of the users ``start`` to ``stop`` in a shard (every part)."""
+    return np.bincount(shard["users"] - start, minlength=stop - start)
+
+
+def shard_items(shard):
+    """The items ``(n,)`` of a shard's ratings, by user and then item: its piece of the CSR indices."""
+    return shard["items"]
+
+
+def write_pattern_chunk(path, first, last, offset, *pieces):
+    """Write the entries ``first`` to ``last`` of the CSR indices, which the consecutive shard ``pieces``
+    (:func:`shard_items`) hold from the entry ``offset`` on, into the Zarr array at ``path`` (created by the
+    caller; ``first`` and ``last`` bound whole chunks of it, so no other task writes them)."""
+    import zarr
+
+    from ..core.storage import zarr_store
+
+    try:
+        array = zarr.open_array(zarr_store(path), mode="r+")
+    except FileNotFoundError:
+        raise InputError(f"a worker cannot open {path}: the model directory must be a folder the workers share "
+                         "(or a URL) when they read the ratings") from None
+    values = np.concatenate(pieces)[first - offset:last - offset]
+    array[first:last] = values
+    return len(values)

@@ -36,7 +36,9 @@ class Model:
     user_means : ndarray (n_users,), the user-mean shift (zeros when off)
     user_ids, item_ids : ndarray (n_users,), (n_items,), the original ids, sorted (int64 or str)
     seen_indptr, seen_indices : CSR pattern ``(n_users + 1,)``, ``(nnz,)`` of every rating the model was trained
-        from (training, validation and test: what each user has already rated, left out of recommendations)
+        from (training, validation and test: what each user has already rated, left out of recommendations);
+        ``seen_indices`` is None in a model that training builds, whose pattern the workers write when it is
+        published (:meth:`ModelStore.publish`)
     config : dict, the training settings
     metrics : dict, what training measured
     rating_range : (float, float) or None, the lowest and highest training rating, where predictions are
@@ -192,19 +194,26 @@ class ModelStore:
                      arrays["seen_indptr"], arrays["seen_indices"], attrs["config"],
                      {**attrs["metrics"], "version": name}, rating_range and tuple(rating_range))
 
-    def publish(self, model):
-        """Write ``model`` as the next version and point ``latest`` at it; return the version's name."""
+    def publish(self, model, write_seen=None):
+        """Write ``model`` as the next version and point ``latest`` at it; return the version's name.
+
+        ``write_seen`` : callable ``(array path)`` or None: writes the ``seen_indices`` array at the path it is
+        given (by the workers, where the ratings are), for a model whose ``seen_indices`` is None.
+        """
         self.versions.mkdir(parents=True, exist_ok=True)
         arrays = model.factors.named()
         arrays.update({"user_means": model.user_means, "user_ids": model.user_ids, "item_ids": model.item_ids,
-                       "seen_indptr": model.seen_indptr, "seen_indices": model.seen_indices})
+                       "seen_indptr": model.seen_indptr})
+        if write_seen is None:
+            arrays["seen_indices"] = model.seen_indices
+        fill = None if write_seen is None else (lambda group: write_seen(group / "seen_indices"))
         created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         attrs = {"mu": model.mu, "config": model.config, "metrics": model.metrics, "created": created,
                  "rating_range": model.rating_range and list(model.rating_range)}
         while True:
             name = f"v{self._last_number() + 1:04d}"
             try:
-                write_group(self.versions / name, arrays, attrs)
+                write_group(self.versions / name, arrays, attrs, fill)
                 break
             except OSError:  # another trainer took this number first
                 if not (self.versions / name).exists():

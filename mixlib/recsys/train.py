@@ -49,9 +49,11 @@ from .dataset import (
     dataset_files,
     is_dataset,
     part_errors,
+    pattern_indptr,
     prepare_dataset,
     prepare_parts,
     rating_blocks,
+    write_pattern,
 )
 from .ratings import Ratings, parse_time, user_means
 from .settings import ModelOptions, TrainSettings, als_params, column_names
@@ -335,7 +337,7 @@ def _train_and_publish(settings, job_plan, client):
                                validation=judge.validation())
     except FloatingPointError as e:
         raise JobFailed(str(e)) from None
-    model = _model(ratings, data, final.best, settings)
+    model = _model(job_plan.prepared, data, final.best, settings)
     metrics = _train_metrics(model, final, early, settings, judge, time.perf_counter() - started)
     with staged_outputs() as stage:
         if job_plan.plots is not None:
@@ -348,7 +350,8 @@ def _train_and_publish(settings, job_plan, client):
         if refusal is None:
             published = _refitted(client, settings, params, job_plan, final, metrics) if _refits(settings, parts,
                                                                                                  final) else model
-            metrics["version"] = job_plan.store.publish(dataclasses.replace(published, metrics=metrics))
+            metrics["version"] = _publish(job_plan.store, dataclasses.replace(published, metrics=metrics),
+                                          job_plan.prepared)
         if job_plan.metrics is not None:
             stage(job_plan.metrics).write_text(json_text(metrics))
     job_plan.checkpoint.clear()
@@ -379,7 +382,7 @@ def _refitted(client, settings, params, job_plan, final, metrics):
         raise JobFailed(f"refit: {e}") from None
     metrics["refit"] = {"ratings": int(ratings.shape[2]), "steps": steps,
                         "seconds": round(time.perf_counter() - started, 3)}
-    return _model(ratings, data, refit.current, settings)
+    return _model(job_plan.prepared, data, refit.current, settings)
 
 
 def _starting_state(settings, params, job_plan, data, client):
@@ -430,17 +433,20 @@ def _saver(checkpoint):
     return save
 
 
-def _model(ratings, data, factors, settings):
+def _model(prepared, data, factors, settings):
     """The Model to publish: ``factors`` with the means and ``mu`` of ``data`` (BlockedData) and the range of its
-    ratings; it remembers every rating of the input (training, validation and test) as seen."""
-    import scipy.sparse as sp
-
-    seen = sp.csr_matrix((np.ones(len(ratings.values), dtype=np.int8), (ratings.users, ratings.items)),
-                         shape=(len(ratings.user_ids), len(ratings.item_ids)))
+    ratings; it remembers every prepared rating (training, validation and test) as seen: its ``seen_indptr`` is
+    here, and its ``seen_indices`` are written by :func:`_publish` where the shards are."""
     config = {f.name: getattr(settings, f.name) for f in dataclasses.fields(TrainSettings)}
     rating_range = data.value_range if settings.feedback == "explicit" else None
-    return Model(factors, data.mu, data.user_means, ratings.user_ids, ratings.item_ids, seen.indptr.astype(np.int64),
-                 seen.indices.astype(np.int64), config, {}, rating_range)
+    return Model(factors, data.mu, data.user_means, prepared.user_ids, prepared.item_ids, pattern_indptr(prepared),
+                 None, config, {}, rating_range)
+
+
+def _publish(store, model, prepared):
+    """Publish ``model`` (:func:`_model`) in ``store``, the pattern of its ratings written where the shards are
+    (:func:`mixlib.recsys.dataset.write_pattern`); the version's name."""
+    return store.publish(model, write_seen=lambda path: write_pattern(prepared, path, model.seen_indptr))
 
 
 def _pattern(ratings, rows):
