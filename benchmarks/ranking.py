@@ -446,9 +446,9 @@ class Mixlib:
         data_split = train.training_data(ratings, {"train": inner, "validation": held}, np.zeros(data.n_users),
                                          False, "implicit")
         relevant = held[ratings.values[held] >= (s.relevant if values == "ratings" else -np.inf)]
-        validation = RankingValidation("ndcg", TOP, (data_split.matrix.indptr, data_split.matrix.indices),
-                                       ratings.users[relevant], ratings.items[relevant], s.block_users,
-                                       s.validation_users, seed)
+        validation = RankingValidation.from_pairs("ndcg", TOP, (data_split.matrix.indptr, data_split.matrix.indices),
+                                                  ratings.users[relevant], ratings.items[relevant], s.block_users,
+                                                  s.validation_users, seed)
         client = None if len(train_rows) <= s.local_ratings else self.client
         final, _ = als.fit_als(client, data_split, params, self._start(data_split, params, seed),
                                validation=validation)

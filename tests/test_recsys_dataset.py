@@ -189,7 +189,8 @@ def test_errors_baseline_and_digest_on_the_shards_equal_the_gathered_references(
     """Residual sums per part, the bias-only baseline's sweeps and the ratings' digest, computed shard by shard,
     equal a direct computation on the gathered ratings (and the digest does not depend on the shards)."""
     from mixlib.recsys.als import Factors, fit_baseline
-    from mixlib.recsys.dataset import baseline_rmse, content_digest, part_errors
+    from mixlib.recsys.dataset import content_digest
+    from mixlib.recsys.judging import baseline_rmse, part_errors
     from mixlib.recsys.store import Model
 
     files = [write_one(tmp_path / "r.csv", random_rows(4000, seed=5))]

@@ -14,7 +14,8 @@ from test_recsys_recommend_job import FAST, brute_predict, published, synthetic,
 
 from mixlib.recsys import train
 from mixlib.recsys.als import Factors
-from mixlib.recsys.ratings import Ratings, read_ratings
+from mixlib.recsys.ratings import read_ratings
+from mixlib.recsys.shards import published_pairs
 from mixlib.recsys.store import Model
 
 
@@ -41,7 +42,7 @@ def model_with_seen(user_ids, item_ids, pairs):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_unseen_rows_against_brute_force(seed):
+def test_published_pairs_against_brute_force(seed):
     """Ids the published model lacks (users, items or both), pairs of known ids it saw or not, in any order."""
     rng = np.random.default_rng(seed)
     old_users = sorted(f"u{n:03d}" for n in rng.choice(60, 40, replace=False))
@@ -50,11 +51,13 @@ def test_unseen_rows_against_brute_force(seed):
     old = model_with_seen(old_users, old_items, sorted(old_pairs))
     new_users, new_items = np.array(sorted(f"u{n:03d}" for n in range(60))), np.arange(50)
     users, items = rng.integers(0, 60, 800), rng.integers(0, 50, 800)
-    ratings = Ratings(users, items, rng.random(800), new_users, new_items)
     rows = np.sort(rng.choice(800, 300, replace=False))
+    part = np.zeros(800, dtype=np.int8)
+    part[rows] = 1  # the validation ratings
+    shard = {"users": users, "items": items, "values": rng.random(800), "part": part}
     seen = {(old_users[u], old_items[i]) for u, i in old_pairs}
     want = [r for r in rows if (new_users[users[r]], int(new_items[items[r]])) not in seen]
-    got = train.unseen_rows(old, ratings, rows)
+    got, _, _ = published_pairs(shard, old, old.user_index(new_users), old.item_index(new_items), -np.inf, False)
     assert list(got) == want and 0 < len(want) < len(rows)
     # Model.has_seen, its kernel, on indices (-1: unknown).
     u, i = old.user_index(new_users[users[rows]]), old.item_index(new_items[items[rows]])

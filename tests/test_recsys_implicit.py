@@ -286,7 +286,8 @@ def test_implicit_loop_resumed_from_its_saved_state_ends_as_an_uninterrupted_one
     held = rng.random(len(coo.data)) < 0.2
     train = sp.csr_matrix((coo.data[~held], (coo.row[~held], coo.col[~held])), shape=matrix.shape)
     data = als.TrainingData(train, (coo.row[held], coo.col[held], coo.data[held]), 0.0)
-    validation = ranking.RankingValidation("ndcg", 5, (train.indptr, train.indices), coo.row[held], coo.col[held], 30)
+    validation = ranking.RankingValidation.from_pairs("ndcg", 5, (train.indptr, train.indices), coo.row[held],
+                                                      coo.col[held], 30)
     params = als.ALSParams(rank=3, feedback="implicit", max_steps=8, patience=100, block_ratings=200)
     start = als.TrainingState.start(als.initial_factors(data, params, np.random.default_rng(0)))
     whole, _ = als.fit_als(client, data, params, start, validation=validation)

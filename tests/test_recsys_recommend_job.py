@@ -253,8 +253,8 @@ def test_warm_start_maps_known_ids_and_starts_closer(run_recommend, tmp_path, ca
     plan_settings = settings.TrainSettings(ratings=str(write_csv(tmp_path / "b.csv", everything)),
                                             model_dir=str(models), rank=3, warm_start=True)
     job_plan = train.plan_train(plan_settings)
-    known = train._known_factors(store.load(), job_plan.ratings)
-    for index, user in enumerate(job_plan.ratings.user_ids):
+    known = train._known_factors(store.load(), job_plan.prepared)
+    for index, user in enumerate(job_plan.prepared.user_ids):
         where = np.flatnonzero(old["user_ids"] == user)
         if int(user[1:]) % 3:
             np.testing.assert_array_equal(known.user_factors[index], old["user_factors"][where[0]])

@@ -57,8 +57,9 @@ def write_group(path, arrays, attrs, fill=None):
         _fsync_folder(path.parent)
 
 
-def read_group(path):
-    """``(arrays, attrs)`` of a group written by :func:`write_group`; InputError if absent or incomplete."""
+def read_group(path, skip=()):
+    """``(arrays, attrs)`` of a group written by :func:`write_group` (without the arrays named in ``skip``);
+    InputError if absent or incomplete."""
     import zarr
 
     try:
@@ -70,7 +71,7 @@ def read_group(path):
     if not group.attrs.get("complete"):
         raise InputError(f"{path} is incomplete (its writer stopped half-way); remove it")
     arrays = {name: _plain(node[...]) for name, node in group.members(max_depth=None)
-              if isinstance(node, zarr.Array)}
+              if isinstance(node, zarr.Array) and name not in skip}
     return arrays, dict(group.attrs["attrs"])
 
 

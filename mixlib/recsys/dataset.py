@@ -384,7 +384,7 @@ def _item_blocks(tasks, by_user, starts, bounds):
                      list(bounds[1:]))
 
 
-# -------------------------------------------------------------------------------- judging on the shards
+# ------------------------------------------------------------------------- the digest and the pattern
 
 PART_NAMES = ("train", "validation", "test")
 
@@ -392,58 +392,6 @@ PART_NAMES = ("train", "validation", "test")
 def content_digest(prepared):
     """``(2,) uint64``: the ratings' digest (:func:`mixlib.recsys.shards.content_digest`), whatever the shards."""
     return prepared.tasks.tree(prepared.shards, shards.content_digest)["digest"]
-
-
-def part_errors(prepared, model, clip):
-    """RMSE and MAE of ``model`` (a :class:`mixlib.recsys.store.Model` in the prepared ratings' indices) on each
-    part, computed where the shards are: ``{"train": {"rmse", "mae"}, "validation": ..., "test": ...}``, ``{}``
-    for a part without ratings."""
-    tasks = prepared.tasks
-    shared = [tasks.shared(model.scorer())] * len(prepared.shards)
-    sums = tasks.tree(tasks.zip(functools.partial(shards.residual_sums, clip=clip), prepared.shards, shared), _value)
-    return {name: {} if not sums["count"][n] else
-            {"rmse": float(np.sqrt(sums["squares"][n] / sums["count"][n])),
-             "mae": float(sums["absolute"][n] / sums["count"][n])} for n, name in enumerate(PART_NAMES)}
-
-
-def baseline_rmse(prepared, reg_user, reg_item, clip, *, tol=1e-6, max_sweeps=200):
-    """Validation RMSE of the bias-only baseline ``mu + b_u + b_i`` fitted on the training ratings, the sweeps of
-    :func:`mixlib.recsys.als.fit_baseline` run where the shards are (each shard holds its users' biases; the item
-    biases come from sums over the shards, a tree): the same stopping rule, predictions clipped to the training
-    range when ``clip``."""
-    tasks = prepared.tasks
-    filled, starts, stops = prepared.spans()
-    totals = tasks.tree(filled, shards.training_total)
-    mu = totals["total"] / totals["count"]
-    sweep = functools.partial(shards.baseline_sweep, mu=mu, reg_user=reg_user, n_items=len(prepared.item_ids))
-    item_bias, previous, results, sweeps = None, None, [None] * len(filled), 0
-    while True:  # round r: b_u^r from b_i^r (zeros when r = 0), and the sums that make b_i^(r + 1)
-        results = tasks.zip(sweep, filled, starts, stops, results, [tasks.shared(item_bias)] * len(filled))
-        stats = tasks.tree(results, _sweep_stats, _sums_and_largest)
-        following = stats["items"] / (stats["counts"] + reg_item)
-        if item_bias is not None:
-            sweeps += 1
-            if max(stats["moved"], float(np.abs(item_bias - previous).max(initial=0))) <= tol or sweeps == max_sweeps:
-                break
-        previous = np.zeros(len(prepared.item_ids)) if item_bias is None else item_bias
-        item_bias = following
-    value_range = None
-    if clip:
-        ranges = np.array(tasks.gather(tasks.map(functools.partial(shards.value_range, parts=(0,)), filled)))
-        value_range = (float(np.nanmin(ranges[:, 0])), float(np.nanmax(ranges[:, 1])))
-    residuals = functools.partial(shards.baseline_residuals, mu=mu, value_range=value_range)
-    sums = tasks.tree(tasks.zip(residuals, filled, starts, results, [tasks.shared(item_bias)] * len(filled)), _value)
-    return float(np.sqrt(sums["squares"] / sums["count"]))
-
-
-def _sweep_stats(result):
-    return {"items": result["items"], "counts": result["counts"], "moved": result["moved"]}
-
-
-def _sums_and_largest(parts):
-    """Merge sweep statistics: the item sums and counts add up, ``moved`` is the largest."""
-    return {"items": sum(p["items"] for p in parts), "counts": sum(p["counts"] for p in parts),
-            "moved": max(p["moved"] for p in parts)}
 
 
 PATTERN_CHUNK = 1 << 20  # entries per chunk of a model's pattern (8 MiB of int64)

@@ -183,33 +183,39 @@ class RankingValidation:
     the workers: each user with a relevant held-out pair ranks every item outside its training ratings.
 
     Ranking every item for every validation user would cost a large catalogue far more than an ALS step, at every
-    evaluation; with ``max_users``, a seeded sample of that many of the users is ranked (all of them when there
-    are fewer), the same sample at every evaluation.
+    evaluation; a seeded sample of the users is ranked (:meth:`from_pairs`,
+    :func:`mixlib.recsys.judging.validation_sample`), the same at every evaluation.
 
     Parameters
     ----------
     metric : str, one of :data:`METRICS`; top : int
-    train : tuple (indptr (n_users + 1,), indices), the training ratings' CSR pattern
-    users, items : ndarray (m,) int, the relevant held-out pairs
+    ranked : ndarray (b,) int, the users ranked, ascending
+    exclude, relevant : tuple (indptr (b + 1,), indices), CSR of each ranked user's training items and relevant
+        held-out items
     block_users : int
-    max_users : int, 0 for every user; seed : int, seeds the sample
     """
 
     lower_is_better = False
 
-    def __init__(self, metric, top, train, users, items, block_users, max_users=0, seed=0):
+    def __init__(self, metric, top, ranked, exclude, relevant, block_users):
         self.metric, self.top = metric, top
-        ranked = np.unique(users)
-        if max_users and len(ranked) > max_users:
-            chosen = np.random.default_rng(np.random.SeedSequence([seed, 2])).choice(ranked, max_users, replace=False)
-            kept = np.isin(users, chosen)
-            users, items = users[kept], items[kept]
-        self.pairs = len(users)
-        self.ranked, self.relevant = by_user(users, items)
-        self.exclude = rows_of(*train, self.ranked)
+        self.ranked, self.exclude, self.relevant = ranked, exclude, relevant
+        self.pairs = int(relevant[0][-1])
         # blocks for both workers of a small cluster, at most block_users each
         self.block_users = max(1, min(block_users, -(-len(self.ranked) // 4)))
         self.name = metric_label(metric, top)
+
+    @classmethod
+    def from_pairs(cls, metric, top, train, users, items, block_users, max_users=0, seed=0):
+        """The validation of relevant held-out pairs ``(users (m,), items (m,))`` with the training ratings' CSR
+        pattern ``train`` (n_users + 1,), (nnz,): a seeded sample of ``max_users`` of their users (all with 0)."""
+        ranked = np.unique(users)
+        if max_users and len(ranked) > max_users:
+            chosen = sample_users(ranked, max_users, seed)
+            kept = np.isin(users, chosen)
+            users, items = users[kept], items[kept]
+        ranked, relevant = by_user(users, items)
+        return cls(metric, top, ranked, rows_of(*train, ranked), relevant, block_users)
 
     def __len__(self):
         return self.pairs
@@ -221,6 +227,11 @@ class RankingValidation:
                              *factors.item_scores(), top=self.top, block_users=self.block_users,
                              name="als-validation")
         return np.nan, metrics[f"{self.metric}@{self.top}"]
+
+
+def sample_users(ranked, max_users, seed):
+    """A seeded sample ``(max_users,)``, ascending, of the users ``ranked`` (ascending, more than ``max_users``)."""
+    return np.sort(np.random.default_rng(np.random.SeedSequence([seed, 2])).choice(ranked, max_users, replace=False))
 
 
 def _block_sums(block, top):

@@ -445,3 +445,132 @@ def write_pattern_chunk(path, first, last, offset, *pieces):
     values = np.concatenate(pieces)[first - offset:last - offset]
     array[first:last] = values
     return len(values)
+
+
+# ------------------------------------------------------------------------------------------- ranking
+
+def _relevant_rows(shard, part, threshold):
+    """Row numbers of a shard's ratings in ``part`` whose value reaches ``threshold``."""
+    return np.flatnonzero((shard["part"] == part) & (shard["values"] >= threshold))
+
+
+def latest_time(shard):
+    """The time of a shard's latest rating (-inf without any)."""
+    return float(shard["times"].max(initial=-np.inf))
+
+
+def relevant_counts(shard, threshold):
+    """``{"held": (2,), "relevant": (2,)}``: a shard's validation and test ratings, and those reaching
+    ``threshold``."""
+    held = np.bincount(shard["part"], minlength=3)[1:]
+    relevant = np.bincount(shard["part"][shard["values"] >= threshold], minlength=3)[1:]
+    return {"held": held, "relevant": relevant}
+
+
+def relevant_users(shard, part, threshold):
+    """The users ``(m,)``, ascending, with a rating in ``part`` that reaches ``threshold``."""
+    return np.unique(shard["users"][_relevant_rows(shard, part, threshold)])
+
+
+def _pattern_of(users, items, ranked):
+    """The CSR ``(indptr (len(ranked) + 1,), indices)`` of pairs ``(users, items)`` (sorted by user) over the
+    users ``ranked`` (ascending)."""
+    at = np.searchsorted(ranked, users)
+    return np.concatenate([[0], np.cumsum(np.bincount(at, minlength=len(ranked)))]), items
+
+
+def ranking_lists(shard, part, threshold, chosen=None):
+    """What ranks a shard's users: ``(ranked (b,), exclude, relevant)``, the users with a rating in ``part`` that
+    reaches ``threshold`` (among ``chosen``, ascending, when given), the CSR of their training items (not
+    ranked) and of those relevant items."""
+    rows = _relevant_rows(shard, part, threshold)
+    if chosen is not None:
+        rows = rows[np.isin(shard["users"][rows], chosen)]
+    return _lists_of_rows(shard, rows)
+
+
+def _lists_of_rows(shard, rows):
+    """:func:`ranking_lists` of the relevant ratings ``rows`` of a shard."""
+    ranked = np.unique(shard["users"][rows])
+    train = np.flatnonzero((shard["part"] == 0) & np.isin(shard["users"], ranked))
+    exclude = _pattern_of(shard["users"][train], shard["items"][train], ranked)
+    return ranked, exclude, _pattern_of(shard["users"][rows], shard["items"][rows], ranked)
+
+
+def ranking_sums_of(ranked, exclude, relevant, scorer, top, block_users):
+    """The summed ranking metrics (:func:`mixlib.recsys.ranking.ranking_sums`) of the users ``ranked`` with their
+    ``exclude`` and ``relevant`` CSRs, ``block_users`` at a time (zeros without users); ``scorer`` is
+    ``(user_factors (n_users, k), item_factors (n_items, k), item_bias (n_items,))``, rows by index."""
+    from ..core.reduce import add_stats
+    from .ranking import METRICS, ranking_sums
+    from .store import rows_of
+
+    user_factors, item_factors, item_bias = scorer
+    sums = [{"users": 0, **{name: 0.0 for name in METRICS}, "listed": np.zeros(len(item_factors), np.int64)}]
+    for first in range(0, len(ranked), block_users):
+        block = np.arange(first, min(first + block_users, len(ranked)))
+        sums.append(ranking_sums(user_factors[ranked[block]], rows_of(*exclude, block), rows_of(*relevant, block),
+                                 item_factors, item_bias, top))
+    return add_stats(sums)
+
+
+def shard_ranking(shard, scorer, part, threshold, top, block_users):
+    """The summed ranking metrics of a shard's users with a relevant rating in ``part`` (:func:`ranking_lists`,
+    :func:`ranking_sums_of`)."""
+    return ranking_sums_of(*ranking_lists(shard, part, threshold), scorer, top, block_users)
+
+
+def training_item_counts(shard, n_items):
+    """``{"counts": (n_items,)}``: a shard's training ratings of each item."""
+    return {"counts": np.bincount(shard["items"][shard["part"] == 0], minlength=n_items)}
+
+
+# ---------------------------------------------------------------------- against the published model
+
+def published_pairs(shard, published, user_map, item_map, threshold, ranking):
+    """A shard's validation ratings that the ``published`` model (a :class:`mixlib.recsys.store.Model`) never
+    saw, as row numbers, with their user and item indices in it (``user_map (n_users,)``, ``item_map
+    (n_items,)``: -1 for an id it does not know); for a ``ranking`` comparison, only the relevant ones (value at
+    least ``threshold``) of users and items it knows."""
+    rows = _relevant_rows(shard, 1, threshold if ranking else -np.inf)
+    users, items = user_map[shard["users"][rows]], item_map[shard["items"][rows]]
+    kept = ~published.has_seen(users, items)
+    if ranking:
+        kept &= (users >= 0) & (items >= 0)
+    return rows[kept], users[kept], items[kept]
+
+
+def published_comparison(shard, new, published, user_map, item_map, threshold, clip, ranking, top, block_users):
+    """Sums that compare the ``new`` model with the ``published`` one on a shard's validation ratings that the
+    published one never saw (:func:`published_pairs`): their ``count``, and the squared residuals of both
+    (``new_squares``, ``published_squares``) or, for a ``ranking`` comparison, both models' ranking sums prefixed
+    ``new_`` and ``published_``, each model ranking every item outside its own input for each user."""
+    rows, users, items = published_pairs(shard, published, user_map, item_map, threshold, ranking)
+    out = {"count": len(rows)}
+    if not ranking:
+        values = shard["values"][rows]
+        predicted = new.predict_indices(shard["users"][rows], shard["items"][rows], clip)
+        out["new_squares"] = float(((values - predicted) ** 2).sum())
+        out["published_squares"] = float(((values - published.predict_indices(users, items, clip)) ** 2).sum())
+        return out
+    ours = ranking_sums_of(*_lists_of_rows(shard, rows), _scorer(new), top, block_users)
+    theirs = ranking_sums_of(*_published_lists(published, users, items), _scorer(published), top, block_users)
+    out.update({f"new_{key}": value for key, value in ours.items()})
+    out.update({f"published_{key}": value for key, value in theirs.items()})
+    return out
+
+
+def _published_lists(published, users, items):
+    """:func:`ranking_lists` of relevant pairs ``(users (m,), items (m,))`` in the ``published`` model's indices,
+    each user's items in its input excluded."""
+    from .store import rows_of
+
+    ranked, position = np.unique(users, return_inverse=True)
+    order = np.lexsort((items, position))
+    relevant = _pattern_of(position[order], items[order], np.arange(len(ranked)))
+    return ranked, rows_of(published.seen_indptr, published.seen_indices, ranked), relevant
+
+
+def _scorer(model):
+    """``(user_factors, item_factors, item_bias)`` of a :class:`mixlib.recsys.store.Model`: what ranks items."""
+    return (model.factors.user_factors, *model.factors.item_scores())

@@ -80,9 +80,10 @@ class Model:
         """Whether the model's input held a rating of each pair: bool ``(n,)`` for user and item indices ``(n,)``
         (-1 meaning unknown, never seen), looked up in :attr:`seen_indptr` / :attr:`seen_indices`."""
         n_items = len(self.item_ids)
-        rows = np.repeat(np.arange(len(self.seen_indptr) - 1, dtype=np.int64), np.diff(self.seen_indptr))
-        seen = rows * n_items + self.seen_indices
         known = (users >= 0) & (items >= 0)
+        asked = np.unique(users[known]).astype(np.int64)  # only these users' rows of the pattern are looked at
+        indptr, indices = rows_of(self.seen_indptr, self.seen_indices, asked)
+        seen = np.repeat(asked, np.diff(indptr)) * n_items + indices
         out = np.zeros(len(users), dtype=bool)
         out[known] = np.isin(users[known].astype(np.int64) * n_items + items[known], seen)
         return out
@@ -115,6 +116,11 @@ class Model:
         out[only_item] += f.item_bias[items[only_item]]
         out[known_user] += self.user_means[users[known_user]]
         return self.clip(out, clip)
+
+
+def load_model(root, name):
+    """The whole model ``name`` of the store at ``root`` (a task: the workers read it where they are)."""
+    return ModelStore(root).load(name)
 
 
 def top_unseen(user_factors, seen_indptr, seen_indices, item_factors, item_bias, top):
@@ -181,17 +187,18 @@ class ModelStore:
     def latest_name(self):
         return pointed(self.root, LATEST)
 
-    def load(self, name=None):
-        """The model ``name`` (default: the published one); InputError when there is none."""
+    def load(self, name=None, pattern=True):
+        """The model ``name`` (default: the published one); InputError when there is none. Without ``pattern``,
+        its ``seen_indices`` (an entry per rating) are not read: None."""
         name = name or self.latest_name()
         if name is None:
             raise InputError(f"no published model in {self.root} (no '{LATEST}' pointer); run "
                              "`python -m jobs.recommend train` first")
-        arrays, attrs = read_group(self.versions / name)
+        arrays, attrs = read_group(self.versions / name, skip=() if pattern else ("seen_indices",))
         factors = Factors(**{f.name: arrays[f.name] for f in dataclasses.fields(Factors)})
         rating_range = attrs.get("rating_range")  # absent from versions stored before it was kept
         return Model(factors, attrs["mu"], arrays["user_means"], arrays["user_ids"], arrays["item_ids"],
-                     arrays["seen_indptr"], arrays["seen_indices"], attrs["config"],
+                     arrays["seen_indptr"], arrays.get("seen_indices"), attrs["config"],
                      {**attrs["metrics"], "version": name}, rating_range and tuple(rating_range))
 
     def publish(self, model, write_seen=None):

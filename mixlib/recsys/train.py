@@ -36,7 +36,6 @@ from .als import (
 from .ranking import (
     RankingValidation,
     metric_label,
-    pairs_ranking,
     parse_metric,
     relevant_threshold,
 )
@@ -44,20 +43,29 @@ from .dataset import (
     PART_NAMES,
     PreparedRatings,
     Tasks,
-    baseline_rmse,
     content_digest,
     dataset_files,
     is_dataset,
-    part_errors,
     pattern_indptr,
     prepare_dataset,
     prepare_parts,
     rating_blocks,
     write_pattern,
 )
-from .ratings import Ratings, parse_time, user_means
+from .judging import (
+    baseline_rmse,
+    held_out_counts,
+    latest_time,
+    part_errors,
+    popularity_scorer,
+    published_comparison,
+    ranking,
+    validation_sample,
+    value_range,
+)
+from .ratings import parse_time, user_means
 from .settings import ModelOptions, TrainSettings, als_params, column_names
-from .store import Model, ModelStore, residual_errors
+from .store import Model, ModelStore, load_model
 
 log = logging.getLogger("mixlib")
 
@@ -71,11 +79,9 @@ GUARDRAIL_MIN_RATINGS = 20
 @dataclasses.dataclass
 class TrainPlan:
     """A checked training run: the prepared ratings and where everything goes. The ratings of a dataset are read
-    by the workers when the run starts: until then ``ratings`` and ``parts`` are None and ``checkpoint`` is its
-    folder (:func:`with_ratings`)."""
+    by the workers when the run starts: until then ``prepared`` is None and ``checkpoint`` is its folder
+    (:func:`with_ratings`)."""
 
-    ratings: Ratings | None
-    parts: dict | None
     store: ModelStore
     checkpoint: BlockCheckpoint | Path
     warm: Model | None
@@ -120,7 +126,7 @@ def _plan_train(settings, store, folder):
     if cutoff is not None and settings.split != "time":
         raise InputError("--cutoff splits by time: add --split time (or leave --cutoff out)")
     warm = _warm_model(store, settings)
-    job_plan = TrainPlan(None, None, store, folder, warm, metrics, plots, metric, cutoff=cutoff)
+    job_plan = TrainPlan(store, folder, warm, metrics, plots, metric, cutoff=cutoff)
     if is_dataset(settings.ratings):  # a folder or pattern of no ratings file is refused before any work
         return dataclasses.replace(job_plan, files=tuple(dataset_files(settings.ratings)))  # read by the workers
     return with_ratings(settings, job_plan, None)
@@ -134,19 +140,18 @@ def with_ratings(settings, job_plan, client):
     prepared = prepare_dataset(tasks, job_plan.files or dataset_files(settings.ratings), names=column_names(settings),
                                implicit=implicit, drop_invalid=settings.drop_invalid,
                                **_preparation(settings, job_plan.cutoff))
-    ratings, parts, _ = _finished(prepared, False, job_plan.cutoff)  # the means come with the blocks
+    _check_cutoff(prepared, job_plan.cutoff)
     metric = job_plan.metric
     if metric[0] != "rmse":
-        _check_relevant(ratings, parts, settings.relevant)
-        metric = (metric[0], min(metric[1], len(ratings.item_ids)))
-    problem = validate_rank(settings.rank, len(ratings.user_ids), len(ratings.item_ids), settings.init)
+        _check_relevant(prepared, settings.relevant)
+        metric = (metric[0], min(metric[1], len(prepared.item_ids)))
+    problem = validate_rank(settings.rank, len(prepared.user_ids), len(prepared.item_ids), settings.init)
     if problem:
         raise InputError(f"{problem}; lower --rank")
     checkpoint = BlockCheckpoint(job_plan.checkpoint, _fingerprint(settings, prepared, job_plan.warm),
                                  "another config or other ratings")
     checkpoint.check(settings.resume, "--checkpoint-dir")
-    return dataclasses.replace(job_plan, ratings=ratings, parts=parts, checkpoint=checkpoint, metric=metric,
-                               prepared=prepared)
+    return dataclasses.replace(job_plan, checkpoint=checkpoint, metric=metric, prepared=prepared)
 
 
 def _preparation(settings, cutoff):
@@ -156,14 +161,25 @@ def _preparation(settings, cutoff):
             "cutoff": cutoff, "shard_ratings": settings.block_ratings}  # a shard is a user block of ALS
 
 
-def _check_relevant(ratings, parts, relevant):
+def _check_relevant(prepared, relevant):
     """InputError when a ranking metric would have held-out ratings but no relevant one to rank by."""
-    held = np.concatenate([parts["validation"], parts["test"]])
-    threshold = relevant_threshold(ratings.values, relevant)
-    if len(held) and not (ratings.values[held] >= threshold).any():
+    held, reaching = held_out_counts(prepared, _threshold(prepared, relevant))
+    if held.sum() and not reaching.sum():
         raise InputError(f"no held-out rating reaches --relevant {relevant:g} (the highest is "
-                         f"{ratings.values[held].max():g}), so a ranking metric has nothing to rank by: lower "
-                         "--relevant")
+                         f"{value_range(prepared, (1, 2))[1]:g}), so a ranking metric has nothing to rank by: "
+                         "lower --relevant")
+
+
+def _threshold(prepared, relevant):
+    """The lowest value of a relevant held-out rating (:func:`mixlib.recsys.ranking.relevant_threshold`)."""
+    return relevant_threshold(np.array(value_range(prepared)), relevant)
+
+
+def _check_cutoff(prepared, cutoff):
+    """A warning when ``cutoff`` leaves no test rating."""
+    if cutoff is not None and not prepared.part_counts[2]:
+        log.warning("--cutoff %.0f (Unix seconds): no rating is that late (the latest is at %.0f), so there are "
+                    "no test ratings", cutoff, latest_time(prepared))
 
 
 def _metric(settings):
@@ -200,15 +216,8 @@ def prepare(ratings, *, min_entries, validation, test, seed, shift_user_means, s
     prepared = prepare_parts(Tasks(None), [part], "the ratings", min_entries=min_entries,
                              validation=_count_or_fraction(validation), test=_count_or_fraction(test), seed=seed,
                              split_by=split_by, cutoff=cutoff)
-    return _finished(prepared, shift_user_means, cutoff)
-
-
-def _finished(prepared, shift_user_means, cutoff):
-    """``(ratings, parts, means)`` in this process from PreparedRatings (:func:`prepare`)."""
+    _check_cutoff(prepared, cutoff)
     ratings, parts = prepared.gathered()
-    if cutoff is not None and not len(parts["test"]):
-        log.warning("--cutoff %.0f (Unix seconds): no rating is that late (the latest is at %.0f), so there are "
-                    "no test ratings", cutoff, ratings.times.max())
     means = np.zeros(len(ratings.user_ids))
     if shift_user_means:
         means = user_means(ratings.subset(parts["train"]))
@@ -231,7 +240,7 @@ def _warm_model(store, settings):
     if store.latest_name() is None:
         log.warning("--warm-start: no published model in %s yet; starting from scratch", store.root)
         return None
-    model = store.load()
+    model = store.load(pattern=False)
     if model.feedback != settings.feedback:
         raise InputError(f"--warm-start: the published model learnt {model.feedback} feedback, not "
                          f"{settings.feedback}; train without --warm-start to change the kind of model")
@@ -310,7 +319,7 @@ def train_worker_paths(job_plan, most=4):
 def train_runs_here(settings, job_plan):
     """train runs in this process (:func:`mixlib.core.cli.job_main` asks) up to ``--local-ratings`` ratings: a
     cluster's round trips would cost more than the work of each step."""
-    return job_plan.ratings is not None and job_plan.ratings.shape[2] <= settings.local_ratings
+    return job_plan.prepared is not None and job_plan.prepared.part_counts.sum() <= settings.local_ratings
 
 
 def run_train(settings, job_plan, client):
@@ -325,12 +334,11 @@ def run_train(settings, job_plan, client):
 def _train_and_publish(settings, job_plan, client):
     """:func:`run_train` without the removal of empty folders."""
     started = time.perf_counter()
-    if job_plan.ratings is None:
+    if job_plan.prepared is None:
         job_plan = with_ratings(settings, job_plan, client)
-    ratings, parts = job_plan.ratings, job_plan.parts
     data = blocked_training_data(client, job_plan, settings)
     params = als_params(settings)
-    judge = Judge(client, ratings, parts, job_plan.prepared, job_plan.metric, settings)
+    judge = Judge(job_plan.prepared, job_plan.metric, settings)
     state = _starting_state(settings, params, job_plan, data, client)
     try:
         final, early = fit_als(client, data, params, state, _saver(job_plan.checkpoint), settings.checkpoint_every,
@@ -348,8 +356,8 @@ def _train_and_publish(settings, job_plan, client):
                                                    force=settings.force_publish)
         metrics["published"] = refusal is None
         if refusal is None:
-            published = _refitted(client, settings, params, job_plan, final, metrics) if _refits(settings, parts,
-                                                                                                 final) else model
+            published = _refitted(client, settings, params, job_plan, final, metrics) if _refits(
+                settings, job_plan.prepared, final) else model
             metrics["version"] = _publish(job_plan.store, dataclasses.replace(published, metrics=metrics),
                                           job_plan.prepared)
         if job_plan.metrics is not None:
@@ -360,9 +368,9 @@ def _train_and_publish(settings, job_plan, client):
     return metrics
 
 
-def _refits(settings, parts, final):
+def _refits(settings, prepared, final):
     """Whether the published model is trained again on every rating (:func:`_refitted`)."""
-    return settings.refit and final.best_step > 0 and len(parts["validation"]) + len(parts["test"]) > 0
+    return settings.refit and final.best_step > 0 and prepared.part_counts[1:].sum() > 0
 
 
 def _refitted(client, settings, params, job_plan, final, metrics):
@@ -370,17 +378,17 @@ def _refitted(client, settings, params, job_plan, final, metrics):
     seed, for the ``final.best_step`` steps that early stopping chose, with no held-out ratings left to judge it;
     ``metrics`` records it under ``refit``."""
     started = time.perf_counter()
-    ratings = job_plan.ratings
+    n_ratings = int(job_plan.prepared.part_counts.sum())
     data = blocked_training_data(client, job_plan, settings, every=True)
     steps = final.best_step
     refit_params = dataclasses.replace(params, max_steps=steps, eval_every=steps, log_every=steps)
-    log.info("refit: training again on all %d ratings for the %d steps chosen", ratings.shape[2], steps)
+    log.info("refit: training again on all %d ratings for the %d steps chosen", n_ratings, steps)
     state = _fresh_state(settings, refit_params, job_plan, data, client)
     try:
         refit, _ = fit_als(client, data, refit_params, state)
     except FloatingPointError as e:
         raise JobFailed(f"refit: {e}") from None
-    metrics["refit"] = {"ratings": int(ratings.shape[2]), "steps": steps,
+    metrics["refit"] = {"ratings": n_ratings, "steps": steps,
                         "seconds": round(time.perf_counter() - started, 3)}
     return _model(job_plan.prepared, data, refit.current, settings)
 
@@ -403,13 +411,13 @@ def _fresh_state(settings, params, job_plan, data, client):
     """The state before the first step: seeded initial factors, warm-started from the published model's known
     users and items with ``--warm-start``."""
     rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 1]))
-    known = None if job_plan.warm is None else _known_factors(job_plan.warm, job_plan.ratings)
+    known = None if job_plan.warm is None else _known_factors(job_plan.warm, job_plan.prepared)
     return TrainingState.start(initial_factors(data, params, rng, known, client))
 
 
-def _known_factors(warm, ratings):
+def _known_factors(warm, prepared):
     """The warm model's factors and biases on this run's indices, NaN rows for users and items it lacks."""
-    users, items = warm.user_index(ratings.user_ids), warm.item_index(ratings.item_ids)
+    users, items = warm.user_index(prepared.user_ids), warm.item_index(prepared.item_ids)
     f = warm.factors
     log.info("warm start from %s: %d of %d users and %d of %d items known", warm.metrics.get("version"),
              (users >= 0).sum(), len(users), (items >= 0).sum(), len(items))
@@ -449,52 +457,46 @@ def _publish(store, model, prepared):
     return store.publish(model, write_seen=lambda path: write_pattern(prepared, path, model.seen_indptr))
 
 
-def _pattern(ratings, rows):
-    """The CSR pattern ``(indptr (n_users + 1,), indices)`` of the ratings ``rows`` (ascending; the ratings are
-    sorted by user and item)."""
-    counts = np.bincount(ratings.users[rows], minlength=len(ratings.user_ids))
-    return np.concatenate([[0], np.cumsum(counts)]), ratings.items[rows]
-
-
 class Judge:
-    """How this run judges models on its held-out ratings: RMSE (explicit models), or a ranking metric of top-N
-    lists in which every user ranks every item outside its training ratings and the relevant items are the
-    held-out ones whose value reaches ``relevant`` (every held-out one when all values are equal, as in a file of
-    bare interactions).
+    """How this run judges models on its held-out ratings, where the prepared ratings' shards are
+    (:mod:`mixlib.recsys.judging`): RMSE (explicit models), or a ranking metric of top-N lists in which every user
+    ranks every item outside its training ratings and the relevant items are the held-out ones whose value reaches
+    ``relevant`` (every held-out one when all values are equal, as in a file of bare interactions).
 
     Parameters
     ----------
-    client : distributed.Client
-    ratings : Ratings; parts : dict of row numbers ('train', 'validation', 'test')
-    prepared : PreparedRatings, the same ratings where the shards are (the errors of every rating of a part and
-        the baseline are computed there)
+    prepared : PreparedRatings
     metric : tuple (name, N), :func:`mixlib.recsys.ranking.parse_metric`
-    settings : TrainSettings, for ``relevant``, ``block_users``, ``clip_predictions`` and ``feedback``
+    settings : TrainSettings, for ``relevant``, ``block_users``, ``clip_predictions``, ``feedback``,
+        ``validation_users`` and ``seed``
     """
 
-    def __init__(self, client, ratings, parts, prepared, metric, settings):
-        self.client, self.ratings, self.parts, self.prepared = client, ratings, parts, prepared
-        self.train = _pattern(ratings, parts["train"])
+    def __init__(self, prepared, metric, settings):
+        self.prepared = prepared
         self.metric, self.top = metric
         self.label = metric_label(*metric)
         self.ranks = self.metric != "rmse"
         self.explicit = settings.feedback == "explicit"
         self.clip, self.block_users = settings.clip_predictions, settings.block_users
         self.validation_users, self.seed = settings.validation_users, settings.seed
-        self.threshold = relevant_threshold(ratings.values, settings.relevant)
+        self.threshold = _threshold(prepared, settings.relevant) if self.ranks else -np.inf
         self.key = "rmse" if not self.ranks else f"{self.metric}@{self.top}"
 
+    @property
+    def validation_ratings(self):
+        return int(self.prepared.part_counts[1])
+
+    def relevant_validation(self):
+        """How many validation ratings are relevant."""
+        return int(held_out_counts(self.prepared, self.threshold)[1][0])
+
     def validation(self):
-        """What the training loop judges by: None (RMSE on the validation ratings) or a RankingValidation."""
+        """What the training loop judges by: None (RMSE on the validation ratings) or a RankingValidation of a
+        sample of the validation users."""
         if not self.ranks:
             return None
-        rows = self.relevant(self.parts["validation"])
-        return RankingValidation(self.metric, self.top, self.train, self.ratings.users[rows],
-                                 self.ratings.items[rows], self.block_users, self.validation_users, self.seed)
-
-    def relevant(self, rows):
-        """The rows among ``rows`` whose value makes them relevant."""
-        return rows[self.ratings.values[rows] >= self.threshold]
+        sample = validation_sample(self.prepared, self.threshold, self.validation_users, self.seed)
+        return RankingValidation(self.metric, self.top, *sample, self.block_users)
 
     def part_metrics(self, model):
         """What a report keeps of ``model`` on each part (``{"train": {...}, "validation": ..., "test": ...}``):
@@ -502,60 +504,48 @@ class Judge:
         metric ranks."""
         errors = part_errors(self.prepared, model, self.clip) if self.explicit else {}
         out = {}
-        for name in PART_NAMES:
-            rows = self.parts[name]
-            out[name] = {"ratings": len(rows), **errors.get(name, {})}
-            if self.ranks and name != "train" and len(rows):
-                out[name].update(self.ranking(model.factors, self.relevant(rows)))
+        for number, name in enumerate(PART_NAMES):
+            count = int(self.prepared.part_counts[number])
+            out[name] = {"ratings": count, **errors.get(name, {})}
+            if self.ranks and number and count:
+                out[name].update(self._ranking(_scorer(model), number))
         return out
 
-    def ranking(self, factors, rows, name="train-ranking"):
-        """The ranking metrics of ``factors`` (this run's indices) on the relevant pairs ``rows``."""
-        return pairs_ranking(self.client, factors.user_factors, *factors.item_scores(), self.train,
-                             self.ratings.users[rows], self.ratings.items[rows], top=self.top,
-                             block_users=self.block_users, name=name)
+    def _ranking(self, scorer, part):
+        return ranking(self.prepared, scorer, part=part, threshold=self.threshold, top=self.top,
+                       block_users=self.block_users)
 
-    def score(self, model, rows):
-        """The metric of ``model`` (this run's indices) on ``rows``, or on every validation rating when None."""
+    def score(self, model):
+        """The metric of ``model`` (this run's indices) on every validation rating."""
         if not self.ranks:
-            if rows is None:
-                return part_errors(self.prepared, model, self.clip)["validation"]["rmse"]
-            return _errors(model, self.ratings, rows, self.clip)["rmse"]
-        return self.ranking(model.factors, self.relevant(self.parts["validation"] if rows is None else rows))[
-            self.key]
+            return part_errors(self.prepared, model, self.clip)["validation"]["rmse"]
+        return self._ranking(_scorer(model), 1)[self.key]
 
-    def baseline(self, rows):
-        """``(score, description)`` of the baseline: the bias-only model (RMSE) or the most popular items of the
-        training ratings (ranking)."""
+    def baseline(self):
+        """``(score, description)`` of the baseline on every validation rating: the bias-only model (RMSE) or the
+        most popular items of the training ratings (ranking)."""
         if not self.ranks:
             return baseline_rmse(self.prepared, BASELINE_REG_USER, BASELINE_REG_ITEM, self.clip), {
                 "reg_user": BASELINE_REG_USER, "reg_item": BASELINE_REG_ITEM}
-        train = self.parts["train"]
-        popularity = np.bincount(self.ratings.items[train], minlength=len(self.ratings.item_ids)).astype(float)
-        n_users, n_items = len(self.ratings.user_ids), len(self.ratings.item_ids)
-        held = self.relevant(rows)
-        metrics = pairs_ranking(self.client, np.zeros((n_users, 1)), np.zeros((n_items, 1)), popularity, self.train,
-                                self.ratings.users[held], self.ratings.items[held], top=self.top,
-                                block_users=self.block_users, name="guardrail-ranking")
+        metrics = self._ranking(popularity_scorer(self.prepared), 1)
         return metrics[self.key], {"kind": "popularity: items by their count of training ratings"}
 
-    def published_score(self, published, rows):
-        """The metric of the published model on ``rows`` of this run (mapped to its ids), ranking every item
-        outside its own input for each user."""
-        users = published.user_index(self.ratings.user_ids[self.ratings.users[rows]])
-        items = published.item_index(self.ratings.item_ids[self.ratings.items[rows]])
-        if not self.ranks:
-            return residual_errors(self.ratings.values[rows] - published.predict_indices(users, items, self.clip))[
-                "rmse"]
-        f = published.factors
-        return pairs_ranking(self.client, f.user_factors, *f.item_scores(), (published.seen_indptr,
-                                                                              published.seen_indices),
-                             users, items, top=self.top, block_users=self.block_users,
-                             name="guardrail-ranking")[self.key]
+    def against_published(self, model, published, loaded):
+        """``(count, new score, published score)`` on the validation ratings the published model never saw
+        (:func:`mixlib.recsys.judging.published_comparison`; ``loaded``: the whole published model where the
+        tasks run)."""
+        return published_comparison(self.prepared, model, published, loaded, threshold=self.threshold,
+                                    clip=self.clip, ranking_top=(self.metric, self.top) if self.ranks else None,
+                                    block_users=self.block_users)
 
     def worse(self, new, reference, tolerance):
         """Whether ``new`` is worse than ``reference`` by more than ``tolerance``."""
         return new > reference + tolerance if not self.ranks else new < reference - tolerance
+
+
+def _scorer(model):
+    """``(user_factors, item_factors, item_bias)``: what ranks items for each user of ``model``."""
+    return (model.factors.user_factors, *model.factors.item_scores())
 
 
 def _train_metrics(model, final, early, settings, judge, seconds):
@@ -591,33 +581,24 @@ def _shown_name(key):
     return f"{name.upper() if name in ('rmse', 'mae') else metric_label(name, int(top)) if at else name}"
 
 
-def _errors(model, ratings, rows, clip):
-    """RMSE and MAE of the model on some ratings (original scale); empty without ratings."""
-    if len(rows) == 0:
-        return {}
-    predicted = model.predict_indices(ratings.users[rows], ratings.items[rows], clip)
-    return residual_errors(ratings.values[rows] - predicted)
-
-
 def _guardrail(store, model, judge, *, tolerance, force):
     """Whether to publish ``model``: ``(None or why not, what the metrics' ``guardrail`` records)``.
 
     Without a published model, the new model's validation metric is compared with the baseline's
     (:meth:`Judge.baseline`) on every validation rating. With one, both are compared on the validation ratings the
-    published model never saw (:func:`unseen_rows`): the others were in its input, which would favour it. Fewer
-    than :data:`GUARDRAIL_MIN_RATINGS` such ratings, or no validation ratings at all: publish with a warning, no
-    comparison. Worse by more than ``tolerance``: refused, unless ``force``. With the refit, the model judged
-    here is the one trained without the validation ratings; the refitted one is published when it passes.
+    published model never saw (:meth:`Judge.against_published`): the others were in its input, which would favour
+    it. Fewer than :data:`GUARDRAIL_MIN_RATINGS` such ratings, or no validation ratings at all: publish with a
+    warning, no comparison. Worse by more than ``tolerance``: refused, unless ``force``. With the refit, the model
+    judged here is the one trained without the validation ratings; the refitted one is published when it passes.
     """
-    rows = judge.parts["validation"]
-    if not len(rows):
+    if not judge.validation_ratings:
         log.warning("guardrail: no validation ratings to compare on; publishing without a check")
         return None, {"compared_with": "nothing: no validation ratings", "ratings": 0}
-    if judge.ranks and not len(judge.relevant(rows)):
+    if judge.ranks and not judge.relevant_validation():
         log.warning("guardrail: no validation rating reaches --relevant; publishing without a check")
         return None, {"compared_with": "nothing: no relevant validation ratings", "ratings": 0}
     published = store.latest_name()
-    previous = None if published is None else store.load(published)
+    previous = None if published is None else store.load(published, pattern=False)
     if previous is not None and previous.feedback == "implicit" and not judge.ranks:
         log.info("guardrail: the published model (%s) learnt implicit feedback and predicts no ratings, so the new "
                  "model's RMSE is compared with the baseline's", published)
@@ -625,7 +606,7 @@ def _guardrail(store, model, judge, *, tolerance, force):
     if previous is None:
         comparison = _baseline_comparison(model, judge)
     else:
-        comparison = _published_comparison(previous, model, judge, rows)
+        comparison = _published_comparison(store, previous, model, judge)
     new, reference, what, record = comparison
     if new is None:  # ``what`` says why nothing was compared
         log.warning("guardrail: %s; publishing without a check", what)
@@ -649,46 +630,31 @@ def _verdict(new, reference, what, published, tolerance, force, label):
 
 def _baseline_comparison(model, judge):
     """``(new score, baseline score, name in messages, record)`` on every validation rating."""
-    rows = judge.parts["validation"]
-    score, description = judge.baseline(rows)
+    count = judge.validation_ratings
+    score, description = judge.baseline()
     kind = "bias-only" if not judge.ranks else "popularity"
-    record = {"compared_with": "baseline", "ratings": len(rows), "validation_ratings": len(rows),
+    record = {"compared_with": "baseline", "ratings": count, "validation_ratings": count,
               f"baseline_validation_{judge.key}": score, "baseline": description}
-    what = f"the {kind} baseline on the {len(rows)} validation ratings"
-    return judge.score(model, None), score, what, record
+    what = f"the {kind} baseline on the {count} validation ratings"
+    return judge.score(model), score, what, record
 
 
-def _published_comparison(published, model, judge, rows):
-    """``(new score, published score, name in messages, record)`` on the validation ratings ``rows`` that
-    ``published`` never saw (for a ranking metric: those of users and items it knows, so both models rank the same
-    relevant items); ``(None, None, why not, record)`` when they are fewer than :data:`GUARDRAIL_MIN_RATINGS`."""
+def _published_comparison(store, published, model, judge):
+    """``(new score, published score, name in messages, record)`` on the validation ratings that ``published``
+    (read here without its pattern; the tasks read it whole) never saw (for a ranking metric: the relevant ones of
+    users and items it knows, so both models rank the same relevant items); ``(None, None, why not, record)`` when
+    they are fewer than :data:`GUARDRAIL_MIN_RATINGS`."""
     name = published.metrics["version"]
-    unseen = unseen_rows(published, judge.ratings, rows)
-    if judge.ranks:
-        unseen = _known_to(published, judge.ratings, judge.relevant(unseen))
-    record = {"compared_with": "published", "published_version": name, "ratings": len(unseen),
-              "validation_ratings": len(rows), "minimum_ratings": GUARDRAIL_MIN_RATINGS}
-    if len(unseen) < GUARDRAIL_MIN_RATINGS:
-        reason = (f"only {len(unseen)} of the {len(rows)} validation ratings are new to the published model ({name}), "
+    loaded = judge.prepared.tasks.call(load_model, store.root, name)
+    count, new, score = judge.against_published(model, published, loaded)
+    total = judge.validation_ratings
+    record = {"compared_with": "published", "published_version": name, "ratings": count,
+              "validation_ratings": total, "minimum_ratings": GUARDRAIL_MIN_RATINGS}
+    if count < GUARDRAIL_MIN_RATINGS:
+        reason = (f"only {count} of the {total} validation ratings are new to the published model ({name}), "
                   f"fewer than the {GUARDRAIL_MIN_RATINGS} a fair comparison needs (the others were in its input)")
         record["compared_with"] = f"nothing: {reason}"
         return None, None, reason, record
-    score = judge.published_score(published, unseen)
     record[f"published_validation_{judge.key}"] = score
-    what = f"the published model ({name}) on the {len(unseen)} validation ratings it never saw"
-    return judge.score(model, unseen), score, what, record
-
-
-def _known_to(published, ratings, rows):
-    """The rows among ``rows`` whose user and item the model ``published`` knows."""
-    users = published.user_index(ratings.user_ids[ratings.users[rows]])
-    items = published.item_index(ratings.item_ids[ratings.items[rows]])
-    return rows[(users >= 0) & (items >= 0)]
-
-
-def unseen_rows(published, ratings, rows):
-    """The row numbers among ``rows`` (ratings of this run) whose (user, item) pair was not in the input of the
-    model ``published`` (:meth:`mixlib.recsys.store.Model.has_seen`; an id it does not know: not seen)."""
-    users = published.user_index(ratings.user_ids[ratings.users[rows]])
-    items = published.item_index(ratings.item_ids[ratings.items[rows]])
-    return rows[~published.has_seen(users, items)]
+    what = f"the published model ({name}) on the {count} validation ratings it never saw"
+    return new, score, what, record
