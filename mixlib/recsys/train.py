@@ -311,9 +311,12 @@ class BlockedData(TrainingData):
 
 
 def train_worker_paths(job_plan, most=4):
-    """The files of a dataset that the workers read (the first ``most``, as a sample), and nothing for one file,
-    which this process reads."""
-    return (tuple(job_plan.files[:most]) if job_plan.files else ()), ()
+    """What the workers of a run on a dataset read and write: the dataset's files (the first ``most``, as a
+    sample), and the model directory, where they write the new model's pattern and read the published model.
+    Nothing for one file, which this process reads and prepares."""
+    if not job_plan.files:
+        return (), ()
+    return tuple(job_plan.files[:most]), (job_plan.store.root,)
 
 
 def train_runs_here(settings, job_plan):
