@@ -64,6 +64,6 @@ def test_the_job_process_does_not_grow_with_the_ratings(tmp_path):
                     "--force-publish"]  # random ratings: the baseline is as good
             status, peaks[name] = peak_rss_mib(argv, os.getcwd(), tmp_path / f"{name}.log")
             assert status == 0, (tmp_path / f"{name}.log").read_text()[-2000:]
-    # About 3 million more ratings (after the repeated pairs): gathered as (user, item, value, part) and row numbers
-    # they would take 3e6 x 33 bytes = 94 MiB more (the version that gathered them peaked 135 MiB higher here).
+    # 1.5 million more ratings once the repeated pairs are gone (0.35 and 1.86 million): the version that gathered
+    # them (user, item, value, time, part, row numbers and the model's pattern) peaked 135 MiB higher here.
     assert peaks["large"] - peaks["small"] < 40, peaks
