@@ -12,7 +12,7 @@ COMMANDS = {
               "Train a matrix-factorisation model by ALS on a Dask cluster and publish it as the model store's "
               "new 'latest' version.", train.train_worker_paths),
     "predict": (settings.PredictSettings, serve.plan_predict, serve.run_predict, serve.predict_runs_here,
-                "Predict the rating of user,item pairs with the published model.", None),
+                "Predict the rating of user,item pairs with the published model.", serve.predict_worker_paths),
     "recommend": (settings.RecommendSettings, serve.plan_recommend, serve.run_recommend, serve.recommend_runs_here,
                   "Write the top-N unseen items of users with the published model.", serve.recommend_worker_paths),
     "evaluate": (settings.EvaluateSettings, serve.plan_evaluate, serve.run_evaluate, serve.evaluate_runs_here,

@@ -436,3 +436,33 @@ def test_rows_of_gathers_csr_rows():
     indptr, indices = np.array([0, 2, 2, 5, 6]), np.array([4, 1, 0, 2, 3, 9])
     sub_indptr, sub_indices = rows_of(indptr, indices, np.array([2, -1, 0, 3]))
     assert list(sub_indptr) == [0, 3, 3, 5, 6] and list(sub_indices) == [0, 2, 3, 4, 1, 9]
+
+
+def test_predict_over_a_dataset_of_pairs_writes_a_dataset_equal_to_one_file(run_recommend, trained, tmp_path, capsys):
+    """--pairs FOLDER: each part (CSV or Parquet) read, predicted and written by a task of the cluster, one output
+    part per input part; the rows equal the brute force and the CSV of the same pairs in one file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    assert trained.status == 0, trained.err
+    _, arrays, attrs = published(trained.models)
+    users = ["u0003", "u0003", "nobody", "nobody", "u0010", "u0020", "u0007"]
+    items = ["101", "99999", "101", "5", "150", "102", "103"]
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    (folder / "a.csv").write_text("user,item\n" + "".join(f"{u},{i}\n" for u, i in zip(users[:3], items[:3])))
+    pq.write_table(pa.table({"user": users[3:5], "item": [int(i) for i in items[3:5]]}), folder / "b.parquet")
+    (folder / "c.csv").write_text("user,item\n" + "".join(f"{u},{i}\n" for u, i in zip(users[5:], items[5:])))
+    one = tmp_path / "pairs.csv"
+    one.write_text("user,item\n" + "".join(f"{u},{i}\n" for u, i in zip(users, items)))
+    dataset, from_one, from_folder = tmp_path / "p.parquet", tmp_path / "one.csv", tmp_path / "folder.csv"
+    assert run_recommend("predict", "--model-dir", trained.models, "--pairs", folder, "--out", dataset) == 0
+    assert "7 pairs: 2 with an unknown user, 2 with an unknown item" in capsys.readouterr().err
+    assert sorted(p.name for p in dataset.iterdir()) == [f"part-{n:05d}.parquet" for n in range(3)]
+    table = pq.read_table(dataset)
+    assert table.column("user").to_pylist() == users and table.column("item").to_pylist() == items
+    want = brute_predict(arrays, attrs, users, [int(i) for i in items])
+    np.testing.assert_allclose(table.column("prediction").to_numpy(), want, rtol=1e-9)
+    assert run_recommend("predict", "--model-dir", trained.models, "--pairs", one, "--out", from_one) == 0
+    assert run_recommend("predict", "--model-dir", trained.models, "--pairs", folder, "--out", from_folder) == 0
+    assert from_folder.read_text() == from_one.read_text()

@@ -8,6 +8,7 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.outputs import json_text, optional_output, staged_outputs
 from .ranking import pairs_ranking, relevant_threshold
+from .dataset import Tasks, dataset_files, is_dataset
 from .ratings import read_id_columns, read_ratings
 from .settings import column_names
 from .store import ModelStore, residual_errors, rows_of, top_unseen
@@ -15,17 +16,34 @@ from .store import ModelStore, residual_errors, rows_of, top_unseen
 log = logging.getLogger("mixlib")
 
 
+@dataclasses.dataclass(frozen=True)
+class PredictPlan:
+    """A checked predict run: the model (without its pattern) and the pairs, read here from one file (``users``,
+    ``items``: ids) or, for a dataset, by the workers from ``files``; ``out`` a CSV or a Parquet dataset."""
+
+    model: object
+    users: np.ndarray | None
+    items: np.ndarray | None
+    files: tuple
+    out: object
+
+
 def plan_predict(settings):
     if not settings.pairs or not settings.out:
-        raise InputError("predict needs --pairs PATH and --out PATH.csv")
-    out = optional_output(settings.out, settings.overwrite, (".csv",), "--out")
+        raise InputError("predict needs --pairs PATH (a file, a folder or a glob of files) and --out PATH.csv (one "
+                         "file) or PATH.parquet (a dataset of part files)")
+    out = optional_output(settings.out, settings.overwrite, RECOMMEND_FORMATS, "--out")
+    model = _published_model(settings, pattern=False)
+    if is_dataset(settings.pairs):
+        return PredictPlan(model, None, None, tuple(dataset_files(settings.pairs)), out)
     users, items = read_id_columns(settings.pairs, ("user", "item"), column_names(settings))
-    return _published_model(settings), users, items, out
+    return PredictPlan(model, users, items, (), out)
 
 
-def _published_model(settings):
-    """The published model; says when its predictions cannot be clipped as ``clip_predictions`` asks."""
-    model = ModelStore(settings.model_dir).load()
+def _published_model(settings, pattern=True):
+    """The published model (without its pattern of ratings unless ``pattern``); says when its predictions cannot
+    be clipped as ``clip_predictions`` asks."""
+    model = ModelStore(settings.model_dir).load(pattern=pattern)
     if settings.clip_predictions and model.rating_range is None and model.feedback == "explicit":
         log.info("model %s was stored without its training rating range: its predictions are not clipped "
                  "(train a new version to clip them)", model.metrics["version"])
@@ -33,9 +51,16 @@ def _published_model(settings):
 
 
 def predict_runs_here(settings, job_plan):
-    """predict always runs in this process (:func:`mixlib.core.cli.job_main` asks): it looks up factors and biases,
-    which no cluster would make faster."""
-    return True
+    """predict runs in this process (:func:`mixlib.core.cli.job_main` asks) for pairs in one file: it looks up
+    factors and biases, which no cluster would make faster; the workers read and predict a dataset's parts."""
+    return not job_plan.files
+
+
+def predict_worker_paths(job_plan, most=4):
+    """What the workers read (a dataset's files, the first ``most`` as a sample) and where they write (the folder
+    of a Parquet dataset of predictions)."""
+    out = job_plan.out
+    return tuple(job_plan.files[:most]), ((out.parent,) if out.suffix.lower() == ".parquet" else ())
 
 
 def recommend_runs_here(settings, job_plan):
@@ -49,14 +74,57 @@ def evaluate_runs_here(settings, job_plan):
 
 
 def run_predict(settings, job_plan, client):
-    """Write user,item,prediction for every requested pair."""
-    model, users, items, out = job_plan
-    user_index, item_index = model.user_index(users), model.item_index(items)
-    predictions = model.predict_indices(user_index, item_index, settings.clip_predictions)
-    log.info("%d pairs: %d with an unknown user, %d with an unknown item (predicted from the biases)",
-             len(users), (user_index < 0).sum(), (item_index < 0).sum())
+    """Write user,item,prediction for every requested pair: to one CSV, or to a Parquet dataset (``--out
+    NAME.parquet``, a folder of part files). The pairs of a dataset are read, predicted and written part by part
+    by the workers (``predict-part`` tasks; in this process without a client), one output part per input part;
+    to a CSV their rows come here."""
+    model, out = job_plan.model, job_plan.out
+    parquet = out.suffix.lower() == ".parquet"
     with staged_outputs() as stage:
-        _write_csv(stage(out), ("user", "item", "prediction"), [users, items, _numbers(predictions)])
+        target = stage(out)
+        if parquet:
+            target.mkdir(parents=True)
+        pieces = [(job_plan.users, job_plan.items)] if not job_plan.files else job_plan.files
+        tasks = Tasks(client if job_plan.files else None, name="predict")
+        shared = tasks.shared(model.scorer())
+        numbered = [(piece, number, target / f"part-{number:05d}.parquet" if parquet else None)
+                    for number, piece in enumerate(pieces)]
+        results = tasks.gather(tasks.map(_predicted_part, numbered, shared, column_names(settings),
+                                         settings.clip_predictions))
+        counts = np.sum([r["counts"] for r in results], axis=0)
+        log.info("%d pairs: %d with an unknown user, %d with an unknown item (predicted from the biases)", *counts)
+        if not parquet:
+            rows = {name: np.concatenate([r["rows"][name] for r in results]) for name in ("user", "item",
+                                                                                          "prediction")}
+            _write_csv(target, ("user", "item", "prediction"), [rows["user"], rows["item"],
+                                                                _numbers(rows["prediction"])])
+
+
+def _predicted_part(numbered, model, names, clip):
+    """The predictions of one part of the pairs (a kernel): ``numbered`` is ``(ids or path, number, part path or
+    None)``, the pairs as ``(users, items)`` id arrays or a file read here. With a part path, the rows are written
+    there as Parquet (under a temporary name, then renamed: a task run again replaces the part whole). Returns
+    ``{"counts": (pairs, unknown users, unknown items), "rows": columns or None}``."""
+    piece, number, part = numbered
+    users, items = piece if isinstance(piece, tuple) else read_id_columns(piece, ("user", "item"), names)
+    user_index, item_index = model.user_index(users), model.item_index(items)
+    rows = {"user": users, "item": items, "prediction": model.predict_indices(user_index, item_index, clip)}
+    counts = np.array([len(users), (user_index < 0).sum(), (item_index < 0).sum()])
+    if part is None:
+        return {"counts": counts, "rows": rows}
+    _write_part(rows, part)
+    return {"counts": counts, "rows": None}
+
+
+def _write_part(rows, part):
+    """Write the columns ``rows`` as the Parquet file ``part``, under a temporary name and then renamed: a task
+    run again after a lost worker replaces the part whole."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    temporary = part.with_name(f".{part.name}.tmp")
+    pq.write_table(pa.table(rows), temporary)
+    temporary.replace(part)
 
 
 RECOMMEND_FORMATS = (".csv", ".parquet")
@@ -187,17 +255,12 @@ def recommendation_rows(lists, users, unknown, user_factors, offsets, seen):
 
 
 def _block_rows(lists, users, unknown, user_factors, offsets, seen, part):
-    """:func:`recommendation_rows` of a block, or, with a ``part`` path, written there as Parquet (written under a
-    temporary name, then renamed: a task run again after a lost worker replaces it whole): the number of rows."""
+    """:func:`recommendation_rows` of a block, or, with a ``part`` path, written there as Parquet
+    (:func:`_write_part`): the number of rows."""
     rows = recommendation_rows(lists, users, unknown, user_factors, offsets, seen)
     if part is None:
         return rows
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    temporary = part.with_name(f".{part.name}.tmp")
-    pq.write_table(pa.table(rows), temporary)
-    temporary.replace(part)
+    _write_part(rows, part)
     return len(rows["user"])
 
 

@@ -153,8 +153,10 @@ class PredictSettings(ServingOptions, PairColumns):
     """Settings of ``python -m jobs.recommend predict``."""
 
     pairs: str = option("", "user,item pairs to predict (CSV/TSV or .parquet; an optional header such as "
-                            "'user,item' or 'userId,movieId')", group="input and output")
-    out: str = option("", "predictions: a .csv of user,item,prediction", group="input and output")
+                            "'user,item' or 'userId,movieId'), or a folder or quoted glob of such files, which the "
+                            "workers read part by part", group="input and output")
+    out: str = option("", "predictions: a .csv of user,item,prediction, or NAME.parquet, a dataset of part files "
+                          "written by the workers", group="input and output")
 
 
 @dataclasses.dataclass(frozen=True)
