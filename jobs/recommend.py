@@ -16,7 +16,8 @@ COMMANDS = {
     "recommend": (settings.RecommendSettings, serve.plan_recommend, serve.run_recommend, serve.recommend_runs_here,
                   "Write the top-N unseen items of users with the published model.", serve.recommend_worker_paths),
     "evaluate": (settings.EvaluateSettings, serve.plan_evaluate, serve.run_evaluate, serve.evaluate_runs_here,
-                 "RMSE and MAE (and precision@N, recall@N) of the published model on held-out ratings.", None),
+                 "RMSE and MAE (and precision@N, recall@N) of the published model on held-out ratings.",
+                 serve.evaluate_worker_paths),
 }
 USAGE = ("usage: python -m jobs.recommend {train,predict,recommend,evaluate} [options]; "
          "python -m jobs.recommend COMMAND --help describes the options; --version prints mixlib's version")

@@ -378,8 +378,8 @@ def test_a_folder_input_is_one_line_and_exit_status_2(run_recommend, tmp_path, c
     extra = ("--out", tmp_path / "out.csv") if command in ("predict", "recommend") else ()
     status = run_recommend(command, flag, tmp_path / "folder", "--model-dir", tmp_path / "models", *extra)
     err = capsys.readouterr().err.strip().splitlines()
-    # train reads a folder as a dataset of files (here none); the other commands read one file
-    words = "holds no ratings file" if command == "train" else "is a folder"
+    # train, predict and evaluate read a folder as a dataset of files (here none); recommend reads one file
+    words = "is a folder" if command == "recommend" else "holds no ratings file"
     assert status == 2 and one_error_line(err) and words in err[-1], err
     assert not (tmp_path / "out.csv").exists()
 

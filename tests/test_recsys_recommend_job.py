@@ -466,3 +466,37 @@ def test_predict_over_a_dataset_of_pairs_writes_a_dataset_equal_to_one_file(run_
     assert run_recommend("predict", "--model-dir", trained.models, "--pairs", one, "--out", from_one) == 0
     assert run_recommend("predict", "--model-dir", trained.models, "--pairs", folder, "--out", from_folder) == 0
     assert from_folder.read_text() == from_one.read_text()
+
+
+def test_evaluate_on_a_dataset_equals_one_file(run_recommend, trained, tmp_path):
+    """--ratings FOLDER: each part read and summed by a task on the workers, the relevant pairs cut by range of
+    users and ranked by range (ranges of 32 users with --block-users 2); the metrics equal those of the same
+    held-out ratings in one file (evaluated in this process), pairs the model saw left out of the ranking."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    assert trained.status == 0, trained.err
+    rows = synthetic(seed=5, density=0.05) + [("stranger", 101, 5.0), ("u0001", 99999, 4.0)]
+    one = write_csv(tmp_path / "heldout.csv", rows)
+    folder = tmp_path / "heldout"
+    folder.mkdir()
+    third = len(rows) // 3
+    write_csv(folder / "a.csv", rows[:third])
+    pq.write_table(pa.table({"user": [r[0] for r in rows[third:2 * third]],
+                             "item": [r[1] for r in rows[third:2 * third]],
+                             "rating": [round(r[2], 6) for r in rows[third:2 * third]]}), folder / "b.parquet")
+    write_csv(folder / "c.csv", rows[2 * third:])
+    results = []
+    for ratings, extra in ((one, ("--scheduler", "")), (folder, ())):
+        out = tmp_path / f"{ratings.name}.json"
+        assert run_recommend("evaluate", "--model-dir", trained.models, "--ratings", ratings, "--top", 5,
+                             "--block-users", 2, "--metrics", out, *extra) == 0
+        results.append(json.loads(out.read_text()))
+    here, there = results
+    assert here.keys() == there.keys() and here["ratings"] == len(rows) and here["users_ranked"] > 32
+    assert (here["unknown_users"], here["unknown_items"]) == (1, 1)
+    for key, value in here.items():
+        if isinstance(value, float):
+            np.testing.assert_allclose(there[key], value, rtol=1e-9, err_msg=key)
+        else:
+            assert there[key] == value, key

@@ -71,8 +71,9 @@ def _ratings_files(paths, where):
     return chosen
 
 
-def _value(value):
-    """A task's result that is its argument (:meth:`Tasks.shared`)."""
+def identity(value):
+    """Its argument: the task that holds a shared value (:meth:`Tasks.shared`), or the chunk of a tree whose
+    blocks are statistics already."""
     return value
 
 
@@ -104,7 +105,7 @@ class Tasks:
         after a lost worker only if it can (scattered data has no task)."""
         if self.client is None:
             return value
-        return self.client.submit(_value, value, key=f"{self._key(_value)}-0", pure=False)
+        return self.client.submit(identity, value, key=f"{self._key(identity)}-0", pure=False)
 
     def tree(self, blocks, chunk, merge=add_stats):
         """The blocks' ``chunk`` statistics merged in the tree of :mod:`mixlib.core.reduce`, here."""
@@ -179,12 +180,14 @@ def prepare_dataset(tasks, files, *, names=None, implicit=False, drop_invalid=Fa
     """Read the ``files`` (parts; :func:`mixlib.recsys.shards.read_part` says what ``names``, ``implicit`` and
     ``drop_invalid`` do) and prepare their ratings (:func:`prepare_parts`)."""
     numbered = [(path, number) for number, path in enumerate(files)]
-    parts = tasks.map(_read_numbered, numbered, names, implicit, drop_invalid)
+    parts = tasks.map(read_numbered, numbered, names, implicit, drop_invalid)
     where = f"ratings file {files[0]}" if len(files) == 1 else f"ratings of {len(files)} files ({files[0]}, ...)"
     return prepare_parts(tasks, parts, where, **preparation)
 
 
-def _read_numbered(numbered, names, implicit, drop_invalid):
+def read_numbered(numbered, names, implicit, drop_invalid):
+    """The ratings of one file of a dataset, ``numbered`` ``(path, part number)``
+    (:func:`mixlib.recsys.shards.read_part`)."""
     path, number = numbered
     return shards.read_part(path, number, names, implicit, drop_invalid)
 

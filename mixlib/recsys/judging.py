@@ -10,7 +10,7 @@ import functools
 import numpy as np
 
 from . import shards
-from .dataset import PART_NAMES, _value
+from .dataset import PART_NAMES, identity
 from .ranking import ranking_means, sample_users
 
 
@@ -20,7 +20,7 @@ def part_errors(prepared, model, clip):
     for a part without ratings."""
     tasks = prepared.tasks
     shared = [tasks.shared(model.scorer())] * len(prepared.shards)
-    sums = tasks.tree(tasks.zip(functools.partial(shards.residual_sums, clip=clip), prepared.shards, shared), _value)
+    sums = tasks.tree(tasks.zip(functools.partial(shards.residual_sums, clip=clip), prepared.shards, shared), identity)
     return {name: {} if not sums["count"][n] else
             {"rmse": float(np.sqrt(sums["squares"][n] / sums["count"][n])),
              "mae": float(sums["absolute"][n] / sums["count"][n])} for n, name in enumerate(PART_NAMES)}
@@ -52,7 +52,7 @@ def baseline_rmse(prepared, reg_user, reg_item, clip, *, tol=1e-6, max_sweeps=20
         ranges = np.array(tasks.gather(tasks.map(functools.partial(shards.value_range, parts=(0,)), filled)))
         value_range = (float(np.nanmin(ranges[:, 0])), float(np.nanmax(ranges[:, 1])))
     residuals = functools.partial(shards.baseline_residuals, mu=mu, value_range=value_range)
-    sums = tasks.tree(tasks.zip(residuals, filled, starts, results, [tasks.shared(item_bias)] * len(filled)), _value)
+    sums = tasks.tree(tasks.zip(residuals, filled, starts, results, [tasks.shared(item_bias)] * len(filled)), identity)
     return float(np.sqrt(sums["squares"] / sums["count"]))
 
 
@@ -95,7 +95,7 @@ def ranking(prepared, scorer, *, part, threshold, top, block_users):
     tasks = prepared.tasks
     shared = [tasks.shared(scorer)] * len(prepared.shards)
     kernel = functools.partial(shards.shard_ranking, part=part, threshold=threshold, top=top, block_users=block_users)
-    sums = tasks.tree(tasks.zip(kernel, prepared.shards, shared), _value)
+    sums = tasks.tree(tasks.zip(kernel, prepared.shards, shared), identity)
     return ranking_means(sums, top, len(scorer[1])) if sums["users"] else {"users_ranked": 0}
 
 
@@ -154,7 +154,7 @@ def published_comparison(prepared, new, published, loaded, *, threshold, clip, r
     user_map = tasks.shared(published.user_index(prepared.user_ids))
     item_map = tasks.shared(published.item_index(prepared.item_ids))
     sums = tasks.tree(tasks.zip(kernel, prepared.shards, [tasks.shared(new.scorer())] * n, [loaded] * n,
-                                [user_map] * n, [item_map] * n), _value)
+                                [user_map] * n, [item_map] * n), identity)
     count = int(sums["count"])
     if not count:
         return 0, None, None

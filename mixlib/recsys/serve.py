@@ -1,17 +1,19 @@
 """Serving the published model: ``python -m jobs.recommend predict``, ``recommend`` and ``evaluate``."""
 
 import dataclasses
+import functools
 import logging
 
 import numpy as np
 
 from ..core.errors import InputError
 from ..core.outputs import json_text, optional_output, staged_outputs
-from .ranking import pairs_ranking, relevant_threshold
-from .dataset import Tasks, dataset_files, is_dataset
+from . import shards
+from .dataset import Tasks, dataset_files, identity, is_dataset, read_numbered
+from .ranking import by_user, ranking_means, relevant_threshold
 from .ratings import read_id_columns, read_ratings
 from .settings import column_names
-from .store import ModelStore, residual_errors, rows_of, top_unseen
+from .store import ModelStore, load_model, rows_of, top_unseen
 
 log = logging.getLogger("mixlib")
 
@@ -70,7 +72,7 @@ def recommend_runs_here(settings, job_plan):
 
 def evaluate_runs_here(settings, job_plan):
     """evaluate runs in this process when the users it ranks (with ``--top``) fit one block of ``--block-users``."""
-    return len(np.unique(job_plan[1].users)) <= settings.block_users
+    return not job_plan.files and len(np.unique(job_plan.parts[0]["users"])) <= settings.block_users
 
 
 def run_predict(settings, job_plan, client):
@@ -271,79 +273,178 @@ def _capped(top, model):
     return min(top, len(model.item_ids))
 
 
+@dataclasses.dataclass(frozen=True)
+class EvaluatePlan:
+    """A checked evaluate run: the model, the held-out ratings as parts (one in memory, read here from one file,
+    or a dataset's files that the workers read), where the metrics go, and the model directory (the workers read
+    the whole model from it to rank a dataset's users)."""
+
+    model: object
+    parts: list
+    metrics: object
+    files: tuple = ()
+    store: object = None
+
+
 def plan_evaluate(settings):
     if not settings.ratings:
-        raise InputError("evaluate needs --ratings PATH (held-out ratings)")
+        raise InputError("evaluate needs --ratings PATH (held-out ratings: a file, or a folder or glob of files)")
     metrics = optional_output(settings.metrics, settings.overwrite, (".json",), "--metrics")
-    model = _published_model(settings)
+    dataset = is_dataset(settings.ratings)
+    model = _published_model(settings, pattern=not dataset)
     implicit = model.feedback == "implicit"
     if implicit and not settings.top:
         raise InputError(f"model {model.metrics['version']} learnt implicit feedback: it is judged by its top-N "
                          "lists, so give --top N (e.g. --top 10)")
+    if dataset:  # read by the workers when the run starts
+        files = tuple(dataset_files(settings.ratings))
+        return EvaluatePlan(model, [(path, number) for number, path in enumerate(files)], metrics, files,
+                            ModelStore(settings.model_dir))
     heldout = read_ratings(settings.ratings, settings.drop_invalid, column_names(settings), values_optional=implicit)
     if not heldout.shape[2]:
         raise InputError(f"held-out ratings {settings.ratings} hold no rating to evaluate on")
     if settings.top and not (heldout.values >= relevant_threshold(heldout.values, settings.relevant)).any():
         raise InputError(f"no held-out rating in {settings.ratings} reaches --relevant {settings.relevant:g} (the "
                          f"highest is {heldout.values.max():g}): lower --relevant")
-    return model, heldout, metrics
+    part = {"users": heldout.user_ids[heldout.users], "items": heldout.item_ids[heldout.items],
+            "values": heldout.values}
+    return EvaluatePlan(model, [part], metrics)
+
+
+def evaluate_worker_paths(job_plan, most=4):
+    """What the workers read: a dataset's files (the first ``most``, as a sample) and the model directory."""
+    if not job_plan.files:
+        return (), ()
+    return (*job_plan.files[:most], job_plan.store.root), ()
 
 
 def run_evaluate(settings, job_plan, client):
     """RMSE and MAE of an explicit model on held-out ratings; with ``--top N`` (always for an implicit model), the
-    ranking metrics of its top-N lists (:func:`ranking_metrics`)."""
-    model, heldout, metrics_path = job_plan
-    users = model.user_index(heldout.user_ids)[heldout.users]
-    items = model.item_index(heldout.item_ids)[heldout.items]
-    metrics = {"ratings": len(users), "unknown_users": int((users < 0).sum()),
-               "unknown_items": int((items < 0).sum()), "feedback": model.feedback}
+    ranking metrics of its top-N lists (:func:`ranking_metrics`). Each part of the held-out ratings is indexed and
+    summed by a task (in this process without a client), the sums added in a tree."""
+    model = job_plan.model
+    tasks = Tasks(client, name="evaluate")
+    parts = job_plan.parts
+    if job_plan.files:
+        parts = tasks.map(read_numbered, parts, column_names(settings), model.feedback == "implicit",
+                          settings.drop_invalid)
+    scorer = tasks.shared(model.scorer())
+    indexed = tasks.map(_indexed_heldout, parts, scorer)
+    kernel = functools.partial(_heldout_sums, clip=settings.clip_predictions, explicit=model.feedback == "explicit")
+    sums = tasks.tree(tasks.zip(kernel, indexed, [scorer] * len(indexed)), identity)
+    if not sums["ratings"]:
+        raise InputError(f"held-out ratings {settings.ratings} hold no rating to evaluate on")
+    metrics = {"ratings": int(sums["ratings"]), "unknown_users": int(sums["unknown_users"]),
+               "unknown_items": int(sums["unknown_items"]), "feedback": model.feedback}
     if model.feedback == "explicit":
-        residual = heldout.values - model.predict_indices(users, items, settings.clip_predictions)
-        metrics.update(residual_errors(residual))
+        metrics.update({"rmse": float(np.sqrt(sums["squares"] / sums["ratings"])),
+                        "mae": float(sums["absolute"] / sums["ratings"])})
     metrics["clipped"] = settings.clip_predictions and model.rating_range is not None
     if settings.top:
-        relevant = relevant_threshold(heldout.values, settings.relevant)
-        metrics.update(ranking_metrics(client, model, users, items, heldout.values, top=_capped(settings.top, model),
-                                       relevant=relevant, block_users=settings.block_users))
+        whole = tasks.call(load_model, job_plan.store.root, model.metrics["version"]) if job_plan.files else \
+            tasks.shared(model)
+        metrics.update(ranking_metrics(tasks, whole, model, indexed, top=_capped(settings.top, model),
+                                       relevant=settings.relevant, block_users=settings.block_users,
+                                       where=settings.ratings))
     log.info("evaluate: %s (%s)", ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
                                             for k, v in metrics.items() if k != "clipped"),
              "predictions clipped to the training range" if metrics["clipped"] else "predictions not clipped")
-    if metrics_path is not None:
+    if job_plan.metrics is not None:
         with staged_outputs() as stage:
-            stage(metrics_path).write_text(json_text(metrics))
+            stage(job_plan.metrics).write_text(json_text(metrics))
     return metrics
 
 
-def ranking_metrics(client, model, users, items, values, *, top, relevant, block_users):
+def _indexed_heldout(part, model):
+    """A part's held-out ratings in ``model``'s indices (-1: an id it does not know): ``users``, ``items``,
+    ``values``."""
+    return {"users": model.user_index(part["users"]), "items": model.item_index(part["items"]),
+            "values": np.asarray(part["values"], np.float64)}
+
+
+def _heldout_sums(part, model, clip, explicit):
+    """A part's counts (ratings, unknown users, unknown items) and, for an ``explicit`` model, its squared and
+    absolute residuals summed."""
+    users, items, values = part["users"], part["items"], part["values"]
+    out = {"ratings": len(values), "unknown_users": int((users < 0).sum()), "unknown_items": int((items < 0).sum())}
+    if explicit:
+        residual = values - model.predict_indices(users, items, clip)
+        out.update({"squares": float((residual ** 2).sum()), "absolute": float(np.abs(residual).sum())})
+    return out
+
+
+RANKING_BLOCKS = 16  # a ranking task's users: this many blocks of block_users (each ranked in turn)
+
+
+def ranking_metrics(tasks, whole, model, indexed, *, top, relevant, block_users, where):
     """precision@N, recall@N, nDCG@N, MAP@N and coverage@N of the model's top-N lists (:mod:`.ranking`) over the
     known users with at least one relevant held-out item, ranking every item the user has not rated in the model's
-    input.
+    input: each part's relevant pairs are cut by range of users, each range's pieces joined and ranked by one
+    task (:func:`mixlib.recsys.shards.ranking_sums_of`), the sums added in a tree.
 
     Parameters
     ----------
-    client : distributed.Client or None (in this process)
-    model : Model
-    users, items : ndarray (n,) int, the held-out pairs' indices in the model (-1: unknown)
-    values : ndarray (n,) float64, their values; a pair is relevant when its value is at least ``relevant``
-    top, block_users : int
+    tasks : Tasks; whole : the whole model where the tasks run (with its pattern); model : Model, here
+    indexed : list of parts (:func:`_indexed_heldout`), where the tasks run
+    top, block_users : int; relevant : float, ``--relevant``; where : str, names the ratings in messages
     """
-    is_relevant = (values >= relevant) & (users >= 0) & (items >= 0)
-    seen = model.has_seen(users, items) & is_relevant
-    if seen.any():
+    ranges = np.array(tasks.gather(tasks.map(_value_range, indexed)))
+    threshold = relevant_threshold(np.array([np.nanmin(ranges[:, 0]), np.nanmax(ranges[:, 1])]), relevant)
+    span = block_users * RANKING_BLOCKS
+    bounds = np.append(np.arange(0, len(model.user_ids), span), len(model.user_ids))
+    n_ranges = len(bounds) - 1
+    cut = tasks.zip(functools.partial(_relevant_pieces, threshold=threshold, bounds=bounds), indexed,
+                    [whole] * len(indexed))
+    counts = tasks.tree(cut, _piece_counts)
+    if counts["seen"]:
         log.warning("evaluate --top: %d relevant held-out pair(s) were in the model's input, so they cannot be "
-                    "recommended; they are left out (evaluate on ratings the model was not trained on)", seen.sum())
-    is_relevant &= ~seen
-    if not is_relevant.any():
-        raise InputError("evaluate --top: no relevant held-out pair of a user and an item the model knows is left "
-                         "to rank (those in the model's input cannot be recommended): evaluate on ratings the model "
-                         "was not trained on")
-    f = model.factors
-    metrics = pairs_ranking(client, f.user_factors, *f.item_scores(), (model.seen_indptr, model.seen_indices),
-                            users[is_relevant], items[is_relevant], top=top, block_users=block_users,
-                            name="evaluate-ranking")
-    return {**metrics, "relevant_rating": relevant if np.isfinite(relevant) else "every held-out pair"}
+                    "recommended; they are left out (evaluate on ratings the model was not trained on)",
+                    counts["seen"])
+    if not counts["pairs"]:
+        raise InputError(f"evaluate --top: no relevant held-out pair of {where} of a user and an item the model "
+                         "knows is left to rank (those in the model's input cannot be recommended): evaluate on "
+                         "ratings the model was not trained on")
+    groups = tasks.regroup(cut, n_ranges)
+    ranked = tasks.zip(functools.partial(_range_ranking, top=top, block_users=block_users), groups,
+                       [whole] * n_ranges)
+    metrics = ranking_means(tasks.tree(ranked, identity), top, len(model.item_ids))
+    return {**metrics, "relevant_rating": relevant if np.isfinite(threshold) else "every held-out pair"}
 
 
+def _value_range(part):
+    """The lowest and highest value ``(2,)`` of a part (NaN when it is empty)."""
+    values = part["values"]
+    return np.array([values.min(), values.max()]) if len(values) else np.full(2, np.nan)
+
+
+def _relevant_pieces(part, model, threshold, bounds):
+    """A part's relevant pairs of known users and items that ``model`` did not see, cut by the user ranges
+    ``bounds (r + 1,)``: ``r`` pieces ``(users, items)``, then ``{"seen", "pairs"}``, the relevant pairs left out
+    because the model saw them and those kept."""
+    users, items, values = part["users"], part["items"], part["values"]
+    keep = (values >= threshold) & (users >= 0) & (items >= 0)
+    users, items = users[keep], items[keep]
+    seen = model.has_seen(users, items)
+    users, items = users[~seen], items[~seen]
+    order = np.argsort(users, kind="stable")
+    users, items = users[order], items[order]
+    cuts = np.searchsorted(users, bounds)
+    pieces = [(users[a:b], items[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+    return pieces + [{"seen": int(seen.sum()), "pairs": len(users)}]
+
+
+def _piece_counts(cut):
+    return cut[-1]
+
+
+def _range_ranking(pieces, model, top, block_users):
+    """The summed ranking metrics of a range of users from its pieces (:func:`_relevant_pieces`) of every part,
+    each user ranking every item outside ``model``'s input."""
+    users = np.concatenate([p[0] for p in pieces])
+    items = np.concatenate([p[1] for p in pieces])
+    ranked, relevant = by_user(users, items)
+    exclude = rows_of(model.seen_indptr, model.seen_indices, ranked)
+    return shards.ranking_sums_of(ranked, exclude, relevant, model.ranking_arrays(), top, block_users)
 def _numbers(values):
     return np.char.mod("%.6g", values)
 

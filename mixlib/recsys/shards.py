@@ -553,8 +553,9 @@ def published_comparison(shard, new, published, user_map, item_map, threshold, c
         out["new_squares"] = float(((values - predicted) ** 2).sum())
         out["published_squares"] = float(((values - published.predict_indices(users, items, clip)) ** 2).sum())
         return out
-    ours = ranking_sums_of(*_lists_of_rows(shard, rows), _scorer(new), top, block_users)
-    theirs = ranking_sums_of(*_published_lists(published, users, items), _scorer(published), top, block_users)
+    ours = ranking_sums_of(*_lists_of_rows(shard, rows), new.ranking_arrays(), top, block_users)
+    theirs = ranking_sums_of(*_published_lists(published, users, items), published.ranking_arrays(), top,
+                             block_users)
     out.update({f"new_{key}": value for key, value in ours.items()})
     out.update({f"published_{key}": value for key, value in theirs.items()})
     return out
@@ -569,8 +570,3 @@ def _published_lists(published, users, items):
     order = np.lexsort((items, position))
     relevant = _pattern_of(position[order], items[order], np.arange(len(ranked)))
     return ranked, rows_of(published.seen_indptr, published.seen_indices, ranked), relevant
-
-
-def _scorer(model):
-    """``(user_factors, item_factors, item_bias)`` of a :class:`mixlib.recsys.store.Model`: what ranks items."""
-    return (model.factors.user_factors, *model.factors.item_scores())

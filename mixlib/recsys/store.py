@@ -76,6 +76,11 @@ class Model:
         empty = np.zeros(0, dtype=np.int64)
         return dataclasses.replace(self, seen_indptr=empty, seen_indices=empty)
 
+    def ranking_arrays(self):
+        """``(user_factors (n_users, k), item_factors (n_items, k), item_bias (n_items,))``: what ranks the items
+        for each user (``b_i + p_u . q_i``; the user's own terms do not change the order)."""
+        return (self.factors.user_factors, *self.factors.item_scores())
+
     def has_seen(self, users, items):
         """Whether the model's input held a rating of each pair: bool ``(n,)`` for user and item indices ``(n,)``
         (-1 meaning unknown, never seen), looked up in :attr:`seen_indptr` / :attr:`seen_indices`."""

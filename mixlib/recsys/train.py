@@ -511,7 +511,7 @@ class Judge:
             count = int(self.prepared.part_counts[number])
             out[name] = {"ratings": count, **errors.get(name, {})}
             if self.ranks and number and count:
-                out[name].update(self._ranking(_scorer(model), number))
+                out[name].update(self._ranking(model.ranking_arrays(), number))
         return out
 
     def _ranking(self, scorer, part):
@@ -522,7 +522,7 @@ class Judge:
         """The metric of ``model`` (this run's indices) on every validation rating."""
         if not self.ranks:
             return part_errors(self.prepared, model, self.clip)["validation"]["rmse"]
-        return self._ranking(_scorer(model), 1)[self.key]
+        return self._ranking(model.ranking_arrays(), 1)[self.key]
 
     def baseline(self):
         """``(score, description)`` of the baseline on every validation rating: the bias-only model (RMSE) or the
@@ -544,11 +544,6 @@ class Judge:
     def worse(self, new, reference, tolerance):
         """Whether ``new`` is worse than ``reference`` by more than ``tolerance``."""
         return new > reference + tolerance if not self.ranks else new < reference - tolerance
-
-
-def _scorer(model):
-    """``(user_factors, item_factors, item_bias)``: what ranks items for each user of ``model``."""
-    return (model.factors.user_factors, *model.factors.item_scores())
 
 
 def _train_metrics(model, final, early, settings, judge, seconds):
