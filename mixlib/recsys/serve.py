@@ -13,7 +13,7 @@ from .dataset import Tasks, dataset_files, identity, is_dataset, read_numbered
 from .ranking import by_user, ranking_means, relevant_threshold
 from .ratings import read_id_columns, read_ratings
 from .settings import column_names
-from .store import ModelStore, load_model, rows_of, top_unseen
+from .store import ModelStore, load_model, row_spans, rows_of, stored_item_counts, stored_rows, top_unseen
 
 log = logging.getLogger("mixlib")
 
@@ -136,9 +136,10 @@ def plan_recommend(settings):
     if not settings.out:
         raise InputError("recommend needs --out PATH.csv (one file) or PATH.parquet (a dataset of part files)")
     out = optional_output(settings.out, settings.overwrite, RECOMMEND_FORMATS, "--out")
-    model = _published_model(settings)
+    model = _published_model(settings, pattern=False)  # the blocks' tasks read their users' rows of the pattern
+    store = ModelStore(settings.model_dir)
     if not settings.users:
-        return model, model.user_ids, out
+        return model, model.user_ids, out, store
     users = read_id_columns(settings.users, ("user",), column_names(settings))[0]
     if not len(users):
         raise InputError(f"--users {settings.users} lists no user")
@@ -147,14 +148,14 @@ def plan_recommend(settings):
         log.warning("--users %s: %d repeated id(s) left out; each user's list is written once", settings.users,
                     len(users) - len(first))
         users = users[np.sort(first)]
-    return model, users, out
+    return model, users, out, store
 
 
 def recommend_worker_paths(job_plan):
-    """The folder a Parquet dataset of recommendations is written into by the workers (nothing for a CSV, which
-    this process writes)."""
-    out = job_plan[2]
-    return (), ((out.parent,) if out.suffix.lower() == ".parquet" else ())
+    """The model directory, whose pattern the workers read, and the folder a Parquet dataset of recommendations is
+    written into by them (not for a CSV, which this process writes)."""
+    out, store = job_plan[2], job_plan[3]
+    return (store.root,), ((out.parent,) if out.suffix.lower() == ".parquet" else ())
 
 
 def run_recommend(settings, job_plan, client):
@@ -162,18 +163,19 @@ def run_recommend(settings, job_plan, client):
     popular ones for an implicit model, which has no biases), block by block of ``block_users`` users: to one
     CSV written here from the blocks' rows, or to a Parquet dataset (``--out NAME.parquet``, a folder) whose part
     files the blocks' tasks write, one per block, so that no list passes through this process."""
-    model, users, out = job_plan
+    model, users, out, store = job_plan
     index = model.user_index(users)
     top = _capped(settings.top, model)
     fallback = "the top items by bias" if model.feedback == "explicit" else "the most popular items"
     log.info("recommending %d items to %d users (%d unknown: %s)", top, len(users), (index < 0).sum(), fallback)
-    lists = ItemLists.of(model, top, settings.clip_predictions)
+    lists = ItemLists.of(model, top, settings.clip_predictions, store)
     with staged_outputs() as stage:
         target = stage(out)
         folder = target if out.suffix.lower() == ".parquet" else None
         if folder is not None:
             folder.mkdir(parents=True)
-        blocks = _recommended_blocks(client, model, lists, np.asarray(users), index, settings.block_users, folder)
+        blocks = _recommended_blocks(client, model, lists, np.asarray(users), index, settings.block_users, folder,
+                                     store)
         if folder is None:
             rows = {name: np.concatenate([b[name] for b in blocks]) for name in ("user", "rank", "item", "score")}
             _write_csv(target, ("user", "rank", "item", "score"),
@@ -182,16 +184,18 @@ def run_recommend(settings, job_plan, client):
             log.info("wrote %d recommendations in %d part file(s)", sum(blocks), len(blocks))
 
 
-def _recommended_blocks(client, model, lists, users, index, block_users, folder):
+def _recommended_blocks(client, model, lists, users, index, block_users, folder, store):
     """Each block's :func:`recommendation_rows` (``folder`` None), or the rows each block wrote to its part file
-    in ``folder``, computed in this process or as ``recommend-top`` tasks."""
+    in ``folder``, computed in this process or as ``recommend-top`` tasks, each reading its users' rows of the
+    model's pattern from ``store`` (:func:`mixlib.recsys.store.stored_rows`)."""
+    name = model.metrics["version"]
     shared = lists if client is None else client.scatter(lists, broadcast=True, hash=False)
     f = model.factors
     results = []
     for number, start in enumerate(range(0, len(users), block_users)):
         block = index[start:start + block_users]
         known = np.maximum(block, 0)
-        seen = rows_of(model.seen_indptr, model.seen_indices, block)
+        seen = (store.root, name, *row_spans(model.seen_indptr, block))
         factors = np.where((block >= 0)[:, None], f.user_factors[known], 0.0)
         offsets = np.where(block >= 0, model.mu + f.user_bias[known] + model.user_means[known], model.mu)
         arguments = (shared, users[start:start + block_users], block < 0, factors, offsets, seen)
@@ -220,11 +224,13 @@ class ItemLists:
     rating_range: tuple | None
 
     @classmethod
-    def of(cls, model, top, clip):
+    def of(cls, model, top, clip, store):
+        """The lists of ``model``, the published version of ``store`` (an implicit model's popular items are
+        counted from its stored pattern)."""
         f = model.factors
         popular = None
         if model.feedback == "implicit":
-            popularity = np.bincount(model.seen_indices, minlength=len(model.item_ids))
+            popularity = stored_item_counts(store.root, model.metrics["version"], len(model.item_ids))
             popular = np.argsort(-popularity, kind="stable")[:top]
         return cls(f.item_factors, f.item_bias, model.item_ids, popular, top,
                    model.rating_range if clip else None)
@@ -240,8 +246,11 @@ def recommendation_rows(lists, users, unknown, user_factors, offsets, seen):
     users : ndarray (b,), the users' ids; unknown : ndarray (b,) bool, users the model does not know
     user_factors : ndarray (b, k), zeros for unknown users; offsets : ndarray (b,), each user's ``mu + b_u +
         mean_u`` (``mu`` for unknown ones)
-    seen : tuple (indptr (b + 1,), indices), the items each user rated (left out)
+    seen : tuple (indptr (b + 1,), indices), the items each user rated (left out), or ``(store root, version,
+        starts, counts)`` to read them from the store (:func:`mixlib.recsys.store.stored_rows`)
     """
+    if len(seen) == 4:
+        seen = stored_rows(*seen)
     top = lists.top
     items, scores = top_unseen(user_factors, *seen, lists.item_factors, lists.item_bias, top)
     if lists.popular is not None and unknown.any():

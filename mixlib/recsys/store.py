@@ -123,6 +123,36 @@ class Model:
         return self.clip(out, clip)
 
 
+def stored_rows(root, name, starts, counts):
+    """Rows of the stored pattern of the version ``name`` of the store at ``root``, spanning ``counts`` entries
+    from ``starts`` (:func:`row_spans`): their CSR ``(indptr (b + 1,), indices)``, read from its ``seen_indices``
+    array entry by entry (only the chunks that hold them)."""
+    sub_indptr, positions = entry_positions(starts, counts)
+    array = _stored_pattern(root, name)
+    indices = array.get_coordinate_selection(positions) if len(positions) else np.zeros(0, np.int64)
+    return sub_indptr, np.asarray(indices, np.int64)
+
+
+def _stored_pattern(root, name):
+    """The ``seen_indices`` Zarr array of a stored version, opened to read."""
+    import zarr
+
+    from ..core.storage import zarr_store
+
+    return zarr.open_array(zarr_store(ModelStore(root).versions / name / "seen_indices", read_only=True), mode="r")
+
+
+def stored_item_counts(root, name, n_items):
+    """Each item's count ``(n_items,)`` in the stored pattern of the version ``name`` (its ratings), read chunk
+    by chunk."""
+    array = _stored_pattern(root, name)
+    counts = np.zeros(n_items, np.int64)
+    step = array.chunks[0]
+    for start in range(0, array.shape[0], step):
+        counts += np.bincount(array[start:start + step], minlength=n_items)
+    return counts
+
+
 def load_model(root, name):
     """The whole model ``name`` of the store at ``root`` (a task: the workers read it where they are)."""
     return ModelStore(root).load(name)
@@ -161,10 +191,22 @@ def top_unseen(user_factors, seen_indptr, seen_indices, item_factors, item_bias,
 
 def rows_of(indptr, indices, rows):
     """The CSR sub-matrix ``(indptr (len(rows) + 1,), indices)`` of ``rows``; a row -1 is empty."""
-    counts = np.where(rows >= 0, indptr[rows + 1] - indptr[np.maximum(rows, 0)], 0)
+    sub_indptr, positions = entry_positions(*row_spans(indptr, rows))
+    return sub_indptr, indices[positions]
+
+
+def row_spans(indptr, rows):
+    """``(starts, counts)``, each ``(len(rows),)``: where each row of ``rows`` starts in a CSR matrix's indices
+    and its count of entries (0 for a row -1)."""
+    known = np.maximum(rows, 0)
+    return indptr[known], np.where(rows >= 0, indptr[known + 1] - indptr[known], 0)
+
+
+def entry_positions(starts, counts):
+    """``(indptr (b + 1,), positions (nnz,))`` of rows spanning ``counts`` entries from ``starts``: the row
+    pointers of their sub-matrix and where its entries are in the whole matrix's indices."""
     sub_indptr = np.append(0, np.cumsum(counts))
-    starts = np.repeat(indptr[np.maximum(rows, 0)] - sub_indptr[:-1], counts)
-    return sub_indptr, indices[starts + np.arange(sub_indptr[-1])]
+    return sub_indptr, np.repeat(starts - sub_indptr[:-1], counts) + np.arange(sub_indptr[-1])
 
 
 def _index_of(known, ids):
