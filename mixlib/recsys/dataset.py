@@ -180,12 +180,12 @@ def prepare_dataset(tasks, files, *, names=None, implicit=False, drop_invalid=Fa
     """Read the ``files`` (parts; :func:`mixlib.recsys.shards.read_part` says what ``names``, ``implicit`` and
     ``drop_invalid`` do) and prepare their ratings (:func:`prepare_parts`)."""
     numbered = [(path, number) for number, path in enumerate(files)]
-    parts = tasks.map(read_numbered, numbered, names, implicit, drop_invalid)
+    parts = tasks.map(_read_numbered, numbered, names, implicit, drop_invalid)
     where = f"ratings file {files[0]}" if len(files) == 1 else f"ratings of {len(files)} files ({files[0]}, ...)"
     return prepare_parts(tasks, parts, where, **preparation)
 
 
-def read_numbered(numbered, names, implicit, drop_invalid):
+def _read_numbered(numbered, names, implicit, drop_invalid):
     """The ratings of one file of a dataset, ``numbered`` ``(path, part number)``
     (:func:`mixlib.recsys.shards.read_part`)."""
     path, number = numbered
@@ -195,7 +195,8 @@ def read_numbered(numbered, names, implicit, drop_invalid):
 def prepare_parts(tasks, parts, where, *, min_entries, validation, test, seed, split_by="random", cutoff=None,
                   shard_ratings=SHARD_RATINGS):
     """The seed's preprocessing of the parts' ratings, part by part and shard by shard: id maps, repeated pairs,
-    the cold-start filter (``min_entries``), the split (``split_by`` 'random', seeded, or 'time', with ``cutoff``).
+    the cold-start filter (``min_entries``), the split (``split_by`` 'random', seeded, or 'time', with ``cutoff``;
+    None: none, every rating in part 0).
 
     Parameters
     ----------
@@ -237,12 +238,15 @@ def prepare_parts(tasks, parts, where, *, min_entries, validation, test, seed, s
     n_ratings = _total(tasks, sharded)
     if split_by == "time":
         parts_of = tasks.map(shards.time_parts, sharded, validation, test, cutoff)
+    elif split_by is None:  # no split: every rating is in part 0
+        parts_of = tasks.map(shards.random_parts, sharded, len(item_ids), seed, (None, None))
     else:
         thresholds = _thresholds(tasks, sharded, n_ratings, len(item_ids), validation, test, seed)
         parts_of = tasks.map(shards.random_parts, sharded, len(item_ids), seed, thresholds)
     sharded = tasks.zip(shards.with_parts, sharded, parts_of)
     part_counts = tasks.tree(sharded, shards.part_counts)["parts"]
-    _check_split(part_counts, split_by, cutoff)
+    if split_by is not None:
+        _check_split(part_counts, split_by, cutoff)
     return PreparedRatings(sharded, user_ids, item_ids, tasks, part_counts)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.outputs import json_text, optional_output, staged_outputs
 from . import shards
-from .dataset import Tasks, dataset_files, identity, is_dataset, read_numbered
+from .dataset import Tasks, dataset_files, identity, is_dataset, prepare_dataset
 from .ranking import by_user, ranking_means, relevant_threshold
 from .ratings import read_id_columns, read_ratings
 from .settings import column_names
@@ -284,9 +284,9 @@ def _capped(top, model):
 
 @dataclasses.dataclass(frozen=True)
 class EvaluatePlan:
-    """A checked evaluate run: the model, the held-out ratings as parts (one in memory, read here from one file,
-    or a dataset's files that the workers read), where the metrics go, and the model directory (the workers read
-    the whole model from it to rank a dataset's users)."""
+    """A checked evaluate run: the model, the held-out ratings (one part in memory, read here from one file, or a
+    dataset's files that the workers read), where the metrics go, and the model directory (the workers read the
+    whole model from it to rank a dataset's users)."""
 
     model: object
     parts: list
@@ -307,8 +307,7 @@ def plan_evaluate(settings):
                          "lists, so give --top N (e.g. --top 10)")
     if dataset:  # read by the workers when the run starts
         files = tuple(dataset_files(settings.ratings))
-        return EvaluatePlan(model, [(path, number) for number, path in enumerate(files)], metrics, files,
-                            ModelStore(settings.model_dir))
+        return EvaluatePlan(model, [], metrics, files, ModelStore(settings.model_dir))
     heldout = read_ratings(settings.ratings, settings.drop_invalid, column_names(settings), values_optional=implicit)
     if not heldout.shape[2]:
         raise InputError(f"held-out ratings {settings.ratings} hold no rating to evaluate on")
@@ -333,12 +332,11 @@ def run_evaluate(settings, job_plan, client):
     summed by a task (in this process without a client), the sums added in a tree."""
     model = job_plan.model
     tasks = Tasks(client, name="evaluate")
-    parts = job_plan.parts
-    if job_plan.files:
-        parts = tasks.map(read_numbered, parts, column_names(settings), model.feedback == "implicit",
-                          settings.drop_invalid)
     scorer = tasks.shared(model.scorer())
-    indexed = tasks.map(_indexed_heldout, parts, scorer)
+    if job_plan.files:
+        indexed = _indexed_dataset(tasks, job_plan.files, model, settings)
+    else:
+        indexed = tasks.map(_indexed_heldout, job_plan.parts, scorer)
     kernel = functools.partial(_heldout_sums, clip=settings.clip_predictions, explicit=model.feedback == "explicit")
     sums = tasks.tree(tasks.zip(kernel, indexed, [scorer] * len(indexed)), identity)
     if not sums["ratings"]:
@@ -362,6 +360,25 @@ def run_evaluate(settings, job_plan, client):
         with staged_outputs() as stage:
             stage(job_plan.metrics).write_text(json_text(metrics))
     return metrics
+
+
+def _indexed_dataset(tasks, files, model, settings):
+    """The held-out ratings of a dataset's ``files`` in ``model``'s indices, shard by shard of users: read and
+    rid of repeated pairs (the last in path and row order wins, as in one file) by the preparation graph of
+    training without its split (:func:`mixlib.recsys.dataset.prepare_dataset`), then mapped to the model's ids
+    (``users``, ``items``: -1 for an id it does not know; ``values``)."""
+    prepared = prepare_dataset(tasks, files, names=column_names(settings), implicit=model.feedback == "implicit",
+                               drop_invalid=settings.drop_invalid, min_entries=0, validation=0, test=0, seed=0,
+                               split_by=None)
+    n = len(prepared.shards)
+    user_map = tasks.shared(model.user_index(prepared.user_ids))
+    item_map = tasks.shared(model.item_index(prepared.item_ids))
+    return tasks.zip(_mapped_shard, prepared.shards, [user_map] * n, [item_map] * n)
+
+
+def _mapped_shard(shard, user_map, item_map):
+    """A shard's ratings in a model's indices by the maps ``user_map (n_users,)``, ``item_map (n_items,)``."""
+    return {"users": user_map[shard["users"]], "items": item_map[shard["items"]], "values": shard["values"]}
 
 
 def _indexed_heldout(part, model):
