@@ -105,7 +105,11 @@ class Tasks:
         after a lost worker only if it can (scattered data has no task)."""
         if self.client is None:
             return value
-        return self.client.submit(identity, value, key=f"{self._key(identity)}-0", pure=False)
+        import warnings
+
+        with warnings.catch_warnings():  # sending the value once in a task is the point: a lost copy is rebuilt
+            warnings.filterwarnings("ignore", message="Sending large graph")
+            return self.client.submit(identity, value, key=f"{self._key(identity)}-0", pure=False)
 
     def tree(self, blocks, chunk, merge=add_stats):
         """The blocks' ``chunk`` statistics merged in the tree of :mod:`mixlib.core.reduce`, here."""

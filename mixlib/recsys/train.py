@@ -484,6 +484,7 @@ class Judge:
         self.validation_users, self.seed = settings.validation_users, settings.seed
         self.threshold = _threshold(prepared, settings.relevant) if self.ranks else -np.inf
         self.key = "rmse" if not self.ranks else f"{self.metric}@{self.top}"
+        self._last_errors = (None, None)
 
     @property
     def validation_ratings(self):
@@ -505,7 +506,7 @@ class Judge:
         """What a report keeps of ``model`` on each part (``{"train": {...}, "validation": ..., "test": ...}``):
         the count of ratings, RMSE and MAE (explicit), and on the held-out parts the ranking metrics at N when the
         metric ranks."""
-        errors = part_errors(self.prepared, model, self.clip) if self.explicit else {}
+        errors = self._errors(model) if self.explicit else {}
         out = {}
         for number, name in enumerate(PART_NAMES):
             count = int(self.prepared.part_counts[number])
@@ -514,6 +515,13 @@ class Judge:
                 out[name].update(self._ranking(model.ranking_arrays(), number))
         return out
 
+    def _errors(self, model):
+        """:func:`mixlib.recsys.judging.part_errors` of ``model``, computed once per model (the report and the
+        guardrail both ask)."""
+        if self._last_errors[0] is not model:
+            self._last_errors = (model, part_errors(self.prepared, model, self.clip))
+        return self._last_errors[1]
+
     def _ranking(self, scorer, part):
         return ranking(self.prepared, scorer, part=part, threshold=self.threshold, top=self.top,
                        block_users=self.block_users)
@@ -521,7 +529,7 @@ class Judge:
     def score(self, model):
         """The metric of ``model`` (this run's indices) on every validation rating."""
         if not self.ranks:
-            return part_errors(self.prepared, model, self.clip)["validation"]["rmse"]
+            return self._errors(model)["validation"]["rmse"]
         return self._ranking(model.ranking_arrays(), 1)[self.key]
 
     def baseline(self):
