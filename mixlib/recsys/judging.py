@@ -35,17 +35,19 @@ def baseline_rmse(prepared, reg_user, reg_item, clip, *, tol=1e-6, max_sweeps=20
     filled, starts, stops = prepared.spans()
     totals = tasks.tree(filled, shards.training_total)
     mu = totals["total"] / totals["count"]
-    sweep = functools.partial(shards.baseline_sweep, mu=mu, reg_user=reg_user, n_items=len(prepared.item_ids))
+    n_items = len(prepared.item_ids)
+    counts = tasks.tree(filled, functools.partial(shards.training_item_counts, n_items=n_items))["counts"]
+    sweep = functools.partial(shards.baseline_sweep, mu=mu, reg_user=reg_user, n_items=n_items)
     item_bias, previous, results, sweeps = None, None, [None] * len(filled), 0
     while True:  # round r: b_u^r from b_i^r (zeros when r = 0), and the sums that make b_i^(r + 1)
         results = tasks.zip(sweep, filled, starts, stops, results, [tasks.shared(item_bias)] * len(filled))
         stats = tasks.tree(results, _sweep_stats, _sums_and_largest)
-        following = stats["items"] / (stats["counts"] + reg_item)
+        following = stats["items"] / (counts + reg_item)
         if item_bias is not None:
             sweeps += 1
             if max(stats["moved"], float(np.abs(item_bias - previous).max(initial=0))) <= tol or sweeps == max_sweeps:
                 break
-        previous = np.zeros(len(prepared.item_ids)) if item_bias is None else item_bias
+        previous = np.zeros(n_items) if item_bias is None else item_bias
         item_bias = following
     value_range = None
     if clip:
@@ -57,13 +59,12 @@ def baseline_rmse(prepared, reg_user, reg_item, clip, *, tol=1e-6, max_sweeps=20
 
 
 def _sweep_stats(result):
-    return {"items": result["items"], "counts": result["counts"], "moved": result["moved"]}
+    return {"items": result["items"], "moved": result["moved"]}
 
 
 def _sums_and_largest(parts):
-    """Merge sweep statistics: the item sums and counts add up, ``moved`` is the largest."""
-    return {"items": sum(p["items"] for p in parts), "counts": sum(p["counts"] for p in parts),
-            "moved": max(p["moved"] for p in parts)}
+    """Merge sweep statistics: the item sums add up, ``moved`` is the largest."""
+    return {"items": sum(p["items"] for p in parts), "moved": max(p["moved"] for p in parts)}
 
 
 def latest_time(prepared):

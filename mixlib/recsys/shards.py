@@ -374,8 +374,8 @@ def residual_sums(shard, model, clip):
 def baseline_sweep(shard, start, stop, previous, item_bias, mu, reg_user, n_items):
     """One sweep of the bias-only baseline (:func:`mixlib.recsys.als.fit_baseline`) over a shard's training
     ratings: its users' biases ``b_u = sum_i (r_ui - mu - b_i) / (reg_user + |R(u)|)`` from ``item_bias
-    (n_items,)``, then the sums ``sum_u (r_ui - mu - b_u)`` and counts of each item that the next item biases are
-    made of.
+    (n_items,)``, then the sums ``sum_u (r_ui - mu - b_u)`` of each item that the next item biases are made of
+    (with the items' counts of training ratings, :func:`training_item_counts`).
 
     Parameters
     ----------
@@ -385,8 +385,8 @@ def baseline_sweep(shard, start, stop, previous, item_bias, mu, reg_user, n_item
 
     Returns
     -------
-    dict: 'user_bias' (stop - start,), 'items' (n_items,) the item sums, 'counts' (n_items,), 'moved' the largest
-    change of a user bias
+    dict: 'user_bias' (stop - start,), 'items' (n_items,) the item sums, 'moved' the largest change of a user
+    bias
     """
     rows = _training(shard, (0,))
     users, items, values = shard["users"][rows] - start, shard["items"][rows], shard["values"][rows]
@@ -397,8 +397,7 @@ def baseline_sweep(shard, start, stop, previous, item_bias, mu, reg_user, n_item
             np.bincount(users, minlength=stop - start) + reg_user)
     moved = 0.0 if previous is None else float(np.abs(user_bias - previous["user_bias"]).max(initial=0))
     return {"user_bias": user_bias, "moved": moved, "items": np.bincount(items, values - mu - user_bias[users],
-                                                                         n_items),
-            "counts": np.bincount(items, minlength=n_items)}
+                                                                         n_items)}
 
 
 def training_total(shard):
