@@ -681,6 +681,31 @@ def test_dataset_training_survives_a_worker_killed_mid_training(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("phase", ["ratings-build-shard", "ratings-transposed-block"])
+def test_train_on_a_dataset_survives_a_worker_killed_mid_build(tmp_path, phase):
+    """The whole `train` job on a Parquet dataset, a worker SIGKILLed while the shards (or the item blocks) are
+    built: the lost pieces are computed again from their lineage, and the published model equals an undisturbed
+    run's, bit for bit."""
+    import dataclasses
+
+    import numpy as np
+    from test_recsys_dataset import random_rows, write_parts
+
+    from mixlib.recsys.store import ModelStore
+
+    folder = write_parts(tmp_path / "d", random_rows(120_000, seed=8, n_users=3000, n_items=600), 6)
+
+    def argv_for(models):
+        return ("train", "--ratings", folder, "--model-dir", models, "--rank", 4, "--max-steps", 3,
+                "--block-ratings", 4000, "--checkpoint-every", 0, "--force-publish")
+
+    outputs, stderr = run_with_and_without_a_kill(tmp_path, argv_for, phase, module="jobs.recommend")
+    undisturbed, killed = (ModelStore(outputs[run]).load() for run in ("undisturbed", "killed"))
+    for name, values in dataclasses.asdict(undisturbed.factors).items():
+        np.testing.assert_array_equal(getattr(killed.factors, name), values, err_msg=name)
+    np.testing.assert_array_equal(killed.seen_indices, undisturbed.seen_indices)
+
+
 def test_train_on_a_dataset_on_a_real_cluster_equals_one_file(run_recommend, capsys, tmp_path, real_cluster,
                                                               monkeypatch):
     """The train job on a folder of Parquet files, named by a relative path, read by `dask worker` processes in

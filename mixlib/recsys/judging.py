@@ -49,11 +49,8 @@ def baseline_rmse(prepared, reg_user, reg_item, clip, *, tol=1e-6, max_sweeps=20
                 break
         previous = np.zeros(n_items) if item_bias is None else item_bias
         item_bias = following
-    value_range = None
-    if clip:
-        ranges = np.array(tasks.gather(tasks.map(functools.partial(shards.value_range, parts=(0,)), filled)))
-        value_range = (float(np.nanmin(ranges[:, 0])), float(np.nanmax(ranges[:, 1])))
-    residuals = functools.partial(shards.baseline_residuals, mu=mu, value_range=value_range)
+    clip_range = value_range(prepared, (0,)) if clip else None
+    residuals = functools.partial(shards.baseline_residuals, mu=mu, value_range=clip_range)
     sums = tasks.tree(tasks.zip(residuals, filled, starts, results, [tasks.shared(item_bias)] * len(filled)), identity)
     return float(np.sqrt(sums["squares"] / sums["count"]))
 
