@@ -180,6 +180,7 @@ class BlockedRatings:
         # cluster.
         self.run = uuid.uuid4().hex[:12]
         self.products_done = 0
+        self.solved = None  # the futures of the last half-step's block solutions (with a client)
 
     @classmethod
     def scatter(cls, client, matrix, block_ratings, side, held=None):
@@ -216,9 +217,11 @@ class BlockedRatings:
                    for i, block in enumerate(self.blocks)]
         return np.concatenate(client.gather(futures))
 
-    def solve(self, client, half, shared, step, with_error=False):
+    def solve(self, client, half, shared, step, with_error=False, on_workers=None):
         """One half-step: every row's solution ``(n_rows, d)`` by ``half`` (:class:`ExplicitHalf` or
-        :class:`ImplicitHalf`) given the other side's arrays ``shared``, which go to the workers once.
+        :class:`ImplicitHalf`) given the other side's arrays ``shared`` (or a function that makes them), which go
+        to the workers once (or are there already: ``on_workers``, a future of them, used unless the half-step
+        runs again after a lost worker). The blocks' solutions stay on the workers too (:attr:`solved`, futures).
 
         With ``with_error``, also the block errors summed (``half.error``) of the ratings and of the held-out
         ratings (None without them), computed in the same tasks: ``(solution, error, held error)``.
@@ -227,6 +230,7 @@ class BlockedRatings:
 
         held = self._held(with_error)
         if client is None:
+            shared = shared() if callable(shared) else shared
             parts = [_solve_block(block, shared, half, with_error, h) for block, h in zip(self.blocks, held)]
             return _joined(parts, with_error)
 
@@ -235,7 +239,9 @@ class BlockedRatings:
                 self.blocks = client.scatter(self.parts, hash=False)
                 if self.held_parts is not None:
                     self.held = client.scatter(self.held_parts, hash=False)
-            return self._solve_once(client, half, shared, f"{step}-{attempt}", with_error)
+            given = on_workers if attempt == 1 and on_workers is not None else \
+                client.scatter(shared() if callable(shared) else shared, broadcast=True, hash=False)
+            return self._solve_once(client, half, given, f"{step}-{attempt}", with_error)
 
         advice = "give the workers more memory or use smaller blocks (--block-ratings), then rerun with --resume"
         return with_rebuilds(run, f"ALS step {step}, {self.side}", advice)
@@ -245,11 +251,41 @@ class BlockedRatings:
         return self.held if with_error and self.held is not None else [None] * len(self.blocks)
 
     def _solve_once(self, client, half, shared, try_name, with_error):
-        shared = client.scatter(shared, broadcast=True, hash=False)
         futures = [client.submit(_solve_block, block, shared, half, with_error, held, pure=False,
                                  key=f"als-solve-{self.side}-{self.run}-{try_name}-{i}")
                    for i, (block, held) in enumerate(zip(self.blocks, self._held(with_error)))]
-        return _joined(client.gather(futures), with_error)
+        solved = _joined(client.gather(futures), with_error)
+        self.solved = futures
+        return solved
+
+    def design_on_workers(self, client, solved_bias, ones, mu, step):
+        """A future of what the other side's explicit half-step shares, ``(design, offset)``, stacked on a worker
+        from this side's last solutions (:attr:`solved`; ``solved_bias``: they end with a bias column; ``ones``:
+        the other side has a bias; :func:`_stacked_design`): the same bits as stacked here, without sending them
+        from this process."""
+        return client.submit(_stacked_design, self.solved, solved_bias, ones, mu, pure=False,
+                             key=f"als-design-{self.side}-{self.run}-{step}")
+
+
+def _stacked_design(solved, solved_bias, ones, mu):
+    """``(design, offset)`` for the other side's explicit half-step from the blocks' solutions of this one:
+    :func:`_split_solution` of them joined, then :func:`_design`."""
+    factors, bias = _split_solution(np.concatenate(solved), solved_bias)
+    return _design(factors, ones), mu + bias
+
+
+def _split_solution(solution, with_bias):
+    """``(factors, bias)`` of an explicit half-step's solution ``(n, d)``: its last column is the bias when the
+    side has one, else the bias is zeros."""
+    if with_bias:
+        return solution[:, :-1], solution[:, -1]
+    return solution, np.zeros(len(solution))
+
+
+def _design(factors, ones):
+    """The design ``(n, d)`` a half-step solves against: the other side's factors, with a column of ones when the
+    side solved has a bias."""
+    return np.column_stack([factors, np.ones(len(factors))]) if ones else factors
 
 
 def _cut(matrix, bounds):
@@ -643,22 +679,23 @@ class _Sides:
         opts, mu = self.params, self.data.mu
         (users, user_bias), _ = self._half(self.by_user, factors.item_factors, mu + factors.item_bias,
                                            opts.user_bias, step, False)
+        # the users' solutions are on the workers: the item tasks take them from there
+        on_workers = None if self.client is None else self.by_user.design_on_workers(
+            self.client, opts.user_bias, opts.item_bias, mu, step)
         (items, item_bias), errors = self._half(self.by_item, users, mu + user_bias, opts.item_bias, step,
-                                                with_error)
+                                                with_error, on_workers)
         return Factors(users, user_bias, items, item_bias), errors
 
-    def _half(self, side, other_factors, other_offset, with_bias, step, with_error):
+    def _half(self, side, other_factors, other_offset, with_bias, step, with_error, on_workers=None):
         """``((factors, bias), (sse, held sse) or (None, None))`` of one explicit side; the bias is zeros when it
-        is off."""
-        design = np.column_stack([other_factors, np.ones(len(other_factors))]) if with_bias else other_factors
+        is off. ``on_workers``: a future of the shared ``(design, offset)`` (:meth:`BlockedRatings.solve`)."""
         opts = self.params
         half = ExplicitHalf(opts.reg_lambda, opts.weighted_lambda, opts.lambda_exponent,
                             opts.bias_lambda if with_bias else None)
-        solved = side.solve(self.client, half, (design, other_offset), step, with_error)
+        solved = side.solve(self.client, half, lambda: (_design(other_factors, with_bias), other_offset), step,
+                            with_error, on_workers)
         solution, *errors = solved if with_error else (solved, None, None)
-        if with_bias:
-            return (solution[:, :-1], solution[:, -1]), errors
-        return (solution, np.zeros(len(solution))), errors
+        return _split_solution(solution, with_bias), errors
 
     def training_loss(self, factors, error):
         """The objective L of ``factors`` from the item half-step's ``error``: the squared error (explicit) or the
