@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 from test_recsys_recommend_job import published
 
-from mixlib.recsys import als, ranking
+from mixlib.recsys import als, ranking, shards
 from mixlib.recsys.ratings import read_ratings, split_by_time
 
 
@@ -97,9 +97,9 @@ def test_ranking_metrics_of_a_hand_computed_example():
     np.testing.assert_array_equal(sums["listed"], [1, 2, 2, 1])
 
 
-def test_full_ranking_excludes_training_items_and_ranks_everything_else(client):
+def test_full_ranking_excludes_training_items_and_ranks_everything_else():
     """Brute force over every user: scores of all items, training items removed, the top N against the relevant
-    held-out items; the blockwise metrics on the cluster (two blocks) and in this process agree with it."""
+    held-out items; a shard's ranking sums (blocks of 30 and of 7 users) agree with it."""
     rng = np.random.default_rng(3)
     n_users, n_items, top = 50, 40, 5
     train = interactions(rng, n_users, n_items, 0.3)
@@ -116,9 +116,15 @@ def test_full_ranking_excludes_training_items_and_ranks_everything_else(client):
         hits_total += gains.sum()
         ideal = (1 / np.log2(np.arange(2, 2 + min(top, (pair_users == u).sum())))).sum()
         ndcg.append((gains / np.log2(np.arange(2, top + 2))).sum() / ideal)
-    for where in (client, None):
-        got = ranking.pairs_ranking(where, users_f, items_f, bias, (train.indptr, train.indices), pair_users,
-                                    pair_items, top=top, block_users=30)
+    coo = train.tocoo()
+    users = np.concatenate([coo.row, pair_users])
+    items = np.concatenate([coo.col, pair_items])
+    order = np.lexsort((items, users))  # a shard: sorted by user and item, each rating's part
+    shard = {"users": users[order], "items": items[order], "values": np.ones(len(users)),
+             "part": np.concatenate([np.zeros(len(coo.row)), np.ones(len(pair_users))]).astype(np.int8)[order]}
+    for block_users in (30, 7):
+        sums = shards.shard_ranking(shard, (users_f, items_f, bias), 1, -np.inf, top, block_users)
+        got = ranking.ranking_means(sums, top, n_items)
         np.testing.assert_allclose(got["ndcg@5"], np.mean(ndcg), rtol=1e-12)
         np.testing.assert_allclose(got["precision@5"] * top * got["users_ranked"], hits_total, rtol=1e-12)
 

@@ -147,28 +147,6 @@ def rank_users(client, user_factors, exclude, relevant, item_factors, item_bias,
     return ranking_means(sums, top, len(item_factors))
 
 
-def pairs_ranking(client, user_factors, item_factors, item_bias, exclude, users, items, *, top, block_users,
-                  name="ranking"):
-    """The ranking metrics of a model over the users of relevant pairs ``(users (m,), items (m,))``, each user
-    ranking every item outside its row of ``exclude`` (:func:`rank_users`).
-
-    Parameters
-    ----------
-    client : distributed.Client or None
-    user_factors : ndarray (n_users, k); item_factors : ndarray (n_items, k); item_bias : ndarray (n_items,)
-    exclude : tuple (indptr (n_users + 1,), indices), CSR of every user's excluded (training) items
-    users, items : ndarray (m,) int, the relevant pairs' indices, none of them in ``exclude``
-    top, block_users : int; name : str, the tasks' name
-
-    Returns
-    -------
-    dict, :func:`ranking_means`
-    """
-    ranked, relevant = by_user(users, items)
-    return rank_users(client, user_factors[ranked], rows_of(*exclude, ranked), relevant, item_factors, item_bias,
-                      top=top, block_users=block_users, name=name)
-
-
 def by_user(users, items):
     """The distinct ``users`` of pairs ``(users (m,), items (m,))``, sorted, and the CSR ``(indptr, indices)`` of
     each one's items."""

@@ -279,8 +279,3 @@ class ModelStore:
     def _last_number(self):
         numbers = [int(m.group(1)) for p in self.versions.iterdir() if (m := VERSION.match(p.name))]
         return max(numbers, default=0)
-
-
-def residual_errors(residual):
-    """``{"rmse": sqrt(mean(r^2)), "mae": mean(|r|)}`` of residuals ``(n,)``, n > 0."""
-    return {"rmse": float(np.sqrt(np.mean(residual ** 2))), "mae": float(np.mean(np.abs(residual)))}
