@@ -175,7 +175,8 @@ class RecommendSettings(ServingOptions, UserColumn):
 class EvaluateSettings(ServingOptions, RatingColumns):
     """Settings of ``python -m jobs.recommend evaluate``."""
 
-    ratings: str = option("", "held-out ratings, any format train reads", group="input and output")
+    ratings: str = option("", "held-out ratings, any format train reads: a file, or a folder or quoted glob of files "
+                              "that the workers read", group="input and output")
     drop_invalid: bool = option(False, "skip rows with a missing or non-finite id or rating instead of stopping",
                                 group="input and output")
     top: int = option(0, "also precision@N and recall@N of the top N recommendations (0: no)", minimum=0, group="model")
