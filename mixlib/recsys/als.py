@@ -156,6 +156,9 @@ def predict(user_factors, user_bias, item_factors, item_bias, mu, users, items):
 
 # ------------------------------------------------------------------------------- data on the cluster
 
+ADVICE = "give the workers more memory or use smaller blocks (--block-ratings), then rerun with --resume"
+
+
 class BlockedRatings:
     """One side's ratings as CSR row blocks persisted on the workers (users: CSR of R; items: CSR of R^T,
     i.e. CSC of R), or kept in this process (no client): the same blocks, solved one after another here.
@@ -208,14 +211,21 @@ class BlockedRatings:
         """``A x`` ``(n_rows,)`` of the matrix ``A`` whose rows these blocks hold, its values less ``shift`` (or
         all 1 with ``ones``), for ``vector (n_other,)``: a round of ``als-product`` tasks (in this process without
         ``client``)."""
+        from ..core.cluster import with_rebuilds
+
         if client is None:
             return np.concatenate([_block_product(block, vector, ones, shift) for block in self.blocks])
-        shared = client.scatter(vector, broadcast=True, hash=False)
         self.products_done += 1
-        futures = [client.submit(_block_product, block, shared, ones, shift, pure=False,
-                                 key=f"als-product-{self.side}-{self.run}-{self.products_done}-{i}")
-                   for i, block in enumerate(self.blocks)]
-        return np.concatenate(client.gather(futures))
+
+        def run(attempt):
+            self._rebuild(client, attempt)
+            shared = client.scatter(vector, broadcast=True, hash=False)
+            futures = [client.submit(_block_product, block, shared, ones, shift, pure=False,
+                                     key=f"als-product-{self.side}-{self.run}-{self.products_done}-{attempt}-{i}")
+                       for i, block in enumerate(self.blocks)]
+            return np.concatenate(client.gather(futures))
+
+        return with_rebuilds(run, f"the SVD init, {self.side}", ADVICE)
 
     def solve(self, client, half, shared, step, with_error=False, on_workers=None):
         """One half-step: every row's solution ``(n_rows, d)`` by ``half`` (:class:`ExplicitHalf` or
@@ -235,16 +245,20 @@ class BlockedRatings:
             return _joined(parts, with_error)
 
         def run(attempt):
-            if attempt > 1 and self.parts is not None:
-                self.blocks = client.scatter(self.parts, hash=False)
-                if self.held_parts is not None:
-                    self.held = client.scatter(self.held_parts, hash=False)
+            self._rebuild(client, attempt)
             given = on_workers if attempt == 1 and on_workers is not None else \
                 client.scatter(shared() if callable(shared) else shared, broadcast=True, hash=False)
             return self._solve_once(client, half, given, f"{step}-{attempt}", with_error)
 
-        advice = "give the workers more memory or use smaller blocks (--block-ratings), then rerun with --resume"
-        return with_rebuilds(run, f"ALS step {step}, {self.side}", advice)
+        return with_rebuilds(run, f"ALS step {step}, {self.side}", ADVICE)
+
+    def _rebuild(self, client, attempt):
+        """Scatter this process's copy of the blocks again when a phase runs again after a lost worker (blocks
+        that tasks built are computed again by Dask from their lineage)."""
+        if attempt > 1 and self.parts is not None:
+            self.blocks = client.scatter(self.parts, hash=False)
+            if self.held_parts is not None:
+                self.held = client.scatter(self.held_parts, hash=False)
 
     def _held(self, with_error):
         """The held-out block of each block when the errors are wanted, else None each."""

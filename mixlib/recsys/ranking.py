@@ -132,18 +132,25 @@ def rank_users(client, user_factors, exclude, relevant, item_factors, item_bias,
     """
     if not len(user_factors):
         return {"users_ranked": 0}
-    shared = (item_factors, item_bias)
-    if client is not None:
-        shared = client.scatter(shared, broadcast=True, hash=False)
-    blocks = []
-    for start in range(0, len(user_factors), block_users):
-        rows = np.arange(start, min(start + block_users, len(user_factors)))
-        blocks.append((user_factors[rows], rows_of(*exclude, rows), rows_of(*relevant, rows), shared))
     chunk = functools.partial(_block_sums, top=top)
+
+    def blocks(shared):
+        out = []
+        for start in range(0, len(user_factors), block_users):
+            rows = np.arange(start, min(start + block_users, len(user_factors)))
+            out.append((user_factors[rows], rows_of(*exclude, rows), rows_of(*relevant, rows), shared))
+        return out
+
     if client is None:
-        sums = local_tree(blocks, chunk, add_stats)
-    else:
-        sums = submit_tree(client, blocks, chunk, add_stats, name=name).result()
+        return ranking_means(local_tree(blocks((item_factors, item_bias)), chunk, add_stats), top, len(item_factors))
+    from ..core.cluster import with_rebuilds
+
+    def run(attempt):  # a worker lost while the item arrays are scattered: scatter them again
+        shared = client.scatter((item_factors, item_bias), broadcast=True, hash=False)
+        return submit_tree(client, blocks(shared), chunk, add_stats, name=name).result()
+
+    sums = with_rebuilds(run, f"ranking ({name})", "give the workers more memory or rank fewer users at a time "
+                                                    "(--block-users)")
     return ranking_means(sums, top, len(item_factors))
 
 
