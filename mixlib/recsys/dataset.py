@@ -372,7 +372,6 @@ def rating_blocks(prepared, *, parts, shift, block_ratings, held=None):
     means = np.concatenate(tasks.gather(tasks.zip(functools.partial(shards.training_means, parts=parts, shift=shift),
                                                   filled, starts, stops)))
     total = float(np.sum(tasks.gather(tasks.map(shards.block_total, by_user))))
-    ranges = np.array(tasks.gather(tasks.map(functools.partial(shards.value_range, parts=parts), filled)))
     user_counts = np.concatenate(tasks.gather(tasks.map(shards.block_row_counts, by_user)))
     n_items = len(prepared.item_ids)
     item_counts = tasks.tree(by_user, functools.partial(shards.block_column_counts, n_columns=n_items))["counts"]
@@ -384,7 +383,17 @@ def rating_blocks(prepared, *, parts, shift, block_ratings, held=None):
                                  filled, starts, stops)
         held_by_item = _item_blocks(tasks, held_by_user, starts, bounds)
     return Blocks(by_user, by_item, held_by_item, user_counts, item_counts, means, total,
-                  float(np.nanmin(ranges[:, 0])), float(np.nanmax(ranges[:, 1])))
+                  *value_range_of(tasks, filled, parts))
+
+
+def value_range_of(tasks, blocks, parts=None):
+    """The lowest and highest value ``(float, float)`` of the ratings in ``parts`` (every one with None) of
+    ``blocks`` (shards, or parts with a ``values`` column; :func:`mixlib.recsys.shards.value_range`), NaN without
+    any."""
+    ranges = np.array(tasks.gather(tasks.map(functools.partial(shards.value_range, parts=parts), blocks)))
+    if np.isnan(ranges).all():
+        return np.nan, np.nan
+    return float(np.nanmin(ranges[:, 0])), float(np.nanmax(ranges[:, 1]))
 
 
 def _item_blocks(tasks, by_user, starts, bounds):

@@ -10,7 +10,7 @@ import functools
 import numpy as np
 
 from . import shards
-from .dataset import PART_NAMES, identity
+from .dataset import PART_NAMES, identity, value_range_of
 from .ranking import ranking_means, sample_users
 
 
@@ -79,11 +79,7 @@ def held_out_counts(prepared, threshold):
 
 def value_range(prepared, parts=(0, 1, 2)):
     """The lowest and highest value of the ratings in ``parts``: ``(float, float)``, NaN without any."""
-    tasks = prepared.tasks
-    ranges = np.array(tasks.gather(tasks.map(functools.partial(shards.value_range, parts=parts), prepared.shards)))
-    if np.isnan(ranges).all():
-        return np.nan, np.nan
-    return float(np.nanmin(ranges[:, 0])), float(np.nanmax(ranges[:, 1]))
+    return value_range_of(prepared.tasks, prepared.shards, parts)
 
 
 def ranking(prepared, scorer, *, part, threshold, top, block_users):

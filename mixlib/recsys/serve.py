@@ -9,7 +9,7 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.outputs import json_text, optional_output, staged_outputs
 from . import shards
-from .dataset import Tasks, dataset_files, identity, is_dataset, prepare_dataset
+from .dataset import Tasks, dataset_files, identity, is_dataset, prepare_dataset, value_range_of
 from .ranking import by_user, ranking_means, relevant_threshold
 from .ratings import read_id_columns, read_ratings
 from .settings import column_names
@@ -414,8 +414,7 @@ def ranking_metrics(tasks, whole, model, indexed, *, top, relevant, block_users,
     indexed : list of parts (:func:`_indexed_heldout`), where the tasks run
     top, block_users : int; relevant : float, ``--relevant``; where : str, names the ratings in messages
     """
-    ranges = np.array(tasks.gather(tasks.map(_value_range, indexed)))
-    threshold = relevant_threshold(np.array([np.nanmin(ranges[:, 0]), np.nanmax(ranges[:, 1])]), relevant)
+    threshold = relevant_threshold(np.array(value_range_of(tasks, indexed)), relevant)
     span = block_users * RANKING_BLOCKS
     bounds = np.append(np.arange(0, len(model.user_ids), span), len(model.user_ids))
     n_ranges = len(bounds) - 1
@@ -435,12 +434,6 @@ def ranking_metrics(tasks, whole, model, indexed, *, top, relevant, block_users,
                        [whole] * n_ranges)
     metrics = ranking_means(tasks.tree(ranked, identity), top, len(model.item_ids))
     return {**metrics, "relevant_rating": relevant if np.isfinite(threshold) else "every held-out pair"}
-
-
-def _value_range(part):
-    """The lowest and highest value ``(2,)`` of a part (NaN when it is empty)."""
-    values = part["values"]
-    return np.array([values.min(), values.max()]) if len(values) else np.full(2, np.nan)
 
 
 def _relevant_pieces(part, model, threshold, bounds):

@@ -306,9 +306,10 @@ def block_total(block):
     return float(block[2].sum())
 
 
-def value_range(shard, parts):
-    """The lowest and highest value ``(2,)`` of a shard's ratings in ``parts`` (NaN when it has none)."""
-    values = shard["values"][_training(shard, parts)]
+def value_range(shard, parts=None):
+    """The lowest and highest value ``(2,)`` of a shard's ratings in ``parts`` (every one with None; NaN when it
+    has none)."""
+    values = shard["values"] if parts is None else shard["values"][_training(shard, parts)]
     return np.array([values.min(), values.max()]) if len(values) else np.full(2, np.nan)
 
 
