@@ -3,7 +3,9 @@
 One row's system is small (``d x d``, d the rank) and its list of interactions is read once: the loop builds the
 system from the shared Gram matrix and the row's interactions, factorises it and solves it in place, with no
 padded copy of the row's factors (the grouped numpy formulation gathered ``(rows, longest list, d)`` arrays and
-spent most of its time there). It releases the GIL, so the threaded workers of the embedded cluster solve their
+spent most of its time there). Inner loops run over independent outputs (a row of the triangle, four dot
+products at once, four outer products per pass over the triangle), never along one long sum, so that the compiler
+vectorises them without reordering any sum: the bits do not depend on the CPU. It releases the GIL, so the threaded workers of the embedded cluster solve their
 blocks in parallel. Compiled code is cached next to this file, so only the first run on a machine compiles.
 """
 
@@ -34,24 +36,22 @@ def implicit_rows(indptr, indices, values, factors, gram, alpha, penalty):
     """
     n_rows, d = len(indptr) - 1, factors.shape[1]
     out = np.zeros((n_rows, d))
-    system = np.empty((d, d))  # its lower triangle
+    system = np.empty((d, d))  # its upper triangle
     rhs = np.empty(d)
+    weights = np.empty(indptr[-1] - indptr[0])
+    targets = np.empty(len(weights))
+    for k in range(len(weights)):
+        weights[k] = alpha * values[indptr[0] + k]
+        targets[k] = 1.0 + weights[k]
     for u in range(n_rows):
         if indptr[u] == indptr[u + 1]:
             continue
         for p in range(d):
             rhs[p] = 0.0
-            for q in range(p + 1):
+            for q in range(p, d):
                 system[p, q] = gram[p, q]
             system[p, p] += penalty[u]
-        for k in range(indptr[u], indptr[u + 1]):
-            y = factors[indices[k]]
-            weight = alpha * values[k]
-            for p in range(d):
-                rhs[p] += (1.0 + weight) * y[p]
-                wy = weight * y[p]
-                for q in range(p + 1):
-                    system[p, q] += wy * y[q]
+        _add_outer_products(system, rhs, factors, indices, weights, targets, indptr[u], indptr[u + 1], indptr[0])
         _cholesky_solve(system, rhs)
         out[u] = rhs
     return out
@@ -81,79 +81,130 @@ def explicit_rows(indptr, indices, ratings, design, offset, penalty, bias_penalt
     """
     n_rows, d = len(indptr) - 1, design.shape[1]
     out = np.zeros((n_rows, d))
-    system = np.empty((d, d))  # its lower triangle (d x d in the primal, n x n in the dual)
+    system = np.empty((d, d))  # its upper triangle (d x d in the primal, n x n in the dual)
     rhs = np.empty(d)
     scaled = np.empty((d, d))  # a short row's design rows, the bias scaled
+    ones = np.ones(indptr[-1] - indptr[0])
+    targets = np.empty(len(ones))
+    for k in range(len(ones)):
+        targets[k] = ratings[indptr[0] + k] - offset[indices[indptr[0] + k]]
     for u in range(n_rows):
         start, n = indptr[u], indptr[u + 1] - indptr[u]
         if n == 0:
             continue
-        scale = np.sqrt(penalty[u] / bias_penalty) if bias_penalty > 0 else 1.0
         if n < d:
-            for k in range(n):
-                for p in range(d):
-                    scaled[k, p] = design[indices[start + k], p]
-                if bias_penalty > 0:
-                    scaled[k, d - 1] *= scale
-            for a in range(n):
-                rhs[a] = ratings[start + a] - offset[indices[start + a]]
-                for b in range(a + 1):
-                    value = 0.0
-                    for p in range(d):
-                        value += scaled[a, p] * scaled[b, p]
-                    system[a, b] = value
-                system[a, a] += penalty[u]
-            _cholesky_solve(system[:n, :n], rhs[:n])
-            for p in range(d):
-                value = 0.0
-                for k in range(n):
-                    value += scaled[k, p] * rhs[k]
-                out[u, p] = value
-            if bias_penalty > 0:
-                out[u, d - 1] *= scale
+            _solve_dual(system, rhs, scaled, design, indices, targets, start - indptr[0], start, n, penalty[u],
+                        bias_penalty, out[u])
             continue
         for p in range(d):
             rhs[p] = 0.0
-            for q in range(p + 1):
+            for q in range(p, d):
                 system[p, q] = 0.0
             system[p, p] = penalty[u]
         if bias_penalty > 0:
             system[d - 1, d - 1] = bias_penalty
-        for k in range(start, start + n):
-            x = design[indices[k]]
-            target = ratings[k] - offset[indices[k]]
-            for p in range(d):
-                rhs[p] += target * x[p]
-                for q in range(p + 1):
-                    system[p, q] += x[p] * x[q]
+        _add_outer_products(system, rhs, design, indices, ones, targets, start, start + n, indptr[0])
         _cholesky_solve(system, rhs)
         out[u] = rhs
     return out
 
 
 @_inlined
-def _cholesky_solve(lower, rhs):
-    """Solve ``A x = rhs`` in place for a positive definite ``A`` given by its lower triangle ``lower (d, d)``
-    (overwritten by its Cholesky factor ``L``, ``A = L L^T``); ``rhs (d,)`` becomes ``x``."""
+def _solve_dual(system, rhs, scaled, design, indices, targets, first, start, n, penalty, bias_penalty, out):
+    """A short row's solution ``out (d,)`` from its ``n < d`` ratings (``indices[start:start + n]``, their targets
+    ``targets[first:first + n]``) in the dual: ``s' = X'^T (X' X'^T + penalty I)^-1 t`` (see
+    :func:`explicit_rows`)."""
+    d = len(out)
+    scale = np.sqrt(penalty / bias_penalty) if bias_penalty > 0 else 1.0
+    for k in range(n):
+        x = design[indices[start + k]]
+        for p in range(d):
+            scaled[k, p] = x[p]
+        if bias_penalty > 0:
+            scaled[k, d - 1] *= scale
+        rhs[k] = targets[first + k]
+    for a in range(n):  # X' X'^T, upper triangle, four dot products at a time (independent sums)
+        row = scaled[a]
+        b = a
+        while b + 4 <= n:
+            y0, y1, y2, y3 = scaled[b], scaled[b + 1], scaled[b + 2], scaled[b + 3]
+            s0 = s1 = s2 = s3 = 0.0
+            for p in range(d):
+                s0 += row[p] * y0[p]
+                s1 += row[p] * y1[p]
+                s2 += row[p] * y2[p]
+                s3 += row[p] * y3[p]
+            system[a, b], system[a, b + 1], system[a, b + 2], system[a, b + 3] = s0, s1, s2, s3
+            b += 4
+        for c in range(b, n):
+            value = 0.0
+            other = scaled[c]
+            for p in range(d):
+                value += row[p] * other[p]
+            system[a, c] = value
+        system[a, a] += penalty
+    _cholesky_solve(system[:n, :n], rhs[:n])
+    for p in range(d):
+        out[p] = 0.0
+    for k in range(n):
+        row, weight = scaled[k], rhs[k]
+        for p in range(d):
+            out[p] += row[p] * weight
+    if bias_penalty > 0:
+        out[d - 1] *= scale
+
+
+@_inlined
+def _add_outer_products(system, rhs, rows, indices, weights, targets, start, stop, first):
+    """``system += sum_k weights_k x_k x_k^T`` (its upper triangle) and ``rhs += sum_k targets_k x_k`` over ``x_k =
+    rows[indices[k]]`` for k in ``start:stop`` (``weights`` and ``targets`` indexed from ``first``), four products
+    at a time: each pass over the triangle adds four, so it is read and written a quarter as often."""
+    d = len(rhs)
+    k = start
+    while k + 4 <= stop:
+        x0, x1, x2, x3 = rows[indices[k]], rows[indices[k + 1]], rows[indices[k + 2]], rows[indices[k + 3]]
+        j = k - first
+        w0, w1, w2, w3 = weights[j], weights[j + 1], weights[j + 2], weights[j + 3]
+        t0, t1, t2, t3 = targets[j], targets[j + 1], targets[j + 2], targets[j + 3]
+        for p in range(d):
+            rhs[p] += t0 * x0[p] + t1 * x1[p] + t2 * x2[p] + t3 * x3[p]
+            a0, a1, a2, a3 = w0 * x0[p], w1 * x1[p], w2 * x2[p], w3 * x3[p]
+            for q in range(p, d):
+                system[p, q] += a0 * x0[q] + a1 * x1[q] + a2 * x2[q] + a3 * x3[q]
+        k += 4
+    while k < stop:
+        x = rows[indices[k]]
+        w, t = weights[k - first], targets[k - first]
+        for p in range(d):
+            rhs[p] += t * x[p]
+            a = w * x[p]
+            for q in range(p, d):
+                system[p, q] += a * x[q]
+        k += 1
+
+
+@_inlined
+def _cholesky_solve(upper, rhs):
+    """Solve ``A x = rhs`` in place for a positive definite ``A`` given by its upper triangle ``upper (d, d)``
+    (overwritten by its Cholesky factor ``U``, ``A = U^T U``); ``rhs (d,)`` becomes ``x``.
+
+    The factor and the forward solve go row by row of ``U``, each row updated by the rows above it, so that the
+    inner loops run along rows (they vectorise); the backward solve is a dot product per row."""
     d = len(rhs)
     for j in range(d):
-        pivot = lower[j, j]
-        for k in range(j):
-            pivot -= lower[j, k] * lower[j, k]
-        pivot = np.sqrt(pivot)
-        lower[j, j] = pivot
-        for i in range(j + 1, d):
-            value = lower[i, j]
-            for k in range(j):
-                value -= lower[i, k] * lower[j, k]
-            lower[i, j] = value / pivot
-    for i in range(d):  # L z = rhs
-        value = rhs[i]
-        for k in range(i):
-            value -= lower[i, k] * rhs[k]
-        rhs[i] = value / lower[i, i]
-    for i in range(d - 1, -1, -1):  # L^T x = z
+        row = upper[j]
+        pivot = np.sqrt(row[j])
+        for i in range(j, d):
+            row[i] /= pivot
+        rhs[j] /= pivot
+        for k in range(j + 1, d):  # rows below: A_k -= U_jk U_j, and the forward solve's U^T z = rhs
+            factor = row[k]
+            below = upper[k]
+            for i in range(k, d):
+                below[i] -= factor * row[i]
+            rhs[k] -= factor * rhs[j]
+    for i in range(d - 1, -1, -1):  # U x = z
         value = rhs[i]
         for k in range(i + 1, d):
-            value -= lower[k, i] * rhs[k]
-        rhs[i] = value / lower[i, i]
+            value -= upper[i, k] * rhs[k]
+        rhs[i] = value / upper[i, i]
