@@ -183,7 +183,6 @@ class BlockedRatings:
         # cluster.
         self.run = uuid.uuid4().hex[:12]
         self.products_done = 0
-        self.solved = None  # the futures of the last half-step's block solutions (with a client)
 
     @classmethod
     def scatter(cls, client, matrix, block_ratings, side, held=None):
@@ -218,7 +217,7 @@ class BlockedRatings:
         self.products_done += 1
 
         def run(attempt):
-            self._rebuild(client, attempt)
+            self.rebuild(client, attempt)
             shared = client.scatter(vector, broadcast=True, hash=False)
             futures = [client.submit(_block_product, block, shared, ones, shift, pure=False,
                                      key=f"als-product-{self.side}-{self.run}-{self.products_done}-{attempt}-{i}")
@@ -227,32 +226,31 @@ class BlockedRatings:
 
         return with_rebuilds(run, f"the SVD init, {self.side}", ADVICE)
 
-    def solve(self, client, half, shared, step, with_error=False, on_workers=None):
+    def solve(self, client, half, shared, step, with_error=False):
         """One half-step: every row's solution ``(n_rows, d)`` by ``half`` (:class:`ExplicitHalf` or
         :class:`ImplicitHalf`) given the other side's arrays ``shared`` (or a function that makes them), which go
-        to the workers once (or are there already: ``on_workers``, a future of them, used unless the half-step
-        runs again after a lost worker). The blocks' solutions stay on the workers too (:attr:`solved`, futures).
+        to the workers once.
 
         With ``with_error``, also the block errors summed (``half.error``) of the ratings and of the held-out
         ratings (None without them), computed in the same tasks: ``(solution, error, held error)``.
         """
         from ..core.cluster import with_rebuilds
 
-        held = self._held(with_error)
         if client is None:
             shared = shared() if callable(shared) else shared
-            parts = [_solve_block(block, shared, half, with_error, h) for block, h in zip(self.blocks, held)]
+            parts = [_solve_block(block, shared, half, with_error, h)
+                     for block, h in zip(self.blocks, self._held(with_error))]
             return _joined(parts, with_error)
 
         def run(attempt):
-            self._rebuild(client, attempt)
-            given = on_workers if attempt == 1 and on_workers is not None else \
-                client.scatter(shared() if callable(shared) else shared, broadcast=True, hash=False)
-            return self._solve_once(client, half, given, f"{step}-{attempt}", with_error)
+            self.rebuild(client, attempt)
+            given = client.scatter(shared() if callable(shared) else shared, broadcast=True, hash=False)
+            return self.gathered(client, self.submit(client, half, given, f"{step}-{attempt}", with_error),
+                                 with_error)
 
         return with_rebuilds(run, f"ALS step {step}, {self.side}", ADVICE)
 
-    def _rebuild(self, client, attempt):
+    def rebuild(self, client, attempt):
         """Scatter this process's copy of the blocks again when a phase runs again after a lost worker (blocks
         that tasks built are computed again by Dask from their lineage)."""
         if attempt > 1 and self.parts is not None:
@@ -264,21 +262,37 @@ class BlockedRatings:
         """The held-out block of each block when the errors are wanted, else None each."""
         return self.held if with_error and self.held is not None else [None] * len(self.blocks)
 
-    def _solve_once(self, client, half, shared, try_name, with_error):
-        futures = [client.submit(_solve_block, block, shared, half, with_error, held, pure=False,
-                                 key=f"als-solve-{self.side}-{self.run}-{try_name}-{i}")
-                   for i, (block, held) in enumerate(zip(self.blocks, self._held(with_error)))]
-        solved = _joined(client.gather(futures), with_error)
-        self.solved = futures
-        return solved
+    def submit(self, client, half, shared, try_name, with_error):
+        """The futures of the blocks' solutions (:func:`_solve_block`), computed where the blocks are.
 
-    def design_on_workers(self, client, solved_bias, ones, mu, step):
-        """A future of what the other side's explicit half-step shares, ``(design, offset)``, stacked on a worker
-        from this side's last solutions (:attr:`solved`; ``solved_bias``: they end with a bias column; ``ones``:
-        the other side has a bias; :func:`_stacked_design`): the same bits as stacked here, without sending them
-        from this process."""
-        return client.submit(_stacked_design, self.solved, solved_bias, ones, mu, pure=False,
-                             key=f"als-design-{self.side}-{self.run}-{step}")
+        ``shared`` is a future of the other side's arrays, or ``{worker address: such a future}``: each block's
+        task then takes the copy on a worker that holds the block, so the scheduler runs it there and nothing
+        large moves (any copy for a block held by none of them)."""
+        if isinstance(shared, dict):
+            holders = client.who_has(self.blocks)
+            copies = list(shared.values())
+            given = [next((shared[a] for a in holders.get(block.key, ()) if a in shared), copies[i % len(copies)])
+                     for i, block in enumerate(self.blocks)]
+        else:
+            given = [shared] * len(self.blocks)
+        return [client.submit(_solve_block, block, copy, half, with_error, held, pure=False,
+                              key=f"als-solve-{self.side}-{self.run}-{try_name}-{i}")
+                for i, (block, copy, held) in enumerate(zip(self.blocks, given, self._held(with_error)))]
+
+    @staticmethod
+    def gathered(client, futures, with_error):
+        """The solutions of :meth:`submit`'s ``futures`` stacked (with their errors summed: :func:`_joined`)."""
+        return _joined(client.gather(futures), with_error)
+
+
+def designs_on_workers(client, solved, solved_bias, ones, mu, name):
+    """``{worker address: future of (design, offset)}``: what the other side's explicit half-step shares, stacked
+    on every worker from this side's solutions ``solved`` (futures of the blocks' solutions; ``solved_bias``:
+    they end with a bias column; ``ones``: the other side has a bias; :func:`_stacked_design`). Each worker fetches
+    only the blocks it lacks, and the job's process sends nothing."""
+    return {address: client.submit(_stacked_design, solved, solved_bias, ones, mu, workers=[address],
+                                   allow_other_workers=True, pure=False, key=f"als-design-{name}-{number}")
+            for number, address in enumerate(client.scheduler_info()["workers"])}
 
 
 def _stacked_design(solved, solved_bias, ones, mu):
@@ -691,25 +705,43 @@ class _Sides:
             items, *errors = solved if with_error else (solved, None, None)
             return Factors(users, np.zeros(len(users)), items, np.zeros(len(items))), errors
         opts, mu = self.params, self.data.mu
-        (users, user_bias), _ = self._half(self.by_user, factors.item_factors, mu + factors.item_bias,
-                                           opts.user_bias, step, False)
-        # the users' solutions are on the workers: the item tasks take them from there
-        on_workers = None if self.client is None else self.by_user.design_on_workers(
-            self.client, opts.user_bias, opts.item_bias, mu, step)
-        (items, item_bias), errors = self._half(self.by_item, users, mu + user_bias, opts.item_bias, step,
-                                                with_error, on_workers)
+        halves = [ExplicitHalf(opts.reg_lambda, opts.weighted_lambda, opts.lambda_exponent,
+                               opts.bias_lambda if with_bias else None)
+                  for with_bias in (opts.user_bias, opts.item_bias)]
+        item_design = (_design(factors.item_factors, opts.user_bias), mu + factors.item_bias)
+        if self.client is None:
+            users, user_bias = _split_solution(self.by_user.solve(None, halves[0], item_design, step), opts.user_bias)
+            solved = self.by_item.solve(None, halves[1], (_design(users, opts.item_bias), mu + user_bias), step,
+                                        with_error)
+        else:
+            user_solution, solved = self._explicit_on_cluster(halves, item_design, step, with_error)
+            users, user_bias = _split_solution(user_solution, opts.user_bias)
+        solution, *errors = solved if with_error else (solved, None, None)
+        items, item_bias = _split_solution(solution, opts.item_bias)
         return Factors(users, user_bias, items, item_bias), errors
 
-    def _half(self, side, other_factors, other_offset, with_bias, step, with_error, on_workers=None):
-        """``((factors, bias), (sse, held sse) or (None, None))`` of one explicit side; the bias is zeros when it
-        is off. ``on_workers``: a future of the shared ``(design, offset)`` (:meth:`BlockedRatings.solve`)."""
-        opts = self.params
-        half = ExplicitHalf(opts.reg_lambda, opts.weighted_lambda, opts.lambda_exponent,
-                            opts.bias_lambda if with_bias else None)
-        solved = side.solve(self.client, half, lambda: (_design(other_factors, with_bias), other_offset), step,
-                            with_error, on_workers)
-        solution, *errors = solved if with_error else (solved, None, None)
-        return _split_solution(solution, with_bias), errors
+    def _explicit_on_cluster(self, halves, item_design, step, with_error):
+        """``(users' solution, items' solution or (solution, error, held error))`` of one explicit step on the
+        cluster. The item tasks take the users' design from a copy stacked on their worker
+        (:func:`designs_on_workers`), and the users' solutions come back to this process while the item tasks
+        run. A worker lost on the way: the whole step runs again."""
+        from ..core.cluster import with_rebuilds
+
+        client, opts = self.client, self.params
+
+        def run(attempt):
+            name = f"{step}-{attempt}"
+            for side in (self.by_user, self.by_item):
+                side.rebuild(client, attempt)
+            given = client.scatter(item_design, broadcast=True, hash=False)
+            user_futures = self.by_user.submit(client, halves[0], given, name, False)
+            designs = designs_on_workers(client, user_futures, opts.user_bias, opts.item_bias, self.data.mu,
+                                         f"{self.by_user.run}-{name}")
+            item_futures = self.by_item.submit(client, halves[1], designs, name, with_error)
+            return (BlockedRatings.gathered(client, user_futures, False),
+                    BlockedRatings.gathered(client, item_futures, with_error))
+
+        return with_rebuilds(run, f"ALS step {step}", ADVICE)
 
     def training_loss(self, factors, error):
         """The objective L of ``factors`` from the item half-step's ``error``: the squared error (explicit) or the
