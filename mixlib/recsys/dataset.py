@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.arrays import sorted_unique
 from ..core.errors import InputError
 from ..core.reduce import add_stats, local_tree, submit_tree
 from . import shards
@@ -275,7 +276,7 @@ def _cold_start(tasks, sharded, user_ids, item_ids, min_entries):
             break
         rounds += 1
         sharded = tasks.map(shards.filtered, sharded, tasks.shared(item_counts), min_entries)
-    users = np.unique(np.concatenate(tasks.gather(tasks.map(shards.shard_users, sharded)) or [np.zeros(0, int)]))
+    users = sorted_unique(np.concatenate(tasks.gather(tasks.map(shards.shard_users, sharded)) or [np.zeros(0, int)]))
     items = np.flatnonzero(item_counts)
     user_map, item_map = _new_indices(users, len(user_ids)), _new_indices(items, len(item_ids))
     sharded = tasks.map(shards.reindexed, sharded, tasks.shared(user_map), tasks.shared(item_map))
