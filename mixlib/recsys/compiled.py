@@ -1,12 +1,14 @@
-"""Compiled per-row loops of the ALS half-steps, explicit and implicit (numba, without the GIL).
+"""Compiled per-row loops of the ALS half-steps, explicit and implicit, and of the bias-only baseline's sweeps
+(numba, without the GIL).
 
 One row's system is small (``d x d``, d the rank) and its list of interactions is read once: the loop builds the
 system from the shared Gram matrix and the row's interactions, factorises it and solves it in place, with no
 padded copy of the row's factors (the grouped numpy formulation gathered ``(rows, longest list, d)`` arrays and
 spent most of its time there). Inner loops run over independent outputs (a row of the triangle, four dot
-products at once, four outer products per pass over the triangle), never along one long sum, so that the compiler
-vectorises them without reordering any sum: the bits do not depend on the CPU. It releases the GIL, so the threaded workers of the embedded cluster solve their
-blocks in parallel. Compiled code is cached next to this file, so only the first run on a machine compiles.
+products at once, four outer products per pass over the triangle), never along one long sum, so that the
+compiler vectorises them without reordering any sum: the bits do not depend on the CPU. The loops release the
+GIL, so the threaded workers of the embedded cluster solve their blocks in parallel. Compiled code is cached next
+to this file, so only the first run on a machine compiles.
 """
 
 import numba
@@ -208,3 +210,38 @@ def _cholesky_solve(upper, rhs):
         for k in range(i + 1, d):
             value -= upper[i, k] * rhs[k]
         rhs[i] = value / upper[i, i]
+
+
+@_compiled
+def baseline_sweep_rows(users, items, values, part, start, item_bias, first, mu, reg_user, n_users, n_items):
+    """One sweep of the bias-only baseline over a shard's training ratings (``part`` 0), in row order (the sums of
+    ``np.bincount`` in the same order, so the same bits)::
+
+        b_u = sum_i (r_ui - mu - b_i) / (reg_user + |R(u)|),   s_i = sum_u (r_ui - mu - b_u)
+
+    Parameters
+    ----------
+    users : ndarray (n,) int, from ``start``; items : ndarray (n,) int; values : ndarray (n,) float64
+    part : ndarray (n,) int8, 0 for a training rating
+    item_bias : ndarray (n_items,) float64, ``b_i``, ignored when ``first`` (the user biases are then zeros)
+    mu, reg_user : float; n_users : int, the shard's users
+
+    Returns
+    -------
+    user_bias : ndarray (n_users,) float64; item_sums : ndarray (n_items,) float64, ``s_i``
+    """
+    user_bias = np.zeros(n_users)
+    if not first:
+        counts = np.zeros(n_users, dtype=np.int64)
+        for k in range(len(users)):
+            if part[k] == 0:
+                u = users[k] - start
+                user_bias[u] += values[k] - mu - item_bias[items[k]]
+                counts[u] += 1
+        for u in range(n_users):
+            user_bias[u] /= counts[u] + reg_user
+    item_sums = np.zeros(n_items)
+    for k in range(len(users)):
+        if part[k] == 0:
+            item_sums[items[k]] += values[k] - mu - user_bias[users[k] - start]
+    return user_bias, item_sums

@@ -392,16 +392,14 @@ def baseline_sweep(shard, start, stop, previous, item_bias, mu, reg_user, n_item
     dict: 'user_bias' (stop - start,), 'items' (n_items,) the item sums, 'moved' the largest change of a user
     bias
     """
-    rows = _training(shard, (0,))
-    users, items, values = shard["users"][rows] - start, shard["items"][rows], shard["values"][rows]
-    if item_bias is None:
-        user_bias = np.zeros(stop - start)
-    else:
-        user_bias = np.bincount(users, values - mu - item_bias[items], stop - start) / (
-            np.bincount(users, minlength=stop - start) + reg_user)
+    from .compiled import baseline_sweep_rows
+
+    first = item_bias is None
+    user_bias, item_sums = baseline_sweep_rows(shard["users"], shard["items"], shard["values"], shard["part"], start,
+                                               np.zeros(0) if first else item_bias, first, mu, reg_user,
+                                               stop - start, n_items)
     moved = 0.0 if previous is None else float(np.abs(user_bias - previous["user_bias"]).max(initial=0))
-    return {"user_bias": user_bias, "moved": moved, "items": np.bincount(items, values - mu - user_bias[users],
-                                                                         n_items)}
+    return {"user_bias": user_bias, "moved": moved, "items": item_sums}
 
 
 def training_total(shard):
