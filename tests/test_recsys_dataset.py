@@ -230,3 +230,34 @@ def test_a_worker_that_cannot_see_the_model_directory_says_so(tmp_path):
     with pytest.raises(InputError, match="a folder the workers share"):
         write_pattern_chunk(tmp_path / "elsewhere" / "seen_indices", 0, 2, 0, np.array([1, 2]))
     assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize("block_ratings", [40, 300, 100_000])
+def test_item_blocks_are_the_transpose_cut_by_the_data(tmp_path, block_ratings):
+    """The item blocks of the shuffle (pieces sent to groups of item blocks, then cut) equal the CSR of R^T of
+    the gathered ratings cut by :func:`row_cuts`, for the training ratings and for the validation ones beside
+    them; with small blocks, many groups of several blocks."""
+    import scipy.sparse as sp
+
+    from mixlib.recsys.dataset import rating_blocks
+    from mixlib.recsys.shards import row_cuts
+
+    files = dataset_files(write_parts(tmp_path / "d", random_rows(3000, seed=5), 3))
+    ready = prepare_dataset(Tasks(None), files, min_entries=0, validation=0.1, test=0.1, seed=3, shard_ratings=200)
+    blocks = rating_blocks(ready, parts=(0,), shift=False, block_ratings=block_ratings, held=(1,))
+    ratings, parts = ready.gathered()
+    n_users, n_items = len(ratings.user_ids), len(ratings.item_ids)
+
+    def transposed(rows):
+        return sp.csr_matrix((ratings.values[rows], (ratings.items[rows], ratings.users[rows])),
+                             shape=(n_items, n_users))
+
+    train, held = transposed(parts["train"]), transposed(parts["validation"])
+    bounds = row_cuts(train.indptr, block_ratings)
+    assert len(blocks.by_item) == len(bounds) - 1 > (1 if block_ratings < 1000 else 0)
+    for got_blocks, matrix in ((blocks.by_item, train), (blocks.held_by_item, held)):
+        for (indptr, indices, values), start, stop in zip(got_blocks, bounds[:-1], bounds[1:]):
+            want = matrix[start:stop]
+            np.testing.assert_array_equal(indptr, want.indptr)
+            np.testing.assert_array_equal(indices, want.indices)
+            np.testing.assert_array_equal(values, want.data)

@@ -399,10 +399,32 @@ def value_range_of(tasks, blocks, parts=None):
 
 def _item_blocks(tasks, by_user, starts, bounds):
     """The item blocks of the items ``bounds[j]`` to ``bounds[j + 1]`` from user blocks starting at the users
-    ``starts``: a shuffle of each user block's pieces (:func:`mixlib.recsys.shards.transposed_pieces`)."""
-    pieces = tasks.zip(functools.partial(shards.transposed_pieces, bounds=bounds), by_user, starts)
-    return tasks.zip(shards.transposed_block, tasks.regroup(pieces, len(bounds) - 1), list(bounds[:-1]),
-                     list(bounds[1:]))
+    ``starts``: a shuffle of each user block's pieces (:func:`mixlib.recsys.shards.transposed_pieces`) to groups
+    of about ``sqrt(blocks)`` consecutive item blocks (:func:`_block_groups`), each group's CSR built by one task
+    and cut into its blocks where it is. A piece a pair of (user block, item block) would cost one task each, and
+    the scheduler's cost per task was the larger part of the shuffle (11,858 pieces: about 10 s at 20M ratings);
+    the blocks are the same either way."""
+    grouped = _block_groups(len(bounds) - 1)
+    edges = bounds[grouped]
+    pieces = tasks.zip(functools.partial(shards.transposed_pieces, bounds=edges), by_user, starts)
+    groups = tasks.zip(shards.transposed_block, tasks.regroup(pieces, len(edges) - 1), list(edges[:-1]),
+                       list(edges[1:]))
+    return [block for g, group in enumerate(groups)
+            for block in tasks.zip(shards.row_range, [group] * int(grouped[g + 1] - grouped[g]),
+                                   *_local_ranges(bounds, grouped[g], grouped[g + 1]))]
+
+
+def _block_groups(n_blocks):
+    """The first block of each group of consecutive blocks, and ``n_blocks``: ``(g + 1,)`` int, groups of about
+    ``sqrt(n_blocks)`` blocks (for P user blocks, P sqrt(n_blocks) pieces and n_blocks cuts, against P n_blocks
+    pieces without groups)."""
+    size = max(1, int(np.sqrt(n_blocks)))
+    return np.append(np.arange(0, n_blocks, size), n_blocks)
+
+
+def _local_ranges(bounds, first, stop):
+    """The rows of the blocks ``first`` to ``stop`` within their group's CSR: ``(starts, stops)``, lists."""
+    return list(bounds[first:stop] - bounds[first]), list(bounds[first + 1:stop + 1] - bounds[first])
 
 
 # ------------------------------------------------------------------------- the digest and the pattern

@@ -345,6 +345,14 @@ def transposed_block(pieces, start, stop):
     return indptr, np.concatenate([p[1] for p in pieces])[order], np.concatenate([p[2] for p in pieces])[order]
 
 
+def row_range(block, start, stop):
+    """The rows ``start`` to ``stop`` of a CSR block ``(indptr, indices, values)``, as a CSR block of their own
+    (copies: the block they come from can be let go)."""
+    indptr, indices, values = block
+    first, last = indptr[start], indptr[stop]
+    return indptr[start:stop + 1] - first, indices[first:last].copy(), values[first:last].copy()
+
+
 # -------------------------------------------------------------------------------------------- judging
 
 def content_digest(shard):
