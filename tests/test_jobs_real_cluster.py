@@ -681,6 +681,36 @@ def test_dataset_training_survives_a_worker_killed_mid_training(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_item_blocks_are_spread_over_the_workers_in_turn(tmp_path):
+    """Item blocks built by tasks (groups of consecutive items sit on one worker) are moved so that block i is on
+    the (i mod W)-th worker, where the item half-step's task for it takes that worker's copy of the design."""
+    import numpy as np
+    from distributed import Client
+    from test_recsys_als import options
+    from test_recsys_dataset import random_rows, write_parts
+
+    from mixlib.recsys import als
+    from mixlib.recsys.dataset import Tasks, dataset_files, prepare_dataset, rating_blocks
+
+    files = dataset_files(write_parts(tmp_path / "d", random_rows(20_000, seed=9, n_users=2000, n_items=800), 4))
+    with dask_cluster("tcp", workers=2) as address, Client(address) as client:
+        prepared = prepare_dataset(Tasks(client), files, min_entries=0, validation=0.1, test=0, seed=0,
+                                   shard_ratings=1000)
+        blocks = rating_blocks(prepared, parts=(0,), shift=False, block_ratings=500, held=(1,))
+        sides = (als.BlockedRatings(None, blocks.by_user, blocks.user_counts, "users"),
+                 als.BlockedRatings(None, blocks.by_item, blocks.item_counts, "items", blocks.held_by_item))
+        data = als.TrainingData(None, int(prepared.part_counts[1]), 0.0, sides)
+        by_item = als._Sides(client, data, options()).by_item
+        workers = list(client.scheduler_info()["workers"])
+        assert len(by_item.blocks) > 10
+        client.gather(by_item.blocks + by_item.held)
+        for blocks_of_side in (by_item.blocks, by_item.held):
+            holders = client.who_has(blocks_of_side)
+            assert all(workers[i % len(workers)] in holders[block.key] for i, block in enumerate(blocks_of_side))
+        np.testing.assert_array_equal(np.concatenate([np.diff(b[0]) for b in client.gather(by_item.blocks)]),
+                                      blocks.item_counts)
+
+
 @pytest.mark.parametrize("phase", ["ratings-build-shard", "ratings-transposed-block"])
 def test_train_on_a_dataset_survives_a_worker_killed_mid_build(tmp_path, phase):
     """The whole `train` job on a Parquet dataset, a worker SIGKILLed while the shards (or the item blocks) are

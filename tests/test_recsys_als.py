@@ -64,6 +64,21 @@ def test_bias_penalty_and_count_exponent_equal_a_per_row_solve(rank):
     np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("rank", [3, 40])  # the primal and the dual form
+def test_the_squared_error_returned_with_the_solution_is_the_residuals(rank):
+    """``with_error``: the squared error computed row by row in the solve equals the residuals of the returned
+    solution summed by numpy, and the solution is the same bits as without it."""
+    rng = np.random.default_rng(rank + 1)
+    matrix = power_law_matrix(rng, 250, 100, 6)
+    design, offset = rng.normal(size=(100, rank)), rng.normal(size=100)
+    args = (matrix.indptr, matrix.indices, matrix.data, design, offset, 0.4, True)
+    solution, error = als.solve_rows(*args, with_error=True)
+    np.testing.assert_array_equal(solution, als.solve_rows(*args))
+    rows = np.repeat(np.arange(250), np.diff(matrix.indptr))
+    residuals = matrix.data - offset[matrix.indices] - np.sum(solution[rows] * design[matrix.indices], axis=1)
+    assert error == pytest.approx(float(residuals @ residuals), rel=1e-12)
+
+
 def test_items_side_is_the_same_solver_on_the_transpose():
     rng = np.random.default_rng(5)
     matrix = power_law_matrix(rng, 80, 50, 5)

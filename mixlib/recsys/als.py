@@ -38,7 +38,7 @@ log = logging.getLogger("mixlib")
 
 
 def solve_rows(indptr, indices, ratings, design, offset, lam, weighted_lambda=False, *, exponent=1.0,
-               bias_lambda=None):
+               bias_lambda=None, with_error=False):
     """Solve the ridge problem of every row of a CSR block (explicit ratings), by a compiled loop over the rows
     (:func:`mixlib.recsys.compiled.explicit_rows`: each row's system built from its ratings and solved by
     Cholesky, in the dual for rows with fewer ratings than unknowns).
@@ -54,16 +54,21 @@ def solve_rows(indptr, indices, ratings, design, offset, lam, weighted_lambda=Fa
     lam : float, the regularisation lambda (> 0 so that every system is positive definite)
     weighted_lambda : bool, scale lambda by each row's rating count to the power ``exponent``
     bias_lambda : float > 0 or None, the penalty of the last column (a bias) instead of lambda's
+    with_error : bool, also return the block's squared error after the solve (:func:`block_squared_error`),
+        computed row by row while the row's design rows are in cache
 
     Returns
     -------
-    ndarray (n_rows, d) float64; a row without ratings gets zeros
+    ndarray (n_rows, d) float64 (a row without ratings gets zeros); with ``with_error``, ``(solution, float)``
     """
     from .compiled import explicit_rows
 
     penalty = _row_penalty(lam, weighted_lambda, exponent, np.diff(indptr))
-    return explicit_rows(indptr, indices, np.asarray(ratings, np.float64), np.ascontiguousarray(design, np.float64),
-                         np.asarray(offset, np.float64), penalty, 0.0 if bias_lambda is None else float(bias_lambda))
+    row_errors = np.zeros(len(indptr) - 1 if with_error else 0)
+    solution = explicit_rows(indptr, indices, np.asarray(ratings, np.float64),
+                             np.ascontiguousarray(design, np.float64), np.asarray(offset, np.float64), penalty,
+                             0.0 if bias_lambda is None else float(bias_lambda), row_errors)
+    return (solution, float(row_errors.sum())) if with_error else solution
 
 
 def _row_penalty(lam, weighted, exponent, counts):
@@ -258,6 +263,27 @@ class BlockedRatings:
             if self.held_parts is not None:
                 self.held = client.scatter(self.held_parts, hash=False)
 
+    def spread(self, client):
+        """Move blocks that tasks built (and their held-out blocks) to the workers in turn, block ``i`` to the
+        ``i mod W``-th of :func:`designs_on_workers`'s workers, by tasks that take them there (a lost one is
+        computed again from its lineage). Blocks built by groups of consecutive items sit together, and their cost
+        follows the items' popularity; in turn, each worker gets about the same share of every range. Scattered
+        blocks stay where they are."""
+        if self.parts is not None:
+            return
+        from .dataset import identity
+
+        workers = list(client.scheduler_info()["workers"])
+
+        def moved(blocks, name):
+            return [client.submit(identity, block, workers=[workers[i % len(workers)]], allow_other_workers=True,
+                                  pure=False, key=f"als-spread-{name}-{self.run}-{i}")
+                    for i, block in enumerate(blocks)]
+
+        self.blocks = moved(self.blocks, self.side)
+        if self.held is not None:
+            self.held = moved(self.held, f"{self.side}-held")
+
     def _held(self, with_error):
         """The held-out block of each block when the errors are wanted, else None each."""
         return self.held if with_error and self.held is not None else [None] * len(self.blocks)
@@ -265,14 +291,12 @@ class BlockedRatings:
     def submit(self, client, half, shared, try_name, with_error):
         """The futures of the blocks' solutions (:func:`_solve_block`), computed where the blocks are.
 
-        ``shared`` is a future of the other side's arrays, or ``{worker address: such a future}``: each block's
-        task then takes the copy on a worker that holds the block, so the scheduler runs it there and nothing
-        large moves (any copy for a block held by none of them)."""
+        ``shared`` is a future of the other side's arrays, or ``{worker address: such a future}``: block ``i``'s
+        task then takes the ``i mod W``-th copy, on the worker that :meth:`spread` moved the block to, so the
+        scheduler runs it there and nothing large moves."""
         if isinstance(shared, dict):
-            holders = client.who_has(self.blocks)
             copies = list(shared.values())
-            given = [next((shared[a] for a in holders.get(block.key, ()) if a in shared), copies[i % len(copies)])
-                     for i, block in enumerate(self.blocks)]
+            given = [copies[i % len(copies)] for i in range(len(self.blocks))]
         else:
             given = [shared] * len(self.blocks)
         return [client.submit(_solve_block, block, copy, half, with_error, held, pure=False,
@@ -289,10 +313,14 @@ def designs_on_workers(client, solved, solved_bias, ones, mu, name):
     """``{worker address: future of (design, offset)}``: what the other side's explicit half-step shares, stacked
     on every worker from this side's solutions ``solved`` (futures of the blocks' solutions; ``solved_bias``:
     they end with a bias column; ``ones``: the other side has a bias; :func:`_stacked_design`). Each worker fetches
-    only the blocks it lacks, and the job's process sends nothing."""
+    only the blocks it lacks, and the job's process sends nothing. Threaded workers in one process (``inproc://``)
+    share one copy: one future, not a dict."""
+    workers = list(client.scheduler_info()["workers"])
+    if all(address.startswith("inproc://") for address in workers):
+        return client.submit(_stacked_design, solved, solved_bias, ones, mu, pure=False, key=f"als-design-{name}")
     return {address: client.submit(_stacked_design, solved, solved_bias, ones, mu, workers=[address],
                                    allow_other_workers=True, pure=False, key=f"als-design-{name}-{number}")
-            for number, address in enumerate(client.scheduler_info()["workers"])}
+            for number, address in enumerate(workers)}
 
 
 def _stacked_design(solved, solved_bias, ones, mu):
@@ -346,11 +374,11 @@ def _block_product(block, vector, ones, shift):
 
 def _solve_block(block, shared, half, with_error, held=None):
     """A block's solution, or ``(solution, error, held-out error or None)`` with ``with_error``."""
-    solution = half.solve(block, shared)
     if not with_error:
-        return solution
+        return half.solve(block, shared)
+    solution, error = half.solve(block, shared, with_error=True)
     held_error = None if held is None else half.error(held, solution, shared)
-    return solution, half.error(block, solution, shared), held_error
+    return solution, error, held_error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -363,9 +391,10 @@ class ExplicitHalf:
     exponent: float = 1.0
     bias_lambda: float | None = None  # the last column is a bias with this penalty
 
-    def solve(self, block, shared):
+    def solve(self, block, shared, with_error=False):
+        """The block's solution, or ``(solution, squared error)`` with ``with_error``."""
         return solve_rows(*block, *shared, self.lam, self.weighted_lambda, exponent=self.exponent,
-                          bias_lambda=self.bias_lambda)
+                          bias_lambda=self.bias_lambda, with_error=with_error)
 
     def error(self, block, solution, shared):
         return block_squared_error(*block, solution, *shared)
@@ -381,9 +410,11 @@ class ImplicitHalf:
     weighted_lambda: bool
     exponent: float = 1.0
 
-    def solve(self, block, shared):
-        return solve_rows_implicit(*block, *shared, self.alpha, self.lam, self.weighted_lambda,
-                                   exponent=self.exponent)
+    def solve(self, block, shared, with_error=False):
+        """The block's solution, or ``(solution, its error)`` with ``with_error``."""
+        solution = solve_rows_implicit(*block, *shared, self.alpha, self.lam, self.weighted_lambda,
+                                       exponent=self.exponent)
+        return (solution, self.error(block, solution, shared)) if with_error else solution
 
     def error(self, block, solution, shared):
         return block_implicit_loss(*block, solution, shared[0], self.alpha)
@@ -688,6 +719,8 @@ class _Sides:
             held = data.held_by_item() if params.feedback == "explicit" else None
             self.by_user = BlockedRatings.scatter(client, matrix, params.block_ratings, "users")
             self.by_item = BlockedRatings.scatter(client, matrix.T.tocsr(), params.block_ratings, "items", held)
+        if client is not None and params.feedback == "explicit":
+            self.by_item.spread(client)  # the item tasks take the users' design from their worker's copy
         self.weights = [side.counts.astype(np.float64) ** params.lambda_exponent if params.weighted_lambda else
                         np.ones(len(side.counts)) for side in (self.by_user, self.by_item)]
         self.implicit = params.feedback == "implicit"
@@ -722,7 +755,7 @@ class _Sides:
 
     def _explicit_on_cluster(self, halves, item_design, step, with_error):
         """``(users' solution, items' solution or (solution, error, held error))`` of one explicit step on the
-        cluster. The item tasks take the users' design from a copy stacked on their worker
+        cluster. The item tasks take the users' design from a copy stacked on their worker, or in their process
         (:func:`designs_on_workers`), and the users' solutions come back to this process while the item tasks
         run. A worker lost on the way: the whole step runs again."""
         from ..core.cluster import with_rebuilds

@@ -60,7 +60,7 @@ def implicit_rows(indptr, indices, values, factors, gram, alpha, penalty):
 
 
 @_compiled
-def explicit_rows(indptr, indices, ratings, design, offset, penalty, bias_penalty):
+def explicit_rows(indptr, indices, ratings, design, offset, penalty, bias_penalty, row_errors):
     """Solve every row of a CSR block of explicit ratings (the system of :func:`mixlib.recsys.als.solve_rows`)::
 
         (X_u^T X_u + D_u) s_u = X_u^T t_u,   t_ui = r_ui - offset_i,   X_u = rows design[i] for i in R(u)
@@ -76,6 +76,8 @@ def explicit_rows(indptr, indices, ratings, design, offset, penalty, bias_penalt
     design : ndarray (n_other, d) float64; offset : ndarray (n_other,) float64
     penalty : ndarray (n_rows,) float64 > 0, each row's ``lambda w_u``
     bias_penalty : float, > 0 for a bias in the last column, else 0
+    row_errors : ndarray (n_rows,) float64, filled with each row's squared error ``sum_i (t_ui - x_i . s_u)^2``
+        after its solve (the row's design rows are still in cache), or (0,) for none
 
     Returns
     -------
@@ -97,18 +99,35 @@ def explicit_rows(indptr, indices, ratings, design, offset, penalty, bias_penalt
         if n < d:
             _solve_dual(system, rhs, scaled, design, indices, targets, start - indptr[0], start, n, penalty[u],
                         bias_penalty, out[u])
-            continue
-        for p in range(d):
-            rhs[p] = 0.0
-            for q in range(p, d):
-                system[p, q] = 0.0
-            system[p, p] = penalty[u]
-        if bias_penalty > 0:
-            system[d - 1, d - 1] = bias_penalty
-        _add_outer_products(system, rhs, design, indices, ones, targets, start, start + n, indptr[0])
-        _cholesky_solve(system, rhs)
-        out[u] = rhs
+        else:
+            for p in range(d):
+                rhs[p] = 0.0
+                for q in range(p, d):
+                    system[p, q] = 0.0
+                system[p, p] = penalty[u]
+            if bias_penalty > 0:
+                system[d - 1, d - 1] = bias_penalty
+            _add_outer_products(system, rhs, design, indices, ones, targets, start, start + n, indptr[0])
+            _cholesky_solve(system, rhs)
+            out[u] = rhs
+        if len(row_errors):
+            row_errors[u] = _squared_error(out[u], design, indices, targets, start, start + n, indptr[0])
     return out
+
+
+@_inlined
+def _squared_error(solution, rows, indices, targets, start, stop, first):
+    """``sum_k (targets_k - rows[indices[k]] . solution)^2`` for k in ``start:stop`` (``targets`` indexed from
+    ``first``)."""
+    total = 0.0
+    for k in range(start, stop):
+        x = rows[indices[k]]
+        predicted = 0.0
+        for p in range(len(solution)):
+            predicted += x[p] * solution[p]
+        residual = targets[k - first] - predicted
+        total += residual * residual
+    return total
 
 
 @_inlined

@@ -401,9 +401,8 @@ def _item_blocks(tasks, by_user, starts, bounds):
     """The item blocks of the items ``bounds[j]`` to ``bounds[j + 1]`` from user blocks starting at the users
     ``starts``: a shuffle of each user block's pieces (:func:`mixlib.recsys.shards.transposed_pieces`) to groups
     of about ``sqrt(blocks)`` consecutive item blocks (:func:`_block_groups`), each group's CSR built by one task
-    and cut into its blocks where it is. A piece a pair of (user block, item block) would cost one task each, and
-    the scheduler's cost per task was the larger part of the shuffle (11,858 pieces: about 10 s at 20M ratings);
-    the blocks are the same either way."""
+    and cut into its blocks where it is. A piece per (user block, item block) would cost a task each, and the
+    scheduler's time per task would rule the shuffle; the blocks are the same either way."""
     grouped = _block_groups(len(bounds) - 1)
     edges = bounds[grouped]
     pieces = tasks.zip(functools.partial(shards.transposed_pieces, bounds=edges), by_user, starts)
