@@ -19,8 +19,11 @@ def part_errors(prepared, model, clip):
     part, computed where the shards are: ``{"train": {"rmse", "mae"}, "validation": ..., "test": ...}``, ``{}``
     for a part without ratings."""
     tasks = prepared.tasks
-    shared = [tasks.shared(model.scorer())] * len(prepared.shards)
-    sums = tasks.tree(tasks.zip(functools.partial(shards.residual_sums, clip=clip), prepared.shards, shared), identity)
+    filled, starts, stops = prepared.spans()
+    items, users = model.split_users(starts + stops[-1:])  # each task gets its users' rows only
+    shared_users, shared_items = [tasks.shared(rows) for rows in users], [tasks.shared(items)] * len(filled)
+    residuals = functools.partial(shards.residual_sums, clip=clip)
+    sums = tasks.tree(tasks.zip(residuals, filled, starts, shared_users, shared_items), identity)
     return {name: {} if not sums["count"][n] else
             {"rmse": float(np.sqrt(sums["squares"][n] / sums["count"][n])),
              "mae": float(sums["absolute"][n] / sums["count"][n])} for n, name in enumerate(PART_NAMES)}

@@ -372,12 +372,14 @@ def content_digest(shard):
     return {"digest": digest}
 
 
-def residual_sums(shard, model, clip):
+def residual_sums(shard, start, users, items, clip):
     """``{"squares", "absolute", "count"}``, each ``(3,)`` by part (train, validation, test): the sums of the
-    squared and absolute residuals ``r_ui - prediction`` of ``model`` (a :class:`mixlib.recsys.store.Model` in
-    this run's indices; :meth:`~mixlib.recsys.store.Model.predict_indices`, clipped when ``clip``) and the
-    ratings counted."""
-    residual = shard["values"] - model.predict_indices(shard["users"], shard["items"], clip)
+    squared and absolute residuals ``r_ui - prediction`` of a model (a :class:`mixlib.recsys.store.Model` in this
+    run's indices, cut by :meth:`~mixlib.recsys.store.Model.split_users`: ``items``, and ``users`` the rows of
+    the shard's users from ``start``; :meth:`~mixlib.recsys.store.Model.predict_indices`, clipped when ``clip``)
+    and the ratings counted."""
+    model = items.with_users(users)
+    residual = shard["values"] - model.predict_indices(shard["users"] - start, shard["items"], clip)
     part = shard["part"]
     return {"squares": np.bincount(part, residual ** 2, 3), "absolute": np.bincount(part, np.abs(residual), 3),
             "count": np.bincount(part, minlength=3)}

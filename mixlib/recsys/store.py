@@ -76,6 +76,25 @@ class Model:
         empty = np.zeros(0, dtype=np.int64)
         return dataclasses.replace(self, seen_indptr=empty, seen_indices=empty)
 
+    def split_users(self, bounds):
+        """The model cut for tasks that each see a range of users: ``(items, users)``, ``items`` the model without
+        any user (:meth:`scorer` of no users: the items' arrays, ``mu`` and the range) and ``users`` a tuple
+        ``(user_factors, user_bias, user_means)`` of the rows ``bounds[j]`` to ``bounds[j + 1]`` for each j; a
+        task joins them again with :meth:`with_users`, its users then indexed from ``bounds[j]``."""
+        f = self.factors
+        no_users = dataclasses.replace(f, user_factors=f.user_factors[:0], user_bias=f.user_bias[:0])
+        items = dataclasses.replace(self.scorer(), factors=no_users, user_means=self.user_means[:0],
+                                    user_ids=self.user_ids[:0])
+        users = [(f.user_factors[a:b], f.user_bias[a:b], self.user_means[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        return items, users
+
+    def with_users(self, rows):
+        """The model with the users ``rows`` ``(user_factors, user_bias, user_means)`` (:meth:`split_users`), for
+        :meth:`predict_indices` of their indices from 0; their ids are not known here."""
+        user_factors, user_bias, user_means = rows
+        factors = dataclasses.replace(self.factors, user_factors=user_factors, user_bias=user_bias)
+        return dataclasses.replace(self, factors=factors, user_means=user_means)
+
     def ranking_arrays(self):
         """``(user_factors (n_users, k), item_factors (n_items, k), item_bias (n_items,))``: what ranks the items
         for each user (``b_i + p_u . q_i``; the user's own terms do not change the order)."""
