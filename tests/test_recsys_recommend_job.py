@@ -432,6 +432,24 @@ def test_top_unseen_against_brute_force():
         assert (got_items[u][len(want):] == -1).all() and np.isnan(got_scores[u][len(want):]).all()
 
 
+@pytest.mark.parametrize("top", [3, 9, 40])
+def test_top_unseen_breaks_ties_by_item_index(top):
+    """Items of equal score (identical factors, as items rated alike end up) are listed lowest index first, and
+    when the ties straddle the cut the lowest indices are taken: the lists do not depend on how the selection
+    partitions a row (it does not, with the tied items moved around in the row)."""
+    rng = np.random.default_rng(top)
+    levels = rng.normal(size=(5, 2))
+    items = levels[rng.integers(0, 5, 60)]  # 60 items, 5 distinct factor rows: ties everywhere
+    users = rng.normal(size=(6, 2))
+    seen = [rng.choice(60, size=n, replace=False) for n in (0, 7, 59, 12, 0, 30)]
+    indptr = np.append(0, np.cumsum([len(s) for s in seen]))
+    got_items, _ = top_unseen(users, indptr, np.concatenate(seen), items, np.zeros(60), top)
+    for u in range(6):
+        scores = items @ users[u]
+        want = [i for i in np.lexsort((np.arange(60), -scores)) if i not in seen[u]][:top]
+        assert list(got_items[u][got_items[u] >= 0]) == want
+
+
 def test_rows_of_gathers_csr_rows():
     indptr, indices = np.array([0, 2, 2, 5, 6]), np.array([4, 1, 0, 2, 3, 9])
     sub_indptr, sub_indices = rows_of(indptr, indices, np.array([2, -1, 0, 3]))

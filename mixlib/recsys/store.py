@@ -196,8 +196,8 @@ def top_unseen(user_factors, seen_indptr, seen_indices, item_factors, item_bias,
     rows = np.repeat(np.arange(len(user_factors)), np.diff(seen_indptr))
     scores[rows, seen_indices] = -np.inf
     keep = min(top, scores.shape[1])
-    candidates = np.argpartition(scores, scores.shape[1] - keep, axis=1)[:, scores.shape[1] - keep:]
-    order = np.argsort(-np.take_along_axis(scores, candidates, 1), axis=1, kind="stable")
+    candidates = _top_candidates(scores, keep)
+    order = np.lexsort((candidates, -np.take_along_axis(scores, candidates, 1)))  # equal scores: lower item first
     best = np.take_along_axis(candidates, order, 1)
     best_scores = np.take_along_axis(scores, best, 1)
     items = np.full((len(scores), top), -1, dtype=np.int64)
@@ -206,6 +206,21 @@ def top_unseen(user_factors, seen_indptr, seen_indices, item_factors, item_bias,
     items[:, :keep] = np.where(unseen, best, -1)
     values[:, :keep] = np.where(unseen, best_scores, np.nan)
     return items, values
+
+
+def _top_candidates(scores, keep):
+    """The ``keep`` items ``(b, keep)`` of highest score of each row of ``scores (b, n_items)``, in no order;
+    among items tied at the lowest score taken, those of lowest index (``np.argpartition`` alone picks any of
+    them, and its pick can change with the rest of the row)."""
+    kth = scores.shape[1] - keep
+    candidates = np.argpartition(scores, kth, axis=1)[:, kth:]
+    lowest = np.take_along_axis(scores, candidates, 1).min(axis=1, initial=np.inf)
+    tied_rows = np.flatnonzero((scores == lowest[:, None]).sum(axis=1) >
+                               (np.take_along_axis(scores, candidates, 1) == lowest[:, None]).sum(axis=1))
+    for r in tied_rows:  # the ties straddle the cut: every item above it, then the tied ones by index
+        above = np.flatnonzero(scores[r] > lowest[r])
+        candidates[r] = np.concatenate([above, np.flatnonzero(scores[r] == lowest[r])[:keep - len(above)]])
+    return candidates
 
 
 def rows_of(indptr, indices, rows):
