@@ -736,6 +736,28 @@ def test_train_on_a_dataset_survives_a_worker_killed_mid_build(tmp_path, phase):
     np.testing.assert_array_equal(killed.seen_indices, undisturbed.seen_indices)
 
 
+def test_recommend_survives_a_worker_killed_mid_lists(tmp_path, run_recommend):
+    """`recommend` for every user as a Parquet dataset, a worker SIGKILLed while the blocks' lists are made: the
+    item arrays are scattered again and every block runs again; the parts equal an undisturbed run's."""
+    import pyarrow.parquet as pq
+    from test_recsys_dataset import random_rows, write_one
+
+    ratings = write_one(tmp_path / "r.csv", random_rows(60_000, seed=4, n_users=40_000, n_items=3000))
+    models = tmp_path / "models"
+    assert run_recommend("train", "--ratings", ratings, "--model-dir", models, "--rank", 8, "--max-steps", 2,
+                         "--scheduler", "", "--force-publish") == 0
+
+    def argv_for(out):
+        return ("recommend", "--model-dir", models, "--out", out.with_suffix(".parquet"), "--top", 50,
+                "--block-users", 200)
+
+    outputs, _ = run_with_and_without_a_kill(tmp_path, argv_for, "recommend-top", module="jobs.recommend")
+    order = [("user", "ascending"), ("rank", "ascending")]
+    undisturbed, killed = (pq.read_table(outputs[run].with_suffix(".parquet")).sort_by(order).to_pydict()
+                           for run in ("undisturbed", "killed"))
+    assert len(undisturbed["user"]) > 10_000 and killed == undisturbed
+
+
 def test_train_on_a_dataset_on_a_real_cluster_equals_one_file(run_recommend, capsys, tmp_path, real_cluster,
                                                               monkeypatch):
     """The train job on a folder of Parquet files, named by a relative path, read by `dask worker` processes in

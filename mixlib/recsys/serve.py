@@ -189,20 +189,30 @@ def _recommended_blocks(client, model, lists, users, index, block_users, folder,
     in ``folder``, computed in this process or as ``recommend-top`` tasks, each reading its users' rows of the
     model's pattern from ``store`` (:func:`mixlib.recsys.store.stored_rows`)."""
     name = model.metrics["version"]
-    shared = lists if client is None else client.scatter(lists, broadcast=True, hash=False)
     f = model.factors
-    results = []
-    for number, start in enumerate(range(0, len(users), block_users)):
-        block = index[start:start + block_users]
-        known = np.maximum(block, 0)
-        seen = (store.root, name, *row_spans(model.seen_indptr, block))
-        factors = np.where((block >= 0)[:, None], f.user_factors[known], 0.0)
-        offsets = np.where(block >= 0, model.mu + f.user_bias[known] + model.user_means[known], model.mu)
-        arguments = (shared, users[start:start + block_users], block < 0, factors, offsets, seen)
-        part = None if folder is None else folder / f"part-{number:05d}.parquet"
-        results.append(_block_rows(*arguments, part) if client is None else
-                       client.submit(_block_rows, *arguments, part, pure=False, key=f"recommend-top-{number}"))
-    return results if client is None else client.gather(results)
+
+    def blocks(shared):  # (arguments of _block_rows, part file) of each block
+        for number, start in enumerate(range(0, len(users), block_users)):
+            block = index[start:start + block_users]
+            known = np.maximum(block, 0)
+            seen = (store.root, name, *row_spans(model.seen_indptr, block))
+            factors = np.where((block >= 0)[:, None], f.user_factors[known], 0.0)
+            offsets = np.where(block >= 0, model.mu + f.user_bias[known] + model.user_means[known], model.mu)
+            part = None if folder is None else folder / f"part-{number:05d}.parquet"
+            yield (shared, users[start:start + block_users], block < 0, factors, offsets, seen, part)
+
+    if client is None:
+        return [_block_rows(*arguments) for arguments in blocks(lists)]
+    from ..core.cluster import with_rebuilds
+
+    def run(attempt):  # a worker lost with the scattered lists: scatter them again, every block again
+        shared = client.scatter(lists, broadcast=True, hash=False)
+        return client.gather([client.submit(_block_rows, *arguments, pure=False,
+                                            key=f"recommend-top-{attempt}-{number}")
+                              for number, arguments in enumerate(blocks(shared))])
+
+    return with_rebuilds(run, "recommend", "give the workers more memory or recommend to fewer users at a time "
+                                           "(--block-users)")
 
 
 @dataclasses.dataclass(frozen=True)
