@@ -214,12 +214,12 @@ def _top_candidates(scores, keep):
     them, and its pick can change with the rest of the row)."""
     kth = scores.shape[1] - keep
     candidates = np.argpartition(scores, kth, axis=1)[:, kth:]
-    lowest = np.take_along_axis(scores, candidates, 1).min(axis=1, initial=np.inf)
-    tied_rows = np.flatnonzero((scores == lowest[:, None]).sum(axis=1) >
-                               (np.take_along_axis(scores, candidates, 1) == lowest[:, None]).sum(axis=1))
+    taken = np.take_along_axis(scores, candidates, 1)
+    lowest = taken.min(axis=1, initial=np.inf)[:, None]
+    tied_rows = np.flatnonzero((scores == lowest).sum(axis=1) > (taken == lowest).sum(axis=1))
     for r in tied_rows:  # the ties straddle the cut: every item above it, then the tied ones by index
-        above = np.flatnonzero(scores[r] > lowest[r])
-        candidates[r] = np.concatenate([above, np.flatnonzero(scores[r] == lowest[r])[:keep - len(above)]])
+        above = np.flatnonzero(scores[r] > lowest[r, 0])
+        candidates[r] = np.concatenate([above, np.flatnonzero(scores[r] == lowest[r, 0])[:keep - len(above)]])
     return candidates
 
 
