@@ -452,13 +452,13 @@ class Mixlib:
         client = None if len(train_rows) <= s.local_ratings else self.client
         final, _ = als.fit_als(client, data_split, params, self._start(data_split, params, seed),
                                validation=validation)
-        factors = final.best
+        factors = final.best.here()
         if s.refit and final.best_step > 0:
             every = train.training_data(ratings, {"train": np.arange(len(train_rows)), "validation": held[:0]},
                                         np.zeros(data.n_users), False, "implicit")
             steps = final.best_step
             refit_params = dataclasses.replace(params, max_steps=steps, eval_every=steps, log_every=steps)
-            factors = als.fit_als(client, every, refit_params, self._start(every, refit_params, seed))[0].current
+            factors = als.fit_als(client, every, refit_params, self._start(every, refit_params, seed))[0].current.here()
         seconds = time.perf_counter() - started
         return seconds, factor_scorer(factors.user_factors, factors.item_factors), final.best_step
 
@@ -467,7 +467,7 @@ class Mixlib:
         from mixlib.recsys import als
 
         rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
-        return als.TrainingState.start(als.initial_factors(data, params, rng))
+        return als.TrainingState.start(*als.initial_items(data, params, rng))
 
     def stop(self):
         self.stack.close()

@@ -89,14 +89,14 @@ def fit_ours(client, ratings, train_rows, settings):
     data = train.training_data(ratings, parts, means, settings.global_bias)
     params = recsys_settings.als_params(settings)
     rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 1]))
-    state = als.TrainingState.start(als.initial_factors(data, params, rng))
+    state = als.TrainingState.start(*als.initial_items(data, params, rng))
     final, _ = als.fit_als(client, data, params, state)
     return final, data.mu, means
 
 
 def predict_ours(fit, ratings, rows):
     final, mu, means = fit
-    f = final.best
+    f = final.best.here()
     users, items = ratings.users[rows], ratings.items[rows]
     return als.predict(f.user_factors, f.user_bias, f.item_factors, f.item_bias, mu, users, items) + means[users]
 
@@ -256,13 +256,13 @@ def synthetic(settings, n_ratings, steps, spark):
     with connect(settings) as client:
         data = train.training_data(ratings, parts, np.zeros(n_users), settings.global_bias)
         params = recsys_settings.als_params(settings)
-        state = als.TrainingState.start(als.initial_factors(data, params, np.random.default_rng(0)))
+        state = als.TrainingState.start(*als.initial_items(data, params, np.random.default_rng(0)))
         marks = [time.perf_counter()]
         final, _ = als.fit_als(client, data, params, state, checkpoint=lambda s: marks.append(time.perf_counter()),
                                checkpoint_every=1)
     per_step = np.diff(marks)[1:]  # the first interval also holds scattering the blocks
     peak = memory.stop()
-    rmse, n_warm = warm_rmse(ratings, parts, final.best)
+    rmse, n_warm = warm_rmse(ratings, parts, final.best.here())
     rows["mixlib ALS"] = (statistics.median(per_step), rmse)
     print(f"  mixlib ALS, rank {settings.rank}: {statistics.median(per_step):.2f} s per step (median of "
           f"{len(per_step)}; first step with the scatter {marks[1] - marks[0]:.1f} s), test RMSE {rmse:.4f} on the "

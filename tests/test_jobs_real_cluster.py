@@ -202,7 +202,7 @@ def test_als_survives_a_worker_killed_mid_training(tmp_path, caplog):
     users, items, ratings, _ = low_rank_ratings(seed=11, n_users=300, n_items=200)
     data = training_data(users, items, ratings, np.random.default_rng(0).random(len(users)) < 0.1)
     opts = options(max_steps=6, block_ratings=1500)
-    start = als.TrainingState.start(als.initial_factors(data, opts, np.random.default_rng(0)))
+    start = als.TrainingState.start(*als.initial_items(data, opts, np.random.default_rng(0)))
     with dask_cluster("tcp", workers=2) as address, Client(address) as client:
         undisturbed, _ = als.fit_als(client, data, opts, start)
         killed = []
@@ -217,7 +217,7 @@ def test_als_survives_a_worker_killed_mid_training(tmp_path, caplog):
             disturbed, _ = als.fit_als(client, data, opts, start, checkpoint=kill_a_worker, checkpoint_every=1)
     assert killed == [2]
     assert any("data lost with a worker" in r.getMessage() for r in caplog.records)
-    for a, b in zip(dataclasses.asdict(undisturbed.best).values(), dataclasses.asdict(disturbed.best).values()):
+    for a, b in zip(dataclasses.asdict(undisturbed.best.here()).values(), dataclasses.asdict(disturbed.best.here()).values()):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(undisturbed.history, disturbed.history)
 
@@ -664,7 +664,7 @@ def test_dataset_training_survives_a_worker_killed_mid_training(tmp_path):
                       for b, counts, side in ((blocks.by_user, blocks.user_counts, "users"),
                                               (blocks.by_item, blocks.item_counts, "items")))
         data = als.TrainingData(None, (np.zeros(0, int), np.zeros(0, int), np.zeros(0)), 0.0, sides)
-        start = als.TrainingState.start(als.initial_factors(data, opts, np.random.default_rng(0), client=client))
+        start = als.TrainingState.start(*als.initial_items(data, opts, np.random.default_rng(0), client=client))
 
         def kill_a_worker(state):
             if state.step == kill_at:
@@ -677,7 +677,7 @@ def test_dataset_training_survives_a_worker_killed_mid_training(tmp_path):
     with dask_cluster("tcp", workers=2) as address, Client(address) as client:
         there = fitted(client, kill_at=2)
         assert len(client.scheduler_info()["workers"]) >= 1
-    for a, b in zip(dataclasses.asdict(here.current).values(), dataclasses.asdict(there.current).values()):
+    for a, b in zip(dataclasses.asdict(here.current.here()).values(), dataclasses.asdict(there.current.here()).values()):
         np.testing.assert_array_equal(a, b)
 
 

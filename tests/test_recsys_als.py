@@ -117,7 +117,7 @@ def training_data(users, items, ratings, held, global_bias=True):
 
 def fit(client, data, opts, **kwargs):
     rng = np.random.default_rng(0)
-    state = als.TrainingState.start(als.initial_factors(data, opts, rng))
+    state = als.TrainingState.start(*als.initial_items(data, opts, rng))
     return als.fit_als(client, data, opts, state, **kwargs)
 
 
@@ -142,7 +142,7 @@ def test_als_on_low_rank_data_reaches_the_noise_level(client, biases):
     opts = options(user_bias=biases, item_bias=biases)
     data = training_data(users, items, ratings, held, global_bias=biases)
     final, _ = fit(client, data, opts)
-    f = final.best
+    f = final.best.here()
     predicted = als.predict(f.user_factors, f.user_bias, f.item_factors, f.item_bias, data.mu, users[held], items[held])
     test_rmse = np.sqrt(np.mean((ratings[held] - predicted) ** 2))
     assert abs(test_rmse - sigma) < 0.05 * sigma, test_rmse
@@ -156,10 +156,10 @@ def test_every_step_lowers_the_objective_and_history_holds_the_loss(client):
     opts = options(max_steps=6)
     data = training_data(users, items, ratings, held)
     losses = []
-    state = als.TrainingState.start(als.initial_factors(data, opts, np.random.default_rng(0)))
+    state = als.TrainingState.start(*als.initial_items(data, opts, np.random.default_rng(0)))
     for steps in range(1, 7):  # one step at a time, resumed from the previous state
         state, _ = als.fit_als(client, data, dataclasses.replace(opts, max_steps=steps), state)
-        losses.append(loss(data, state.current, opts))
+        losses.append(loss(data, state.current.here(), opts))
         np.testing.assert_allclose(state.history[-1][1], losses[-1], rtol=1e-10)
     assert all(b <= a * (1 + 1e-12) for a, b in zip(losses, losses[1:])), losses
 
@@ -168,14 +168,14 @@ def test_patience_stops_and_restores_the_best_factors(client, caplog):
     """A tiny lambda overfits: the validation RMSE turns up, patience runs out, the best factors come back."""
     users, items, ratings, _ = low_rank_ratings(seed=4, n_users=150, n_items=100, density=0.1)
     held = np.random.default_rng(3).random(len(users)) < 0.2
-    opts = options(rank=30, reg_lambda=1e-2, weighted_lambda=False, patience=3, max_steps=60)
+    opts = options(rank=30, reg_lambda=1e-3, weighted_lambda=False, patience=3, max_steps=60)
     data = training_data(users, items, ratings, held)
     with caplog.at_level(logging.INFO, logger="mixlib"):
         final, early = fit(client, data, opts)
     rmse = final.history[:, 3]
     assert early and final.stale == 3 and final.step == final.best_step + 3
     assert final.best_score == rmse.min() and final.history[np.argmin(rmse), 0] == final.best_step
-    f = final.best
+    f = final.best.here()
     again = als.predict(f.user_factors, f.user_bias, f.item_factors, f.item_bias, data.mu, users[held], items[held])
     np.testing.assert_allclose(np.sqrt(np.mean((ratings[held] - again) ** 2)), final.best_score, rtol=1e-12)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Iteration ")]
@@ -199,7 +199,7 @@ def test_resume_from_any_checkpoint_ends_with_the_same_factors(client, tmp_path)
     store.save_latest("step-000004", arrays, {"scalars": scalars})
     _, arrays, attrs = store.load_latest()
     resumed, _ = als.fit_als(client, data, opts, als.TrainingState.from_arrays(arrays, attrs["scalars"]))
-    for a, b in zip(dataclasses.astuple(whole.best), dataclasses.astuple(resumed.best)):
+    for a, b in zip(dataclasses.astuple(whole.best.here()), dataclasses.astuple(resumed.best.here())):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(whole.history, resumed.history)
     assert (whole.step, whole.best_step, whole.stale) == (resumed.step, resumed.best_step, resumed.stale)
@@ -214,12 +214,14 @@ def test_non_finite_factors_name_the_step(client):
 
 
 def test_svd_init_is_the_truncated_svd_of_the_centred_ratings():
+    """The initial items are V sqrt(S): their Gram matrix is V S V^T of the top singular triplets."""
     users, items, ratings, _ = low_rank_ratings(seed=7, n_users=80, n_items=60)
     data = training_data(users, items, ratings, np.zeros(len(users), dtype=bool))
-    f = als.initial_factors(data, options(init="svd", rank=5), np.random.default_rng(0))
+    item_factors, item_bias = als.initial_items(data, options(init="svd", rank=5), np.random.default_rng(0))
     dense = data.matrix.toarray() - data.mu * (data.matrix.toarray() != 0)
-    u, s, vt = np.linalg.svd(dense)
-    np.testing.assert_allclose(f.user_factors @ f.item_factors.T, (u[:, :5] * s[:5]) @ vt[:5], atol=1e-8)
+    _, s, vt = np.linalg.svd(dense)
+    np.testing.assert_allclose(item_factors @ item_factors.T, (vt[:5].T * s[:5]) @ vt[:5], atol=1e-8)
+    assert not item_bias.any()
 
 
 def test_rank_is_validated_against_the_data():
@@ -232,11 +234,12 @@ def test_warm_rows_override_the_random_init():
     users, items, ratings, _ = low_rank_ratings(seed=8, n_users=30, n_items=20)
     data = training_data(users, items, ratings, np.zeros(len(users), dtype=bool))
     opts = options(rank=3)
-    known = als.initial_factors(data, opts, np.random.default_rng(1))
-    nan_rows = dataclasses.replace(known,
-                                   user_factors=np.where(np.arange(30)[:, None] < 10, known.user_factors, np.nan))
-    warm = als.initial_factors(data, opts, np.random.default_rng(2), nan_rows)
-    fresh = als.initial_factors(data, opts, np.random.default_rng(2))
-    np.testing.assert_array_equal(warm.user_factors[:10], known.user_factors[:10])
-    np.testing.assert_array_equal(warm.user_factors[10:], fresh.user_factors[10:])
-    np.testing.assert_array_equal(warm.item_factors, known.item_factors)
+    known_factors, _ = als.initial_items(data, opts, np.random.default_rng(1))
+    known_bias = np.arange(20.0)
+    first = np.arange(20) < 10
+    nan_rows = (np.where(first[:, None], known_factors, np.nan), np.where(first, known_bias, np.nan))
+    warm = als.initial_items(data, opts, np.random.default_rng(2), nan_rows)
+    fresh = als.initial_items(data, opts, np.random.default_rng(2))
+    np.testing.assert_array_equal(warm[0][:10], known_factors[:10])
+    np.testing.assert_array_equal(warm[0][10:], fresh[0][10:])
+    np.testing.assert_array_equal(warm[1], np.where(first, known_bias, 0.0))

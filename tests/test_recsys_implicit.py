@@ -63,13 +63,13 @@ def test_implicit_training_loss_is_the_dense_objective_and_falls(client):
     data = als.TrainingData(matrix, (np.zeros(0, int), np.zeros(0, int), np.zeros(0)), 0.0)
     params = als.ALSParams(rank=4, reg_lambda=0.1, weighted_lambda=False, feedback="implicit", alpha=3.0,
                            init="random", max_steps=1, block_ratings=50)
-    state = als.TrainingState.start(als.initial_factors(data, params, np.random.default_rng(0)))
-    losses = [dense_objective(matrix, state.current, 3.0, 0.1, False)]
-    for steps in range(1, 6):
+    state = als.TrainingState.start(*als.initial_items(data, params, np.random.default_rng(0)))
+    losses = []  # from step 1: the loop starts from items alone
+    for steps in range(1, 7):
         state, _ = als.fit_als(client, data, dataclasses.replace(params, max_steps=steps), state)
-        losses.append(dense_objective(matrix, state.current, 3.0, 0.1, False))
+        losses.append(dense_objective(matrix, state.current.here(), 3.0, 0.1, False))
         np.testing.assert_allclose(state.history[-1][1], losses[-1], rtol=1e-10)
-        assert not state.current.user_bias.any() and not state.current.item_bias.any()
+        assert not state.current.here().user_bias.any() and not state.current.item_bias.any()
     assert all(b <= a * (1 + 1e-12) for a, b in zip(losses, losses[1:])), losses
 
 
@@ -295,15 +295,15 @@ def test_implicit_loop_resumed_from_its_saved_state_ends_as_an_uninterrupted_one
     validation = ranking.RankingValidation.from_pairs("ndcg", 5, (train.indptr, train.indices), coo.row[held],
                                                       coo.col[held], 30)
     params = als.ALSParams(rank=3, feedback="implicit", max_steps=8, patience=100, block_ratings=200)
-    start = als.TrainingState.start(als.initial_factors(data, params, np.random.default_rng(0)))
+    start = als.TrainingState.start(*als.initial_items(data, params, np.random.default_rng(0)))
     whole, _ = als.fit_als(client, data, params, start, validation=validation)
     first, _ = als.fit_als(client, data, dataclasses.replace(params, max_steps=3), start, validation=validation)
     restored = als.TrainingState.from_arrays(*json.loads(json.dumps(first.to_arrays(), default=lambda a: a.tolist())))
     resumed, _ = als.fit_als(client, data, params, restored, validation=validation)
     assert resumed.best_step == whole.best_step and resumed.best_score == whole.best_score
     np.testing.assert_array_equal(resumed.history, whole.history)
-    for name, values in whole.current.named().items():
-        np.testing.assert_array_equal(getattr(resumed.current, name), values)
+    for name, values in whole.current.here().named().items():
+        np.testing.assert_array_equal(getattr(resumed.current.here(), name), values)
 
 
 def strict_json(path):

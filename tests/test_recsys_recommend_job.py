@@ -244,7 +244,7 @@ def test_guardrail_refuses_a_worse_model_and_keeps_the_published_one(run_recomme
 
 def test_warm_start_maps_known_ids_and_starts_closer(run_recommend, tmp_path, capsys):
     everything = synthetic(seed=3)
-    first = [row for row in everything if int(row[0][1:]) % 3]  # two thirds of the users
+    first = [row for row in everything if row[1] % 3]  # two thirds of the items
     models = tmp_path / "models"
     assert run_recommend("train", "--ratings", write_csv(tmp_path / "a.csv", first), "--model-dir", models,
                          *FAST) == 0
@@ -253,14 +253,14 @@ def test_warm_start_maps_known_ids_and_starts_closer(run_recommend, tmp_path, ca
     plan_settings = settings.TrainSettings(ratings=str(write_csv(tmp_path / "b.csv", everything)),
                                             model_dir=str(models), rank=3, warm_start=True)
     job_plan = train.plan_train(plan_settings)
-    known = train._known_factors(store.load(), job_plan.prepared)
-    for index, user in enumerate(job_plan.prepared.user_ids):
-        where = np.flatnonzero(old["user_ids"] == user)
-        if int(user[1:]) % 3:
-            np.testing.assert_array_equal(known.user_factors[index], old["user_factors"][where[0]])
-            assert known.user_bias[index] == old["user_bias"][where[0]]
+    item_factors, item_bias = train._known_items(store.load(), job_plan.prepared)
+    for index, item in enumerate(job_plan.prepared.item_ids):
+        where = np.flatnonzero(old["item_ids"] == item)
+        if item % 3:
+            np.testing.assert_array_equal(item_factors[index], old["item_factors"][where[0]])
+            assert item_bias[index] == old["item_bias"][where[0]]
         else:
-            assert not len(where) and np.isnan(known.user_factors[index]).all()
+            assert not len(where) and np.isnan(item_factors[index]).all() and np.isnan(item_bias[index])
     first_rmse = {}
     for flag in ("--warm-start", "--no-warm-start"):
         metrics = tmp_path / f"{flag}.json"
@@ -324,7 +324,7 @@ def test_non_finite_factors_stop_the_job_with_one_line_and_status_1(run_recommen
     """(test_als checks that non-finite factors are detected; here, what the job makes of it.)"""
     from mixlib.recsys import als
 
-    monkeypatch.setattr(als.Factors, "all_finite", lambda self: False)
+    monkeypatch.setattr(als, "penalty_sums", lambda *a: {"factors": 0.0, "bias": 0.0, "nonfinite": 1})
     ratings = write_csv(tmp_path / "r.csv", synthetic(seed=13, n_users=60, n_items=40))
     status = run_recommend("train", "--ratings", ratings, "--model-dir", tmp_path / "m", "--rank", 3)
     err = capsys.readouterr().err.strip().splitlines()

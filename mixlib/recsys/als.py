@@ -28,6 +28,7 @@ unknowns (most users of power-law data).
 """
 
 import dataclasses
+import functools
 import logging
 
 import numpy as np
@@ -231,30 +232,6 @@ class BlockedRatings:
 
         return with_rebuilds(run, f"the SVD init, {self.side}", ADVICE)
 
-    def solve(self, client, half, shared, step, with_error=False):
-        """One half-step: every row's solution ``(n_rows, d)`` by ``half`` (:class:`ExplicitHalf` or
-        :class:`ImplicitHalf`) given the other side's arrays ``shared`` (or a function that makes them), which go
-        to the workers once.
-
-        With ``with_error``, also the block errors summed (``half.error``) of the ratings and of the held-out
-        ratings (None without them), computed in the same tasks: ``(solution, error, held error)``.
-        """
-        from ..core.cluster import with_rebuilds
-
-        if client is None:
-            shared = shared() if callable(shared) else shared
-            parts = [_solve_block(block, shared, half, with_error, h)
-                     for block, h in zip(self.blocks, self._held(with_error))]
-            return _joined(parts, with_error)
-
-        def run(attempt):
-            self.rebuild(client, attempt)
-            given = client.scatter(shared() if callable(shared) else shared, broadcast=True, hash=False)
-            return self.gathered(client, self.submit(client, half, given, f"{step}-{attempt}", with_error),
-                                 with_error)
-
-        return with_rebuilds(run, f"ALS step {step}, {self.side}", ADVICE)
-
     def rebuild(self, client, attempt):
         """Scatter this process's copy of the blocks again when a phase runs again after a lost worker (blocks
         that tasks built are computed again by Dask from their lineage)."""
@@ -289,11 +266,15 @@ class BlockedRatings:
         return self.held if with_error and self.held is not None else [None] * len(self.blocks)
 
     def submit(self, client, half, shared, try_name, with_error):
-        """The futures of the blocks' solutions (:func:`_solve_block`), computed where the blocks are.
+        """The blocks' solutions (:func:`_solve_block`): futures of tasks where the blocks are, or the solutions
+        computed here without ``client``.
 
-        ``shared`` is a future of the other side's arrays, or ``{worker address: such a future}``: block ``i``'s
-        task then takes the ``i mod W``-th copy, on the worker that :meth:`spread` moved the block to, so the
-        scheduler runs it there and nothing large moves."""
+        ``shared`` is a future of the other side's arrays (the arrays here), or ``{worker address: such a
+        future}``: block ``i``'s task then takes the ``i mod W``-th copy, on the worker that :meth:`spread` moved
+        the block to, so the scheduler runs it there and nothing large moves."""
+        if client is None:
+            return [_solve_block(block, shared, half, with_error, held)
+                    for block, held in zip(self.blocks, self._held(with_error))]
         if isinstance(shared, dict):
             copies = list(shared.values())
             given = [copies[i % len(copies)] for i in range(len(self.blocks))]
@@ -306,20 +287,33 @@ class BlockedRatings:
     @staticmethod
     def gathered(client, futures, with_error):
         """The solutions of :meth:`submit`'s ``futures`` stacked (with their errors summed: :func:`_joined`)."""
-        return _joined(client.gather(futures), with_error)
+        return _joined(futures if client is None else client.gather(futures), with_error)
+
+    def row_bounds(self, client):
+        """The first row of each block, and the rows: ``(n_blocks + 1,)`` int64 (the blocks' lengths asked of
+        the tasks that hold them)."""
+        lengths = [_block_rows(b) for b in self.blocks] if client is None else client.gather(
+            [client.submit(_block_rows, b, pure=False, key=f"als-rows-{self.side}-{self.run}-{i}")
+             for i, b in enumerate(self.blocks)])
+        return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
 
-def designs_on_workers(client, solved, solved_bias, ones, mu, name):
-    """``{worker address: future of (design, offset)}``: what the other side's explicit half-step shares, stacked
-    on every worker from this side's solutions ``solved`` (futures of the blocks' solutions; ``solved_bias``:
-    they end with a bias column; ``ones``: the other side has a bias; :func:`_stacked_design`). Each worker fetches
-    only the blocks it lacks, and the job's process sends nothing. Threaded workers in one process (``inproc://``)
-    share one copy: one future, not a dict."""
+def _block_rows(block):
+    """The rows of a CSR block ``(indptr, indices, values)``."""
+    return len(block[0]) - 1
+
+
+def designs_on_workers(client, stack, solved, name):
+    """``{worker address: future of stack(solved)}``: what the other side's half-step shares, made on every
+    worker from this side's solutions ``solved`` (futures of the blocks' solutions) by ``stack`` (a function of
+    the list of solutions: :func:`_stacked_design`, :func:`_stacked_with_gram`). Each worker fetches only the
+    blocks it lacks, and the job's process sends nothing. Threaded workers in one process (``inproc://``) share
+    one copy: one future, not a dict."""
     workers = list(client.scheduler_info()["workers"])
     if all(address.startswith("inproc://") for address in workers):
-        return client.submit(_stacked_design, solved, solved_bias, ones, mu, pure=False, key=f"als-design-{name}")
-    return {address: client.submit(_stacked_design, solved, solved_bias, ones, mu, workers=[address],
-                                   allow_other_workers=True, pure=False, key=f"als-design-{name}-{number}")
+        return client.submit(stack, solved, pure=False, key=f"als-design-{name}")
+    return {address: client.submit(stack, solved, workers=[address], allow_other_workers=True, pure=False,
+                                   key=f"als-design-{name}-{number}")
             for number, address in enumerate(workers)}
 
 
@@ -328,6 +322,16 @@ def _stacked_design(solved, solved_bias, ones, mu):
     :func:`_split_solution` of them joined, then :func:`_design`."""
     factors, bias = _split_solution(np.concatenate(solved), solved_bias)
     return _design(factors, ones), mu + bias
+
+
+def _stacked_with_gram(solved):
+    """``(factors (n, d), factors^T factors (d, d))`` for the other side's implicit half-step from the blocks'
+    solutions of this one (the Gram matrix by :func:`mixlib.recsys.compiled.gram_rows`: the same bits on every
+    worker and here)."""
+    from .compiled import gram_rows
+
+    factors = np.concatenate(solved)
+    return factors, gram_rows(factors)
 
 
 def _split_solution(solution, with_bias):
@@ -523,24 +527,158 @@ class Factors:
     item_factors: np.ndarray
     item_bias: np.ndarray
 
-    def penalty(self, user_weight, item_weight, lam, bias_lambda):
-        """``lam (sum_u w_u |p_u|^2 + sum_i w_i |q_i|^2) + bias_lambda (sum_u b_u^2 + sum_i b_i^2)`` for weights
-        ``w`` (n_users,), (n_items,)."""
-        users = np.einsum("uk,uk->u", self.user_factors, self.user_factors)
-        items = np.einsum("ik,ik->i", self.item_factors, self.item_factors)
-        biases = self.user_bias @ self.user_bias + self.item_bias @ self.item_bias
-        return float(lam * (user_weight @ users + item_weight @ items) + bias_lambda * biases)
-
     def named(self):
         """``{field name: array}`` in field order, not copied (``dataclasses.asdict`` deep-copies the arrays)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
-    def all_finite(self):
-        return all(np.isfinite(a).all() for a in self.named().values())
+    def item_scores(self):
+        """What ranks the items for any one user: ``(item_factors (n_items, k), item_bias (n_items,))``."""
+        return self.item_factors, self.item_bias
+
+
+def penalty_sums(factors, bias, weights):
+    """One side's (or one block's) share of the penalty: ``{"factors": sum_u w_u |p_u|^2, "bias": sum_u b_u^2,
+    "nonfinite": count of entries that are not finite}`` for ``factors (n, k)``, ``bias (n,)``, ``weights (n,)``.
+    The objective's penalty is ``lambda (users' + items' "factors") + lambda_b (users' + items' "bias")``."""
+    norms = np.einsum("uk,uk->u", factors, factors)
+    nonfinite = int((~np.isfinite(factors)).sum() + (~np.isfinite(bias)).sum())
+    return {"factors": float(weights @ norms), "bias": float(bias @ bias), "nonfinite": nonfinite}
+
+
+def row_weights(counts, weighted, exponent):
+    """The penalty's weights ``w (n,)`` of rows of ``counts (n,)`` ratings: ``c^exponent``, or ones when not
+    ``weighted``."""
+    return counts.astype(np.float64) ** exponent if weighted else np.ones(len(counts))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SolvedUsers:
+    """The users' solution of a user half-step, kept where it was solved: ``blocks[j]`` holds the users
+    ``bounds[j]`` to ``bounds[j + 1]``, their factors ``(b, k)`` then a bias column when ``with_bias``; futures on
+    the workers of ``tasks`` (:class:`mixlib.recsys.dataset.Tasks`), or arrays in this process without a client.
+    The job's process holds them whole only when asked (:meth:`here`).
+
+    Attributes
+    ----------
+    blocks : list; bounds : ndarray (n_blocks + 1,) int64; with_bias : bool; tasks : Tasks
+    """
+
+    blocks: list
+    bounds: np.ndarray
+    with_bias: bool
+    tasks: object
+
+    def __len__(self):
+        return int(self.bounds[-1])
+
+    def here(self):
+        """``(factors (n_users, k), bias (n_users,))`` in this process."""
+        return _split_solution(np.concatenate(self.tasks.gather(self.blocks)), self.with_bias)
+
+    def ranges(self, bounds):
+        """``(factors, bias)`` of the users ``bounds[j]`` to ``bounds[j + 1]`` for each j: one task each (values
+        here), taking only the blocks its range overlaps."""
+        if np.array_equal(bounds, self.bounds):
+            return self.tasks.map(_split_solution, self.blocks, self.with_bias)
+        out = []
+        for first, last in zip(bounds[:-1], bounds[1:]):
+            lo = int(np.searchsorted(self.bounds, first, side="right")) - 1
+            hi = max(int(np.searchsorted(self.bounds, last, side="left")), lo + 1)
+            out.append(self.tasks.call(_rows_between, int(first), int(last), int(self.bounds[lo]), self.with_bias,
+                                       *self.blocks[lo:hi]))
+        return out
+
+    def rows(self, users):
+        """``(factors (m, k), bias (m,))`` of the users ``users (m,)`` (ascending), only their rows fetched."""
+        block_of = np.searchsorted(self.bounds, users, side="right") - 1
+        wanted = np.flatnonzero(np.bincount(block_of, minlength=len(self.blocks)))
+        parts = self.tasks.gather([self.tasks.call(_rows_at, self.blocks[j], users[block_of == j] - self.bounds[j])
+                                   for j in wanted])
+        joined = np.concatenate(parts) if parts else np.zeros((0, 0))
+        return _split_solution(joined, self.with_bias)
+
+    def sums(self, rating_blocks, weighted, exponent):
+        """:func:`penalty_sums` of every user, block by block beside their rating blocks ``rating_blocks``
+        (whose counts weigh the penalty), summed in a tree; with ``"gram"``, ``sum_u x_u x_u^T`` ``(k, k)``."""
+        from ..core.reduce import add_stats
+        from .dataset import identity
+
+        kernel = functools.partial(_block_sums, with_bias=self.with_bias, weighted=weighted, exponent=exponent)
+        return self.tasks.tree(self.tasks.zip(kernel, self.blocks, rating_blocks), identity, add_stats)
+
+
+def _rows_between(first, last, offset, with_bias, *blocks):
+    """``(factors, bias)`` of the rows ``first`` to ``last`` of consecutive solution blocks, the first of which
+    starts at row ``offset``."""
+    joined = np.concatenate(blocks)
+    return _split_solution(joined[first - offset:last - offset], with_bias)
+
+
+def _rows_at(block, rows):
+    """The rows ``rows`` of a solution block."""
+    return block[rows]
+
+
+def _block_sums(solution, ratings, with_bias, weighted, exponent):
+    """:func:`penalty_sums` of a block of users' solution, weighted by the counts of its rating block, and their
+    Gram matrix ``"gram"`` (:func:`mixlib.recsys.compiled.gram_rows`)."""
+    from .compiled import gram_rows
+
+    factors, bias = _split_solution(solution, with_bias)
+    sums = penalty_sums(factors, bias, row_weights(np.diff(ratings[0]), weighted, exponent))
+    return {**sums, "gram": gram_rows(np.ascontiguousarray(factors))}
+
+
+@dataclasses.dataclass(frozen=True)
+class StepFactors:
+    """What the training loop carries from a step: the items' factors and biases after it, and the items' before
+    it (``source_*``, from which its user half-step solved the users; None at step 0). The users follow from the
+    source, so they are never saved: ``users`` holds their solution where it was solved (:class:`SolvedUsers`)
+    while it lives, and :meth:`_Sides.solved_users` solves them again when it does not.
+
+    Attributes
+    ----------
+    item_factors : ndarray (n_items, k); item_bias : ndarray (n_items,)
+    source_factors : ndarray (n_items, k) or None; source_bias : ndarray (n_items,) or None
+    users : SolvedUsers or None
+    """
+
+    item_factors: np.ndarray
+    item_bias: np.ndarray
+    source_factors: np.ndarray | None = None
+    source_bias: np.ndarray | None = None
+    users: SolvedUsers | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    def source(self):
+        """``(item_factors, item_bias)`` the users are solved from: the source, or at step 0 the items
+        themselves."""
+        if self.source_factors is None:
+            return self.item_factors, self.item_bias
+        return self.source_factors, self.source_bias
 
     def item_scores(self):
         """What ranks the items for any one user: ``(item_factors (n_items, k), item_bias (n_items,))``."""
         return self.item_factors, self.item_bias
+
+    def here(self):
+        """The :class:`Factors` of both sides in this process (the users gathered)."""
+        return Factors(*self.users.here(), self.item_factors, self.item_bias)
+
+    def saved(self, prefix):
+        """``{name: array}`` of what a checkpoint keeps (no users): the items, and the source after step 0."""
+        arrays = {f"{prefix}/item_factors": self.item_factors, f"{prefix}/item_bias": self.item_bias}
+        if self.source_factors is not None:
+            arrays.update({f"{prefix}/source_factors": self.source_factors, f"{prefix}/source_bias": self.source_bias})
+        return arrays
+
+    @classmethod
+    def restored(cls, arrays, prefix):
+        """The factors that :meth:`saved` gave."""
+        def get(name):
+            value = arrays.get(f"{prefix}/{name}")
+            return None if value is None else np.asarray(value)
+
+        return cls(get("item_factors"), get("item_bias"), get("source_factors"), get("source_bias"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -550,8 +688,8 @@ class TrainingState:
     Attributes
     ----------
     step : int, ALS steps done
-    current : Factors, after ``step`` steps
-    best : Factors, those with the best validation score so far (``current`` without validation ratings)
+    current : StepFactors, after ``step`` steps
+    best : StepFactors, those with the best validation score so far (``current`` without validation ratings)
     best_step : int, the step of ``best`` (0: the initial factors)
     best_score : float, their validation score (RMSE, or a ranking metric; None before the first evaluation)
     stale : int, evaluations since ``best`` improved
@@ -560,22 +698,23 @@ class TrainingState:
     """
 
     step: int
-    current: Factors
-    best: Factors
+    current: StepFactors
+    best: StepFactors
     best_step: int
     best_score: float | None
     stale: int
     history: np.ndarray
 
     @classmethod
-    def start(cls, factors):
+    def start(cls, item_factors, item_bias):
+        """The state before the first step, from the initial items (:func:`initial_items`): a step starts with
+        the users' half-step, which needs no users."""
+        factors = StepFactors(item_factors, item_bias)
         return cls(0, factors, factors, 0, None, 0, np.zeros((0, 4)))
 
     def to_arrays(self):
         """``(arrays, scalars)``: name -> ndarray and name -> JSON number, the whole state (for a checkpoint)."""
-        arrays = {"history": self.history}
-        for prefix, factors in (("current", self.current), ("best", self.best)):
-            arrays.update({f"{prefix}/{name}": values for name, values in factors.named().items()})
+        arrays = {"history": self.history, **self.current.saved("current"), **self.best.saved("best")}
         scalars = {"step": self.step, "best_step": self.best_step, "stale": self.stale,
                    "best_score": self.best_score}
         return arrays, scalars
@@ -583,8 +722,7 @@ class TrainingState:
     @classmethod
     def from_arrays(cls, arrays, scalars):
         """The state that :meth:`to_arrays` gave."""
-        current, best = (Factors(**{f.name: np.asarray(arrays[f"{prefix}/{f.name}"])
-                                    for f in dataclasses.fields(Factors)}) for prefix in ("current", "best"))
+        current, best = (StepFactors.restored(arrays, prefix) for prefix in ("current", "best"))
         return cls(scalars["step"], current, best, scalars["best_step"], scalars["best_score"], scalars["stale"],
                    np.asarray(arrays["history"]).reshape(-1, 4))
 
@@ -659,29 +797,30 @@ def _centred(data, feedback, client):
                           rmatvec=lambda y: by_item.products(client, np.ravel(y), ones, data.mu), dtype=np.float64)
 
 
-def initial_factors(data, params, rng, known=None, client=None):
-    """Initial factors: seeded N(0, init_scale^2) draws or a truncated SVD of the ratings, biases zero.
+def initial_items(data, params, rng, known=None, client=None):
+    """The initial items' factors and biases ``(item_factors (n_items, k), item_bias (n_items,))``: seeded
+    N(0, init_scale^2) draws or a truncated SVD of the ratings, biases zero. A step starts with the users'
+    half-step, so the loop needs no initial users.
 
-    The SVD init is ``P = U sqrt(S)``, ``Q = V sqrt(S)`` of ``R - mu`` over the observed ratings (of the
-    preferences, 1 at every observed pair, for implicit feedback; ARPACK's start vector drawn from ``rng``), over
-    the blocks of ``data.sides`` on ``client`` when the data has no matrix. ``known`` (a Factors with NaN rows for
-    users and items it does not know) overrides the rows it knows: a warm start.
+    The SVD init is ``Q = V sqrt(S)`` of ``R - mu = U S V^T`` over the observed ratings (of the preferences, 1 at
+    every observed pair, for implicit feedback; ARPACK's start vector drawn from ``rng``), over the blocks of
+    ``data.sides`` on ``client`` when the data has no matrix; ARPACK's vectors hold O(users) in this process.
+    ``known`` (``(item_factors, item_bias)`` with NaN rows for the items it does not know) overrides the rows it
+    knows: a warm start.
     """
     n_users, n_items = data.shape
     rank = params.rank
     if params.init == "svd":
         from scipy.sparse.linalg import svds
 
-        u, s, vt = svds(_centred(data, params.feedback, client), k=rank,
-                        v0=rng.standard_normal(min(n_users, n_items)))
-        factors = Factors(u * np.sqrt(s), np.zeros(n_users), vt.T * np.sqrt(s), np.zeros(n_items))
+        _, s, vt = svds(_centred(data, params.feedback, client), k=rank, v0=rng.standard_normal(min(n_users, n_items)))
+        items = vt.T * np.sqrt(s)
     else:
-        factors = Factors(params.init_scale * rng.standard_normal((n_users, rank)), np.zeros(n_users),
-                          params.init_scale * rng.standard_normal((n_items, rank)), np.zeros(n_items))
+        items = params.init_scale * rng.standard_normal((n_items, rank))
     if known is None:
-        return factors
-    old = known.named()
-    return Factors(**{name: np.where(np.isnan(old[name]), new, old[name]) for name, new in factors.named().items()})
+        return items, np.zeros(n_items)
+    known_factors, known_bias = known
+    return np.where(np.isnan(known_factors), items, known_factors), np.where(np.isnan(known_bias), 0.0, known_bias)
 
 
 class HeldOutRMSE:
@@ -708,9 +847,12 @@ class HeldOutRMSE:
 
 
 class _Sides:
-    """The training ratings on the workers, by user and by item, and the half-steps and losses over them."""
+    """The training ratings on the workers, by user and by item, and the half-steps and losses over them. The
+    users' solutions stay where they were solved (:class:`SolvedUsers`); the items' come to this process."""
 
     def __init__(self, client, data, params):
+        from .dataset import Tasks
+
         self.client, self.data, self.params = client, data, params
         if data.sides is not None:
             self.by_user, self.by_item = data.sides
@@ -719,71 +861,114 @@ class _Sides:
             held = data.held_by_item() if params.feedback == "explicit" else None
             self.by_user = BlockedRatings.scatter(client, matrix, params.block_ratings, "users")
             self.by_item = BlockedRatings.scatter(client, matrix.T.tocsr(), params.block_ratings, "items", held)
-        if client is not None and params.feedback == "explicit":
-            self.by_item.spread(client)  # the item tasks take the users' design from their worker's copy
-        self.weights = [side.counts.astype(np.float64) ** params.lambda_exponent if params.weighted_lambda else
-                        np.ones(len(side.counts)) for side in (self.by_user, self.by_item)]
+        if client is not None:
+            self.by_item.spread(client)  # the item tasks take the users' solutions from their worker's copy
+        self.user_bounds = self.by_user.row_bounds(client)
+        self.tasks = Tasks(client, "als-users")
         self.implicit = params.feedback == "implicit"
+        opts = params
+        if self.implicit:
+            self.halves = (ImplicitHalf(opts.alpha, opts.reg_lambda, opts.weighted_lambda, opts.lambda_exponent),) * 2
+            self.biased = (False, False)
+        else:
+            self.biased = (opts.user_bias, opts.item_bias)
+            self.halves = tuple(ExplicitHalf(opts.reg_lambda, opts.weighted_lambda, opts.lambda_exponent,
+                                             opts.bias_lambda if with_bias else None) for with_bias in self.biased)
 
     def step(self, factors, step, with_error):
-        """One ALS step, users given the items, then items given the users: ``(Factors, errors)``. With
-        ``with_error``, ``errors`` is ``(error, held error)`` from the item half-step's tasks (the error of
-        :meth:`ExplicitHalf.error` or :meth:`ImplicitHalf.error`, and the validation ratings' squared error or
-        None); else ``(None, None)``."""
-        if self.implicit:
-            opts = self.params
-            half = ImplicitHalf(opts.alpha, opts.reg_lambda, opts.weighted_lambda, opts.lambda_exponent)
-            users = self.by_user.solve(self.client, half, _with_gram(factors.item_factors), step)
-            solved = self.by_item.solve(self.client, half, _with_gram(users), step, with_error)
-            items, *errors = solved if with_error else (solved, None, None)
-            return Factors(users, np.zeros(len(users)), items, np.zeros(len(items))), errors
-        opts, mu = self.params, self.data.mu
-        halves = [ExplicitHalf(opts.reg_lambda, opts.weighted_lambda, opts.lambda_exponent,
-                               opts.bias_lambda if with_bias else None)
-                  for with_bias in (opts.user_bias, opts.item_bias)]
-        item_design = (_design(factors.item_factors, opts.user_bias), mu + factors.item_bias)
-        if self.client is None:
-            users, user_bias = _split_solution(self.by_user.solve(None, halves[0], item_design, step), opts.user_bias)
-            solved = self.by_item.solve(None, halves[1], (_design(users, opts.item_bias), mu + user_bias), step,
-                                        with_error)
-        else:
-            user_solution, solved = self._explicit_on_cluster(halves, item_design, step, with_error)
-            users, user_bias = _split_solution(user_solution, opts.user_bias)
-        solution, *errors = solved if with_error else (solved, None, None)
-        items, item_bias = _split_solution(solution, opts.item_bias)
-        return Factors(users, user_bias, items, item_bias), errors
-
-    def _explicit_on_cluster(self, halves, item_design, step, with_error):
-        """``(users' solution, items' solution or (solution, error, held error))`` of one explicit step on the
-        cluster. The item tasks take the users' design from a copy stacked on their worker, or in their process
-        (:func:`designs_on_workers`), and the users' solutions come back to this process while the item tasks
-        run. A worker lost on the way: the whole step runs again."""
+        """One ALS step from the items of ``factors`` (StepFactors): the users given the items, then the items
+        given the users: ``(StepFactors, errors)``. With ``with_error``, ``errors`` is ``(error, held error)`` from
+        the item half-step's tasks (the error of :meth:`ExplicitHalf.error` or :meth:`ImplicitHalf.error`, and
+        the validation ratings' squared error or None); else ``(None, None)``. A worker lost on the way: the whole
+        step runs again."""
         from ..core.cluster import with_rebuilds
-
-        client, opts = self.client, self.params
 
         def run(attempt):
             name = f"{step}-{attempt}"
             for side in (self.by_user, self.by_item):
-                side.rebuild(client, attempt)
-            given = client.scatter(item_design, broadcast=True, hash=False)
-            user_futures = self.by_user.submit(client, halves[0], given, name, False)
-            designs = designs_on_workers(client, user_futures, opts.user_bias, opts.item_bias, self.data.mu,
-                                         f"{self.by_user.run}-{name}")
-            item_futures = self.by_item.submit(client, halves[1], designs, name, with_error)
-            return (BlockedRatings.gathered(client, user_futures, False),
-                    BlockedRatings.gathered(client, item_futures, with_error))
+                side.rebuild(self.client, attempt)
+            users = self._submit_users(factors.item_factors, factors.item_bias, name)
+            shared = self._users_shared(users.blocks, name)
+            item_parts = self.by_item.submit(self.client, self.halves[1], shared, name, with_error)
+            return users, BlockedRatings.gathered(self.client, item_parts, with_error)
 
-        return with_rebuilds(run, f"ALS step {step}", ADVICE)
+        if self.client is None:
+            users, solved = run(1)
+        else:
+            users, solved = with_rebuilds(run, f"ALS step {step}", ADVICE)
+        solution, *errors = solved if with_error else (solved, None, None)
+        items, item_bias = _split_solution(solution, self.biased[1])
+        return StepFactors(items, item_bias, factors.item_factors, factors.item_bias, users), errors
 
-    def training_loss(self, factors, error):
+    def _submit_users(self, item_factors, item_bias, name):
+        """The users' half-step given the items: SolvedUsers (futures of tasks, or solved here)."""
+        if self.implicit:
+            shared = _with_gram(item_factors)
+        else:
+            shared = (_design(item_factors, self.biased[0]), self.data.mu + item_bias)
+        if self.client is not None:
+            shared = self.client.scatter(shared, broadcast=True, hash=False)
+        blocks = self.by_user.submit(self.client, self.halves[0], shared, name, False)
+        return SolvedUsers(blocks, self.user_bounds, self.biased[0], self.tasks)
+
+    def _users_shared(self, blocks, name):
+        """What the item half-step takes of the users' solution ``blocks``: explicit ``(design, offset)``,
+        implicit ``(factors, Gram matrix)``; made here, or on each worker (:func:`designs_on_workers`)."""
+        if self.implicit:
+            stack = _stacked_with_gram
+        else:
+            stack = functools.partial(_stacked_design, solved_bias=self.biased[0], ones=self.biased[1],
+                                      mu=self.data.mu)
+        if self.client is None:
+            return stack(blocks)
+        return designs_on_workers(self.client, stack, blocks, f"{self.by_user.run}-{name}")
+
+    def solved_users(self, factors, name):
+        """``factors`` (StepFactors) with their users solved, again from their source when their solution is
+        gone (a checkpoint's state, or a solution lost with a worker)."""
+        from ..core.cluster import with_rebuilds
+
+        if factors.users is not None and _alive(factors.users.blocks):
+            return factors
+
+        def run(attempt):
+            self.by_user.rebuild(self.client, attempt)
+            users = self._submit_users(*factors.source(), f"{name}-{attempt}")
+            if self.client is not None:
+                from distributed import wait
+
+                wait(users.blocks)
+                self.client.gather(users.blocks[:1])  # raises when a block was lost
+            return users
+
+        users = run(1) if self.client is None else with_rebuilds(run, "solving the users", ADVICE)
+        return dataclasses.replace(factors, users=users)
+
+    def user_sums(self, users):
+        """:meth:`SolvedUsers.sums` of ``users`` over the user blocks (weighted as the penalty)."""
+        return users.sums(self.by_user.blocks, self.params.weighted_lambda, self.params.lambda_exponent)
+
+    def item_sums(self, factors):
+        """:func:`penalty_sums` of the items of ``factors`` (weighted as the penalty)."""
+        opts = self.params
+        weights = row_weights(self.by_item.counts, opts.weighted_lambda, opts.lambda_exponent)
+        return penalty_sums(factors.item_factors, factors.item_bias, weights)
+
+    def training_loss(self, factors, error, user_sums, item_sums):
         """The objective L of ``factors`` from the item half-step's ``error``: the squared error (explicit) or the
         observed pairs' part, to which the implicit objective adds ``sum_{all u, i} (x_u . y_i)^2 =
-        trace(X^T X Y^T Y)``; plus the penalties (:meth:`Factors.penalty`)."""
+        trace(X^T X Y^T Y)``; plus the penalties (:func:`penalty_sums` of the users and of the items)."""
+        opts = self.params
         if self.implicit:
-            users, items = factors.user_factors, factors.item_factors
-            error += float(np.einsum("ij,ij->", users.T @ users, items.T @ items))
-        return error + factors.penalty(*self.weights, self.params.reg_lambda, self.params.bias_lambda)
+            item_factors = factors.item_factors
+            error += float(np.einsum("ij,ij->", user_sums["gram"], item_factors.T @ item_factors))
+        return (error + opts.reg_lambda * (user_sums["factors"] + item_sums["factors"])
+                + opts.bias_lambda * (user_sums["bias"] + item_sums["bias"]))
+
+
+def _alive(blocks):
+    """Whether every block is a value here or a future whose data the cluster still holds."""
+    return all(getattr(block, "status", "finished") == "finished" for block in blocks)
 
 
 def _with_gram(factors):
@@ -813,30 +998,36 @@ def fit_als(client, data, params, state, checkpoint=None, checkpoint_every=0, va
 
     Returns
     -------
-    final : TrainingState, where the loop stopped
+    final : TrainingState, where the loop stopped, its current and best factors with their users solved (on the
+        workers with a client: :class:`SolvedUsers`)
     early_stopped : bool, patience ran out (the model converged after ``final.best_step``)
     """
     sides = _Sides(client, data, params)
     validation = HeldOutRMSE(data.n_validation) if validation is None else validation
     has_validation = len(validation) > 0
+    early = False
     while state.step < params.max_steps:
         step = state.step + 1
         evaluate = step % params.eval_every == 0 or step == params.max_steps
         current, (error, held_error) = sides.step(state.current, step, evaluate)
-        if not current.all_finite():
+        user_sums, item_sums = sides.user_sums(current.users), sides.item_sums(current)
+        if user_sums["nonfinite"] or item_sums["nonfinite"]:
             raise FloatingPointError(f"ALS step {step}: the factors are not finite; raise reg_lambda or lower rank")
         state = dataclasses.replace(state, step=step, current=current)
         if evaluate:
             scores = validation(client, current, held_error) if has_validation else (np.nan, np.nan)
-            state = _evaluated(state, sides.training_loss(current, error), *scores, validation.lower_is_better,
-                               has_validation)
+            state = _evaluated(state, sides.training_loss(current, error, user_sums, item_sums), *scores,
+                               validation.lower_is_better, has_validation)
             if step % params.log_every == 0:
                 _log_evaluation(state.history[-1], validation.name, has_validation)
         if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0:
             checkpoint(state)
         if state.stale >= params.patience:
-            return state, True
-    return state, False
+            early = True
+            break
+    current = sides.solved_users(state.current, "final-current")
+    best = current if state.best is state.current else sides.solved_users(state.best, "final-best")
+    return dataclasses.replace(state, current=current, best=best), early
 
 
 def _log_evaluation(row, name, has_validation):

@@ -264,3 +264,22 @@ def baseline_sweep_rows(users, items, values, part, start, item_bias, first, mu,
         if part[k] == 0:
             item_sums[items[k]] += values[k] - mu - user_bias[users[k] - start]
     return user_bias, item_sums
+
+
+@_compiled
+def gram_rows(factors):
+    """``Y^T Y`` ``(d, d)`` of ``factors (n, d)`` float64, summed row after row (each row's outer product added
+    to the upper triangle, then mirrored): the same bits in any process, whatever its BLAS and threads."""
+    n, d = factors.shape
+    out = np.zeros((d, d))
+    for r in range(n):
+        x = factors[r]
+        for p in range(d):
+            a = x[p]
+            row = out[p]
+            for q in range(p, d):
+                row[q] += a * x[q]
+    for p in range(d):
+        for q in range(p):
+            out[p, q] = out[q, p]
+    return out

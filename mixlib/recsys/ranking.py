@@ -206,9 +206,10 @@ class RankingValidation:
         return self.pairs
 
     def __call__(self, client, factors, held_error=None):
-        """``(NaN, metric)`` of ``factors`` (``held_error``, the validation ratings' squared error, is not
-        used)."""
-        metrics = rank_users(client, factors.user_factors[self.ranked], self.exclude, self.relevant,
+        """``(NaN, metric)`` of ``factors`` (:class:`mixlib.recsys.als.StepFactors`, only the ranked users' rows
+        fetched; ``held_error``, the validation ratings' squared error, is not used)."""
+        user_factors, _ = factors.users.rows(self.ranked)
+        metrics = rank_users(client, user_factors, self.exclude, self.relevant,
                              *factors.item_scores(), top=self.top, block_users=self.block_users,
                              name="als-validation")
         return np.nan, metrics[f"{self.metric}@{self.top}"]

@@ -26,11 +26,10 @@ from ..core.outputs import (
 from ..core.storage import location
 from .als import (
     BlockedRatings,
-    Factors,
     TrainingData,
     TrainingState,
     fit_als,
-    initial_factors,
+    initial_items,
     validate_rank,
 )
 from .ranking import (
@@ -259,6 +258,7 @@ def _fingerprint(settings, prepared, warm):
              "guardrail_metric", "relevant", "validation_users"]
     values = {key: getattr(settings, key) for key in keys}
     values["warm_from"] = None if warm is None else warm.metrics.get("version")
+    values["state_format"] = 2  # the items and the items before them (TrainingState.to_arrays), no users
     return fingerprint(values, prepared.user_ids, prepared.item_ids, content_digest(prepared))
 
 
@@ -414,12 +414,13 @@ def _fresh_state(settings, params, job_plan, data, client):
     """The state before the first step: seeded initial factors, warm-started from the published model's known
     users and items with ``--warm-start``."""
     rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 1]))
-    known = None if job_plan.warm is None else _known_factors(job_plan.warm, job_plan.prepared)
-    return TrainingState.start(initial_factors(data, params, rng, known, client))
+    known = None if job_plan.warm is None else _known_items(job_plan.warm, job_plan.prepared)
+    return TrainingState.start(*initial_items(data, params, rng, known, client))
 
 
-def _known_factors(warm, prepared):
-    """The warm model's factors and biases on this run's indices, NaN rows for users and items it lacks."""
+def _known_items(warm, prepared):
+    """The warm model's item factors and biases on this run's indices, NaN rows for the items it lacks (the
+    first step solves every user from the items)."""
     users, items = warm.user_index(prepared.user_ids), warm.item_index(prepared.item_ids)
     f = warm.factors
     log.info("warm start from %s: %d of %d users and %d of %d items known", warm.metrics.get("version"),
@@ -430,8 +431,7 @@ def _known_factors(warm, prepared):
         known = (index >= 0).reshape((-1,) + (1,) * (values.ndim - 1))
         return np.where(known, values[np.maximum(index, 0)], np.nan)
 
-    return Factors(rows(f.user_factors, users), rows(f.user_bias, users), rows(f.item_factors, items),
-                   rows(f.item_bias, items))
+    return rows(f.item_factors, items), rows(f.item_bias, items)
 
 
 def _saver(checkpoint):
@@ -450,8 +450,8 @@ def _model(prepared, data, factors, settings):
     here, and its ``seen_indices`` are written by :func:`_publish` where the shards are."""
     config = {f.name: getattr(settings, f.name) for f in dataclasses.fields(TrainSettings)}
     rating_range = data.value_range if settings.feedback == "explicit" else None
-    return Model(factors, data.mu, data.user_means, prepared.user_ids, prepared.item_ids, pattern_indptr(prepared),
-                 None, config, {}, rating_range)
+    return Model(factors.here(), data.mu, data.user_means, prepared.user_ids, prepared.item_ids,
+                 pattern_indptr(prepared), None, config, {}, rating_range)
 
 
 def _publish(store, model, prepared):
