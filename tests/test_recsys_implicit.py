@@ -69,7 +69,7 @@ def test_implicit_training_loss_is_the_dense_objective_and_falls(client):
         state, _ = als.fit_als(client, data, dataclasses.replace(params, max_steps=steps), state)
         losses.append(dense_objective(matrix, state.current.here(), 3.0, 0.1, False))
         np.testing.assert_allclose(state.history[-1][1], losses[-1], rtol=1e-10)
-        assert not state.current.here().user_bias.any() and not state.current.item_bias.any()
+        assert not state.current.here().user_bias.any() and not state.current.here().item_bias.any()
     assert all(b <= a * (1 + 1e-12) for a, b in zip(losses, losses[1:])), losses
 
 

@@ -30,6 +30,7 @@ unknowns (most users of power-law data).
 import dataclasses
 import functools
 import logging
+import operator
 
 import numpy as np
 
@@ -270,14 +271,13 @@ class BlockedRatings:
         computed here without ``client``.
 
         ``shared`` is a future of the other side's arrays (the arrays here), or ``{worker address: such a
-        future}``: block ``i``'s task then takes the ``i mod W``-th copy, on the worker that :meth:`spread` moved
-        the block to, so the scheduler runs it there and nothing large moves."""
+        future}``: each block's task then takes the copy on the block's worker (:func:`_copies_beside`), so the
+        scheduler runs it there and nothing large moves."""
         if client is None:
             return [_solve_block(block, shared, half, with_error, held)
                     for block, held in zip(self.blocks, self._held(with_error))]
         if isinstance(shared, dict):
-            copies = list(shared.values())
-            given = [copies[i % len(copies)] for i in range(len(self.blocks))]
+            given = _copies_beside(client, self.blocks, shared)
         else:
             given = [shared] * len(self.blocks)
         return [client.submit(_solve_block, block, copy, half, with_error, held, pure=False,
@@ -296,6 +296,19 @@ class BlockedRatings:
             [client.submit(_block_rows, b, pure=False, key=f"als-rows-{self.side}-{self.run}-{i}")
              for i, b in enumerate(self.blocks)])
         return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+
+def _copies_beside(client, blocks, copies):
+    """For each block (a future), the copy of ``copies`` (``{worker address: future}``) on a worker that holds the
+    block, or the ``i mod W``-th copy for a block not held yet (:meth:`BlockedRatings.spread` sends block ``i``
+    to the ``i mod W``-th worker)."""
+    holders = client.who_has(blocks)
+    ordered = list(copies.values())
+    given = []
+    for i, block in enumerate(blocks):
+        held = [copies[w] for w in holders.get(block.key, ()) if w in copies]
+        given.append(held[0] if held else ordered[i % len(ordered)])
+    return given
 
 
 def _block_rows(block):
@@ -552,11 +565,11 @@ def row_weights(counts, weighted, exponent):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class SolvedUsers:
-    """The users' solution of a user half-step, kept where it was solved: ``blocks[j]`` holds the users
-    ``bounds[j]`` to ``bounds[j + 1]``, their factors ``(b, k)`` then a bias column when ``with_bias``; futures on
-    the workers of ``tasks`` (:class:`mixlib.recsys.dataset.Tasks`), or arrays in this process without a client.
-    The job's process holds them whole only when asked (:meth:`here`).
+class SolvedRows:
+    """One side's solution of a half-step, kept where it was solved: ``blocks[j]`` holds the rows ``bounds[j]``
+    to ``bounds[j + 1]``, their factors ``(b, k)`` then a bias column when ``with_bias``; futures on the workers
+    of ``tasks`` (:class:`mixlib.recsys.dataset.Tasks`), or arrays in this process without a client. The job's
+    process holds them whole only when asked (:meth:`here`).
 
     Attributes
     ----------
@@ -572,11 +585,15 @@ class SolvedUsers:
         return int(self.bounds[-1])
 
     def here(self):
-        """``(factors (n_users, k), bias (n_users,))`` in this process."""
+        """``(factors (n, k), bias (n,))`` in this process."""
         return _split_solution(np.concatenate(self.tasks.gather(self.blocks)), self.with_bias)
 
+    def alive(self):
+        """Whether every block is a value here or a future whose data the cluster holds or computes."""
+        return all(_lives(block) for block in self.blocks)
+
     def ranges(self, bounds):
-        """``(factors, bias)`` of the users ``bounds[j]`` to ``bounds[j + 1]`` for each j: one task each (values
+        """``(factors, bias)`` of the rows ``bounds[j]`` to ``bounds[j + 1]`` for each j: one task each (values
         here), taking only the blocks its range overlaps."""
         if np.array_equal(bounds, self.bounds):
             return self.tasks.map(_split_solution, self.blocks, self.with_bias)
@@ -588,23 +605,28 @@ class SolvedUsers:
                                        *self.blocks[lo:hi]))
         return out
 
-    def rows(self, users):
-        """``(factors (m, k), bias (m,))`` of the users ``users (m,)`` (ascending), only their rows fetched."""
-        block_of = np.searchsorted(self.bounds, users, side="right") - 1
+    def rows(self, which):
+        """``(factors (m, k), bias (m,))`` of the rows ``which (m,)`` (ascending), only they fetched."""
+        block_of = np.searchsorted(self.bounds, which, side="right") - 1
         wanted = np.flatnonzero(np.bincount(block_of, minlength=len(self.blocks)))
-        parts = self.tasks.gather([self.tasks.call(_rows_at, self.blocks[j], users[block_of == j] - self.bounds[j])
+        parts = self.tasks.gather([self.tasks.call(_rows_at, self.blocks[j], which[block_of == j] - self.bounds[j])
                                    for j in wanted])
-        joined = np.concatenate(parts) if parts else np.zeros((0, 0))
+        joined = np.concatenate(parts) if parts else np.zeros((0, 1))
         return _split_solution(joined, self.with_bias)
 
     def sums(self, rating_blocks, weighted, exponent):
-        """:func:`penalty_sums` of every user, block by block beside their rating blocks ``rating_blocks``
-        (whose counts weigh the penalty), summed in a tree; with ``"gram"``, ``sum_u x_u x_u^T`` ``(k, k)``."""
+        """:func:`penalty_sums` of every row, block by block beside their rating blocks ``rating_blocks`` (whose
+        counts weigh the penalty), summed in a tree; with ``"gram"``, ``sum_u x_u x_u^T`` ``(k, k)``."""
         from ..core.reduce import add_stats
         from .dataset import identity
 
         kernel = functools.partial(_block_sums, with_bias=self.with_bias, weighted=weighted, exponent=exponent)
         return self.tasks.tree(self.tasks.zip(kernel, self.blocks, rating_blocks), identity, add_stats)
+
+
+def _lives(value):
+    """Whether a value here, or a future that is still computing or done (not lost, failed or cancelled)."""
+    return getattr(value, "status", "finished") not in ("lost", "error", "cancelled")
 
 
 def _rows_between(first, last, offset, with_bias, *blocks):
@@ -620,7 +642,7 @@ def _rows_at(block, rows):
 
 
 def _block_sums(solution, ratings, with_bias, weighted, exponent):
-    """:func:`penalty_sums` of a block of users' solution, weighted by the counts of its rating block, and their
+    """:func:`penalty_sums` of a block of a side's solution, weighted by the counts of its rating block, and their
     Gram matrix ``"gram"`` (:func:`mixlib.recsys.compiled.gram_rows`)."""
     from .compiled import gram_rows
 
@@ -629,56 +651,117 @@ def _block_sums(solution, ratings, with_bias, weighted, exponent):
     return {**sums, "gram": gram_rows(np.ascontiguousarray(factors))}
 
 
-@dataclasses.dataclass(frozen=True)
-class StepFactors:
-    """What the training loop carries from a step: the items' factors and biases after it, and the items' before
-    it (``source_*``, from which its user half-step solved the users; None at step 0). The users follow from the
-    source, so they are never saved: ``users`` holds their solution where it was solved (:class:`SolvedUsers`)
-    while it lives, and :meth:`_Sides.solved_users` solves them again when it does not.
+@dataclasses.dataclass(frozen=True, eq=False)
+class ReplicatedRows:
+    """A side's whole solution, factors ``(n, k)`` then a bias column when ``with_bias``, held whole by every
+    worker, so that a lost worker costs no data: ``copies`` maps a worker's address to the future of its copy
+    (``"all"``: one future broadcast to every worker; ``"here"``: the array in this process, without a client).
 
     Attributes
     ----------
-    item_factors : ndarray (n_items, k); item_bias : ndarray (n_items,)
-    source_factors : ndarray (n_items, k) or None; source_bias : ndarray (n_items,) or None
-    users : SolvedUsers or None
+    copies : dict; with_bias : bool; tasks : Tasks
     """
 
-    item_factors: np.ndarray
-    item_bias: np.ndarray
-    source_factors: np.ndarray | None = None
-    source_bias: np.ndarray | None = None
-    users: SolvedUsers | None = dataclasses.field(default=None, compare=False, repr=False)
+    copies: dict
+    with_bias: bool
+    tasks: object
 
-    def source(self):
-        """``(item_factors, item_bias)`` the users are solved from: the source, or at step 0 the items
-        themselves."""
-        if self.source_factors is None:
-            return self.item_factors, self.item_bias
-        return self.source_factors, self.source_bias
+    @classmethod
+    def placed(cls, tasks, factors, bias, with_bias):
+        """``factors (n, k)`` and ``bias (n,)`` of this process, broadcast to the workers of ``tasks``."""
+        solution = np.column_stack([factors, bias]) if with_bias else np.asarray(factors)
+        if tasks.client is None:
+            return cls({"here": solution}, with_bias, tasks)
+        return cls({"all": tasks.client.scatter(solution, broadcast=True, hash=False)}, with_bias, tasks)
 
-    def item_scores(self):
-        """What ranks the items for any one user: ``(item_factors (n_items, k), item_bias (n_items,))``."""
-        return self.item_factors, self.item_bias
+    @classmethod
+    def stacked(cls, solved, name):
+        """The blocks of ``solved`` (SolvedRows) joined on every worker (:func:`designs_on_workers`)."""
+        if solved.tasks.client is None:
+            return cls({"here": np.concatenate(solved.blocks)}, solved.with_bias, solved.tasks)
+        copies = designs_on_workers(solved.tasks.client, np.concatenate, solved.blocks, name)
+        return cls(copies if isinstance(copies, dict) else {"all": copies}, solved.with_bias, solved.tasks)
+
+    def done(self):
+        """Itself, once every copy is made: from then on, a lost worker costs no data."""
+        if self.tasks.client is not None:
+            from distributed import wait
+
+            wait(list(self.copies.values()))
+        return self
+
+    def alive(self):
+        """The copies whose data the cluster holds or computes (every one here)."""
+        return {where: copy for where, copy in self.copies.items() if _lives(copy)}
 
     def here(self):
-        """The :class:`Factors` of both sides in this process (the users gathered)."""
-        return Factors(*self.users.here(), self.item_factors, self.item_bias)
+        """``(factors (n, k), bias (n,))`` in this process, from a copy that lives."""
+        copy = next(iter(self.alive().values()))
+        return _split_solution(copy if self.tasks.client is None else self.tasks.client.gather(copy), self.with_bias)
+
+    def shared(self, stack, name):
+        """``stack([solution])`` made beside every living copy: ``{worker address: future}`` (the value here)."""
+        client = self.tasks.client
+        alive = self.alive()
+        if client is None:
+            return stack([alive["here"]])
+        if "all" in alive:
+            workers = list(client.scheduler_info()["workers"])
+            if all(address.startswith("inproc://") for address in workers):  # threads of one process: one copy
+                return client.submit(stack, [alive["all"]], pure=False, key=f"als-shared-{name}")
+            alive = {address: alive["all"] for address in workers}
+        return {address: client.submit(stack, [copy], workers=[address], allow_other_workers=True, pure=False,
+                                       key=f"als-shared-{name}-{number}")
+                for number, (address, copy) in enumerate(alive.items())}
+
+
+@dataclasses.dataclass(frozen=True)
+class StepFactors:
+    """What the training loop carries from a step, on the workers: the items after it, and the items before it
+    (``source``, from which its user half-step solved the users; None at step 0), each held whole by every worker
+    (:class:`ReplicatedRows`). The users follow from the source, so they are never saved: ``users`` holds their
+    solution by block where it was solved (:class:`SolvedRows`) while it lives, and :meth:`_Sides.solved_users`
+    solves them again when it does not.
+
+    Attributes
+    ----------
+    items : ReplicatedRows; source : ReplicatedRows or None; users : SolvedRows or None
+    """
+
+    items: ReplicatedRows
+    source: ReplicatedRows | None = None
+    users: SolvedRows | None = None
+
+    def here(self):
+        """The :class:`Factors` of both sides in this process (gathered)."""
+        return Factors(*self.users.here(), *self.items.here())
+
+    def item_scores(self):
+        """What ranks the items for any one user, gathered here: ``(item_factors (n_items, k), item_bias
+        (n_items,))``."""
+        return self.items.here()
 
     def saved(self, prefix):
-        """``{name: array}`` of what a checkpoint keeps (no users): the items, and the source after step 0."""
-        arrays = {f"{prefix}/item_factors": self.item_factors, f"{prefix}/item_bias": self.item_bias}
-        if self.source_factors is not None:
-            arrays.update({f"{prefix}/source_factors": self.source_factors, f"{prefix}/source_bias": self.source_bias})
+        """``{name: array}`` of what a checkpoint keeps (no users), gathered here: the items, and the source after
+        step 0."""
+        arrays = dict(zip((f"{prefix}/item_factors", f"{prefix}/item_bias"), self.items.here()))
+        if self.source is not None:
+            arrays.update(zip((f"{prefix}/source_factors", f"{prefix}/source_bias"), self.source.here()))
         return arrays
 
     @classmethod
     def restored(cls, arrays, prefix):
-        """The factors that :meth:`saved` gave."""
-        def get(name):
-            value = arrays.get(f"{prefix}/{name}")
-            return None if value is None else np.asarray(value)
+        """The factors that :meth:`saved` gave, in this process (:meth:`_Sides.placed` sends them to the
+        workers)."""
+        from .dataset import Tasks
 
-        return cls(get("item_factors"), get("item_bias"), get("source_factors"), get("source_bias"))
+        def rows(name):
+            if f"{prefix}/{name}_factors" not in arrays:
+                return None
+            return ReplicatedRows.placed(Tasks(None), np.asarray(arrays[f"{prefix}/{name}_factors"]),
+                                         np.asarray(arrays[f"{prefix}/{name}_bias"]), True)
+
+        return cls(rows("item"), rows("source"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -707,9 +790,11 @@ class TrainingState:
 
     @classmethod
     def start(cls, item_factors, item_bias):
-        """The state before the first step, from the initial items (:func:`initial_items`): a step starts with
-        the users' half-step, which needs no users."""
-        factors = StepFactors(item_factors, item_bias)
+        """The state before the first step, from the initial items of this process (:func:`initial_items`): a
+        step starts with the users' half-step, which needs no users."""
+        from .dataset import Tasks
+
+        factors = StepFactors(ReplicatedRows.placed(Tasks(None), item_factors, item_bias, True))
         return cls(0, factors, factors, 0, None, 0, np.zeros((0, 4)))
 
     def to_arrays(self):
@@ -825,7 +910,7 @@ def initial_items(data, params, rng, known=None, client=None):
 
 class HeldOutRMSE:
     """Judges factors by their RMSE on the validation ratings (lower is better), from their squared error that
-    the item half-step's tasks computed (:meth:`BlockedRatings.solve`): the held-out ratings stay where the blocks
+    the item half-step's tasks computed (:meth:`_Sides.step`): the held-out ratings stay where the blocks
     are.
 
     Parameters
@@ -847,8 +932,9 @@ class HeldOutRMSE:
 
 
 class _Sides:
-    """The training ratings on the workers, by user and by item, and the half-steps and losses over them. The
-    users' solutions stay where they were solved (:class:`SolvedUsers`); the items' come to this process."""
+    """The training ratings on the workers, by user and by item, and the half-steps and losses over them. Both
+    sides' solutions stay where they were solved (:class:`SolvedRows`): the job's process sends and receives
+    sums, never factors, during the loop."""
 
     def __init__(self, client, data, params):
         from .dataset import Tasks
@@ -862,9 +948,10 @@ class _Sides:
             self.by_user = BlockedRatings.scatter(client, matrix, params.block_ratings, "users")
             self.by_item = BlockedRatings.scatter(client, matrix.T.tocsr(), params.block_ratings, "items", held)
         if client is not None:
-            self.by_item.spread(client)  # the item tasks take the users' solutions from their worker's copy
-        self.user_bounds = self.by_user.row_bounds(client)
-        self.tasks = Tasks(client, "als-users")
+            for side in (self.by_user, self.by_item):
+                side.spread(client)  # each half-step's tasks take the other side's solution from their worker
+        self.bounds = [side.row_bounds(client) for side in (self.by_user, self.by_item)]
+        self.tasks = Tasks(client, "als-rows")
         self.implicit = params.feedback == "implicit"
         opts = params
         if self.implicit:
@@ -875,65 +962,90 @@ class _Sides:
             self.halves = tuple(ExplicitHalf(opts.reg_lambda, opts.weighted_lambda, opts.lambda_exponent,
                                              opts.bias_lambda if with_bias else None) for with_bias in self.biased)
 
+    def placed(self, factors):
+        """``factors`` (StepFactors) with items given in this process (a start, a checkpoint) sent to every
+        worker, their bias column kept only when the items have biases."""
+        def place(rows):
+            if rows is None or (rows.tasks.client is self.client and rows.with_bias == self.biased[1]):
+                return rows
+            return ReplicatedRows.placed(self.tasks, *rows.here(), self.biased[1])
+
+        return dataclasses.replace(factors, items=place(factors.items), source=place(factors.source))
+
     def step(self, factors, step, with_error):
         """One ALS step from the items of ``factors`` (StepFactors): the users given the items, then the items
-        given the users: ``(StepFactors, errors)``. With ``with_error``, ``errors`` is ``(error, held error)`` from
-        the item half-step's tasks (the error of :meth:`ExplicitHalf.error` or :meth:`ImplicitHalf.error`, and
-        the validation ratings' squared error or None); else ``(None, None)``. A worker lost on the way: the whole
-        step runs again."""
+        given the users: ``(StepFactors, errors, sums)``. With ``with_error``, ``errors`` is ``(error, held
+        error)`` from the item half-step's tasks (the error of :meth:`ExplicitHalf.error` or
+        :meth:`ImplicitHalf.error`, and the validation ratings' squared error or None); else ``(None, None)``.
+        ``sums``: :meth:`SolvedRows.sums` of both sides. A worker lost on the way: the whole step runs again, from
+        the items that every worker holds."""
         from ..core.cluster import with_rebuilds
 
         def run(attempt):
-            name = f"{step}-{attempt}"
+            name = f"{self.tasks.run}-{step}-{attempt}"  # unique however many fits share the rating blocks
             for side in (self.by_user, self.by_item):
                 side.rebuild(self.client, attempt)
-            users = self._submit_users(factors.item_factors, factors.item_bias, name)
-            shared = self._users_shared(users.blocks, name)
-            item_parts = self.by_item.submit(self.client, self.halves[1], shared, name, with_error)
-            return users, BlockedRatings.gathered(self.client, item_parts, with_error)
+            users = self._solve_users(factors.items, name)
+            parts = self.by_item.submit(self.client, self.halves[1], self._shared(0, users, name), name, with_error)
+            items, errors = self._split_parts(parts, with_error, name)
+            sums = self.sums(users, items)
+            return users, ReplicatedRows.stacked(items, f"items-{name}").done(), errors, sums
 
         if self.client is None:
-            users, solved = run(1)
+            users, items, errors, sums = run(1)
         else:
-            users, solved = with_rebuilds(run, f"ALS step {step}", ADVICE)
-        solution, *errors = solved if with_error else (solved, None, None)
-        items, item_bias = _split_solution(solution, self.biased[1])
-        return StepFactors(items, item_bias, factors.item_factors, factors.item_bias, users), errors
+            users, items, errors, sums = with_rebuilds(run, f"ALS step {step}", ADVICE)
+        return StepFactors(items, factors.items, users), errors, sums
 
-    def _submit_users(self, item_factors, item_bias, name):
-        """The users' half-step given the items: SolvedUsers (futures of tasks, or solved here)."""
-        if self.implicit:
-            shared = _with_gram(item_factors)
-        else:
-            shared = (_design(item_factors, self.biased[0]), self.data.mu + item_bias)
-        if self.client is not None:
-            shared = self.client.scatter(shared, broadcast=True, hash=False)
-        blocks = self.by_user.submit(self.client, self.halves[0], shared, name, False)
-        return SolvedUsers(blocks, self.user_bounds, self.biased[0], self.tasks)
+    def _solve_users(self, items, name):
+        """The users' half-step given the items ``items`` (ReplicatedRows): SolvedRows."""
+        shared = items.shared(self._stack(1), name)
+        parts = self.by_user.submit(self.client, self.halves[0], shared, name, False)
+        return SolvedRows(parts, self.bounds[0], self.biased[0], self.tasks)
 
-    def _users_shared(self, blocks, name):
-        """What the item half-step takes of the users' solution ``blocks``: explicit ``(design, offset)``,
-        implicit ``(factors, Gram matrix)``; made here, or on each worker (:func:`designs_on_workers`)."""
+    def _stack(self, side):
+        """How the other side's half-step makes what it takes from the blocks of side ``side``'s solution:
+        explicit ``(design, offset)`` (:func:`_stacked_design`), implicit ``(factors, Gram matrix)``
+        (:func:`_stacked_with_gram`)."""
         if self.implicit:
-            stack = _stacked_with_gram
-        else:
-            stack = functools.partial(_stacked_design, solved_bias=self.biased[0], ones=self.biased[1],
-                                      mu=self.data.mu)
+            return _stacked_with_gram
+        return functools.partial(_stacked_design, solved_bias=self.biased[side], ones=self.biased[1 - side],
+                                 mu=self.data.mu)
+
+    def _shared(self, side, solved, name):
+        """What the other side's half-step takes of side ``side``'s solution ``solved`` (SolvedRows): made here,
+        or on each worker (:func:`designs_on_workers`)."""
         if self.client is None:
-            return stack(blocks)
-        return designs_on_workers(self.client, stack, blocks, f"{self.by_user.run}-{name}")
+            return self._stack(side)(solved.blocks)
+        return designs_on_workers(self.client, self._stack(side), solved.blocks, f"{side}-{name}")
+
+    def _split_parts(self, parts, with_error, name):
+        """``(SolvedRows, (error, held error))`` of the item half-step's ``parts`` (:meth:`BlockedRatings.submit`);
+        the errors are summed here, the solutions stay where they are."""
+        if not with_error:
+            return SolvedRows(parts, self.bounds[1], self.biased[1], self.tasks), (None, None)
+        if self.client is None:
+            solutions, errors = [p[0] for p in parts], [p[1:] for p in parts]
+        else:
+            solutions = [self.client.submit(operator.getitem, p, 0, key=f"als-items-{name}-{i}")
+                         for i, p in enumerate(parts)]
+            keys = [f"als-error-{name}-{i}" for i in range(len(parts))]
+            errors = self.client.gather([self.client.submit(_errors_of, p, key=k) for p, k in zip(parts, keys)])
+        held = [e[1] for e in errors if e[1] is not None]
+        summed = (float(np.sum([e[0] for e in errors])), float(np.sum(held)) if held else None)
+        return SolvedRows(solutions, self.bounds[1], self.biased[1], self.tasks), summed
 
     def solved_users(self, factors, name):
-        """``factors`` (StepFactors) with their users solved, again from their source when their solution is
-        gone (a checkpoint's state, or a solution lost with a worker)."""
+        """``factors`` (StepFactors) with their users solved, again from their source (the items themselves at
+        step 0) when their solution is gone (a checkpoint's state, or a solution lost with a worker)."""
         from ..core.cluster import with_rebuilds
 
-        if factors.users is not None and _alive(factors.users.blocks):
+        if factors.users is not None and factors.users.alive():
             return factors
 
         def run(attempt):
             self.by_user.rebuild(self.client, attempt)
-            users = self._submit_users(*factors.source(), f"{name}-{attempt}")
+            users = self._solve_users(factors.source or factors.items, f"{self.tasks.run}-{name}-{attempt}")
             if self.client is not None:
                 from distributed import wait
 
@@ -944,36 +1056,27 @@ class _Sides:
         users = run(1) if self.client is None else with_rebuilds(run, "solving the users", ADVICE)
         return dataclasses.replace(factors, users=users)
 
-    def user_sums(self, users):
-        """:meth:`SolvedUsers.sums` of ``users`` over the user blocks (weighted as the penalty)."""
-        return users.sums(self.by_user.blocks, self.params.weighted_lambda, self.params.lambda_exponent)
-
-    def item_sums(self, factors):
-        """:func:`penalty_sums` of the items of ``factors`` (weighted as the penalty)."""
+    def sums(self, users, items):
+        """``(users, items)``: :meth:`SolvedRows.sums` of both sides' solutions over their rating blocks."""
         opts = self.params
-        weights = row_weights(self.by_item.counts, opts.weighted_lambda, opts.lambda_exponent)
-        return penalty_sums(factors.item_factors, factors.item_bias, weights)
+        return tuple(rows.sums(side.blocks, opts.weighted_lambda, opts.lambda_exponent)
+                     for rows, side in ((users, self.by_user), (items, self.by_item)))
 
-    def training_loss(self, factors, error, user_sums, item_sums):
-        """The objective L of ``factors`` from the item half-step's ``error``: the squared error (explicit) or the
-        observed pairs' part, to which the implicit objective adds ``sum_{all u, i} (x_u . y_i)^2 =
-        trace(X^T X Y^T Y)``; plus the penalties (:func:`penalty_sums` of the users and of the items)."""
+    def training_loss(self, error, sums):
+        """The objective L from the item half-step's ``error``: the squared error (explicit) or the observed
+        pairs' part, to which the implicit objective adds ``sum_{all u, i} (x_u . y_i)^2 = trace(X^T X Y^T Y)``;
+        plus the penalties (``sums``, :meth:`sums`: :func:`penalty_sums` of the users and of the items)."""
         opts = self.params
+        users, items = sums
         if self.implicit:
-            item_factors = factors.item_factors
-            error += float(np.einsum("ij,ij->", user_sums["gram"], item_factors.T @ item_factors))
-        return (error + opts.reg_lambda * (user_sums["factors"] + item_sums["factors"])
-                + opts.bias_lambda * (user_sums["bias"] + item_sums["bias"]))
+            error += float(np.einsum("ij,ij->", users["gram"], items["gram"]))
+        return (error + opts.reg_lambda * (users["factors"] + items["factors"])
+                + opts.bias_lambda * (users["bias"] + items["bias"]))
 
 
-def _alive(blocks):
-    """Whether every block is a value here or a future whose data the cluster still holds."""
-    return all(getattr(block, "status", "finished") == "finished" for block in blocks)
-
-
-def _with_gram(factors):
-    """``(factors (n, d), factors^T factors (d, d))``: what an implicit half-step shares with its tasks."""
-    return factors, factors.T @ factors
+def _errors_of(part):
+    """``(error, held error)`` of an item half-step's block result ``(solution, error, held error)``."""
+    return part[1], part[2]
 
 
 def fit_als(client, data, params, state, checkpoint=None, checkpoint_every=0, validation=None):
@@ -998,26 +1101,26 @@ def fit_als(client, data, params, state, checkpoint=None, checkpoint_every=0, va
 
     Returns
     -------
-    final : TrainingState, where the loop stopped, its current and best factors with their users solved (on the
-        workers with a client: :class:`SolvedUsers`)
+    final : TrainingState, where the loop stopped, its current and best factors with their users solved (both
+        sides on the workers with a client: :class:`SolvedRows`)
     early_stopped : bool, patience ran out (the model converged after ``final.best_step``)
     """
     sides = _Sides(client, data, params)
     validation = HeldOutRMSE(data.n_validation) if validation is None else validation
     has_validation = len(validation) > 0
+    state = dataclasses.replace(state, current=sides.placed(state.current), best=sides.placed(state.best))
     early = False
     while state.step < params.max_steps:
         step = state.step + 1
         evaluate = step % params.eval_every == 0 or step == params.max_steps
-        current, (error, held_error) = sides.step(state.current, step, evaluate)
-        user_sums, item_sums = sides.user_sums(current.users), sides.item_sums(current)
-        if user_sums["nonfinite"] or item_sums["nonfinite"]:
+        current, (error, held_error), sums = sides.step(state.current, step, evaluate)
+        if sums[0]["nonfinite"] or sums[1]["nonfinite"]:
             raise FloatingPointError(f"ALS step {step}: the factors are not finite; raise reg_lambda or lower rank")
         state = dataclasses.replace(state, step=step, current=current)
         if evaluate:
             scores = validation(client, current, held_error) if has_validation else (np.nan, np.nan)
-            state = _evaluated(state, sides.training_loss(current, error, user_sums, item_sums), *scores,
-                               validation.lower_is_better, has_validation)
+            state = _evaluated(state, sides.training_loss(error, sums), *scores, validation.lower_is_better,
+                               has_validation)
             if step % params.log_every == 0:
                 _log_evaluation(state.history[-1], validation.name, has_validation)
         if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0:

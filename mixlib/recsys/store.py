@@ -44,6 +44,10 @@ class Model:
     rating_range : (float, float) or None, the lowest and highest training rating, where predictions are
         clipped (:meth:`clip`); None for a model stored before the range was kept: its predictions are not
         clipped
+    user_rows : :class:`mixlib.recsys.als.SolvedRows` or None: in a model that training built, the users'
+        factors and biases where they were solved (on the workers), and ``factors`` holds no user rows: the
+        tasks that judge it take their users' rows (:meth:`split_users`), the version's arrays are written where
+        they are (:meth:`ModelStore.publish`), and :meth:`here` gathers them
     """
 
     factors: Factors
@@ -56,6 +60,7 @@ class Model:
     config: dict
     metrics: dict
     rating_range: tuple | None = None
+    user_rows: object = None
 
     @property
     def feedback(self):
@@ -71,34 +76,48 @@ class Model:
         return _index_of(self.item_ids, ids)
 
     def scorer(self):
-        """The model without the pattern of its ratings (what predictions need): what goes to the tasks that
-        predict."""
+        """The model without the pattern of its ratings (what predictions need), its users here (:meth:`here`):
+        what goes to the tasks that predict."""
         empty = np.zeros(0, dtype=np.int64)
-        return dataclasses.replace(self, seen_indptr=empty, seen_indices=empty)
+        return dataclasses.replace(self.here(), seen_indptr=empty, seen_indices=empty)
+
+    def here(self):
+        """The model with every user's factors and biases in this process (itself when they are here)."""
+        if self.user_rows is None:
+            return self
+        user_factors, user_bias = self.user_rows.here()
+        factors = dataclasses.replace(self.factors, user_factors=user_factors, user_bias=user_bias)
+        return dataclasses.replace(self, factors=factors, user_rows=None)
 
     def split_users(self, bounds):
         """The model cut for tasks that each see a range of users: ``(items, users)``, ``items`` the model without
         any user (:meth:`scorer` of no users: the items' arrays, ``mu`` and the range) and ``users`` a tuple
-        ``(user_factors, user_bias, user_means)`` of the rows ``bounds[j]`` to ``bounds[j + 1]`` for each j; a
-        task joins them again with :meth:`with_users`, its users then indexed from ``bounds[j]``."""
+        ``((user_factors, user_bias), user_means)`` of the rows ``bounds[j]`` to ``bounds[j + 1]`` for each j (its
+        first item a future where the users are on the workers); a task joins them again with :meth:`with_users`,
+        its users then indexed from ``bounds[j]``."""
         f = self.factors
         no_users = dataclasses.replace(f, user_factors=f.user_factors[:0], user_bias=f.user_bias[:0])
-        items = dataclasses.replace(self.scorer(), factors=no_users, user_means=self.user_means[:0],
-                                    user_ids=self.user_ids[:0])
-        users = [(f.user_factors[a:b], f.user_bias[a:b], self.user_means[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-        return items, users
+        empty = np.zeros(0, dtype=np.int64)
+        items = dataclasses.replace(self, factors=no_users, user_means=self.user_means[:0],
+                                    user_ids=self.user_ids[:0], seen_indptr=empty, seen_indices=empty, user_rows=None)
+        if self.user_rows is not None:
+            rows = self.user_rows.ranges(np.asarray(bounds))
+        else:
+            rows = [(f.user_factors[a:b], f.user_bias[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        return items, [(pair, self.user_means[a:b]) for pair, a, b in zip(rows, bounds[:-1], bounds[1:])]
 
     def with_users(self, rows):
-        """The model with the users ``rows`` ``(user_factors, user_bias, user_means)`` (:meth:`split_users`), for
-        :meth:`predict_indices` of their indices from 0; their ids are not known here."""
-        user_factors, user_bias, user_means = rows
+        """The model with the users ``rows`` ``((user_factors, user_bias), user_means)`` (:meth:`split_users`),
+        for :meth:`predict_indices` of their indices from 0; their ids are not known here."""
+        (user_factors, user_bias), user_means = rows
         factors = dataclasses.replace(self.factors, user_factors=user_factors, user_bias=user_bias)
         return dataclasses.replace(self, factors=factors, user_means=user_means)
 
     def ranking_arrays(self):
         """``(user_factors (n_users, k), item_factors (n_items, k), item_bias (n_items,))``: what ranks the items
-        for each user (``b_i + p_u . q_i``; the user's own terms do not change the order)."""
-        return (self.factors.user_factors, *self.factors.item_scores())
+        for each user (``b_i + p_u . q_i``; the user's own terms do not change the order), gathered here when the
+        users are on the workers."""
+        return (self.here().factors.user_factors, *self.factors.item_scores())
 
     def has_seen(self, users, items):
         """Whether the model's input held a rating of each pair: bool ``(n,)`` for user and item indices ``(n,)``
@@ -140,6 +159,57 @@ class Model:
         out[only_item] += f.item_bias[items[only_item]]
         out[known_user] += self.user_means[users[known_user]]
         return self.clip(out, clip)
+
+
+USER_CHUNK = 1 << 16  # users per chunk of a version's user arrays written by the workers
+
+
+def write_user_rows(users, group, chunk=USER_CHUNK):
+    """Write the users' factors and biases of ``users`` (:class:`mixlib.recsys.als.SolvedRows`) as the arrays
+    ``user_factors (n_users, k)`` and ``user_bias (n_users,)`` of the Zarr group at ``group``: one task per
+    ``chunk`` users where they are, each taking the blocks its range overlaps, so no two tasks write one
+    chunk."""
+    import zarr
+
+    from ..core.storage import zarr_store
+
+    n = len(users)
+    bounds = np.unique(np.concatenate([np.arange(0, n, chunk), [n]])).astype(np.int64)
+    pieces = users.ranges(bounds)
+    rank = _user_rank(users, pieces)
+    for name, shape in (("user_factors", (n, rank)), ("user_bias", (n,))):
+        zarr.create_array(zarr_store(group / name), shape=shape, chunks=(chunk,) + shape[1:], dtype=np.float64)
+    written = [users.tasks.call(write_user_chunk, group, int(first), pair)
+               for first, pair in zip(bounds[:-1], pieces)]
+    if sum(users.tasks.gather(written)) != n:
+        raise RuntimeError(f"the users' factors written to {group} miss rows")
+
+
+def _user_rank(users, pieces):
+    """The factors' columns, asked of the first piece's task (a value here)."""
+    return users.tasks.gather([users.tasks.call(_columns, pieces[0])])[0]
+
+
+def _columns(pair):
+    return pair[0].shape[1]
+
+
+def write_user_chunk(group, first, pair):
+    """Write the rows ``pair = (factors (b, k), bias (b,))`` from the user ``first`` into the arrays of the
+    group ``group`` (created by the caller; the rows are whole chunks, or the last one). Returns b."""
+    import zarr
+
+    from ..core.storage import zarr_store
+
+    factors, bias = pair
+    for name, values in (("user_factors", factors), ("user_bias", bias)):
+        try:
+            array = zarr.open_array(zarr_store(group / name), mode="r+")
+        except FileNotFoundError:
+            raise InputError(f"a worker cannot open {group / name}: the model directory must be a folder the "
+                             "workers share (or a URL) when they read the ratings") from None
+        array[first:first + len(values)] = values
+    return len(bias)
 
 
 def stored_rows(root, name, starts, counts):
@@ -286,7 +356,8 @@ class ModelStore:
         """Write ``model`` as the next version and point ``latest`` at it; return the version's name.
 
         ``write_seen`` : callable ``(array path)`` or None: writes the ``seen_indices`` array at the path it is
-        given (by the workers, where the ratings are), for a model whose ``seen_indices`` is None.
+        given (by the workers, where the ratings are), for a model whose ``seen_indices`` is None. A model whose
+        users are on the workers (``user_rows``) has their arrays written there (:func:`write_user_rows`).
         """
         self.versions.mkdir(parents=True, exist_ok=True)
         arrays = model.factors.named()
@@ -294,7 +365,15 @@ class ModelStore:
                        "seen_indptr": model.seen_indptr})
         if write_seen is None:
             arrays["seen_indices"] = model.seen_indices
-        fill = None if write_seen is None else (lambda group: write_seen(group / "seen_indices"))
+        if model.user_rows is not None:
+            del arrays["user_factors"], arrays["user_bias"]
+
+        def fill(group):
+            if write_seen is not None:
+                write_seen(group / "seen_indices")
+            if model.user_rows is not None:
+                write_user_rows(model.user_rows, group)
+
         created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         attrs = {"mu": model.mu, "config": model.config, "metrics": model.metrics, "created": created,
                  "rating_range": model.rating_range and list(model.rating_range)}

@@ -26,6 +26,7 @@ from ..core.outputs import (
 from ..core.storage import location
 from .als import (
     BlockedRatings,
+    Factors,
     TrainingData,
     TrainingState,
     fit_als,
@@ -445,18 +446,24 @@ def _saver(checkpoint):
 
 
 def _model(prepared, data, factors, settings):
-    """The Model to publish: ``factors`` with the means and ``mu`` of ``data`` (BlockedData) and the range of its
-    ratings; it remembers every prepared rating (training, validation and test) as seen: its ``seen_indptr`` is
-    here, and its ``seen_indices`` are written by :func:`_publish` where the shards are."""
+    """The Model to publish: ``factors`` (StepFactors) with the means and ``mu`` of ``data`` (BlockedData) and the
+    range of its ratings; it remembers every prepared rating (training, validation and test) as seen: its
+    ``seen_indptr`` is here, and its ``seen_indices`` are written by :func:`_publish` where the shards are. When
+    the workers prepared the ratings, the users stay where they were solved (the model's ``user_rows``); else
+    they are gathered here, where the ratings are."""
     config = {f.name: getattr(settings, f.name) for f in dataclasses.fields(TrainSettings)}
     rating_range = data.value_range if settings.feedback == "explicit" else None
-    return Model(factors.here(), data.mu, data.user_means, prepared.user_ids, prepared.item_ids,
-                 pattern_indptr(prepared), None, config, {}, rating_range)
+    item_factors, item_bias = factors.items.here()
+    no_users = Factors(np.zeros((0, item_factors.shape[1])), np.zeros(0), item_factors, item_bias)
+    model = Model(no_users, data.mu, data.user_means, prepared.user_ids, prepared.item_ids,
+                  pattern_indptr(prepared), None, config, {}, rating_range, user_rows=factors.users)
+    return model if prepared.tasks.client is not None else model.here()
 
 
 def _publish(store, model, prepared):
     """Publish ``model`` (:func:`_model`) in ``store``, the pattern of its ratings written where the shards are
-    (:func:`mixlib.recsys.dataset.write_pattern`); the version's name."""
+    (:func:`mixlib.recsys.dataset.write_pattern`), and its users' arrays where they are (the workers that prepared
+    the ratings share the model directory: checked before any work). Returns the version's name."""
     return store.publish(model, write_seen=lambda path: write_pattern(prepared, path, model.seen_indptr))
 
 
