@@ -1108,7 +1108,9 @@ def fit_als(client, data, params, state, checkpoint=None, checkpoint_every=0, va
     sides = _Sides(client, data, params)
     validation = HeldOutRMSE(data.n_validation) if validation is None else validation
     has_validation = len(validation) > 0
-    state = dataclasses.replace(state, current=sides.placed(state.current), best=sides.placed(state.best))
+    current = sides.placed(state.current)
+    best = current if state.best is state.current else sides.placed(state.best)
+    state = dataclasses.replace(state, current=current, best=best)
     early = False
     while state.step < params.max_steps:
         step = state.step + 1

@@ -443,11 +443,11 @@ def pattern_indptr(prepared):
     """The CSR row pointers ``(n_users + 1,)`` of every prepared rating (all parts)."""
     tasks = prepared.tasks
     filled, starts, stops = prepared.spans()
-    counts = np.zeros(len(prepared.user_ids), dtype=np.int64)
+    indptr = np.zeros(len(prepared.user_ids) + 1, dtype=np.int64)  # the counts, then summed in place
     for start, stop, found in zip(starts, stops, tasks.gather(tasks.zip(shards.user_rating_counts, filled, starts,
                                                                         stops))):
-        counts[start:stop] = found
-    return np.concatenate([[0], np.cumsum(counts)])
+        indptr[start + 1:stop + 1] = found
+    return np.cumsum(indptr, out=indptr)
 
 
 def write_pattern(prepared, path, indptr, chunk=PATTERN_CHUNK):

@@ -343,10 +343,9 @@ def _train_and_publish(settings, job_plan, client):
     data = blocked_training_data(client, job_plan, settings)
     params = als_params(settings)
     judge = Judge(job_plan.prepared, job_plan.metric, settings)
-    state = _starting_state(settings, params, job_plan, data, client)
-    try:
-        final, early = fit_als(client, data, params, state, _saver(job_plan.checkpoint), settings.checkpoint_every,
-                               validation=judge.validation())
+    try:  # the starting state is not held here: its items leave this process when the loop places them
+        final, early = fit_als(client, data, params, _starting_state(settings, params, job_plan, data, client),
+                               _saver(job_plan.checkpoint), settings.checkpoint_every, validation=judge.validation())
     except FloatingPointError as e:
         raise JobFailed(str(e)) from None
     model = _model(job_plan.prepared, data, final.best, settings)
@@ -387,9 +386,8 @@ def _refitted(client, settings, params, job_plan, final, metrics):
     steps = final.best_step
     refit_params = dataclasses.replace(params, max_steps=steps, eval_every=steps, log_every=steps)
     log.info("refit: training again on all %d ratings for the %d steps chosen", n_ratings, steps)
-    state = _fresh_state(settings, refit_params, job_plan, data, client)
     try:
-        refit, _ = fit_als(client, data, refit_params, state)
+        refit, _ = fit_als(client, data, refit_params, _fresh_state(settings, refit_params, job_plan, data, client))
     except FloatingPointError as e:
         raise JobFailed(f"refit: {e}") from None
     metrics["refit"] = {"ratings": n_ratings, "steps": steps,
@@ -412,8 +410,8 @@ def _starting_state(settings, params, job_plan, data, client):
 
 
 def _fresh_state(settings, params, job_plan, data, client):
-    """The state before the first step: seeded initial factors, warm-started from the published model's known
-    users and items with ``--warm-start``."""
+    """The state before the first step: seeded initial items, warm-started from the published model's known items
+    with ``--warm-start``."""
     rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 1]))
     known = None if job_plan.warm is None else _known_items(job_plan.warm, job_plan.prepared)
     return TrainingState.start(*initial_items(data, params, rng, known, client))
