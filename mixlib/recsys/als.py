@@ -614,13 +614,15 @@ class SolvedRows:
         joined = np.concatenate(parts) if parts else np.zeros((0, 1))
         return _split_solution(joined, self.with_bias)
 
-    def sums(self, rating_blocks, weighted, exponent):
+    def sums(self, rating_blocks, weighted, exponent, gram=False):
         """:func:`penalty_sums` of every row, block by block beside their rating blocks ``rating_blocks`` (whose
-        counts weigh the penalty), summed in a tree; with ``"gram"``, ``sum_u x_u x_u^T`` ``(k, k)``."""
+        counts weigh the penalty), summed in a tree; with ``gram``, also ``"gram"``, ``sum_u x_u x_u^T`` ``(k,
+        k)``."""
         from ..core.reduce import add_stats
         from .dataset import identity
 
-        kernel = functools.partial(_block_sums, with_bias=self.with_bias, weighted=weighted, exponent=exponent)
+        kernel = functools.partial(_block_sums, with_bias=self.with_bias, weighted=weighted, exponent=exponent,
+                                   gram=gram)
         return self.tasks.tree(self.tasks.zip(kernel, self.blocks, rating_blocks), identity, add_stats)
 
 
@@ -641,14 +643,16 @@ def _rows_at(block, rows):
     return block[rows]
 
 
-def _block_sums(solution, ratings, with_bias, weighted, exponent):
-    """:func:`penalty_sums` of a block of a side's solution, weighted by the counts of its rating block, and their
-    Gram matrix ``"gram"`` (:func:`mixlib.recsys.compiled.gram_rows`)."""
-    from .compiled import gram_rows
-
+def _block_sums(solution, ratings, with_bias, weighted, exponent, gram):
+    """:func:`penalty_sums` of a block of a side's solution, weighted by the counts of its rating block, and with
+    ``gram`` their Gram matrix ``"gram"`` (:func:`mixlib.recsys.compiled.gram_rows`)."""
     factors, bias = _split_solution(solution, with_bias)
     sums = penalty_sums(factors, bias, row_weights(np.diff(ratings[0]), weighted, exponent))
-    return {**sums, "gram": gram_rows(np.ascontiguousarray(factors))}
+    if gram:
+        from .compiled import gram_rows
+
+        sums["gram"] = gram_rows(np.ascontiguousarray(factors))
+    return sums
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -1059,7 +1063,7 @@ class _Sides:
     def sums(self, users, items):
         """``(users, items)``: :meth:`SolvedRows.sums` of both sides' solutions over their rating blocks."""
         opts = self.params
-        return tuple(rows.sums(side.blocks, opts.weighted_lambda, opts.lambda_exponent)
+        return tuple(rows.sums(side.blocks, opts.weighted_lambda, opts.lambda_exponent, gram=self.implicit)
                      for rows, side in ((users, self.by_user), (items, self.by_item)))
 
     def training_loss(self, error, sums):
