@@ -617,13 +617,13 @@ class SolvedRows:
     def sums(self, rating_blocks, weighted, exponent, gram=False):
         """:func:`penalty_sums` of every row, block by block beside their rating blocks ``rating_blocks`` (whose
         counts weigh the penalty), summed in a tree; with ``gram``, also ``"gram"``, ``sum_u x_u x_u^T`` ``(k,
-        k)``."""
+        k)``. Submitted, not waited for: ``tasks.gather`` gives the dict (:meth:`Tasks.tree_submitted`)."""
         from ..core.reduce import add_stats
         from .dataset import identity
 
         kernel = functools.partial(_block_sums, with_bias=self.with_bias, weighted=weighted, exponent=exponent,
                                    gram=gram)
-        return self.tasks.tree(self.tasks.zip(kernel, self.blocks, rating_blocks), identity, add_stats)
+        return self.tasks.tree_submitted(self.tasks.zip(kernel, self.blocks, rating_blocks), identity, add_stats)
 
 
 def _lives(value):
@@ -992,8 +992,9 @@ class _Sides:
             users = self._solve_users(factors.items, name)
             parts = self.by_item.submit(self.client, self.halves[1], self._shared(0, users, name), name, with_error)
             items, errors = self._split_parts(parts, with_error, name)
-            sums = self.sums(users, items)
-            return users, ReplicatedRows.stacked(items, f"items-{name}").done(), errors, sums
+            whole = ReplicatedRows.stacked(items, f"items-{name}")
+            sums = self.sums(users, items)  # everything submitted: one wait for all
+            return users, whole.done(), _summed_errors(self.tasks.gather(errors)), self.tasks.gather(sums)
 
         if self.client is None:
             users, items, errors, sums = run(1)
@@ -1024,20 +1025,18 @@ class _Sides:
         return designs_on_workers(self.client, self._stack(side), solved.blocks, f"{side}-{name}")
 
     def _split_parts(self, parts, with_error, name):
-        """``(SolvedRows, (error, held error))`` of the item half-step's ``parts`` (:meth:`BlockedRatings.submit`);
-        the errors are summed here, the solutions stay where they are."""
+        """``(SolvedRows, errors)`` of the item half-step's ``parts`` (:meth:`BlockedRatings.submit`): the
+        solutions stay where they are; ``errors``, each block's ``(error, held error)`` (futures, or values here;
+        none without ``with_error``), for :func:`_summed_errors`."""
         if not with_error:
-            return SolvedRows(parts, self.bounds[1], self.biased[1], self.tasks), (None, None)
+            return SolvedRows(parts, self.bounds[1], self.biased[1], self.tasks), []
         if self.client is None:
             solutions, errors = [p[0] for p in parts], [p[1:] for p in parts]
         else:
             solutions = [self.client.submit(operator.getitem, p, 0, key=f"als-items-{name}-{i}")
                          for i, p in enumerate(parts)]
-            keys = [f"als-error-{name}-{i}" for i in range(len(parts))]
-            errors = self.client.gather([self.client.submit(_errors_of, p, key=k) for p, k in zip(parts, keys)])
-        held = [e[1] for e in errors if e[1] is not None]
-        summed = (float(np.sum([e[0] for e in errors])), float(np.sum(held)) if held else None)
-        return SolvedRows(solutions, self.bounds[1], self.biased[1], self.tasks), summed
+            errors = [self.client.submit(_errors_of, p, key=f"als-error-{name}-{i}") for i, p in enumerate(parts)]
+        return SolvedRows(solutions, self.bounds[1], self.biased[1], self.tasks), errors
 
     def solved_users(self, factors, name):
         """``factors`` (StepFactors) with their users solved, again from their source (the items themselves at
@@ -1061,10 +1060,11 @@ class _Sides:
         return dataclasses.replace(factors, users=users)
 
     def sums(self, users, items):
-        """``(users, items)``: :meth:`SolvedRows.sums` of both sides' solutions over their rating blocks."""
+        """``[users, items]``: :meth:`SolvedRows.sums` of both sides' solutions over their rating blocks, submitted
+        (``self.tasks.gather`` gives the dicts)."""
         opts = self.params
-        return tuple(rows.sums(side.blocks, opts.weighted_lambda, opts.lambda_exponent, gram=self.implicit)
-                     for rows, side in ((users, self.by_user), (items, self.by_item)))
+        return [rows.sums(side.blocks, opts.weighted_lambda, opts.lambda_exponent, gram=self.implicit)
+                for rows, side in ((users, self.by_user), (items, self.by_item))]
 
     def training_loss(self, error, sums):
         """The objective L from the item half-step's ``error``: the squared error (explicit) or the observed
@@ -1076,6 +1076,14 @@ class _Sides:
             error += float(np.einsum("ij,ij->", users["gram"], items["gram"]))
         return (error + opts.reg_lambda * (users["factors"] + items["factors"])
                 + opts.bias_lambda * (users["bias"] + items["bias"]))
+
+
+def _summed_errors(errors):
+    """``(error, held error or None)`` summed over the blocks' ``errors``; ``(None, None)`` without any."""
+    if not errors:
+        return None, None
+    held = [e[1] for e in errors if e[1] is not None]
+    return float(np.sum([e[0] for e in errors])), float(np.sum(held)) if held else None
 
 
 def _errors_of(part):

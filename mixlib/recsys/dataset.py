@@ -114,9 +114,14 @@ class Tasks:
 
     def tree(self, blocks, chunk, merge=add_stats):
         """The blocks' ``chunk`` statistics merged in the tree of :mod:`mixlib.core.reduce`, here."""
+        return self.gather(self.tree_submitted(blocks, chunk, merge))
+
+    def tree_submitted(self, blocks, chunk, merge=add_stats):
+        """:meth:`tree` submitted, not waited for: the future of its merged statistics (the statistics here),
+        which :meth:`gather` gives, with others at once."""
         if self.client is None:
             return local_tree(blocks, chunk, merge)
-        return submit_tree(self.client, blocks, chunk, merge, name=self._key(chunk)).result()
+        return submit_tree(self.client, blocks, chunk, merge, name=self._key(chunk))
 
     def gather(self, blocks):
         return blocks if self.client is None else self.client.gather(blocks)
