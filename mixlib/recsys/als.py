@@ -76,9 +76,7 @@ def solve_rows(indptr, indices, ratings, design, offset, lam, weighted_lambda=Fa
 def _row_penalty(lam, weighted, exponent, counts):
     """Each row's penalty ``(n_rows,)`` from its count ``c``: ``lambda c^exponent``, or ``lambda`` when not
     ``weighted``."""
-    if not weighted:
-        return np.full(len(counts), float(lam))
-    return lam * counts.astype(np.float64) ** exponent
+    return lam * row_weights(counts, weighted, exponent)
 
 
 def solve_rows_implicit(indptr, indices, values, factors, gram, alpha, lam, weighted_lambda=False, *, exponent=1.0):
@@ -284,11 +282,6 @@ class BlockedRatings:
                               key=f"als-solve-{self.side}-{self.run}-{try_name}-{i}")
                 for i, (block, copy, held) in enumerate(zip(self.blocks, given, self._held(with_error)))]
 
-    @staticmethod
-    def gathered(client, futures, with_error):
-        """The solutions of :meth:`submit`'s ``futures`` stacked (with their errors summed: :func:`_joined`)."""
-        return _joined(futures if client is None else client.gather(futures), with_error)
-
     def row_bounds(self, client):
         """The first row of each block, and the rows: ``(n_blocks + 1,)`` int64 (the blocks' lengths asked of
         the tasks that hold them)."""
@@ -368,16 +361,6 @@ def _cut(matrix, bounds):
         block = matrix[start:stop]
         blocks.append((block.indptr, block.indices, block.data))
     return blocks
-
-
-def _joined(parts, with_error):
-    """The blocks' solutions stacked, with their errors and held-out errors (None: no held-out blocks) summed
-    when ``with_error``."""
-    if not with_error:
-        return np.concatenate(parts)
-    held = [p[2] for p in parts if p[2] is not None]
-    return (np.concatenate([p[0] for p in parts]), float(np.sum([p[1] for p in parts])),
-            float(np.sum(held)) if held else None)
 
 
 def _block_product(block, vector, ones, shift):
