@@ -324,7 +324,7 @@ def test_non_finite_factors_stop_the_job_with_one_line_and_status_1(run_recommen
     """(test_als checks that non-finite factors are detected; here, what the job makes of it.)"""
     from mixlib.recsys import als
 
-    monkeypatch.setattr(als._Sides, "sums", lambda self, factors: ({"nonfinite": 1}, {"nonfinite": 0}))
+    monkeypatch.setattr(als._Sides, "sums", lambda self, users, items: ({"nonfinite": 1}, {"nonfinite": 0}))
     ratings = write_csv(tmp_path / "r.csv", synthetic(seed=13, n_users=60, n_items=40))
     status = run_recommend("train", "--ratings", ratings, "--model-dir", tmp_path / "m", "--rank", 3)
     err = capsys.readouterr().err.strip().splitlines()

@@ -48,6 +48,8 @@ class Model:
         factors and biases where they were solved (on the workers), and ``factors`` holds no user rows: the
         tasks that judge it take their users' rows (:meth:`split_users`), the version's arrays are written where
         they are (:meth:`ModelStore.publish`), and :meth:`here` gathers them
+    item_rows : :class:`mixlib.recsys.als.ReplicatedRows` or None: in such a model, the items' whole copies on the
+        workers, from which a worker writes the version's item arrays (``factors`` holds them here too)
     """
 
     factors: Factors
@@ -61,6 +63,7 @@ class Model:
     metrics: dict
     rating_range: tuple | None = None
     user_rows: object = None
+    item_rows: object = None
 
     @property
     def feedback(self):
@@ -82,12 +85,15 @@ class Model:
         return dataclasses.replace(self.here(), seen_indptr=empty, seen_indices=empty)
 
     def here(self):
-        """The model with every user's factors and biases in this process (itself when they are here)."""
-        if self.user_rows is None:
+        """The model with every user's factors and biases in this process, nothing of it on the workers (itself
+        when it has nothing there)."""
+        if self.user_rows is None and self.item_rows is None:
             return self
-        user_factors, user_bias = self.user_rows.here()
-        factors = dataclasses.replace(self.factors, user_factors=user_factors, user_bias=user_bias)
-        return dataclasses.replace(self, factors=factors, user_rows=None)
+        factors = self.factors
+        if self.user_rows is not None:
+            user_factors, user_bias = self.user_rows.here()
+            factors = dataclasses.replace(factors, user_factors=user_factors, user_bias=user_bias)
+        return dataclasses.replace(self, factors=factors, user_rows=None, item_rows=None)
 
     def split_users(self, bounds):
         """The model cut for tasks that each see a range of users: ``(items, users)``, ``items`` the model without
@@ -99,7 +105,8 @@ class Model:
         no_users = dataclasses.replace(f, user_factors=f.user_factors[:0], user_bias=f.user_bias[:0])
         empty = np.zeros(0, dtype=np.int64)
         items = dataclasses.replace(self, factors=no_users, user_means=self.user_means[:0],
-                                    user_ids=self.user_ids[:0], seen_indptr=empty, seen_indices=empty, user_rows=None)
+                                    user_ids=self.user_ids[:0], seen_indptr=empty, seen_indices=empty, user_rows=None,
+                                    item_rows=None)
         if self.user_rows is not None:
             rows = self.user_rows.ranges(np.asarray(bounds))
         else:
@@ -192,6 +199,32 @@ def _user_rank(users, pieces):
 
 def _columns(pair):
     return pair[0].shape[1]
+
+
+def write_item_rows(items, group, chunk=USER_CHUNK):
+    """Write the items' factors and biases of ``items`` (:class:`mixlib.recsys.als.ReplicatedRows`) as the arrays
+    ``item_factors (n_items, k)`` and ``item_bias (n_items,)`` of the Zarr group at ``group``, by one task on a
+    worker that holds a whole copy (here without a client), ``chunk`` items per chunk."""
+    copy = next(iter(items.alive().values()))
+    items.tasks.gather([items.tasks.call(write_whole_rows, group, copy, items.with_bias, "item", chunk)])
+
+
+def write_whole_rows(group, solution, with_bias, side, chunk):
+    """Write a side's whole solution ``(n, k [+ 1])`` (factors, then a bias column when ``with_bias``) as the
+    arrays ``{side}_factors`` and ``{side}_bias`` of the Zarr group at ``group``."""
+    import zarr
+
+    from ..core.storage import zarr_store
+
+    factors, bias = (solution[:, :-1], solution[:, -1]) if with_bias else (solution, np.zeros(len(solution)))
+    for name, values in ((f"{side}_factors", factors), (f"{side}_bias", bias)):
+        try:
+            array = zarr.create_array(zarr_store(group / name), shape=values.shape,
+                                      chunks=(chunk,) + values.shape[1:], dtype=np.float64)
+        except FileNotFoundError:
+            raise InputError(f"a worker cannot write {group / name}: the model directory must be a folder the "
+                             "workers share (or a URL) when they read the ratings") from None
+        array[...] = values
 
 
 def write_user_chunk(group, first, pair):
@@ -357,7 +390,8 @@ class ModelStore:
 
         ``write_seen`` : callable ``(array path)`` or None: writes the ``seen_indices`` array at the path it is
         given (by the workers, where the ratings are), for a model whose ``seen_indices`` is None. A model whose
-        users are on the workers (``user_rows``) has their arrays written there (:func:`write_user_rows`).
+        users are on the workers (``user_rows``) has their arrays written there (:func:`write_user_rows`), and its
+        items' arrays by a worker that holds them (``item_rows``, :func:`write_item_rows`).
         """
         self.versions.mkdir(parents=True, exist_ok=True)
         arrays = model.factors.named()
@@ -367,12 +401,16 @@ class ModelStore:
             arrays["seen_indices"] = model.seen_indices
         if model.user_rows is not None:
             del arrays["user_factors"], arrays["user_bias"]
+        if model.item_rows is not None:
+            del arrays["item_factors"], arrays["item_bias"]
 
         def fill(group):
             if write_seen is not None:
                 write_seen(group / "seen_indices")
             if model.user_rows is not None:
                 write_user_rows(model.user_rows, group)
+            if model.item_rows is not None:
+                write_item_rows(model.item_rows, group)
 
         created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         attrs = {"mu": model.mu, "config": model.config, "metrics": model.metrics, "created": created,

@@ -447,14 +447,16 @@ def _model(prepared, data, factors, settings):
     """The Model to publish: ``factors`` (StepFactors) with the means and ``mu`` of ``data`` (BlockedData) and the
     range of its ratings; it remembers every prepared rating (training, validation and test) as seen: its
     ``seen_indptr`` is here, and its ``seen_indices`` are written by :func:`_publish` where the shards are. When
-    the workers prepared the ratings, the users stay where they were solved (the model's ``user_rows``); else
-    they are gathered here, where the ratings are."""
+    the workers prepared the ratings, the users stay where they were solved (the model's ``user_rows``) and the
+    workers keep their copies of the items (``item_rows``, from which they write them); else everything is
+    gathered here, where the ratings are."""
     config = {f.name: getattr(settings, f.name) for f in dataclasses.fields(TrainSettings)}
     rating_range = data.value_range if settings.feedback == "explicit" else None
     item_factors, item_bias = factors.items.here()
     no_users = Factors(np.zeros((0, item_factors.shape[1])), np.zeros(0), item_factors, item_bias)
     model = Model(no_users, data.mu, data.user_means, prepared.user_ids, prepared.item_ids,
-                  pattern_indptr(prepared), None, config, {}, rating_range, user_rows=factors.users)
+                  pattern_indptr(prepared), None, config, {}, rating_range, user_rows=factors.users,
+                  item_rows=factors.items)
     return model if prepared.tasks.client is not None else model.here()
 
 
