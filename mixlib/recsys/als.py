@@ -692,11 +692,8 @@ class ReplicatedRows:
         alive = self.alive()
         if client is None:
             return stack([alive["here"]])
-        if "all" in alive:
-            workers = list(client.scheduler_info()["workers"])
-            if all(address.startswith("inproc://") for address in workers):  # threads of one process: one copy
-                return client.submit(stack, [alive["all"]], pure=False, key=f"als-shared-{name}")
-            alive = {address: alive["all"] for address in workers}
+        if "all" in alive:  # one future on every worker: made on each, as from blocks
+            return designs_on_workers(client, stack, [alive["all"]], f"shared-{name}")
         return {address: client.submit(stack, [copy], workers=[address], allow_other_workers=True, pure=False,
                                        key=f"als-shared-{name}-{number}")
                 for number, (address, copy) in enumerate(alive.items())}
@@ -786,7 +783,12 @@ class TrainingState:
 
     def to_arrays(self):
         """``(arrays, scalars)``: name -> ndarray and name -> JSON number, the whole state (for a checkpoint)."""
-        arrays = {"history": self.history, **self.current.saved("current"), **self.best.saved("best")}
+        current = self.current.saved("current")
+        if self.best is self.current:  # gathered once
+            best = {f"best/{name[len('current/'):]}": values for name, values in current.items()}
+        else:
+            best = self.best.saved("best")
+        arrays = {"history": self.history, **current, **best}
         scalars = {"step": self.step, "best_step": self.best_step, "stale": self.stale,
                    "best_score": self.best_score}
         return arrays, scalars
