@@ -1,8 +1,8 @@
 """Where jobs keep Zarr data: local paths, or fsspec URLs (``s3://``, ``gs://``, ``file://``...) for storage that a
 remote cluster's workers and the client share.
 
-A location is a ``upath.UPath``: a ``pathlib.Path`` for a local path, and the same interface over an fsspec
-filesystem for a URL, so most code that reads and writes is the same for both. What differs: a local folder is
+A location is a ``pathlib.Path`` for a local path and a ``upath.UPath`` for a URL: the same interface over an
+fsspec filesystem, so most code that reads and writes is the same for both. What differs: a local folder is
 written under a temporary name and renamed into place (atomic); an object store has no rename (fsspec would copy
 every object), so there a Zarr group is written in place. Readers stay safe either way: they never trust a
 checkpoint or model group before its ``complete`` attribute and the pointer that names it (a pointer is one
@@ -10,6 +10,7 @@ object, replaced whole; see :mod:`mixlib.core.checkpoint`), and a job removes a 
 """
 
 import shutil
+from pathlib import Path
 
 from .errors import InputError
 
@@ -17,7 +18,7 @@ LOCAL_PROTOCOLS = ("", "file", "local")
 
 
 def location(name, flag):
-    """A ``UPath`` for a local path or an fsspec URL; a local path is made absolute (and ``~`` expanded) here, in the
+    """A ``pathlib.Path`` for a local path, a ``UPath`` for an fsspec URL; a local path is made absolute (and ``~`` expanded) here, in the
     client's process, so that a worker of a remote cluster, whose working directory is another, reads and writes
     the same file.
 
@@ -28,9 +29,11 @@ def location(name, flag):
 
     Raises InputError for an unknown protocol or one whose fsspec package is not installed.
     """
+    name = str(name)
+    if "://" not in name:  # a local path: pathlib's, without importing fsspec (a small job's start-up)
+        return Path(name).expanduser().absolute()
     from upath import UPath
 
-    name = str(name)
     local_url = "://" in name and name.split("://", 1)[0] in LOCAL_PROTOCOLS[1:]
     try:
         path = UPath(name, auto_mkdir=True) if local_url else UPath(name)  # auto_mkdir: Zarr writes a chunk's
