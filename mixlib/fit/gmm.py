@@ -16,7 +16,7 @@ import numpy as np
 
 from ..core.reduce import add_stats
 from .kmeans import contiguous, fit_kmeans, nearest_centres
-from .points import weighted_points
+from .points import WeightedPoints, weighted_points
 
 log = logging.getLogger("mixlib")
 
@@ -182,12 +182,23 @@ def sum_of_mixtures(first, second):
 
 
 def sample_mixture(mixture, size, rng):
-    """Draw ``size`` points ``(size, D)`` from a mixture: a component by its weight, then a Gaussian draw
-    ``mu + L z`` with ``Sigma = L L^T`` and ``z`` standard normal."""
+    """Draw ``size`` points ``(size, D)`` from a mixture (:func:`sample_components` without the components)."""
+    return sample_components(mixture, size, rng)[0]
+
+
+def sample_components(mixture, size, rng):
+    """Draw ``size`` points from a mixture: a component by its weight, then a Gaussian draw ``mu + L z`` with
+    ``Sigma = L L^T`` and ``z`` standard normal.
+
+    Returns
+    -------
+    points : ndarray (size, D) float64
+    components : ndarray (size,) intp, the component each point was drawn from
+    """
     components = rng.choice(len(mixture.weights), size=size, p=mixture.weights)
     lower = np.linalg.cholesky(mixture.covariances)
     noise = rng.standard_normal((size, mixture.means.shape[1]))
-    return mixture.means[components] + np.einsum("nde,ne->nd", lower[components], noise)
+    return mixture.means[components] + np.einsum("nde,ne->nd", lower[components], noise), components
 
 
 # ------------------------------------------------------------------------------------------ the fit
@@ -237,7 +248,8 @@ def fit_gmm(points, weights=None, *, k, init="kmeans", max_iter=100, tol=1e-3, r
 
     Parameters
     ----------
-    points : ndarray or dask.array.Array (N, D)
+    points : ndarray or dask.array.Array (N, D); or WeightedPoints (on the cluster, or LocalPoints) already made
+        (then ``weights`` is None)
     weights : ndarray or dask.array.Array (N,), or None for unit weights
     k : int, number of components
     init : 'kmeans' (responsibilities from a seeded k-means) or 'random' (seeded random responsibilities)
@@ -255,7 +267,8 @@ def fit_gmm(points, weights=None, *, k, init="kmeans", max_iter=100, tol=1e-3, r
     -------
     GMMResult
     """
-    data = weighted_points(points, weights, chunk_rows=chunk_rows, split_every=split_every, in_process=in_process)
+    data = points if isinstance(points, WeightedPoints) else weighted_points(
+        points, weights, chunk_rows=chunk_rows, split_every=split_every, in_process=in_process)
     # reg_covar is relative to the data's scale; data of one colour has no scale, and takes it as is.
     reg = reg_covar * (float(np.mean(data.variance)) or 1.0)
     if init_mixture is not None:
@@ -340,11 +353,20 @@ def most_likely_component(x, mixture, rows=1 << 16):
                            for start in range(0, len(x), rows)] or [np.zeros(0, np.intp)])
 
 
+def free_parameters(k, dims):
+    """Free parameters of a full-covariance mixture: ``p = (k - 1) + k D + k D (D + 1) / 2``."""
+    return (k - 1) + k * dims + k * dims * (dims + 1) // 2
+
+
 def bic(mean_loglik, n_points, k, dims):
-    """Bayesian information criterion of a full-covariance mixture: ``-2 log L + p log N`` with
-    ``p = (k - 1) + k D + k D (D + 1) / 2`` free parameters."""
-    parameters = (k - 1) + k * dims + k * dims * (dims + 1) // 2
-    return -2.0 * mean_loglik * n_points + parameters * np.log(n_points)
+    """Bayesian information criterion of a full-covariance mixture: ``-2 log L + p log N`` (p:
+    :func:`free_parameters`)."""
+    return -2.0 * mean_loglik * n_points + free_parameters(k, dims) * np.log(n_points)
+
+
+def aic(mean_loglik, n_points, k, dims):
+    """Akaike information criterion of a full-covariance mixture: ``-2 log L + 2 p`` (p: :func:`free_parameters`)."""
+    return -2.0 * mean_loglik * n_points + 2 * free_parameters(k, dims)
 
 
 # -------------------------------------------------------------------------------------- model files

@@ -450,7 +450,7 @@ def _decode_with_pillow(path, max_pixels, file=None):
             im.load()
             mode = im.mode
             ImageOps.exif_transpose(im, in_place=True)
-            pixels = _pillow_pixels(path, im)
+            pixels = pillow_pixels(path, im)
             icc_profile = rgb_profile(im.info.get("icc_profile") or None)
     except UnidentifiedImageError:
         raise InputError(f"input {path} is not an image that Pillow, tifffile or Zarr can read") from None
@@ -482,7 +482,7 @@ def _pillow_frames(im):
     return getattr(im, "n_frames", 1)
 
 
-def _pillow_pixels(path, im):
+def pillow_pixels(path, im):
     """The pixels of a decoded Pillow image as ``(H, W, 3|4)`` uint8, 16-bit and floating-point modes scaled."""
     if im.mode in PILLOW_16_BIT_MODES + ("I", "F"):
         return _deep_grey_pixels(path, im)

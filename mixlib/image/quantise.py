@@ -1,0 +1,153 @@
+"""``mixlib.quantise``: an image in memory (numpy array or PIL image) quantised to k colours in this process, by the
+steps a small ``jobs.compress`` runs: the exact colour histogram, the palette fitted to it, every pixel looked up."""
+
+import dataclasses
+
+import numpy as np
+
+from ..core.errors import InputError
+from .colors import ColourLookup, image_histogram
+from .palette import fit_palette, squared_error
+from .readers import SampleLayout, check_samples, pillow_pixels, to_rgb8
+
+HISTOGRAM_CHUNK = 2048  # rows and columns of the blocks whose histograms are merged (the result does not depend on it)
+
+
+@dataclasses.dataclass(frozen=True)
+class Quantised:
+    """An image quantised to a palette.
+
+    Attributes
+    ----------
+    palette : ndarray (p, C) uint8, the distinct palette entries (p <= k), RGB or RGBA
+    labels : ndarray (H, W) uint8 or uint16, the palette index of every pixel
+    fit : the fit the palette came from: ``KMeansResult``, ``GMMResult`` or ``EveryColour`` (an image of at most k
+        colours keeps them all), each with ``describe()``
+    mse : float, mean squared error per channel against the (8-bit RGB or RGBA) input
+    """
+
+    palette: np.ndarray
+    labels: np.ndarray
+    fit: object
+    mse: float
+
+    @property
+    def pixels(self):
+        """The quantised image ``(H, W, C)`` uint8."""
+        return self.palette[self.labels]
+
+    @property
+    def psnr(self):
+        """Peak signal-to-noise ratio in dB against the input (``inf`` when lossless)."""
+        return 10 * np.log10(255.0 ** 2 / self.mse) if self.mse > 0 else float("inf")
+
+    def to_pil(self):
+        """A palette-mode ('P') PIL image (RGB palettes; RGBA ones give an 'RGBA' image)."""
+        from PIL import Image
+
+        if self.palette.shape[1] == 4 or len(self.palette) > 256:
+            return Image.fromarray(self.pixels)
+        image = Image.fromarray(self.labels.astype(np.uint8), mode="P")
+        image.putpalette(self.palette.ravel().tolist())
+        return image
+
+
+def quantise(image, k=16, *, method="lloyd", seed=0, max_iter=300, tol=1e-4, batch_size=4096, em_init="kmeans",
+             em_tol=1e-3, reg_covar=1e-6):
+    """Quantise an image to at most ``k`` colours: the palette and the label of every pixel.
+
+    The same steps, and so the same palette, as ``python -m jobs.compress IMAGE --k K --method M --seed S`` on the
+    same pixels: the exact colour histogram of the image (each distinct colour a point weighted by its pixels), a
+    k-means or Gaussian-mixture fit to it (:func:`mixlib.image.palette.fit_palette`) and every pixel mapped to its
+    colour's palette entry.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image, or ndarray (H, W) grey, (H, W, 1|2) grey (and alpha), (H, W, 3) RGB or (H, W, 4) RGBA
+        with uint8 samples, uint16 samples (scaled to 8 bits), other integers within 0..255, or floating-point
+        samples within 0..1. A PIL image is turned upright by its EXIF orientation, as the job reads files.
+    k : int, palette entries at most (2..65536)
+    method : 'lloyd', 'minibatch' (k-means) or 'gmm' (a Gaussian mixture's component means)
+    seed : int
+    max_iter, tol, batch_size : the k-means fit's (and max_iter the EM's)
+    em_init, em_tol, reg_covar : the Gaussian mixture's initialisation, tolerance and covariance regularisation
+
+    Returns
+    -------
+    Quantised
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mixlib import quantise
+    >>> image = np.random.default_rng(0).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    >>> result = quantise(image, 8, seed=0)
+    >>> result.palette.shape, result.labels.shape
+    ((8, 3), (64, 64))
+    """
+    if not isinstance(k, (int, np.integer)) or not 2 <= k <= 1 << 16:
+        raise ValueError(f"k must be an int from 2 to 65536, got {k!r}")
+    if method not in ("lloyd", "minibatch", "gmm"):
+        raise ValueError(f"method must be 'lloyd', 'minibatch' or 'gmm', got {method!r}")
+    pixels = rgb_pixels(image)
+    channels = pixels.shape[2]
+    histogram = image_histogram(pixels, HISTOGRAM_CHUNK)
+    codes, counts = histogram["codes"], histogram["counts"]
+    palette = fit_palette(codes, counts, channels, k=k, method=method, max_iter=max_iter, tol=tol,
+                          batch_size=batch_size, em_init=em_init, em_tol=em_tol, reg_covar=reg_covar, seed=seed,
+                          in_process=True)
+    labels = ColourLookup(codes, palette.code_labels, channels)(pixels)
+    mse = squared_error(codes, counts, channels, palette) / (pixels.shape[0] * pixels.shape[1] * channels)
+    return Quantised(palette.colours, labels, palette.fit, float(mse))
+
+
+def rgb_pixels(image):
+    """An image in memory as 8-bit RGB or RGBA pixels ``(H, W, 3|4)`` uint8 (see :func:`quantise`); ValueError
+    for what has no faithful 8-bit colour reading."""
+    if hasattr(image, "getbands"):  # a PIL image
+        return _pil_pixels(image)
+    samples = np.asarray(image)
+    if samples.ndim == 2:
+        samples = samples[:, :, None]
+    if samples.ndim != 3 or samples.shape[2] not in (1, 2, 3, 4) or 0 in samples.shape:
+        raise ValueError(f"an image is (H, W), or (H, W, C) with 1 to 4 channels; got shape {samples.shape}")
+    samples = _unsigned(samples)
+    if samples.dtype.kind == "f":
+        _checked(check_samples, "image", samples)
+    colours = 1 if samples.shape[2] <= 2 else 3
+    if samples.dtype == np.uint8 and colours == 3:
+        return np.ascontiguousarray(samples)
+    top = None if samples.dtype.kind == "f" else np.iinfo(samples.dtype).max
+    alpha = colours if samples.shape[2] in (2, 4) else None
+    return to_rgb8(samples, SampleLayout(colours, top, alpha))
+
+
+def _unsigned(samples):
+    """Integer samples as uint8 (integers within 0..255) or uint16 (16-bit samples); floats and bools kept
+    (bools as floats)."""
+    if samples.dtype == bool:
+        return samples.astype(np.float64)
+    if samples.dtype.kind == "f" or samples.dtype in (np.uint8, np.uint16):
+        return samples
+    if samples.dtype.kind not in "iu":
+        raise ValueError(f"image samples must be numbers; got dtype {samples.dtype}")
+    low, high = int(samples.min()), int(samples.max())
+    if low < 0 or high > 255:
+        raise ValueError(f"integer samples from {low} to {high} have no standard brightness scale: give uint8, "
+                         "uint16, or floats within 0..1")
+    return samples.astype(np.uint8)
+
+
+def _pil_pixels(image):
+    """A PIL image's pixels, upright, as the job decodes a file (16-bit and floating-point grey scaled)."""
+    from PIL import ImageOps
+
+    return _checked(pillow_pixels, "image", ImageOps.exif_transpose(image))
+
+
+def _checked(function, *args):
+    """``function(*args)``, its InputError (a job's exit status 2) raised as ValueError."""
+    try:
+        return function(*args)
+    except InputError as e:
+        raise ValueError(str(e)) from None
