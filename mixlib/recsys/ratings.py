@@ -136,7 +136,7 @@ def read_columns(path, drop_invalid=False, names=None, values_optional=False):
     if values is None:
         log.info("ratings file %s has no rating column: every (user, item) pair is read as 1.0", path)
         values = np.ones(len(users))
-    return _valid_rows(path, users, items, values, times, first_row, drop_invalid)
+    return _valid_rows(f"ratings file {path}", users, items, values, times, first_row, drop_invalid)
 
 
 def _existing_file(path, what):
@@ -205,18 +205,69 @@ def _read_npy(path, names, values_optional):
         array = np.load(path, allow_pickle=False)
     except ValueError as e:
         raise InputError(f"ratings file {path} is not a plain numeric .npy array ({e})") from None
+    return (*_array_columns(f"ratings file {path}", array, values_optional), 0)
+
+
+def _array_columns(where, array, values_optional):
+    """``(users, items, values or None, times or None)`` of a numeric array (N, 3): user, item, rating, or (N, 2)
+    when values are optional; a 4th column is the time."""
     least = 2 if values_optional else 3
     if array.ndim != 2 or array.shape[1] < least or not np.issubdtype(array.dtype, np.number):
         expected = ("(N, 2) or more numbers: user, item[, rating]" if values_optional
                     else "(N, 3) numbers: user, item, rating")
-        raise InputError(f"ratings file {path} holds a {array.dtype} array of shape {array.shape}; expected "
-                         f"{expected}")
+        raise InputError(f"{where} holds a {array.dtype} array of shape {array.shape}; expected {expected}")
     users, items = (_as_ids(column) for column in (array[:, 0], array[:, 1]))
     values = array[:, 2].astype(np.float64) if array.shape[1] > 2 else None
     times = None
     if array.shape[1] > TIME_POSITION:
-        times = _found_times(path, "4", array[:, TIME_POSITION].astype(np.float64), given=False)
-    return users, items, values, times, 0
+        times = _found_times(where, "4", array[:, TIME_POSITION].astype(np.float64), given=False)
+    return users, items, values, times
+
+
+def table_columns(table, names=None, values_optional=False, drop_invalid=False):
+    """The valid rows of a ratings table in memory as columns, as :func:`read_columns` reads a file's (the same
+    column names, checks and messages).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame, pyarrow.Table, dict of columns, numpy structured array (columns found by name, as in a
+        Parquet file), or numeric ndarray (N, 3): user, item, rating ((N, 2) with ``values_optional``; a 4th column
+        is the time)
+    names, values_optional, drop_invalid : as :func:`read_ratings`
+
+    Returns
+    -------
+    users, items : ndarray (N,) int64 or str
+    values : ndarray (N,) float64
+    times : ndarray (N,) float64 or None
+    """
+    where = "the ratings table"
+    names = _given(names)
+    if isinstance(table, np.ndarray) and table.dtype.names is None:
+        users, items, values, times = _array_columns(where, table, values_optional)
+    else:
+        arrow = _as_arrow(table)
+        columns = _arrow_roles(where, arrow.column_names, names, values_optional)
+        users, items, values, times = _arrow_columns(where, arrow, columns, names)
+    if values is None:
+        values = np.ones(len(users))
+    return _valid_rows(where, users, items, values, times, 0, drop_invalid)
+
+
+def _as_arrow(table):
+    """A ``pyarrow.Table`` of a pandas DataFrame, a pyarrow Table, a dict of columns or a numpy structured array."""
+    import pyarrow as pa
+
+    if isinstance(table, pa.Table):
+        return table
+    if hasattr(table, "to_numpy") and hasattr(table, "columns"):  # pandas (and DataFrames like it)
+        return pa.Table.from_pandas(table, preserve_index=False)
+    if isinstance(table, np.ndarray):
+        return pa.table({name: table[name] for name in table.dtype.names})
+    if isinstance(table, dict):
+        return pa.table({name: np.asarray(column) for name, column in table.items()})
+    raise InputError(f"a ratings table is a pandas DataFrame, a pyarrow Table, a dict of columns or a numpy array, "
+                     f"not {type(table).__name__}")
 
 
 def _read_parquet(path, names, values_optional):
@@ -227,36 +278,52 @@ def _read_parquet(path, names, values_optional):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    where = f"ratings file {path}"
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as e:
-        raise InputError(f"ratings file {path} is not a readable Parquet file ({e})") from None
-    fields = [name.lower() for name in schema.names]
+        raise InputError(f"{where} is not a readable Parquet file ({e})") from None
+    columns = _arrow_roles(where, schema.names, names, values_optional)
+    try:
+        table = pq.read_table(path, columns=list(columns.values()))
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(f"{where} is not a readable Parquet file ({e})") from None
+    return (*_arrow_columns(where, table, columns, names), 0)
+
+
+def _arrow_roles(where, column_names, names, values_optional):
+    """``{role: column name}`` of the user, item, rating and time columns among a table's ``column_names``, found
+    by name (any case); InputError for a required one missing. The rating column may be absent when
+    ``values_optional``, the time column always."""
+    fields = [name.lower() for name in column_names]
     found = _named_columns(fields, ROLES, names)
     found["time"] = _time_column(fields, found, names)
     required = ("user", "item") if values_optional else ROLES
     missing = [role for role in found if found[role] is None and (role in names or role in required)]
     if missing:
-        raise InputError(f"ratings file {path} has no {_wanted(missing, names)} column (it has "
-                         f"{', '.join(schema.names)}); name it with {_flags(missing)}")
-    columns = {role: schema.names[n] for role, n in found.items() if n is not None}
-    try:
-        table = pq.read_table(path, columns=list(columns.values()))
-    except (pa.ArrowException, OSError) as e:
-        raise InputError(f"ratings file {path} is not a readable Parquet file ({e})") from None
+        raise InputError(f"{where} has no {_wanted(missing, names)} column (it has "
+                         f"{', '.join(column_names)}); name it with {_flags(missing)}")
+    return {role: column_names[n] for role, n in found.items() if n is not None}
+
+
+def _arrow_columns(where, table, columns, names):
+    """``(users, items, values or None, times or None)`` of a ``pyarrow.Table`` whose roles are ``columns``
+    (:func:`_arrow_roles`)."""
+    import pyarrow as pa
+
     users, items = (_parquet_ids(table.column(columns[role])) for role in ("user", "item"))
     values = times = None
     if "rating" in columns:
         rating = table.column(columns["rating"])
         if not (pa.types.is_integer(rating.type) or pa.types.is_floating(rating.type)):
-            raise InputError(f"ratings file {path}: column {columns['rating']} holds {rating.type}, not numbers")
+            raise InputError(f"{where}: column {columns['rating']} holds {rating.type}, not numbers")
         values = rating.to_numpy(zero_copy_only=False).astype(np.float64)
     if "time" in columns:
-        times = _parquet_times(path, columns["time"], table.column(columns["time"]), "time" in names)
-    return users, items, values, times, 0
+        times = _parquet_times(where, columns["time"], table.column(columns["time"]), "time" in names)
+    return users, items, values, times
 
 
-def _parquet_times(path, name, column, given):
+def _parquet_times(where, name, column, given):
     """A Parquet time column ``(N,)`` as seconds since the epoch (NaN where null or unreadable), or None.
 
     Numbers are seconds; timestamps (any unit; stored in UTC) and dates are converted; strings are parsed as in
@@ -278,12 +345,11 @@ def _parquet_times(path, name, column, given):
     elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
         seconds = _times_of_text(["" if v is None else v for v in column.to_pylist()])
     elif given:
-        raise InputError(f"ratings file {path}: column {name} holds {kind}, not times ({TIME_FORMS})")
+        raise InputError(f"{where}: column {name} holds {kind}, not times ({TIME_FORMS})")
     else:
-        log.warning("ratings file %s: column %s holds %s, not times; the ratings are read without times", path,
-                    name, kind)
+        log.warning("%s: column %s holds %s, not times; the ratings are read without times", where, name, kind)
         return None
-    return _found_times(path, name, seconds, given)
+    return _found_times(where, name, seconds, given)
 
 
 def _time_column(fields, found, names):
@@ -293,13 +359,13 @@ def _time_column(fields, found, names):
     return _named_columns(["" if n in held else field for n, field in enumerate(fields)], ("time",), names)["time"]
 
 
-def _found_times(path, column, seconds, given):
+def _found_times(where, column, seconds, given):
     """``seconds (N,)`` of a time column, or None when the column was not ``given`` by name and holds no time
     (every value NaN): a column found by a common name or by position that is something else (logged)."""
     if given or not len(seconds) or not np.isnan(seconds).all():
         return seconds
-    log.warning("ratings file %s: column %s holds no times (%s); the ratings are read without times", path,
-                column, TIME_FORMS)
+    log.warning("%s: column %s holds no times (%s); the ratings are read without times", where, column,
+                TIME_FORMS)
     return None
 
 
@@ -371,7 +437,7 @@ def _text_times(path, rows, header, column, given):
     that is no time), or None for a column not ``given`` by name that holds no time (:func:`_found_times`)."""
     seconds = _times_of_text([row[column] if len(row) > column else "" for row in rows[header:]])
     label = rows[0][column].strip() if header else str(column + 1)
-    return _found_times(path, label, seconds, given)
+    return _found_times(f"ratings file {path}", label, seconds, given)
 
 
 def _text_columns(path, what, rows, roles, names, optional=(), timed=False):
@@ -588,7 +654,7 @@ def _text_ids(texts):
     return out if not present.all() else values
 
 
-def _valid_rows(path, users, items, values, times, header_rows, drop_invalid):
+def _valid_rows(where, users, items, values, times, header_rows, drop_invalid):
     """The columns ``(N,)`` read (``times`` may be None) without their invalid rows, refused or dropped; ids as
     int64 or str."""
     invalid = ~np.isfinite(values) | _missing(users) | _missing(items)
@@ -598,9 +664,9 @@ def _valid_rows(path, users, items, values, times, header_rows, drop_invalid):
         first = int(np.flatnonzero(invalid)[0]) + header_rows + 1
         what = "id or rating" if times is None else "id, rating or time"
         if not drop_invalid:
-            raise InputError(f"ratings file {path}: {int(invalid.sum())} row(s) with a missing or non-finite {what}, "
+            raise InputError(f"{where}: {int(invalid.sum())} row(s) with a missing or non-finite {what}, "
                              f"the first at row {first}; fix them or pass --drop-invalid to skip them")
-        log.warning("ratings file %s: skipped %d invalid row(s), the first at row %d", path, invalid.sum(), first)
+        log.warning("%s: skipped %d invalid row(s), the first at row %d", where, invalid.sum(), first)
     users, items, values = (a[~invalid] for a in (users, items, values))
     if times is not None:
         times = times[~invalid].astype(np.float64)

@@ -184,18 +184,29 @@ def run_recommend(settings, job_plan, client):
             log.info("wrote %d recommendations in %d part file(s)", sum(blocks), len(blocks))
 
 
+def recommendations(model, users, top, clip, block_users=2048):
+    """The top-``top`` unseen items of each of ``users`` (ids; unknown ones get the fallback of
+    :func:`run_recommend`) by a model whose pattern is in memory (``seen_indices``), computed in this process: the
+    columns ``user``, ``rank``, ``item`` and ``score`` of :func:`recommendation_rows`, block after block."""
+    users = np.asarray(users)
+    lists = ItemLists.of(model, min(top, len(model.item_ids)), clip, None)
+    blocks = _recommended_blocks(None, model, lists, users, model.user_index(users), block_users, None, None)
+    return {name: np.concatenate([b[name] for b in blocks]) for name in ("user", "rank", "item", "score")}
+
+
 def _recommended_blocks(client, model, lists, users, index, block_users, folder, store):
     """Each block's :func:`recommendation_rows` (``folder`` None), or the rows each block wrote to its part file
     in ``folder``, computed in this process or as ``recommend-top`` tasks, each reading its users' rows of the
-    model's pattern from ``store`` (:func:`mixlib.recsys.store.stored_rows`)."""
-    name = model.metrics["version"]
+    model's pattern from ``store`` (:func:`mixlib.recsys.store.stored_rows`), or taking them from the model when it
+    holds its pattern (``store`` None)."""
     f = model.factors
 
     def blocks(shared):  # (arguments of _block_rows, part file) of each block
         for number, start in enumerate(range(0, len(users), block_users)):
             block = index[start:start + block_users]
             known = np.maximum(block, 0)
-            seen = (store.root, name, *row_spans(model.seen_indptr, block))
+            seen = (rows_of(model.seen_indptr, model.seen_indices, block) if store is None else
+                    (store.root, model.metrics["version"], *row_spans(model.seen_indptr, block)))
             factors = np.where((block >= 0)[:, None], f.user_factors[known], 0.0)
             offsets = np.where(block >= 0, model.mu + f.user_bias[known] + model.user_means[known], model.mu)
             part = None if folder is None else folder / f"part-{number:05d}.parquet"
@@ -236,11 +247,12 @@ class ItemLists:
     @classmethod
     def of(cls, model, top, clip, store):
         """The lists of ``model``, the published version of ``store`` (an implicit model's popular items are
-        counted from its stored pattern)."""
+        counted from its stored pattern), or a model that holds its pattern (``store`` None)."""
         f = model.factors
         popular = None
         if model.feedback == "implicit":
-            popularity = stored_item_counts(store.root, model.metrics["version"], len(model.item_ids))
+            popularity = (np.bincount(model.seen_indices, minlength=len(model.item_ids)) if store is None else
+                          stored_item_counts(store.root, model.metrics["version"], len(model.item_ids)))
             popular = np.argsort(-popularity, kind="stable")[:top]
         return cls(f.item_factors, f.item_bias, model.item_ids, popular, top,
                    model.rating_range if clip else None)

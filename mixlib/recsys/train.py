@@ -277,8 +277,8 @@ def training_data(ratings, parts, means, global_bias, feedback="explicit"):
     return TrainingData(matrix, (ratings.users[held], ratings.items[held], shifted[held]), mu)
 
 
-def blocked_training_data(client, job_plan, settings, every=False):
-    """TrainingData of the run's prepared ratings (``job_plan.prepared``) as rating blocks built where the shards
+def blocked_training_data(client, prepared, settings, every=False):
+    """TrainingData of the run's prepared ratings (PreparedRatings) as rating blocks built where the shards
     are (:func:`mixlib.recsys.dataset.rating_blocks`) and placed for ``client``: the training ratings, or with
     ``every`` all of them (the refit), less each user's mean over them (explicit feedback with
     ``shift_user_means``); ``mu`` their mean when ``global_bias``. The validation ratings (none with ``every``)
@@ -286,19 +286,19 @@ def blocked_training_data(client, job_plan, settings, every=False):
     tasks judge them); ``user_means`` holds the means."""
     implicit = settings.feedback == "implicit"
     held = () if every or implicit else (1,)
-    blocks = rating_blocks(job_plan.prepared, parts=(0, 1, 2) if every else (0,),
+    blocks = rating_blocks(prepared, parts=(0, 1, 2) if every else (0,),
                            shift=settings.shift_user_means and not implicit, block_ratings=settings.block_ratings,
                            held=held)
     mu = blocks.total / blocks.count if settings.global_bias and not implicit else 0.0
     if settings.shift_user_means and not implicit and not every:
         log.info("user-mean shift: mean of the user means %.4f", blocks.means.mean())
-    built_here = job_plan.prepared.tasks.client is None
+    built_here = prepared.tasks.client is None
     sides = tuple(BlockedRatings.placed(client, parts, counts, side, held_parts) if built_here else
                   BlockedRatings(None, parts, counts, side, held_parts)
                   for parts, counts, side, held_parts in ((blocks.by_user, blocks.user_counts, "users", None),
                                                           (blocks.by_item, blocks.item_counts, "items",
                                                            blocks.held_by_item)))
-    validation = 0 if every else int(job_plan.prepared.part_counts[1])
+    validation = 0 if every else int(prepared.part_counts[1])
     return BlockedData(None, validation, mu, sides, blocks.means, (blocks.lowest, blocks.highest))
 
 
@@ -340,7 +340,7 @@ def _train_and_publish(settings, job_plan, client):
     started = time.perf_counter()
     if job_plan.prepared is None:
         job_plan = with_ratings(settings, job_plan, client)
-    data = blocked_training_data(client, job_plan, settings)
+    data = blocked_training_data(client, job_plan.prepared, settings)
     params = als_params(settings)
     judge = Judge(job_plan.prepared, job_plan.metric, settings)
     try:  # the starting state is not held here: its items leave this process when the loop places them
@@ -382,17 +382,34 @@ def _refitted(client, settings, params, job_plan, final, metrics):
     ``metrics`` records it under ``refit``."""
     started = time.perf_counter()
     n_ratings = int(job_plan.prepared.part_counts.sum())
-    data = blocked_training_data(client, job_plan, settings, every=True)
     steps = final.best_step
     refit_params = dataclasses.replace(params, max_steps=steps, eval_every=steps, log_every=steps)
     log.info("refit: training again on all %d ratings for the %d steps chosen", n_ratings, steps)
     try:
-        refit, _ = fit_als(client, data, refit_params, _fresh_state(settings, refit_params, job_plan, data, client))
+        refit = fit_every_rating(client, settings, refit_params, job_plan.prepared, job_plan.warm)
     except FloatingPointError as e:
         raise JobFailed(f"refit: {e}") from None
     metrics["refit"] = {"ratings": n_ratings, "steps": steps,
                         "seconds": round(time.perf_counter() - started, 3)}
-    return _model(job_plan.prepared, data, refit.current, settings)
+    return refit
+
+
+def fit_every_rating(client, settings, params, prepared, warm=None):
+    """The Model of ALS from a fresh start (:func:`_fresh_state`) on every prepared rating, for ``params.max_steps``
+    steps with nothing held out to stop early: the job's refit, and :class:`mixlib.api.recommend.ExplicitALS` and
+    ``ImplicitALS``. FloatingPointError when the factors stop being finite.
+
+    Parameters
+    ----------
+    client : distributed.Client, or None to train in this process
+    settings : TrainSettings, the model's settings (kept in the model's ``config``)
+    params : ALSParams
+    prepared : PreparedRatings
+    warm : Model or None, the warm start's published model
+    """
+    data = blocked_training_data(client, prepared, settings, every=True)
+    final, _ = fit_als(client, data, params, _fresh_state(settings, params, prepared, warm, data, client))
+    return _model(prepared, data, final.current, settings)
 
 
 def _starting_state(settings, params, job_plan, data, client):
@@ -406,14 +423,14 @@ def _starting_state(settings, params, job_plan, data, client):
         return state
     if settings.resume:
         log.info("--resume: no checkpoint in %s; starting from the beginning", checkpoint.folder)
-    return _fresh_state(settings, params, job_plan, data, client)
+    return _fresh_state(settings, params, job_plan.prepared, job_plan.warm, data, client)
 
 
-def _fresh_state(settings, params, job_plan, data, client):
+def _fresh_state(settings, params, prepared, warm, data, client):
     """The state before the first step: seeded initial items, warm-started from the published model's known items
     with ``--warm-start``."""
     rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 1]))
-    known = None if job_plan.warm is None else _known_items(job_plan.warm, job_plan.prepared)
+    known = None if warm is None else _known_items(warm, prepared)
     return TrainingState.start(*initial_items(data, params, rng, known, client))
 
 
