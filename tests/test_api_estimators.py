@@ -95,7 +95,8 @@ def test_weights_are_repeated_rows():
     X = rng.normal(size=(400, 3)) + rng.integers(0, 4, size=(400, 1)) * 5
     weights = rng.integers(1, 4, size=400)
     repeated = np.repeat(X, weights, axis=0)
-    for estimator in (KMeans(4, random_state=0), GaussianMixture(4, random_state=0)):
+    for estimator in (KMeans(4, random_state=0, merge_duplicates=False),
+                      GaussianMixture(4, random_state=0, merge_duplicates=False)):
         weighted = estimator.fit(X, sample_weight=weights)
         plain = type(estimator)(**estimator.get_params()).fit(repeated)
         for name in ("cluster_centers_", "means_", "covariances_"):
@@ -237,3 +238,29 @@ def test_public_names_resolve_lazily():
     assert out.strip() == "[]"
     for name in mixlib.__all__:
         assert getattr(mixlib, name) is not None
+
+
+def test_repeated_rows_are_fitted_once_with_their_weight(china):
+    """Pixels repeat colours: the fit of the distinct rows weighted by their copies is the fit of every row (from
+    the same start, the same centres; the mixture as good as one fitted on numpy.unique's rows and counts)."""
+    X = np.asarray(china).reshape(-1, 3).astype(np.float64)[:100_000]
+    start = X[:: len(X) // 8][:8]
+    merged = KMeans(8, init=start, tol=0, merge_duplicates=True).fit(X)
+    every = KMeans(8, init=start, tol=0, merge_duplicates=False).fit(X)
+    np.testing.assert_allclose(merged.cluster_centers_, every.cluster_centers_, rtol=1e-9)
+    assert merged.inertia_ == pytest.approx(every.inertia_, rel=1e-9)
+    np.testing.assert_array_equal(merged.labels_, every.labels_)
+    rows, counts = np.unique(X, axis=0, return_counts=True)
+    mixture = GaussianMixture(3, random_state=0, merge_duplicates=True).fit(X)
+    reference = GaussianMixture(3, random_state=0, merge_duplicates=False).fit(rows, sample_weight=counts)
+    assert mixture.score(X) == pytest.approx(np.average(reference.score_samples(rows), weights=counts), abs=1e-3)
+
+
+def test_dask_repeated_rows_whatever_the_chunks(client, china):
+    import dask.array as da
+
+    X = np.asarray(china).reshape(-1, 3).astype(np.float64)
+    models = [KMeans(8, random_state=0).fit(da.from_array(X, chunks=(rows, 3))) for rows in (50_000, 120_000)]
+    numpy_model = KMeans(8, random_state=0).fit(X)
+    for model in models:
+        np.testing.assert_array_equal(model.cluster_centers_, numpy_model.cluster_centers_)

@@ -8,6 +8,8 @@ import sys
 
 import numpy as np
 
+from ..fit.points import distinct_points, distinct_share, weighted_points
+
 log = logging.getLogger("mixlib")
 
 
@@ -62,9 +64,50 @@ def checked_points(estimator, X, sample_weight=None, *, reset=True):
     return X, sample_weight
 
 
+# Distinct rows up to this many are fitted in this process, as jobs.compress fits a colour histogram: the cluster
+# would only add a round trip per iteration.
+IN_PROCESS_POINTS = 1 << 18
+# merge_duplicates="auto" fits the distinct rows when the first rows hold at most this share of distinct rows.
+REPEATED_SHARE = 0.5
+FIRST_BLOCK_ROWS = 1 << 18
+
+
+@contextlib.contextmanager
+def fit_points(X, sample_weight, merge_duplicates):
+    """Yield the weighted points a fit runs on (:mod:`mixlib.fit.points`), and whether they are ``X``'s distinct rows.
+
+    With ``merge_duplicates`` (True, or "auto" and :func:`repeats_rows`), the distinct rows of ``X`` weighted by
+    their copies' summed weights (:func:`mixlib.fit.points.distinct_points`): the same model, as an image's colour
+    histogram stands for its pixels, with fewer points to visit. A numpy ``X`` is fitted in this process; a Dask
+    array on the current client (or an embedded one, kept for the duration), its distinct rows in this process when
+    there are at most ``IN_PROCESS_POINTS``.
+    """
+    merge = merge_duplicates is True or (merge_duplicates == "auto" and repeats_rows(X))
+    if not is_dask(X):
+        rows, weights = distinct_points(X, sample_weight) if merge else (X, sample_weight)
+        yield weighted_points(rows, weights, in_process=True), merge
+        return
+    with dask_client():
+        if not merge:
+            data = weighted_points(X, sample_weight)
+            check_finite_moments(data.mean)
+            yield data, False
+            return
+        rows, weights = distinct_points(X, sample_weight)
+        check_finite_moments(rows)
+        yield weighted_points(rows, weights, in_process=len(rows) <= IN_PROCESS_POINTS), True
+
+
+def repeats_rows(X):
+    """Whether the first ``FIRST_BLOCK_ROWS`` rows of ``X`` (whatever its chunks) have at most ``REPEATED_SHARE``
+    distinct rows."""
+    first = X[:FIRST_BLOCK_ROWS]
+    return distinct_share(np.asarray(first.compute() if is_dask(X) else first, dtype=np.float64)) <= REPEATED_SHARE
+
+
 def check_finite_moments(mean):
-    """ValueError when the weighted mean of the points (computed by the fit) is not finite: a Dask input held NaN
-    or infinity, which no check before the fit has read."""
+    """ValueError when the weighted mean of the points (computed by the fit), or any value given, is not finite: a
+    Dask input held NaN or infinity, which no check before the fit has read."""
     if not np.all(np.isfinite(mean)):
         raise ValueError("Input X contains NaN or infinity (or its weighted mean overflows)")
 

@@ -12,8 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..fit.gmm import (Mixture, aic, bic, fit_gmm, joint_log_prob_of, log_sum_exp, mixture_moments,
                        precision_cholesky, sample_components, sum_of_mixtures)
-from ..fit.points import weighted_points
-from .inputs import check_finite_moments, checked_points, dask_client, is_dask, rows_of, seeds
+from .inputs import checked_points, fit_points, is_dask, rows_of, seeds
 
 
 class GaussianMixture(DensityMixin, BaseEstimator):
@@ -39,6 +38,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     init_params : {'kmeans', 'random'}, default 'kmeans'
     random_state : int, numpy RandomState or None, default None
         Seeds the fit and :meth:`sample`; an int ``s`` fits what ``jobs.compress --method gmm --seed s`` fits.
+    merge_duplicates : {'auto', True, False}, default 'auto'
+        Fit the distinct rows, each weighted by its copies (see :class:`mixlib.KMeans`).
 
     Attributes
     ----------
@@ -66,7 +67,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     """
 
     def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6, max_iter=100, n_init=1,
-                 init_params="kmeans", random_state=None):
+                 init_params="kmeans", random_state=None, merge_duplicates="auto"):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -75,6 +76,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.n_init = n_init
         self.init_params = init_params
         self.random_state = random_state
+        self.merge_duplicates = merge_duplicates
 
     def fit(self, X, y=None, sample_weight=None):
         """Fit the mixture to ``X (n_samples, n_features)``, each row weighted by ``sample_weight (n_samples,)``
@@ -84,13 +86,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if X.shape[0] < self.n_components:
             raise ValueError(f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
                              f"n_samples = {X.shape[0]}")
-        if is_dask(X):
-            with dask_client():
-                data = weighted_points(X, sample_weight)
-                check_finite_moments(data.mean)
-                fits = self._fits(data)
-        else:
-            fits = self._fits(weighted_points(X, sample_weight, in_process=True))
+        with fit_points(X, sample_weight, self.merge_duplicates) as (data, _):
+            fits = self._fits(data)
         best = max(fits, key=lambda fit: fit.mean_loglik)
         if not best.converged:
             warnings.warn(f"EM did not converge in {self.max_iter} iterations; raise max_iter or tol, or check "
@@ -220,6 +217,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                              "covariances only ('full')")
         if self.init_params not in ("kmeans", "random"):
             raise ValueError(f"init_params must be 'kmeans' or 'random', got {self.init_params!r}")
+        if self.merge_duplicates not in ("auto", True, False):
+            raise ValueError(f"merge_duplicates must be 'auto', True or False, got {self.merge_duplicates!r}")
         if not isinstance(self.n_init, (int, np.integer)) or self.n_init < 1:
             raise ValueError(f"n_init must be a positive int, got {self.n_init!r}")
 

@@ -29,6 +29,43 @@ def sample_chunk(x, weights, size, seed_key):
     return x[rng.choice(len(x), size=size, p=weights / weights.sum())]
 
 
+def distinct_chunk(x, weights):
+    """The distinct rows of a chunk, each weighted by the weights of its copies: ``{"rows": (m, D), "weights":
+    (m,)}``, rows in the order of their bytes (so the same whatever the chunk they came from). Fitting them gives
+    the model of every row, as a colour histogram stands for an image's pixels."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    keys = x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return {"rows": x[first], "weights": np.bincount(inverse.ravel(), weights=weights, minlength=len(first))}
+
+
+def merge_distinct(parts):
+    """:func:`distinct_chunk` of several chunks' results together."""
+    rows = np.concatenate([part["rows"] for part in parts])
+    return distinct_chunk(rows, np.concatenate([part["weights"] for part in parts]))
+
+
+def distinct_share(x):
+    """Distinct rows over rows of a numpy block ``(n, D)``."""
+    return len(distinct_chunk(x, np.ones(len(x)))["rows"]) / max(len(x), 1)
+
+
+def distinct_points(points, weights=None, *, split_every=8):
+    """The distinct rows of points ``(N, D)`` and their summed weights, numpy ``((m, D), (m,))``: a tree reduction
+    of :func:`distinct_chunk` over a Dask array's chunks (on the current client), or one in this process."""
+    if not hasattr(points, "dask"):
+        x = np.asarray(points, dtype=np.float64)
+        found = distinct_chunk(x, np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64))
+        return found["rows"], found["weights"]
+    import dask.array as da
+
+    w = da.ones(len(points), chunks=points.chunks[0]) if weights is None else weights
+    xw = da.concatenate([points, w[:, None]], axis=1).rechunk({1: -1})
+    merged = tree_reduce(xw, functools.partial(_on_columns, distinct_chunk), merge_distinct, name="distinct-rows",
+                         split_every=split_every).compute()
+    return merged["rows"], merged["weights"]
+
+
 # ------------------------------------------------------------------------------- data on the cluster
 
 class WeightedPoints:
