@@ -66,10 +66,21 @@ def dask_kmeans(X, repeats):
     theirs_s, theirs = timed(lambda: dask_ml.cluster.KMeans(16, random_state=0).fit(X), repeats)
     print(f"KMeans(16), Dask array of {X.shape[0] / 1e6:.0f}M points: mixlib {ours_s:.2f} s ({ours.n_iter_} "
           f"iterations), dask-ml {theirs_s:.2f} s ({theirs.n_iter_} iterations)")
-    print(f"  inertia: mixlib {ours.inertia_:.6g}, dask-ml {theirs.inertia_:.6g} (ratio "
-          f"{ours.inertia_ / theirs.inertia_:.4f})")
+    ours_inertia, theirs_inertia = (inertia(X, model.cluster_centers_) for model in (ours, theirs))
+    print(f"  inertia (this script's, of each model's centres): mixlib {ours_inertia:.6g}, dask-ml "
+          f"{theirs_inertia:.6g} (ratio {ours_inertia / theirs_inertia:.4f}); reported: mixlib {ours.inertia_:.6g}, "
+          f"dask-ml {theirs.inertia_:.6g}")
     print("  " + ratio_line("time ratio mixlib / dask-ml", ours_s, theirs_s, 0.2))
-    print(f"  inertia no worse: {'meets target' if ours.inertia_ <= theirs.inertia_ * 1.0001 else 'MISSES target'}")
+    print(f"  inertia no worse: {'meets target' if ours_inertia <= theirs_inertia * 1.0001 else 'MISSES target'}")
+
+
+def inertia(X, centres):
+    """Sum of squared distances of the rows of the Dask array ``X`` to their nearest centre, in plain numpy."""
+    def block_sum(block):
+        squared = ((block[:, None, :] - centres[None]) ** 2).sum(axis=2)
+        return np.array([squared.min(axis=1).sum()])
+
+    return float(X.map_blocks(block_sum, drop_axis=1, chunks=(1,), dtype=np.float64).sum().compute())
 
 
 def numpy_kmeans(repeats):
@@ -126,8 +137,8 @@ def main():
     colours = photo_colours(args.points)
     distinct = len(np.unique(colours.astype(np.uint8).view("V3")))
     print(f"{args.points} photo colours, {distinct} distinct")
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
-            Client(cluster):
+    cluster_options = {"n_workers": 2, "threads_per_worker": 1, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}
+    with LocalCluster(**cluster_options) as cluster, Client(cluster):
         X = da.from_array(colours, chunks=(args.chunk_rows, 3)).persist()
         dask_kmeans(X, args.repeats)
         gaussian_mixture(X, colours, args.skip_sklearn_gmm)

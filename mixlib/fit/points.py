@@ -10,6 +10,7 @@ import functools
 
 import numpy as np
 
+from ..core.arrays import run_starts
 from ..core.reduce import add_stats, local_tree, submit_tree, tree_reduce, tree_tasks
 
 # ----------------------------------------------------------------------------------------- kernels
@@ -31,12 +32,52 @@ def sample_chunk(x, weights, size, seed_key):
 
 def distinct_chunk(x, weights):
     """The distinct rows of a chunk, each weighted by the weights of its copies: ``{"rows": (m, D), "weights":
-    (m,)}``, rows in the order of their bytes (so the same whatever the chunk they came from). Fitting them gives
-    the model of every row, as a colour histogram stands for an image's pixels."""
+    (m,)}``, rows in lexicographic order (so the same whatever the chunk they came from). Fitting them gives the
+    model of every row, as a colour histogram stands for an image's pixels."""
     x = np.ascontiguousarray(x, dtype=np.float64)
-    keys = x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    return {"rows": x[first], "weights": np.bincount(inverse.ravel(), weights=weights, minlength=len(first))}
+    if not len(x):
+        return {"rows": x, "weights": np.zeros(0)}
+    weights = np.asarray(weights, dtype=np.float64)
+    keys = whole_number_keys(x)
+    if keys is not None and (weights == weights[0]).all():  # equal weights (unit, most often): a sort of keys
+        ordered = np.sort(keys)
+        starts = np.flatnonzero(run_starts(ordered))
+        return {"rows": rows_of_keys(ordered[starts], x.shape[1]),
+                "weights": np.diff(starts, append=len(x)) * weights[0]}
+    if keys is not None:  # a sort of integers, in the same order as the rows' lexicographic one
+        order = np.argsort(keys, kind="stable")
+        first = run_starts(keys[order])
+    else:
+        order = np.lexsort(x.T[::-1])
+        ordered = x[order]
+        first = np.empty(len(x), dtype=bool)
+        first[0] = True
+        np.any(ordered[1:] != ordered[:-1], axis=1, out=first[1:])
+    starts = np.flatnonzero(first)
+    summed = np.add.reduceat(weights[order], starts)
+    return {"rows": x[order[starts]], "weights": summed}
+
+
+def rows_of_keys(keys, dims):
+    """The rows ``(m, dims)`` float64 of :func:`whole_number_keys` ``(m,)``."""
+    bits = np.uint64(64 // dims)
+    mask = (np.uint64(1) << bits) - np.uint64(1)
+    return np.column_stack([(keys >> (bits * np.uint64(dims - 1 - column))) & mask
+                            for column in range(dims)]).astype(np.float64)
+
+
+def whole_number_keys(x):
+    """One uint64 per row of ``x (n, D)`` float64 whose values are all whole numbers from 0 to ``2^(64 // D) - 1``
+    (colours): the values side by side, the first column highest, so that the keys sort as the rows do
+    lexicographically; None for other values."""
+    bits = 64 // x.shape[1]
+    if x.shape[1] > 8 or x.min() < 0 or x.max() >= 2.0 ** bits or not (x == np.floor(x)).all():
+        return None
+    whole = x.astype(np.uint64)
+    keys = np.zeros(len(x), dtype=np.uint64)
+    for column in range(x.shape[1]):
+        keys = (keys << np.uint64(bits)) | whole[:, column]
+    return keys
 
 
 def merge_distinct(parts):
