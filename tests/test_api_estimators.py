@@ -172,6 +172,14 @@ def test_mixture_moments_sum_and_sampling_against_monte_carlo():
     np.testing.assert_allclose(np.exp(total.score_samples(points)), monte_carlo, rtol=0.02)
 
 
+def test_mixture_pickled_predicts_the_same():
+    X, _ = make_blobs(1000, centers=3, n_features=3, random_state=4)
+    model = GaussianMixture(3, random_state=0).fit(X)
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.score_samples(X), model.score_samples(X))
+    np.testing.assert_array_equal(restored.sample(50)[0], model.sample(50)[0])
+
+
 def test_mixture_refuses_other_covariance_types():
     with pytest.raises(ValueError, match="full covariances only"):
         GaussianMixture(2, covariance_type="diag").fit(np.random.default_rng(0).normal(size=(20, 2)))

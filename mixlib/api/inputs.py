@@ -1,5 +1,6 @@
 """What the estimators share: their inputs checked the scikit-learn way (numpy) or by shape and dtype (Dask arrays,
-whose values are only seen by the fit), the client a Dask fit runs on, and seeds from ``random_state``."""
+whose values are only seen by the fit), the weighted points a fit runs on (repeated rows merged) and the client a
+Dask fit runs on, seeds from ``random_state``, and per-row outputs (numpy, or lazy Dask arrays)."""
 
 import contextlib
 import logging
@@ -58,9 +59,10 @@ def checked_points(estimator, X, sample_weight=None, *, reset=True):
     if sample_weight is not None:
         import dask.array as da
 
-        sample_weight = da.asarray(sample_weight).astype(np.float64).rechunk((X.chunks[0],))
+        sample_weight = da.asarray(sample_weight)
         if sample_weight.shape != (X.shape[0],):
             raise ValueError(f"sample_weight has shape {sample_weight.shape}; expected ({X.shape[0]},)")
+        sample_weight = sample_weight.astype(np.float64).rechunk((X.chunks[0],))
     return X, sample_weight
 
 

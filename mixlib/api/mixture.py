@@ -188,6 +188,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     @property
     def n_components_(self):
+        """Components of the fitted mixture (``n_components``, or K * L for :meth:`independent_sum`)."""
         return len(self.weights_)
 
     def _fits(self, data):
