@@ -272,3 +272,13 @@ def test_dask_repeated_rows_whatever_the_chunks(client, china):
     numpy_model = KMeans(8, random_state=0).fit(X)
     for model in models:
         np.testing.assert_array_equal(model.cluster_centers_, numpy_model.cluster_centers_)
+
+
+def test_fewer_distinct_points_than_clusters_warns_as_scikit_learn():
+    from sklearn.exceptions import ConvergenceWarning
+
+    X = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]]), 40, axis=0)
+    with pytest.warns(ConvergenceWarning, match=r"distinct clusters \(3\)"):
+        model = KMeans(8, random_state=0).fit(X)
+    assert model.inertia_ == 0.0
+    np.testing.assert_array_equal(model.cluster_centers_[model.labels_], X)

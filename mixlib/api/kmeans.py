@@ -1,9 +1,11 @@
 """``mixlib.KMeans``: k-means (Lloyd or mini-batch) as a scikit-learn estimator, on numpy or Dask arrays."""
 
 import functools
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from ..fit.kmeans import fit_kmeans, nearest_centres
@@ -89,6 +91,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         with fit_points(X, sample_weight, self.merge_duplicates) as (data, merged):
             fits = [fit_kmeans(data, seed=seed, **options) for seed in seeds(self.random_state, runs)]
         best = min(fits, key=lambda fit: fit.inertia)
+        distinct = len(np.unique(best.centres, axis=0))
+        if distinct < self.n_clusters:
+            warnings.warn(f"Number of distinct clusters ({distinct}) found smaller than n_clusters "
+                          f"({self.n_clusters}): the data has fewer distinct points", ConvergenceWarning)
         self.cluster_centers_ = best.centres
         self.inertia_ = float(best.inertia)
         self.n_iter_ = best.iterations
