@@ -4,7 +4,7 @@ The public names are imported on first use (PEP 562), so that a job, which impor
 does not pay for scikit-learn's import (half a second) that the estimators' base classes bring.
 """
 
-import importlib
+import importlib as _importlib
 
 __version__ = "0.1.0"
 
@@ -22,11 +22,11 @@ __all__ = ["__version__", *_PUBLIC]
 
 def __getattr__(name):
     if name in _PUBLIC:
-        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        value = getattr(_importlib.import_module(_PUBLIC[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'mixlib' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_PUBLIC))
+    return sorted(name for name in set(globals()) | set(_PUBLIC) if not name.startswith("_") or name == "__version__")

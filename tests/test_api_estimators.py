@@ -282,3 +282,26 @@ def test_fewer_distinct_points_than_clusters_warns_as_scikit_learn():
         model = KMeans(8, random_state=0).fit(X)
     assert model.inertia_ == 0.0
     np.testing.assert_array_equal(model.cluster_centers_[model.labels_], X)
+
+
+def test_dask_input_without_a_client_fits_on_an_embedded_cluster(tmp_path):
+    """No client: the fit starts a local cluster on 127.0.0.1 for its duration; the lazy labels outlive it."""
+    import subprocess
+    import sys
+
+    code = """
+import dask.array as da, numpy as np
+from distributed import default_client
+from mixlib import KMeans
+X = np.random.default_rng(0).normal(size=(20_000, 3)) + np.repeat(np.arange(4), 5_000)[:, None] * 6
+model = KMeans(4, random_state=0).fit(da.from_array(X, chunks=(5_000, 3)))
+try:
+    default_client()
+    print("a client is left")
+except ValueError:
+    print("no client left")
+print((model.labels_.compute() == KMeans(4, random_state=0).fit(X).labels_).all())
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["no", "client", "left", "True"]  # (distinct rows: the fit needed the cluster)
