@@ -84,6 +84,8 @@ def fit_points(X, sample_weight, merge_duplicates):
     array on the current client (or an embedded one, kept for the duration), its distinct rows in this process when
     there are at most ``IN_PROCESS_POINTS``.
     """
+    if merge_duplicates not in ("auto", True, False):
+        raise ValueError(f"merge_duplicates must be 'auto', True or False, got {merge_duplicates!r}")
     merge = merge_duplicates is True or (merge_duplicates == "auto" and repeats_rows(X))
     if not is_dask(X):
         rows, weights = distinct_points(X, sample_weight) if merge else (X, sample_weight)

@@ -134,8 +134,6 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
             raise ValueError(f"algorithm must be 'lloyd' or 'minibatch', got {self.algorithm!r}")
         if not (self.n_init == "auto" or (isinstance(self.n_init, (int, np.integer)) and self.n_init >= 1)):
             raise ValueError(f"n_init must be 'auto' or a positive int, got {self.n_init!r}")
-        if self.merge_duplicates not in ("auto", True, False):
-            raise ValueError(f"merge_duplicates must be 'auto', True or False, got {self.merge_duplicates!r}")
         if isinstance(self.init, str) and self.init != "k-means++":
             raise ValueError(f"init must be 'k-means++' or an array of centres, got {self.init!r}")
 

@@ -218,8 +218,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                              "covariances only ('full')")
         if self.init_params not in ("kmeans", "random"):
             raise ValueError(f"init_params must be 'kmeans' or 'random', got {self.init_params!r}")
-        if self.merge_duplicates not in ("auto", True, False):
-            raise ValueError(f"merge_duplicates must be 'auto', True or False, got {self.merge_duplicates!r}")
         if not isinstance(self.n_init, (int, np.integer)) or self.n_init < 1:
             raise ValueError(f"n_init must be a positive int, got {self.n_init!r}")
 
