@@ -24,8 +24,7 @@ from pathlib import Path
 from ..core.errors import InputError
 from ..core.outputs import staged_outputs
 from ..core.storage import is_local, location, tree_bytes
-from .colors import ColourLookup, image_histogram
-from .palette import fit_palette, squared_error
+from .quantise import quantise_pixels
 from .readers import SAMPLE_PREFIX, inspect_image, resolve_input
 from .writers import write_labels
 
@@ -224,24 +223,22 @@ def compress_image(name, out, options):
 
 
 def _compressed(source, out, options):
-    """Histogram, palette, labels and output of one decoded image; the record's fields of a written image."""
+    """Histogram, palette, labels (:func:`mixlib.image.quantise.quantise_pixels`) and output of one decoded image;
+    the record's fields of a written image."""
     pixels = source.read_pixels()
-    histogram = image_histogram(pixels, options.chunk_size)
-    codes, counts = histogram["codes"], histogram["counts"]
-    palette = fit_palette(codes, counts, source.channels, k=options.k, method=options.method,
-                          max_iter=options.max_iter, tol=options.tol, batch_size=options.batch_size,
-                          em_init=options.em_init, em_tol=options.em_tol, reg_covar=options.reg_covar,
-                          seed=options.seed, in_process=True)
-    labels = ColourLookup(codes, palette.code_labels, source.channels)(pixels)
+    result = quantise_pixels(pixels, options.k, chunk_size=options.chunk_size, method=options.method,
+                             max_iter=options.max_iter, tol=options.tol, batch_size=options.batch_size,
+                             em_init=options.em_init, em_tol=options.em_tol, reg_covar=options.reg_covar,
+                             seed=options.seed)
     with staged_outputs() as stage:
         staged = stage(out)
-        write_labels(staged, labels, palette.colours, tile=options.tile_size, attributes=options.attributes,
+        write_labels(staged, result.labels, result.palette, tile=options.tile_size, attributes=options.attributes,
                      icc_profile=source.icc_profile)
         bytes_out = tree_bytes(staged)
-    mse = squared_error(codes, counts, source.channels, palette) / (int(counts.sum()) * source.channels)
-    return {"status": "written", "distinct_colours": len(codes), "k": len(palette.colours),
-            "iterations": palette.fit.summary(int(counts.sum()))["iterations"],
-            "psnr_db": round(10 * math.log10(255.0 ** 2 / mse), 4) if mse > 0 else None,
+    pixel_count = pixels.shape[0] * pixels.shape[1]
+    return {"status": "written", "distinct_colours": result.distinct_colours, "k": len(result.palette),
+            "iterations": result.fit.summary(pixel_count)["iterations"],
+            "psnr_db": round(result.psnr, 4) if math.isfinite(result.psnr) else None,
             "bytes_in": source.input_bytes, "bytes_out": bytes_out}
 
 

@@ -6,6 +6,7 @@ duplicates and unused entries dropped; the squared error of the compressed image
 """
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -181,3 +182,48 @@ def squared_error(codes, counts, channels, palette):
     """Total squared error of the compressed image, from the histogram (exact, no pass over pixels)."""
     diff = decode_colours(codes, channels).astype(np.float64) - palette.colours[palette.code_labels]
     return float(counts @ np.einsum("mc,mc->m", diff, diff))
+
+
+def palette_psnr(codes, counts, channels, palette):
+    """PSNR in dB of the compressed image against the original, from the histogram (``inf`` when lossless):
+    ``10 log10(255^2 / MSE)`` with the MSE per channel (:func:`squared_error`)."""
+    mse = squared_error(codes, counts, channels, palette) / (float(counts.sum()) * channels)
+    return 10 * math.log10(255.0 ** 2 / mse) if mse > 0 else math.inf
+
+
+def fit_to_psnr(fit, codes, counts, channels, target_psnr, k_max):
+    """The palette of fewest colours, up to ``k_max``, whose PSNR reaches ``target_psnr``, by bisection over k (a
+    palette's PSNR follows exactly from the histogram: :func:`palette_psnr`). The bisection takes the PSNR to grow
+    with k, as it does but for the odd local optimum; the palette chosen always reaches the target, or is the
+    ``k_max`` one when none does.
+
+    Parameters
+    ----------
+    fit : callable ``(k) -> Palette``, the fit of k colours (the same seed and settings for every k)
+    codes, counts, channels : the histogram (:func:`fit_palette`)
+    target_psnr : float, dB
+    k_max : int
+
+    Returns
+    -------
+    palette : Palette
+    psnr : float, its PSNR in dB
+    tried : list of (k, psnr) in the order fitted
+    """
+    tried = {}
+
+    def psnr_of(k):
+        palette = fit(k)
+        tried[k] = (palette, palette_psnr(codes, counts, channels, palette))
+        return tried[k][1]
+
+    if psnr_of(k_max) < target_psnr:
+        return (*tried[k_max], [(k, psnr) for k, (_, psnr) in tried.items()])
+    low, high = 1, k_max  # high reaches the target; every k below low was found not to
+    while low < high:
+        middle = (low + high) // 2
+        if psnr_of(middle) >= target_psnr:
+            high = middle
+        else:
+            low = middle + 1
+    return (*tried[high], [(k, psnr) for k, (_, psnr) in tried.items()])

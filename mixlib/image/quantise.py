@@ -7,10 +7,11 @@ import numpy as np
 
 from ..core.errors import InputError
 from .colors import ColourLookup, image_histogram
-from .palette import fit_palette, squared_error
+from .palette import fit_palette, fit_to_psnr, palette_psnr
 from .readers import SampleLayout, check_samples, pillow_pixels, to_rgb8
 
 HISTOGRAM_CHUNK = 2048  # rows and columns of the blocks whose histograms are merged (the result does not depend on it)
+MAX_TARGET_PSNR = 99.0  # dB: a target above it asks for a lossless image, which k colours either give or not
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,24 +23,23 @@ class Quantised:
     palette : ndarray (p, C) uint8, the distinct palette entries (p <= k), RGB or RGBA
     labels : ndarray (H, W) uint8 or uint16, the palette index of every pixel
     fit : the fit the palette came from: ``KMeansResult``, ``GMMResult`` or ``EveryColour`` (an image of at most k
-        colours keeps them all), each with ``describe()``
-    mse : float, mean squared error per channel against the (8-bit RGB or RGBA) input
+        colours keeps them all), each with ``describe()`` and ``summary(n_points)``
+    psnr : float, PSNR in dB against the (8-bit RGB or RGBA) input, ``inf`` when lossless
+    distinct_colours : int, the input's
+    tried : list of (k, psnr): the palette sizes a ``target_psnr`` search fitted, in order (empty without one)
     """
 
     palette: np.ndarray
     labels: np.ndarray
     fit: object
-    mse: float
+    psnr: float
+    distinct_colours: int
+    tried: list = dataclasses.field(default_factory=list)
 
     @property
     def pixels(self):
         """The quantised image ``(H, W, C)`` uint8."""
         return self.palette[self.labels]
-
-    @property
-    def psnr(self):
-        """Peak signal-to-noise ratio in dB against the input (``inf`` when lossless)."""
-        return 10 * np.log10(255.0 ** 2 / self.mse) if self.mse > 0 else float("inf")
 
     def to_pil(self):
         """A palette-mode ('P') PIL image (RGB palettes; RGBA ones give an 'RGBA' image)."""
@@ -53,7 +53,7 @@ class Quantised:
 
 
 def quantise(image, k=16, *, method="lloyd", seed=0, max_iter=300, tol=1e-4, batch_size=4096, em_init="kmeans",
-             em_tol=1e-3, reg_covar=1e-6):
+             em_tol=1e-3, reg_covar=1e-6, target_psnr=None):
     """Quantise an image to at most ``k`` colours: the palette and the label of every pixel.
 
     The same steps, and so the same palette, as ``python -m jobs.compress IMAGE --k K --method M --seed S`` on the
@@ -66,11 +66,13 @@ def quantise(image, k=16, *, method="lloyd", seed=0, max_iter=300, tol=1e-4, bat
     image : PIL.Image.Image, or ndarray (H, W) grey, (H, W, 1|2) grey (and alpha), (H, W, 3) RGB or (H, W, 4) RGBA
         with uint8 samples, uint16 samples (scaled to 8 bits), other integers within 0..255, or floating-point
         samples within 0..1. A PIL image is turned upright by its EXIF orientation, as the job reads files.
-    k : int, palette entries at most (2..65536)
+    k : int, palette entries at most (1..65536)
     method : 'lloyd', 'minibatch' (k-means) or 'gmm' (a Gaussian mixture's component means)
     seed : int
     max_iter, tol, batch_size : the k-means fit's (and max_iter the EM's)
     em_init, em_tol, reg_covar : the Gaussian mixture's initialisation, tolerance and covariance regularisation
+    target_psnr : float or None, dB: the fewest colours up to ``k`` whose palette reaches it
+        (:func:`mixlib.image.palette.fit_to_psnr`; ``--target-psnr``)
 
     Returns
     -------
@@ -85,20 +87,35 @@ def quantise(image, k=16, *, method="lloyd", seed=0, max_iter=300, tol=1e-4, bat
     >>> result.palette.shape, result.labels.shape
     ((8, 3), (64, 64))
     """
-    if not isinstance(k, (int, np.integer)) or not 2 <= k <= 1 << 16:
-        raise ValueError(f"k must be an int from 2 to 65536, got {k!r}")
+    if not isinstance(k, (int, np.integer)) or not 1 <= k <= 1 << 16:
+        raise ValueError(f"k must be an int from 1 to 65536, got {k!r}")
     if method not in ("lloyd", "minibatch", "gmm"):
         raise ValueError(f"method must be 'lloyd', 'minibatch' or 'gmm', got {method!r}")
-    pixels = rgb_pixels(image)
+    if target_psnr is not None and not 0 < target_psnr <= MAX_TARGET_PSNR:
+        raise ValueError(f"target_psnr must be above 0 and at most {MAX_TARGET_PSNR} dB, got {target_psnr!r}")
+    return quantise_pixels(rgb_pixels(image), k, method=method, seed=seed, max_iter=max_iter, tol=tol,
+                           batch_size=batch_size, em_init=em_init, em_tol=em_tol, reg_covar=reg_covar,
+                           target_psnr=target_psnr)
+
+
+def quantise_pixels(pixels, k, *, target_psnr=None, chunk_size=HISTOGRAM_CHUNK, **fit):
+    """:func:`quantise` of 8-bit RGB(A) pixels ``(H, W, 3|4)`` uint8, in this process: what a batch's task does to
+    each image (:func:`mixlib.image.batch.compress_image`). ``fit``: the keyword arguments of
+    :func:`mixlib.image.palette.fit_palette` but ``k``."""
     channels = pixels.shape[2]
-    histogram = image_histogram(pixels, HISTOGRAM_CHUNK)
+    histogram = image_histogram(pixels, chunk_size)
     codes, counts = histogram["codes"], histogram["counts"]
-    palette = fit_palette(codes, counts, channels, k=k, method=method, max_iter=max_iter, tol=tol,
-                          batch_size=batch_size, em_init=em_init, em_tol=em_tol, reg_covar=reg_covar, seed=seed,
-                          in_process=True)
+
+    def palette_of(colours):
+        return fit_palette(codes, counts, channels, k=colours, in_process=True, **fit)
+
+    if target_psnr is None:
+        palette, tried = palette_of(k), []
+        psnr = palette_psnr(codes, counts, channels, palette)
+    else:
+        palette, psnr, tried = fit_to_psnr(palette_of, codes, counts, channels, target_psnr, k)
     labels = ColourLookup(codes, palette.code_labels, channels)(pixels)
-    mse = squared_error(codes, counts, channels, palette) / (pixels.shape[0] * pixels.shape[1] * channels)
-    return Quantised(palette.colours, labels, palette.fit, float(mse))
+    return Quantised(palette.colours, labels, palette.fit, psnr, len(codes), tried)
 
 
 def rgb_pixels(image):
