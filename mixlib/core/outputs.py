@@ -66,7 +66,8 @@ def temporary_path(path):
 def staged_outputs():
     """Write a job's outputs under temporary names, then rename them all into place; on failure remove them.
 
-    Yields ``stage(final) -> Path``, the temporary path to write ``final`` under (its folder is created). A Zarr
+    Yields ``stage(final) -> Path``, the temporary path to write ``final`` under (its folder is created);
+    ``stage.discard(final)`` drops one that is not wanted after all. A Zarr
     output at a URL is written in place, as object stores cannot rename (the old one, which ``--overwrite``
     allowed, is removed first); on failure it is removed all the same.
     """
@@ -79,6 +80,11 @@ def staged_outputs():
         staged[final] = temporary_path(final) if is_local(final) else final
         return staged[final]
 
+    def discard(final):
+        """Drop an output staged for ``final``: it is removed, not moved into place."""
+        remove_path(staged.pop(final))
+
+    stage.discard = discard
     try:
         yield stage
         while staged:

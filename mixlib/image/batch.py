@@ -68,6 +68,9 @@ class ImageOptions:
     max_pixels: int
     task_pixels: int
     attributes: dict  # of a Zarr output
+    target_psnr: float = 0.0  # dB: the fewest colours up to k reaching it (0: k colours)
+    min_psnr: float = 0.0  # dB: an image whose palette stays below it is skipped (0: none is)
+    skip_if_larger: bool = False  # an output larger than its input file is skipped
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -224,22 +227,44 @@ def compress_image(name, out, options):
 
 def _compressed(source, out, options):
     """Histogram, palette, labels (:func:`mixlib.image.quantise.quantise_pixels`) and output of one decoded image;
-    the record's fields of a written image."""
+    the record's fields of a written image, or of one skipped by ``min_psnr`` or ``skip_if_larger``."""
     pixels = source.read_pixels()
     result = quantise_pixels(pixels, options.k, chunk_size=options.chunk_size, method=options.method,
                              max_iter=options.max_iter, tol=options.tol, batch_size=options.batch_size,
                              em_init=options.em_init, em_tol=options.em_tol, reg_covar=options.reg_covar,
-                             seed=options.seed)
-    with staged_outputs() as stage:
-        staged = stage(out)
-        write_labels(staged, result.labels, result.palette, tile=options.tile_size, attributes=options.attributes,
-                     icc_profile=source.icc_profile)
-        bytes_out = tree_bytes(staged)
+                             seed=options.seed, target_psnr=options.target_psnr or None)
     pixel_count = pixels.shape[0] * pixels.shape[1]
-    return {"status": "written", "distinct_colours": result.distinct_colours, "k": len(result.palette),
-            "iterations": result.fit.summary(pixel_count)["iterations"],
-            "psnr_db": round(result.psnr, 4) if math.isfinite(result.psnr) else None,
-            "bytes_in": source.input_bytes, "bytes_out": bytes_out}
+    record = {"status": "written", "distinct_colours": result.distinct_colours, "k": len(result.palette),
+              "iterations": result.fit.summary(pixel_count)["iterations"],
+              "psnr_db": round(result.psnr, 4) if math.isfinite(result.psnr) else None,
+              "bytes_in": source.input_bytes, "bytes_out": None}
+    skipped = below_min_psnr(options.min_psnr, result.psnr)
+    with staged_outputs() as stage:
+        if skipped is None:
+            staged = stage(out)
+            write_labels(staged, result.labels, result.palette, tile=options.tile_size,
+                         attributes=options.attributes, icc_profile=source.icc_profile)
+            record["bytes_out"] = tree_bytes(staged)
+            skipped = larger_than_input(options.skip_if_larger, record["bytes_out"], source.input_bytes)
+            if skipped is not None:
+                stage.discard(out)
+    if skipped is not None:
+        record.update(status="skipped", reason=skipped)
+    return record
+
+
+def below_min_psnr(min_psnr, psnr):
+    """Why an image whose palette reaches ``psnr`` dB is skipped under ``--min-psnr`` (0: never), or None."""
+    if min_psnr and psnr < min_psnr:
+        return f"PSNR {psnr:.2f} dB below --min-psnr {min_psnr:g}"
+    return None
+
+
+def larger_than_input(skip_if_larger, output_bytes, input_bytes):
+    """Why an output of ``output_bytes`` is skipped under ``--skip-if-larger``, or None."""
+    if skip_if_larger and input_bytes is not None and output_bytes > input_bytes:
+        return f"{output_bytes} bytes, larger than the input's {input_bytes} (--skip-if-larger)"
+    return None
 
 
 # ---------------------------------------------------------------------------------------- the batch

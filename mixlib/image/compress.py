@@ -27,9 +27,10 @@ from ..core.outputs import check_output, nearest_existing, optional_output, stag
 from ..core.progress import IterationProgress, computed
 from ..core.storage import is_local, location, tree_bytes
 from ..fit.gmm import save_mixture
-from .batch import ImageOptions, JsonLines, expand_inputs, is_batch, run_batch
+from .batch import ImageOptions, JsonLines, below_min_psnr, expand_inputs, is_batch, larger_than_input, run_batch
 from .colors import ColourLookup, checkpointed_histogram, colour_histogram, image_histogram, saved_block_shape
-from .palette import fit_palette, squared_error
+from .palette import fit_palette, fit_to_psnr, palette_psnr, squared_error
+from .quantise import MAX_TARGET_PSNR
 from .readers import PILLOW_MAX_PIXELS, inspect_image
 from .writers import OUTPUT_SUFFIXES, PNG_MAX_COLOURS, check_png_size, side_by_side, thumbnail_step, write_labels
 
@@ -65,6 +66,14 @@ class CompressSettings(JobOptions):
     em_init: str = option("kmeans", "gmm: initial responsibilities", choices=("kmeans", "random"), group="model")
     reg_covar: float = option(1e-6, "gmm: added to covariance diagonals, relative to the colour variance",
                               minimum=0.0, group="model")
+    target_psnr: float = option(0.0, "the fewest colours, up to --k, whose palette reaches this PSNR in dB (exact, "
+                                     "from the colour histogram; 0: --k colours)", minimum=0.0,
+                                maximum=MAX_TARGET_PSNR, group="model")
+    min_psnr: float = option(0.0, "an image whose palette of --k colours stays below this PSNR in dB is not written "
+                                  "but skipped, as pngquant's --quality min (0: write every image)", minimum=0.0,
+                             maximum=MAX_TARGET_PSNR, group="model")
+    skip_if_larger: bool = option(False, "an output larger than its input file is not written but skipped",
+                                  group="input and output")
     save_model: str = option("", "gmm: write the fitted mixture here (.json) for jobs.sample ('' for none)",
                              group="input and output")
     checkpoint_dir: str = option("", "Zarr or TIFF input: keep the colour histogram of each block of 2 x 4 chunks "
@@ -265,7 +274,9 @@ def _image_options(settings):
                         batch_size=settings.batch_size, em_init=settings.em_init, em_tol=settings.em_tol,
                         reg_covar=settings.reg_covar, seed=settings.seed, chunk_size=settings.chunk_size,
                         tile_size=settings.tile_size, max_pixels=settings.max_pixels,
-                        task_pixels=settings.task_pixels, attributes=output_attributes(settings))
+                        task_pixels=settings.task_pixels, attributes=output_attributes(settings),
+                        target_psnr=settings.target_psnr, min_psnr=settings.min_psnr,
+                        skip_if_larger=settings.skip_if_larger)
 
 
 def batch_worker_paths(batch_plan, most=4):
@@ -371,24 +382,34 @@ def _phases(settings, job_plan, histogram, write, started, in_process):
     codes, counts, thumbnail = histogram()
     seconds["histogram"] = _lap(started, seconds)
     channels = job_plan.source.channels
-    palette = fit_phase(settings, codes, counts, channels, on_cluster=not in_process)
+    palette, tried = fit_phase(settings, codes, counts, channels, on_cluster=not in_process)
     seconds["fit"] = _lap(started, seconds)
     lookup = ColourLookup(codes, palette.code_labels, channels)
+    skipped = below_min_psnr(settings.min_psnr, palette_psnr(codes, counts, channels, palette))
     with staged_outputs() as stage:
-        output = stage(job_plan.out)
-        write(lookup, palette, output)
-        seconds["write"] = _lap(started, seconds)
-        if job_plan.compare:
+        output = None
+        if skipped is None:
+            output = stage(job_plan.out)
+            write(lookup, palette, output)
+            seconds["write"] = _lap(started, seconds)
+            skipped = larger_than_input(settings.skip_if_larger, tree_bytes(output), job_plan.source.input_bytes)
+            if skipped is not None:
+                stage.discard(job_plan.out)
+                output = None
+        if job_plan.compare and skipped is None:
             height, width = job_plan.source.shape[:2]
             titles = (f"Original ({width}x{height})", f"Compressed ({len(palette.colours)} colours)")
             side_by_side(thumbnail, palette.colours[lookup(thumbnail)], titles).save(stage(job_plan.compare))
             seconds["compare"] = _lap(started, seconds)
-        report = report_phase(settings, job_plan, palette, codes, counts, seconds, output, stage)
+        report = report_phase(settings, job_plan, palette, codes, counts, seconds, output, stage, tried, skipped)
     if job_plan.checkpoint is not None:
         job_plan.checkpoint.clear()  # the job is done: nothing to resume
     psnr = "lossless" if report["psnr_db"] is None else f"PSNR {report['psnr_db']:.2f} dB"
-    log.info("wrote %s: %d colours, %s, %.1f s", job_plan.out, len(palette.colours), psnr,
-             time.perf_counter() - started)
+    if skipped is not None:
+        log.warning("skipped %s: %s", job_plan.out, skipped)
+    else:
+        log.info("wrote %s: %d colours, %s, %.1f s", job_plan.out, len(palette.colours), psnr,
+                 time.perf_counter() - started)
     return report
 
 
@@ -430,25 +451,34 @@ def histogram_phase(settings, job_plan, image, client):
 
 
 def fit_phase(settings, codes, counts, channels, on_cluster=True):
-    """The palette (:func:`mixlib.image.palette.fit_palette`), its iterations shown as they go. A histogram of fewer
-    than IN_PROCESS_COLOURS colours is fitted in this process (one block of points, which the cluster would only
-    pass through a round trip per iteration; the same palette either way), as is any without a cluster
-    (``on_cluster`` False); a larger one on the cluster, where the fit scatters the distinct colours itself, so a
-    rerun after a lost worker rebuilds them."""
+    """``(palette, tried)``: the palette (:func:`mixlib.image.palette.fit_palette`; with ``--target-psnr``, the one
+    of fewest colours reaching it, :func:`mixlib.image.palette.fit_to_psnr`) and the ``(k, psnr)`` that search
+    fitted, the fit's iterations shown as they go. A histogram of fewer than IN_PROCESS_COLOURS colours is fitted
+    in this process (one block of points, which the cluster would only pass through a round trip per iteration; the
+    same palette either way), as is any without a cluster (``on_cluster`` False); a larger one on the cluster,
+    where the fit scatters the distinct colours itself, so a rerun after a lost worker rebuilds them."""
     in_process = not on_cluster or len(codes) < IN_PROCESS_COLOURS
     progress = IterationProgress("EM" if settings.method == "gmm" else "k-means", settings.max_iter,
                                  settings.progress_seconds)
 
-    def fit(attempt):
+    def fit_of(k):
         with progress:
-            return fit_palette(codes, counts, channels, k=settings.k, method=settings.method,
+            return fit_palette(codes, counts, channels, k=k, method=settings.method,
                                max_iter=settings.max_iter, tol=settings.tol, batch_size=settings.batch_size,
                                em_init=settings.em_init, em_tol=settings.em_tol, reg_covar=settings.reg_covar,
                                seed=settings.seed, progress=progress, in_process=in_process)
 
-    palette = with_rebuilds(fit, "fitting the palette", ADVICE) if on_cluster else fit(1)
+    def fit(attempt):
+        if not settings.target_psnr:
+            return fit_of(settings.k), []
+        palette, psnr, tried = fit_to_psnr(fit_of, codes, counts, channels, settings.target_psnr, settings.k)
+        log.info("--target-psnr %g: %d colours reach %.2f dB (fitted k: %s)", settings.target_psnr,
+                 len(palette.colours), psnr, ", ".join(str(k) for k, _ in tried))
+        return palette, tried
+
+    palette, tried = with_rebuilds(fit, "fitting the palette", ADVICE) if on_cluster else fit(1)
     log.info("%s", palette.fit.describe())
-    return palette
+    return palette, tried
 
 
 def labels_and_write_phase(settings, job_plan, image, lookup, palette, output, client):
@@ -466,23 +496,29 @@ def labels_and_write_phase(settings, job_plan, image, lookup, palette, output, c
                                                 source.icc_profile), "writing the output", ADVICE)
 
 
-def report_phase(settings, job_plan, palette, codes, counts, seconds, output, stage):
-    """The report (a dict), written to ``--report``, and the mixture to ``--save-model``."""
+def report_phase(settings, job_plan, palette, codes, counts, seconds, output, stage, tried=(), skipped=None):
+    """The report (a dict), written to ``--report``, and the mixture to ``--save-model``. ``output`` is None and
+    ``skipped`` says why when the image was not written (``--min-psnr``, ``--skip-if-larger``); ``tried``: the
+    ``(k, psnr)`` a ``--target-psnr`` search fitted."""
     source = job_plan.source
     pixels = int(counts.sum())
     mse = squared_error(codes, counts, source.channels, palette) / (pixels * source.channels)
     report = {
         "input": str(source.path),
+        "status": "written" if skipped is None else "skipped",
+        "reason": skipped,
         "frames": source.frames,  # of an animation or multi-page file; only the first is compressed
         "icc_profile_bytes": len(source.icc_profile or b""),  # the input's colour profile, carried to the output
         "method": settings.method,
         "k_requested": settings.k,
         "k_effective": len(palette.colours),
+        "target_psnr_db": settings.target_psnr or None,
+        "k_tried": [{"k": k, "psnr_db": psnr if math.isfinite(psnr) else None} for k, psnr in tried],
         "mse": mse,
         "psnr_db": 10 * math.log10(255.0 ** 2 / mse) if mse > 0 else None,  # None: lossless
         "seconds": seconds,
         "input_bytes": source.input_bytes,
-        "output_bytes": tree_bytes(output),
+        "output_bytes": None if output is None else tree_bytes(output),
         "palette": palette.colours.tolist(),
         "seed": settings.seed,
         "versions": _versions(),
