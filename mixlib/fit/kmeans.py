@@ -88,7 +88,7 @@ def merge_far_points(parts, count):
     return {key: value[keep] for key, value in merged.items()}
 
 
-def centres_from_stats(stats, far, previous):
+def centres_from_stats(stats, far, previous, fixed=0):
     """New centres from merged Lloyd statistics, re-seeding empty clusters.
 
     Each empty cluster takes one of the points farthest from their centre (the farthest first), which
@@ -98,16 +98,17 @@ def centres_from_stats(stats, far, previous):
     Parameters
     ----------
     stats : dict from :func:`lloyd_chunk` merged with :func:`mixlib.core.reduce.add_stats`
-    far : dict from :func:`merge_far_points` with at least as many points as empty clusters, or None
-        when no cluster is empty
+    far : dict from :func:`merge_far_points` with at least as many points as empty clusters (but the fixed
+        ones), or None when none is empty
     previous : ndarray (k, D), the centres the statistics were computed with
+    fixed : int, the first ``fixed`` centres never move (and are not re-seeded when empty)
 
     Returns
     -------
     ndarray (k, D) float64
     """
     counts, sums = stats["counts"].copy(), stats["sums"].copy()
-    for cluster, i in zip(np.flatnonzero(counts == 0), range(len(far["dist"]) if far else 0)):
+    for cluster, i in zip(empty_clusters(counts, fixed), range(len(far["dist"]) if far else 0)):
         point, weight, old = far["points"][i], far["weights"][i], far["labels"][i]
         sums[old] -= weight * point
         counts[old] -= weight
@@ -115,11 +116,17 @@ def centres_from_stats(stats, far, previous):
         counts[cluster] = weight
     centres = previous.copy()
     filled = counts > 0
+    filled[:fixed] = False
     centres[filled] = sums[filled] / counts[filled, None]
     return centres
 
 
-def kmeans_plusplus(x, weights, k, rng, progress=None):
+def empty_clusters(counts, fixed=0):
+    """The clusters ``(e,)`` with no weight that are re-seeded: every empty one but the ``fixed`` first."""
+    return np.flatnonzero(counts[fixed:] == 0) + fixed
+
+
+def kmeans_plusplus(x, weights, k, rng, progress=None, fixed=None):
     """Greedy k-means++ seeding on weighted points (Arthur & Vassilvitskii 2007, with local trials).
 
     Each new centre is the best of ``2 + log k`` candidates drawn with probability proportional to
@@ -134,6 +141,7 @@ def kmeans_plusplus(x, weights, k, rng, progress=None):
     k : int
     rng : numpy.random.Generator
     progress : callable ``(centre, stage=, total=)`` or None, told of the centres chosen
+    fixed : ndarray (f, D) or None, centres given: the first f, from which the others are drawn (no first draw)
 
     Returns
     -------
@@ -143,15 +151,20 @@ def kmeans_plusplus(x, weights, k, rng, progress=None):
 
     x, weights = contiguous(x), contiguous(weights)
     n_trials = 2 + int(np.log(k))
-    first = rng.choice(len(x), p=weights / weights.sum())
-    closest = ((x - x[first]) ** 2).sum(axis=1)
-    uniforms = rng.uniform(size=(k - 1, n_trials))  # the draws of every centre, in the order they are used
-    chosen = [first]
-    for start in range(0, k - 1, PLUSPLUS_STEP):
+    if fixed is None or not len(fixed):
+        first = rng.choice(len(x), p=weights / weights.sum())
+        closest = ((x - x[first]) ** 2).sum(axis=1)
+        given, chosen = x[:0], [first]
+    else:
+        closest = np.min([((x - centre) ** 2).sum(axis=1) for centre in fixed], axis=0)
+        given, chosen = contiguous(fixed), []
+    drawn = k - len(given) - len(chosen)
+    uniforms = rng.uniform(size=(drawn, n_trials))  # the draws of every centre, in the order they are used
+    for start in range(0, drawn, PLUSPLUS_STEP):
         chosen.extend(plusplus_centres(x, weights, closest, uniforms[start:start + PLUSPLUS_STEP]))
         if progress is not None:
-            progress(len(chosen), stage="k-means++ centre", total=k)
-    return x[np.asarray(chosen)]
+            progress(len(given) + len(chosen), stage="k-means++ centre", total=k)
+    return np.vstack([given, x[np.asarray(chosen, dtype=np.int64)]])
 
 
 def minibatch_update(centres, seen, batch):
@@ -294,7 +307,7 @@ class KMeansResult:
 
 def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max_iter=300, tol=1e-4,
                seed=0, batch_size=4096, max_no_improvement=10, init_sample=1 << 18, chunk_rows=1 << 18,
-               split_every=8, progress=None, in_process=False):
+               split_every=8, progress=None, in_process=False, fixed=None):
     """Fit k-means to weighted points on the current Dask client, or in this process.
 
     Parameters
@@ -319,6 +332,8 @@ def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max
         the smoothed batch inertia)
     in_process : bool, numpy points fitted in this process (:class:`~mixlib.fit.points.LocalPoints`: the same
         blocks and tree, so the same result, with no cluster), e.g. inside a task
+    fixed : ndarray (f, D) or None, centres that never move, f <= k: the first f of the result, exactly; the
+        others are fitted around them (k-means++ draws them given these; a point nearest to one is its)
 
     Returns
     -------
@@ -327,52 +342,60 @@ def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max
     data = points if isinstance(points, WeightedPoints) else weighted_points(
         points, weights, chunk_rows=chunk_rows, split_every=split_every, in_process=in_process)
     rng = np.random.default_rng(seed)
-    centres = _initial_centres(data, init, k, rng, seed, init_sample, progress)
+    fixed = np.zeros((0, len(data.mean))) if fixed is None else np.asarray(fixed, dtype=np.float64)
+    if len(fixed) > k:
+        raise ValueError(f"{len(fixed)} fixed centres do not fit in k={k}")
+    centres = _initial_centres(data, init, k, rng, seed, init_sample, progress, fixed - data.mean)
     tol_abs = tol * float(np.mean(data.variance))
     assign = BoundedAssignment(data) if isinstance(data, LocalPoints) else ReducedAssignment(data)
     if method == "lloyd":
-        centres, iterations, converged, reseeded = _lloyd(data, assign, centres, max_iter, tol_abs, progress)
+        centres, iterations, converged, reseeded = _lloyd(data, assign, centres, max_iter, tol_abs, progress,
+                                                          len(fixed))
         tasks = data.tasks_per_reduction
     elif method == "minibatch":
         centres, iterations, converged = _minibatch(data, centres, max_iter, tol_abs, seed, batch_size,
-                                                    max_no_improvement, progress)
+                                                    max_no_improvement, progress, len(fixed))
         tasks, reseeded = 0, 0
     else:
         raise ValueError(f"unknown k-means method {method!r}")
     final = assign.stats(centres, name="kmeans-inertia")
     centres = centres + data.mean
+    centres[:len(fixed)] = fixed  # exactly as given, not moved by the rounding of the centring
     return KMeansResult(centres, iterations, converged, final["inertia"], tasks, reseeded,
                         assign.labels(centres - data.mean), method)
 
 
-def _initial_centres(data, init, k, rng, seed, init_sample, progress=None):
-    """Initial centres (k, D) in the centred coordinates of ``data``."""
+def _initial_centres(data, init, k, rng, seed, init_sample, progress=None, fixed=None):
+    """Initial centres (k, D) in the centred coordinates of ``data``, the ``fixed`` (f, D) ones (centred) first."""
     dims = len(data.mean)
     if not isinstance(init, str):
         centres = np.asarray(init, dtype=np.float64)
         if centres.shape != (k, dims):
             raise ValueError(f"init has shape {centres.shape}; expected {(k, dims)}")
-        return centres - data.mean
+        centres = centres - data.mean
+        if fixed is not None:
+            centres[:len(fixed)] = fixed
+        return centres
     if init != "k-means++":
         raise ValueError(f"unknown init {init!r}")
     if data.xw.shape[0] <= init_sample:
         xw = data.gather()
-        return kmeans_plusplus(xw[:, :-1], xw[:, -1], k, rng, progress)
-    return kmeans_plusplus(data.sample(init_sample, (seed, 0)), np.ones(init_sample), k, rng, progress)
+        return kmeans_plusplus(xw[:, :-1], xw[:, -1], k, rng, progress, fixed)
+    return kmeans_plusplus(data.sample(init_sample, (seed, 0)), np.ones(init_sample), k, rng, progress, fixed)
 
 
-def _lloyd(data, assign, centres, max_iter, tol_abs, progress=None):
+def _lloyd(data, assign, centres, max_iter, tol_abs, progress=None, fixed=0):
     """Lloyd iterations until the summed squared centre shift is at most ``tol_abs`` (statistics from ``assign``;
-    ``data`` re-seeds empty clusters)."""
+    ``data`` re-seeds empty clusters; the first ``fixed`` centres never move)."""
     reseeded = 0
     for iteration in range(1, max_iter + 1):
         stats = assign.stats(centres)
-        n_empty = int((stats["counts"] == 0).sum())
+        n_empty = len(empty_clusters(stats["counts"], fixed))
         far = far_points(data, centres, n_empty) if n_empty else None
         if n_empty:
             log.info("k-means iteration %d: re-seeded %d empty cluster(s)", iteration, n_empty)
             reseeded += n_empty
-        new_centres = centres_from_stats(stats, far, centres)
+        new_centres = centres_from_stats(stats, far, centres, fixed)
         shift = float(((new_centres - centres) ** 2).sum())
         centres = new_centres
         log.debug("k-means iteration %d: centre shift %.3g", iteration, shift)
@@ -383,8 +406,9 @@ def _lloyd(data, assign, centres, max_iter, tol_abs, progress=None):
     return centres, max_iter, False, reseeded
 
 
-def _minibatch(data, centres, max_steps, tol_abs, seed, batch_size, max_no_improvement, progress=None):
-    """Mini-batch k-means: draws come from the cluster in rounds, updates run on the client."""
+def _minibatch(data, centres, max_steps, tol_abs, seed, batch_size, max_no_improvement, progress=None, fixed=0):
+    """Mini-batch k-means: draws come from the cluster in rounds, updates run on the client; the first ``fixed``
+    centres never move."""
     steps_per_round = 64
     seen = np.zeros(len(centres))
     alpha = min(1.0, 2.0 * batch_size / (data.total_weight + 1))
@@ -396,6 +420,7 @@ def _minibatch(data, centres, max_steps, tol_abs, seed, batch_size, max_no_impro
         for batch in np.split(draws, steps):
             step += 1
             new_centres, seen, batch_inertia = minibatch_update(centres, seen, batch)
+            new_centres[:fixed] = centres[:fixed]
             shift = float(((new_centres - centres) ** 2).sum())
             centres = new_centres
             # Smoothed batch inertia: an exponentially weighted average, as scikit-learn uses to stop.

@@ -24,6 +24,7 @@ from pathlib import Path
 from ..core.errors import InputError
 from ..core.outputs import staged_outputs
 from ..core.storage import is_local, location, tree_bytes
+from .palette import colours_for
 from .quantise import quantise_pixels
 from .readers import SAMPLE_PREFIX, inspect_image, resolve_input
 from .writers import write_labels
@@ -71,6 +72,7 @@ class ImageOptions:
     target_psnr: float = 0.0  # dB: the fewest colours up to k reaching it (0: k colours)
     min_psnr: float = 0.0  # dB: an image whose palette stays below it is skipped (0: none is)
     skip_if_larger: bool = False  # an output larger than its input file is skipped
+    fixed_colours: object = None  # ndarray (n, 4) uint8 of --fixed-colours (mixlib.image.palette.parse_colours)
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -228,11 +230,13 @@ def compress_image(name, out, options):
 def _compressed(source, out, options):
     """Histogram, palette, labels (:func:`mixlib.image.quantise.quantise_pixels`) and output of one decoded image;
     the record's fields of a written image, or of one skipped by ``min_psnr`` or ``skip_if_larger``."""
+    fixed = None if options.fixed_colours is None else image_colours(options.fixed_colours, source.channels,
+                                                                     source.path)
     pixels = source.read_pixels()
     result = quantise_pixels(pixels, options.k, chunk_size=options.chunk_size, method=options.method,
                              max_iter=options.max_iter, tol=options.tol, batch_size=options.batch_size,
                              em_init=options.em_init, em_tol=options.em_tol, reg_covar=options.reg_covar,
-                             seed=options.seed, target_psnr=options.target_psnr or None)
+                             seed=options.seed, target_psnr=options.target_psnr or None, fixed_colours=fixed)
     pixel_count = pixels.shape[0] * pixels.shape[1]
     record = {"status": "written", "distinct_colours": result.distinct_colours, "k": len(result.palette),
               "iterations": result.fit.summary(pixel_count)["iterations"],
@@ -265,6 +269,17 @@ def larger_than_input(skip_if_larger, output_bytes, input_bytes):
     if skip_if_larger and input_bytes is not None and output_bytes > input_bytes:
         return f"{output_bytes} bytes, larger than the input's {input_bytes} (--skip-if-larger)"
     return None
+
+
+def image_colours(colours, channels, name):
+    """Fixed colours ``(n, 4)`` for an image of ``channels`` (:func:`mixlib.image.palette.colours_for`), None when
+    there are none; InputError naming the image."""
+    if not len(colours):
+        return None
+    try:
+        return colours_for(colours, channels)
+    except ValueError as e:
+        raise InputError(f"--fixed-colours for input {name}: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------- the batch

@@ -27,9 +27,10 @@ from ..core.outputs import check_output, nearest_existing, optional_output, stag
 from ..core.progress import IterationProgress, computed
 from ..core.storage import is_local, location, tree_bytes
 from ..fit.gmm import save_mixture
-from .batch import ImageOptions, JsonLines, below_min_psnr, expand_inputs, is_batch, larger_than_input, run_batch
+from .batch import (ImageOptions, JsonLines, below_min_psnr, expand_inputs, image_colours, is_batch,
+                    larger_than_input, run_batch)
 from .colors import ColourLookup, checkpointed_histogram, colour_histogram, image_histogram, saved_block_shape
-from .palette import fit_palette, fit_to_psnr, palette_psnr, squared_error
+from .palette import fit_palette, fit_to_psnr, palette_psnr, parse_colours, squared_error
 from .quantise import MAX_TARGET_PSNR
 from .readers import PILLOW_MAX_PIXELS, inspect_image
 from .writers import OUTPUT_SUFFIXES, PNG_MAX_COLOURS, check_png_size, side_by_side, thumbnail_step, write_labels
@@ -66,6 +67,9 @@ class CompressSettings(JobOptions):
     em_init: str = option("kmeans", "gmm: initial responsibilities", choices=("kmeans", "random"), group="model")
     reg_covar: float = option(1e-6, "gmm: added to covariance diagonals, relative to the colour variance",
                               minimum=0.0, group="model")
+    fixed_colours: tuple = option((), "colours always in the palette, counted in --k (k-means): '#rrggbb' or "
+                                      "'#rrggbbaa', comma-separated or the flag given again; the other colours are "
+                                      "fitted around them, which never move", group="model")
     target_psnr: float = option(0.0, "the fewest colours, up to --k, whose palette reaches this PSNR in dB (exact, "
                                      "from the colour histogram; 0: --k colours)", minimum=0.0,
                                 maximum=MAX_TARGET_PSNR, group="model")
@@ -115,6 +119,7 @@ def plan(settings):
         raise InputError(f"--tile-size is {settings.tile_size}; TIFF tiles need a multiple of 16")
     if not settings.input:
         raise InputError("no input: give an image, several, a folder, a quoted glob or @LIST.txt")
+    fixed_colours(settings)
     if is_batch(settings.input):
         return plan_batch(settings)
     name = settings.input[0]
@@ -142,9 +147,24 @@ def plan(settings):
     # the compiled loops in their first task.)
     _start_preload()
     source = inspect_image(name, settings.max_pixels)
+    image_colours(fixed_colours(settings), source.channels, name)
     height, width, _ = source.shape
     check_png_size(out, height, width)
     return Plan(source, out, compare, report, save_model, _checkpoint(settings, source))
+
+
+def fixed_colours(settings):
+    """``--fixed-colours`` parsed, ``(n, 4)`` uint8 (:func:`mixlib.image.palette.parse_colours`); InputError for a
+    colour that does not parse, more colours than ``--k``, or ``--method gmm``."""
+    try:
+        colours = parse_colours(settings.fixed_colours)
+    except ValueError as e:
+        raise InputError(f"--fixed-colours: {e}") from None
+    if len(colours) > settings.k:
+        raise InputError(f"--fixed-colours: {len(colours)} colours do not fit in --k {settings.k}; raise --k")
+    if len(colours) and settings.method == "gmm":
+        raise InputError("--fixed-colours needs a k-means palette: use --method lloyd or minibatch")
+    return colours
 
 
 def _filled(template, flag, settings, relpath):
@@ -276,7 +296,7 @@ def _image_options(settings):
                         tile_size=settings.tile_size, max_pixels=settings.max_pixels,
                         task_pixels=settings.task_pixels, attributes=output_attributes(settings),
                         target_psnr=settings.target_psnr, min_psnr=settings.min_psnr,
-                        skip_if_larger=settings.skip_if_larger)
+                        skip_if_larger=settings.skip_if_larger, fixed_colours=fixed_colours(settings))
 
 
 def batch_worker_paths(batch_plan, most=4):
@@ -461,17 +481,20 @@ def fit_phase(settings, codes, counts, channels, on_cluster=True):
     progress = IterationProgress("EM" if settings.method == "gmm" else "k-means", settings.max_iter,
                                  settings.progress_seconds)
 
+    fixed = image_colours(fixed_colours(settings), channels, "the image")
+
     def fit_of(k):
         with progress:
             return fit_palette(codes, counts, channels, k=k, method=settings.method,
                                max_iter=settings.max_iter, tol=settings.tol, batch_size=settings.batch_size,
                                em_init=settings.em_init, em_tol=settings.em_tol, reg_covar=settings.reg_covar,
-                               seed=settings.seed, progress=progress, in_process=in_process)
+                               seed=settings.seed, progress=progress, in_process=in_process, fixed_colours=fixed)
 
     def fit(attempt):
         if not settings.target_psnr:
             return fit_of(settings.k), []
-        palette, psnr, tried = fit_to_psnr(fit_of, codes, counts, channels, settings.target_psnr, settings.k)
+        palette, psnr, tried = fit_to_psnr(fit_of, codes, counts, channels, settings.target_psnr, settings.k,
+                                           fixed=0 if fixed is None else len(fixed))
         log.info("--target-psnr %g: %d colours reach %.2f dB (fitted k: %s)", settings.target_psnr,
                  len(palette.colours), psnr, ", ".join(str(k) for k, _ in tried))
         return palette, tried

@@ -33,7 +33,8 @@ class Palette:
 
 
 def fit_palette(codes, counts, channels, *, k, method="lloyd", max_iter=300, tol=1e-4, batch_size=4096,
-                em_init="kmeans", em_tol=1e-3, reg_covar=1e-6, seed=0, progress=None, in_process=False):
+                em_init="kmeans", em_tol=1e-3, reg_covar=1e-6, seed=0, progress=None, in_process=False,
+                fixed_colours=None):
     """Fit a palette of at most ``k`` colours to an exact colour histogram, on the current Dask client or (with
     ``in_process``, e.g. inside a task) in this process: the same palette either way.
 
@@ -52,6 +53,9 @@ def fit_palette(codes, counts, channels, *, k, method="lloyd", max_iter=300, tol
         ``reg_covar`` and ``seed`` go to the fit
     progress : callable ``(iteration, **values)`` or None, told of every iteration of the fit
     in_process : bool, fit in this process instead of on the cluster
+    fixed_colours : ndarray (f, C) uint8 or None, colours that are palette entries exactly, counted in k (k-means
+        only): the other centres are fitted around them, which never move, and a colour nearest to one of them
+        takes it (:func:`mixlib.fit.kmeans.fit_kmeans`'s ``fixed``)
 
     Returns
     -------
@@ -62,6 +66,13 @@ def fit_palette(codes, counts, channels, *, k, method="lloyd", max_iter=300, tol
     fitted = slice(1, None) if transparent else slice(None)
     entries = k - int(transparent)
     points, weights = colours[fitted], counts[fitted].astype(np.float64)
+    fixed = _fixed_centres(fixed_colours, channels, transparent, entries)
+    if len(fixed) and method == "gmm":
+        raise ValueError("fixed colours need a k-means palette (lloyd or minibatch), not gmm")
+    if len(fixed):
+        return _palette_with_fixed(codes, points, weights, fixed, transparent, entries, channels, k=k, method=method,
+                                   max_iter=max_iter, tol=tol, seed=seed, batch_size=batch_size, progress=progress,
+                                   in_process=in_process)
     if method == "gmm":
         fit = fit_gmm(points, weights, k=min(entries, len(points)), init=em_init, max_iter=max_iter, tol=em_tol,
                       reg_covar=reg_covar, seed=seed, progress=progress, in_process=in_process)
@@ -81,11 +92,44 @@ def fit_palette(codes, counts, channels, *, k, method="lloyd", max_iter=300, tol
     return Palette(colours, code_labels, fit)
 
 
+def _fixed_centres(fixed_colours, channels, transparent, entries):
+    """The fixed colours as centres ``(f, C)`` float64 (none: ``(0, C)``), without a fully transparent one when the
+    image's transparent pixels have their entry already; ValueError when they do not fit in ``entries``."""
+    if fixed_colours is None or not len(fixed_colours):
+        return np.zeros((0, channels))
+    fixed = np.asarray(fixed_colours, dtype=np.float64).reshape(-1, channels)
+    if transparent:
+        fixed = fixed[fixed[:, 3] > 0]
+    if len(fixed) > entries:
+        raise ValueError(f"{len(fixed)} fixed colours do not fit in {entries} palette entries")
+    return fixed
+
+
+def _palette_with_fixed(codes, points, weights, fixed, transparent, entries, channels, **fit):
+    """:func:`fit_palette` with fixed colours: the palette keeps them all, used or not. An image whose colours and
+    the fixed ones together fit in the entries keeps them all."""
+    if len(np.unique(np.vstack([fixed, points]), axis=0)) <= entries:
+        fit_result = EveryColour(len(codes), fit["k"])
+        centres, labels = np.vstack([fixed, points]), np.arange(len(points)) + len(fixed)
+    else:
+        fit = {**fit, "k": entries}
+        init = coarse_start(codes[slice(1, None) if transparent else slice(None)], points, weights, entries,
+                            max_iter=fit["max_iter"], tol=fit["tol"], seed=fit["seed"], fixed=fixed)
+        fit_result = fit_kmeans(points, weights, init=init, fixed=fixed, **fit)
+        centres, labels = fit_result.centres, np.asarray(fit_result.labels)
+    keep = np.arange(len(fixed))
+    if transparent:
+        centres = np.vstack([np.zeros((1, 4)), centres])
+        labels, keep = np.concatenate([[0], labels + 1]), keep + 1
+    colours, code_labels = unique_palette(centres, labels, channels, keep=keep)
+    return Palette(colours, code_labels, fit_result)
+
+
 COARSE_LEVELS = (5, 6)  # the coarse histograms keep this many high bits of each channel, coarsest first
 DENSE_CELLS = 1 << 20  # cells counted in a dense array up to this many possible cells, else by a sort
 
 
-def coarse_start(codes, colours, weights, k, *, max_iter, tol, seed):
+def coarse_start(codes, colours, weights, k, *, max_iter, tol, seed, fixed=None):
     """Initial centres for Lloyd on an image's distinct colours, from fits to its coarse histograms.
 
     The colours that share their high bits in every channel form a cell, summed as one point at their weighted mean
@@ -99,6 +143,7 @@ def coarse_start(codes, colours, weights, k, *, max_iter, tol, seed):
     codes : ndarray (M,) uint32, the colour codes of ``colours``
     colours : ndarray (M, C) float64; weights : ndarray (M,) float64
     k : int
+    fixed : ndarray (f, C) or None, centres that never move (:func:`mixlib.fit.kmeans.fit_kmeans`)
 
     Returns
     -------
@@ -109,7 +154,7 @@ def coarse_start(codes, colours, weights, k, *, max_iter, tol, seed):
         means, cell_weights = coarse_cells(codes, colours, weights, bits)
         if len(means) > k:
             start = fit_kmeans(means, cell_weights, k=k, init=start, max_iter=max_iter, tol=tol, seed=seed,
-                               in_process=True).centres
+                               in_process=True, fixed=fixed).centres
     return start
 
 
@@ -154,13 +199,14 @@ class EveryColour:
         return {"iterations": 0, "converged": True, "inertia": 0.0, "tasks_per_iteration": 0}
 
 
-def unique_palette(centres, labels, channels):
+def unique_palette(centres, labels, channels, keep=()):
     """Round centres to 8-bit colours and drop duplicate and unused entries.
 
     Parameters
     ----------
     centres : ndarray (k, C) float64
     labels : ndarray (M,) int, centre index of each distinct colour
+    keep : indices of centres kept even when unused (fixed colours)
 
     Returns
     -------
@@ -170,7 +216,7 @@ def unique_palette(centres, labels, channels):
     rounded = np.clip(np.rint(centres), 0, 255).astype(np.uint8)
     if channels == 4:
         rounded[rounded[:, 3] == 0] = 0  # every fully transparent entry is the same entry
-    used = np.unique(labels)
+    used = np.union1d(labels, np.asarray(keep, dtype=np.int64))
     colours, inverse = np.unique(rounded[used], axis=0, return_inverse=True)
     remap = np.zeros(len(centres), dtype=np.int64)
     remap[used] = inverse.ravel()
@@ -191,7 +237,7 @@ def palette_psnr(codes, counts, channels, palette):
     return 10 * math.log10(255.0 ** 2 / mse) if mse > 0 else math.inf
 
 
-def fit_to_psnr(fit, codes, counts, channels, target_psnr, k_max):
+def fit_to_psnr(fit, codes, counts, channels, target_psnr, k_max, fixed=0):
     """The palette of fewest colours, up to ``k_max``, whose PSNR reaches ``target_psnr``, by bisection over k (a
     palette's PSNR follows exactly from the histogram: :func:`palette_psnr`). The bisection takes the PSNR to grow
     with k, as it does but for the odd local optimum; the palette chosen always reaches the target, or is the
@@ -203,6 +249,7 @@ def fit_to_psnr(fit, codes, counts, channels, target_psnr, k_max):
     codes, counts, channels : the histogram (:func:`fit_palette`)
     target_psnr : float, dB
     k_max : int
+    fixed : int, fixed colours of the fits: no fewer entries are tried than they and a transparent entry take
 
     Returns
     -------
@@ -219,7 +266,8 @@ def fit_to_psnr(fit, codes, counts, channels, target_psnr, k_max):
 
     if psnr_of(k_max) < target_psnr:
         return (*tried[k_max], [(k, psnr) for k, (_, psnr) in tried.items()])
-    low, high = 1, k_max  # high reaches the target; every k below low was found not to
+    low = max(1, fixed + int(channels == 4 and len(codes) and codes[0] == 0))
+    high = k_max  # high reaches the target; every k below low was found not to (or cannot hold the fixed colours)
     while low < high:
         middle = (low + high) // 2
         if psnr_of(middle) >= target_psnr:
@@ -227,3 +275,30 @@ def fit_to_psnr(fit, codes, counts, channels, target_psnr, k_max):
         else:
             low = middle + 1
     return (*tried[high], [(k, psnr) for k, (_, psnr) in tried.items()])
+
+
+def parse_colours(texts):
+    """Colours written ``#rrggbb`` or ``#rrggbbaa`` (several in one text, separated by commas), in order, repeats
+    dropped: ``(n, 4)`` uint8, alpha 255 where it is not written; ValueError naming a text that is not one."""
+    colours = []
+    for text in (part.strip() for item in texts for part in item.split(",")):
+        if not text:
+            continue
+        digits = text.removeprefix("#")
+        if len(digits) not in (6, 8) or not all(c in "0123456789abcdefABCDEF" for c in digits):
+            raise ValueError(f"{text!r} is not a colour: write #rrggbb or #rrggbbaa (hexadecimal)")
+        values = [int(digits[i:i + 2], 16) for i in range(0, len(digits), 2)]
+        colour = tuple(values + [255] * (4 - len(values)))
+        if colour not in colours:
+            colours.append(colour)
+    return np.array(colours, dtype=np.uint8).reshape(-1, 4)
+
+
+def colours_for(colours, channels):
+    """Colours ``(n, 4)`` of :func:`parse_colours` for an image of ``channels``: RGBA as they are, RGB without the
+    alpha, which must then be opaque (ValueError otherwise: an RGB image has no transparency)."""
+    if channels == 4:
+        return colours
+    if (colours[:, 3] != 255).any():
+        raise ValueError("a fixed colour with alpha below ff needs an RGBA image; this one is RGB")
+    return colours[:, :3]

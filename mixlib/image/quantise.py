@@ -7,7 +7,7 @@ import numpy as np
 
 from ..core.errors import InputError
 from .colors import ColourLookup, image_histogram
-from .palette import fit_palette, fit_to_psnr, palette_psnr
+from .palette import colours_for, fit_palette, fit_to_psnr, palette_psnr, parse_colours
 from .readers import SampleLayout, check_samples, pillow_pixels, to_rgb8
 
 HISTOGRAM_CHUNK = 2048  # rows and columns of the blocks whose histograms are merged (the result does not depend on it)
@@ -53,7 +53,7 @@ class Quantised:
 
 
 def quantise(image, k=16, *, method="lloyd", seed=0, max_iter=300, tol=1e-4, batch_size=4096, em_init="kmeans",
-             em_tol=1e-3, reg_covar=1e-6, target_psnr=None):
+             em_tol=1e-3, reg_covar=1e-6, target_psnr=None, fixed_colours=()):
     """Quantise an image to at most ``k`` colours: the palette and the label of every pixel.
 
     The same steps, and so the same palette, as ``python -m jobs.compress IMAGE --k K --method M --seed S`` on the
@@ -73,6 +73,8 @@ def quantise(image, k=16, *, method="lloyd", seed=0, max_iter=300, tol=1e-4, bat
     em_init, em_tol, reg_covar : the Gaussian mixture's initialisation, tolerance and covariance regularisation
     target_psnr : float or None, dB: the fewest colours up to ``k`` whose palette reaches it
         (:func:`mixlib.image.palette.fit_to_psnr`; ``--target-psnr``)
+    fixed_colours : list of str, '#rrggbb' or '#rrggbbaa' colours always in the palette, counted in k (k-means;
+        ``--fixed-colours``)
 
     Returns
     -------
@@ -93,9 +95,13 @@ def quantise(image, k=16, *, method="lloyd", seed=0, max_iter=300, tol=1e-4, bat
         raise ValueError(f"method must be 'lloyd', 'minibatch' or 'gmm', got {method!r}")
     if target_psnr is not None and not 0 < target_psnr <= MAX_TARGET_PSNR:
         raise ValueError(f"target_psnr must be above 0 and at most {MAX_TARGET_PSNR} dB, got {target_psnr!r}")
-    return quantise_pixels(rgb_pixels(image), k, method=method, seed=seed, max_iter=max_iter, tol=tol,
-                           batch_size=batch_size, em_init=em_init, em_tol=em_tol, reg_covar=reg_covar,
-                           target_psnr=target_psnr)
+    pixels = rgb_pixels(image)
+    fixed = colours_for(parse_colours(fixed_colours), pixels.shape[2]) if len(fixed_colours) else None
+    if fixed is not None and len(fixed) > k:
+        raise ValueError(f"{len(fixed)} fixed colours do not fit in k={k}")
+    return quantise_pixels(pixels, k, method=method, seed=seed, max_iter=max_iter, tol=tol, batch_size=batch_size,
+                           em_init=em_init, em_tol=em_tol, reg_covar=reg_covar, target_psnr=target_psnr,
+                           fixed_colours=fixed)
 
 
 def quantise_pixels(pixels, k, *, target_psnr=None, chunk_size=HISTOGRAM_CHUNK, **fit):
@@ -113,7 +119,9 @@ def quantise_pixels(pixels, k, *, target_psnr=None, chunk_size=HISTOGRAM_CHUNK, 
         palette, tried = palette_of(k), []
         psnr = palette_psnr(codes, counts, channels, palette)
     else:
-        palette, psnr, tried = fit_to_psnr(palette_of, codes, counts, channels, target_psnr, k)
+        fixed = fit.get("fixed_colours")
+        palette, psnr, tried = fit_to_psnr(palette_of, codes, counts, channels, target_psnr, k,
+                                           fixed=0 if fixed is None else len(fixed))
     labels = ColourLookup(codes, palette.code_labels, channels)(pixels)
     return Quantised(palette.colours, labels, palette.fit, psnr, len(codes), tried)
 
