@@ -73,6 +73,8 @@ class ImageOptions:
     min_psnr: float = 0.0  # dB: an image whose palette stays below it is skipped (0: none is)
     skip_if_larger: bool = False  # an output larger than its input file is skipped
     fixed_colours: object = None  # ndarray (n, 4) uint8 of --fixed-colours (mixlib.image.palette.parse_colours)
+    palette: object = None  # ndarray (p, 3|4) uint8 of --palette, applied to every image instead of a fit
+    palette_source: str = ""  # the --palette file, for the messages
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -236,7 +238,8 @@ def _compressed(source, out, options):
     result = quantise_pixels(pixels, options.k, chunk_size=options.chunk_size, method=options.method,
                              max_iter=options.max_iter, tol=options.tol, batch_size=options.batch_size,
                              em_init=options.em_init, em_tol=options.em_tol, reg_covar=options.reg_covar,
-                             seed=options.seed, target_psnr=options.target_psnr or None, fixed_colours=fixed)
+                             seed=options.seed, target_psnr=options.target_psnr or None, fixed_colours=fixed,
+                             palette=options.palette, palette_source=options.palette_source)
     pixel_count = pixels.shape[0] * pixels.shape[1]
     record = {"status": "written", "distinct_colours": result.distinct_colours, "k": len(result.palette),
               "iterations": result.fit.summary(pixel_count)["iterations"],
@@ -247,7 +250,8 @@ def _compressed(source, out, options):
         if skipped is None:
             staged = stage(out)
             write_labels(staged, result.labels, result.palette, tile=options.tile_size,
-                         attributes=options.attributes, icc_profile=source.icc_profile)
+                         attributes=options.attributes, icc_profile=source.icc_profile,
+                         keep_order=options.palette is not None)
             record["bytes_out"] = tree_bytes(staged)
             skipped = larger_than_input(options.skip_if_larger, record["bytes_out"], source.input_bytes)
             if skipped is not None:

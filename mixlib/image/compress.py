@@ -31,6 +31,7 @@ from .batch import (ImageOptions, JsonLines, below_min_psnr, expand_inputs, imag
                     larger_than_input, run_batch)
 from .colors import ColourLookup, checkpointed_histogram, colour_histogram, image_histogram, saved_block_shape
 from .palette import fit_palette, fit_to_psnr, palette_psnr, parse_colours, squared_error
+from .palettes import GivenPalette, apply_palette, load_palette, save_palette
 from .quantise import MAX_TARGET_PSNR
 from .readers import PILLOW_MAX_PIXELS, inspect_image
 from .writers import OUTPUT_SUFFIXES, PNG_MAX_COLOURS, check_png_size, side_by_side, thumbnail_step, write_labels
@@ -70,6 +71,11 @@ class CompressSettings(JobOptions):
     fixed_colours: tuple = option((), "colours always in the palette, counted in --k (k-means): '#rrggbb' or "
                                       "'#rrggbbaa', comma-separated or the flag given again; the other colours are "
                                       "fitted around them, which never move", group="model")
+    palette: str = option("", "apply this palette instead of fitting one: a .json palette (--palette-out), a palette "
+                              "PNG, or an image of at most 256 colours; every output carries it whole, in order",
+                          group="model")
+    palette_out: str = option("", "a single image: write its palette here, .json or a .png swatch ({stem} and {k} "
+                                  "are filled in)", group="input and output")
     target_psnr: float = option(0.0, "the fewest colours, up to --k, whose palette reaches this PSNR in dB (exact, "
                                      "from the colour histogram; 0: --k colours)", minimum=0.0,
                                 maximum=MAX_TARGET_PSNR, group="model")
@@ -110,6 +116,8 @@ class Plan:
     report: Path | None
     save_model: Path | None
     checkpoint: BlockCheckpoint | None  # of the colour histogram, for a Zarr or TIFF input read chunk by chunk
+    palette_out: Path | None = None
+    given_palette: object = None  # ndarray (p, 3|4) uint8 of --palette, applied instead of a fit
 
 
 def plan(settings):
@@ -120,14 +128,15 @@ def plan(settings):
     if not settings.input:
         raise InputError("no input: give an image, several, a folder, a quoted glob or @LIST.txt")
     fixed_colours(settings)
+    given = given_palette(settings)
     if is_batch(settings.input):
         return plan_batch(settings)
     name = settings.input[0]
     stem = Path(name.removeprefix("sample:")).stem
     templates = ((settings.out, "--out"), (settings.compare, "--compare"), (settings.report, "--report"),
-                 (settings.save_model, "--save-model"))
-    out, compare, report, save_model = (_filled(template, flag, settings, stem) if template else None
-                                        for template, flag in templates)
+                 (settings.save_model, "--save-model"), (settings.palette_out, "--palette-out"))
+    out, compare, report, save_model, palette_out = (_filled(template, flag, settings, stem) if template else None
+                                                     for template, flag in templates)
     if out is None:
         raise InputError("--out is empty; give an output path ending in .png, .tif or .zarr")
     if out.suffix.lower() == ".png" and settings.k > PNG_MAX_COLOURS:
@@ -136,21 +145,37 @@ def plan(settings):
     if save_model is not None and settings.method != "gmm":
         raise InputError("--save-model writes a Gaussian mixture: use it with --method gmm")
     for path, suffixes in ((out, OUTPUT_SUFFIXES), (compare, (".png",)), (report, (".json",)),
-                           (save_model, (".json",))):
+                           (save_model, (".json",)), (palette_out, (".json", ".png"))):
         if path is not None:
             check_output(path, settings.overwrite, suffixes)
-    named = [p for p in (out, compare, report, save_model) if p is not None]
+    named = [p for p in (out, compare, report, save_model, palette_out) if p is not None]
     if len(set(named)) < len(named):
-        raise InputError("--out, --compare, --report and --save-model must be different files")
+        raise InputError("--out, --compare, --report, --save-model and --palette-out must be different files")
     # The settings and outputs are fine: this process loads the compiled loops while it decodes the input (Pillow's
     # decoder lets go of the GIL), and the embedded cluster's threaded workers share them. (Worker processes load
     # the compiled loops in their first task.)
     _start_preload()
     source = inspect_image(name, settings.max_pixels)
     image_colours(fixed_colours(settings), source.channels, name)
+    if given is not None and source.channels == 3 and given.shape[1] == 4 and (given[:, 3] != 255).any():
+        raise InputError(f"--palette {settings.palette} has entries that are not opaque, for the RGB image {name}; "
+                         "give an RGB palette")
     height, width, _ = source.shape
     check_png_size(out, height, width)
-    return Plan(source, out, compare, report, save_model, _checkpoint(settings, source))
+    return Plan(source, out, compare, report, save_model, _checkpoint(settings, source), palette_out, given)
+
+
+def given_palette(settings):
+    """The entries ``(p, 3|4)`` uint8 of ``--palette`` (:func:`mixlib.image.palettes.load_palette`), or None;
+    InputError for a file that is not one, or with the options that fit a palette."""
+    if not settings.palette:
+        return None
+    clashes = [flag for flag, value in (("--target-psnr", settings.target_psnr),
+                                        ("--fixed-colours", settings.fixed_colours),
+                                        ("--save-model", settings.save_model)) if value]
+    if clashes:
+        raise InputError(f"--palette applies a palette as it is; leave out {' and '.join(clashes)}, which fit one")
+    return load_palette(location(settings.palette, "--palette"))
 
 
 def fixed_colours(settings):
@@ -241,7 +266,7 @@ def plan_batch(settings):
     """Check a batch before any work: its options, its inputs (expanded), its outputs (distinct, writable, not
     there unless ``--overwrite`` or ``--resume``)."""
     for flag, value in (("--compare", settings.compare), ("--save-model", settings.save_model),
-                        ("--checkpoint-dir", settings.checkpoint_dir)):
+                        ("--checkpoint-dir", settings.checkpoint_dir), ("--palette-out", settings.palette_out)):
         if value:
             raise InputError(f"{flag} is for a single image; a batch writes its outputs and a --report .jsonl")
     inputs, others = expand_inputs(settings.input)
@@ -296,7 +321,8 @@ def _image_options(settings):
                         tile_size=settings.tile_size, max_pixels=settings.max_pixels,
                         task_pixels=settings.task_pixels, attributes=output_attributes(settings),
                         target_psnr=settings.target_psnr, min_psnr=settings.min_psnr,
-                        skip_if_larger=settings.skip_if_larger, fixed_colours=fixed_colours(settings))
+                        skip_if_larger=settings.skip_if_larger, fixed_colours=fixed_colours(settings),
+                        palette=given_palette(settings), palette_source=settings.palette)
 
 
 def batch_worker_paths(batch_plan, most=4):
@@ -338,10 +364,12 @@ def _chunked(settings, client, record):
     started = time.perf_counter()
     try:
         source = inspect_image(record["input"], settings.max_pixels)
-        report = run(settings, Plan(source, location(record["output"], "--out"), None, None, None, None), client)
+        plan_of_one = Plan(source, location(record["output"], "--out"), None, None, None, None,
+                           given_palette=given_palette(settings))
+        report = run(settings, plan_of_one, client)
     except InputError as e:
         return {**record, "status": "failed", "reason": str(e)}
-    return {**record, "status": "written", "reason": None, "distinct_colours": None,
+    return {**record, "status": report["status"], "reason": report["reason"], "distinct_colours": None,
             "k": report["k_effective"], "iterations": report["iterations"], "psnr_db": report["psnr_db"],
             "bytes_in": report["input_bytes"], "bytes_out": report["output_bytes"],
             "seconds": round(time.perf_counter() - started, 3)}
@@ -402,7 +430,11 @@ def _phases(settings, job_plan, histogram, write, started, in_process):
     codes, counts, thumbnail = histogram()
     seconds["histogram"] = _lap(started, seconds)
     channels = job_plan.source.channels
-    palette, tried = fit_phase(settings, codes, counts, channels, on_cluster=not in_process)
+    if job_plan.given_palette is not None:
+        palette, tried = apply_palette(codes, channels, job_plan.given_palette, settings.palette), []
+        log.info("%s", palette.fit.describe())
+    else:
+        palette, tried = fit_phase(settings, codes, counts, channels, on_cluster=not in_process)
     seconds["fit"] = _lap(started, seconds)
     lookup = ColourLookup(codes, palette.code_labels, channels)
     skipped = below_min_psnr(settings.min_psnr, palette_psnr(codes, counts, channels, palette))
@@ -445,7 +477,8 @@ def _histogram_here(settings, job_plan, pixels):
 def _write_here(settings, pixels, icc_profile, lookup, palette, output):
     """:func:`labels_and_write_phase` in this process."""
     write_labels(output, lookup(pixels), palette.colours, tile=settings.tile_size,
-                 attributes=output_attributes(settings), icc_profile=icc_profile)
+                 attributes=output_attributes(settings), icc_profile=icc_profile,
+                 keep_order=isinstance(palette.fit, GivenPalette))
 
 
 def histogram_phase(settings, job_plan, image, client):
@@ -551,6 +584,8 @@ def report_phase(settings, job_plan, palette, codes, counts, seconds, output, st
         save_mixture(stage(job_plan.save_model), palette.fit.mixture,
                      {"input": str(source.path), "channels": source.channels, "seed": settings.seed,
                       "mean_loglik_per_pixel": palette.fit.mean_loglik})
+    if job_plan.palette_out:
+        save_palette(stage(job_plan.palette_out), palette.colours)
     if job_plan.report:
         stage(job_plan.report).write_text(json.dumps(report, indent=2) + "\n")
     return report
@@ -591,7 +626,8 @@ def _write_output(path, labels, palette, settings, client, icc_profile=None):
         return computed(client, parts, "palette-labels", settings.progress_seconds)
 
     write_labels(path, labels, palette.colours, tile=settings.tile_size, attributes=output_attributes(settings),
-                 icc_profile=icc_profile, client_compute=client_compute)
+                 icc_profile=icc_profile, client_compute=client_compute,
+                 keep_order=isinstance(palette.fit, GivenPalette))
 
 
 def output_attributes(settings):

@@ -8,6 +8,7 @@ import numpy as np
 from ..core.errors import InputError
 from .colors import ColourLookup, image_histogram
 from .palette import colours_for, fit_palette, fit_to_psnr, palette_psnr, parse_colours
+from .palettes import apply_palette
 from .readers import SampleLayout, check_samples, pillow_pixels, to_rgb8
 
 HISTOGRAM_CHUNK = 2048  # rows and columns of the blocks whose histograms are merged (the result does not depend on it)
@@ -104,10 +105,12 @@ def quantise(image, k=16, *, method="lloyd", seed=0, max_iter=300, tol=1e-4, bat
                            fixed_colours=fixed)
 
 
-def quantise_pixels(pixels, k, *, target_psnr=None, chunk_size=HISTOGRAM_CHUNK, **fit):
+def quantise_pixels(pixels, k, *, target_psnr=None, chunk_size=HISTOGRAM_CHUNK, palette=None, palette_source="",
+                    **fit):
     """:func:`quantise` of 8-bit RGB(A) pixels ``(H, W, 3|4)`` uint8, in this process: what a batch's task does to
     each image (:func:`mixlib.image.batch.compress_image`). ``fit``: the keyword arguments of
-    :func:`mixlib.image.palette.fit_palette` but ``k``."""
+    :func:`mixlib.image.palette.fit_palette` but ``k``; ``palette``: entries ``(p, 3|4)`` uint8 applied instead of
+    a fit (:func:`mixlib.image.palettes.apply_palette`), from the file ``palette_source``."""
     channels = pixels.shape[2]
     histogram = image_histogram(pixels, chunk_size)
     codes, counts = histogram["codes"], histogram["counts"]
@@ -115,6 +118,11 @@ def quantise_pixels(pixels, k, *, target_psnr=None, chunk_size=HISTOGRAM_CHUNK, 
     def palette_of(colours):
         return fit_palette(codes, counts, channels, k=colours, in_process=True, **fit)
 
+    if palette is not None:
+        given, tried = apply_palette(codes, channels, palette, palette_source), []
+        labels = ColourLookup(codes, given.code_labels, channels)(pixels)
+        return Quantised(given.colours, labels, given.fit, palette_psnr(codes, counts, channels, given), len(codes),
+                         tried)
     if target_psnr is None:
         palette, tried = palette_of(k), []
         psnr = palette_psnr(codes, counts, channels, palette)

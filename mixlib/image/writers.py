@@ -42,7 +42,7 @@ def thumbnail_step(height, width):
     return max(1, -(-max(height, width) // COMPARE_SIDE))
 
 
-def write_png(path, labels, palette, icc_profile=None):
+def write_png(path, labels, palette, icc_profile=None, keep_order=False):
     """A palette (P-mode) PNG, encoded by :func:`encode_png` (with ``icc_profile``, an RGB colour profile, in an
     iCCP chunk).
 
@@ -51,14 +51,15 @@ def write_png(path, labels, palette, icc_profile=None):
     path : str or path-like (a local path or a universal-pathlib path)
     labels : ndarray (H, W) uint8, palette indices
     palette : ndarray (k, 3|4) uint8, k <= 256; a fourth column is the alpha of each entry
+    keep_order : bool, the PLTE chunk holds the palette in its order (:func:`encode_png`)
     """
-    data = encode_png(labels, palette, icc_profile)
+    data = encode_png(labels, palette, icc_profile, keep_order)
     opener = path.open if hasattr(path, "open") else lambda mode: open(path, mode)
     with opener("wb") as file:
         file.write(data)
 
 
-def encode_png(labels, palette, icc_profile=None):
+def encode_png(labels, palette, icc_profile=None, keep_order=False):
     """The bytes of a palette PNG of ``labels``, the smallest of a few candidate layouts.
 
     The candidates are the palette in its own order with unfiltered rows, and the palette sorted by luma with a
@@ -75,6 +76,8 @@ def encode_png(labels, palette, icc_profile=None):
     labels : ndarray (H, W) uint8, palette indices (all below k)
     palette : ndarray (k, 3|4) uint8, k <= 256
     icc_profile : bytes or None, an RGB ICC profile, written as an iCCP chunk
+    keep_order : bool, only layouts that keep the palette in its order (a palette applied to many images, which
+        must carry the same PLTE chunk)
 
     Returns
     -------
@@ -82,7 +85,7 @@ def encode_png(labels, palette, icc_profile=None):
     """
     labels = np.ascontiguousarray(labels, dtype=np.uint8)
     palette = np.ascontiguousarray(palette, dtype=np.uint8)
-    candidates = list(_png_layouts(labels, palette))
+    candidates = list(_png_layouts(labels, palette, keep_order))
     if labels.size <= PNG_TRIAL_PIXELS:  # the trials are the whole streams: keep the smallest
         best, stream = min(((layout, _deflate(layout)) for layout in candidates), key=lambda pair: len(pair[1]))
         return _png_file(best, stream, icc_profile)
@@ -109,11 +112,15 @@ class _Layout:
         return _filter_rows(packed[start - first:], prior, self.row_filter)
 
 
-def _png_layouts(labels, palette):
-    """The candidate layouts: own order unfiltered, luma order with per-row filters, at 8 bits and packed."""
+def _png_layouts(labels, palette, keep_order=False):
+    """The candidate layouts: own order unfiltered, luma order with per-row filters, at 8 bits and packed; with
+    ``keep_order``, the palette's order with and without the filters."""
     k = len(palette)
     depths = (8, _packed_depth(k)) if k <= 16 else (8,)
-    orders = ((_transparent_first(palette), 0), (_luma_order(palette), "minsum"))
+    if keep_order:
+        orders = ((np.arange(k), 0), (np.arange(k), "minsum"))
+    else:
+        orders = ((_transparent_first(palette), 0), (_luma_order(palette), "minsum"))
     for order, row_filter in orders:
         for depth in depths:
             yield _Layout(labels, palette, order, row_filter, depth)
@@ -247,7 +254,7 @@ def _chunk(kind, data):
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def write_labels(path, labels, palette, *, tile, attributes, icc_profile, client_compute=None):
+def write_labels(path, labels, palette, *, tile, attributes, icc_profile, client_compute=None, keep_order=False):
     """Write palette indices in the format the output's suffix names: a palette PNG, a tiled TIFF or a Zarr group.
 
     Parameters
@@ -260,11 +267,12 @@ def write_labels(path, labels, palette, *, tile, attributes, icc_profile, client
     icc_profile : bytes or None, the input's RGB colour profile: embedded in a PNG or TIFF, kept (base64) in a Zarr
         group's attributes
     client_compute : callable(list of dask collections) -> list of results; unused for ndarray labels
+    keep_order : bool, a PNG's PLTE chunk holds the palette in its order (:func:`encode_png`)
     """
     suffix = path.suffix.lower()
     if isinstance(labels, np.ndarray):
         if suffix == ".png":
-            write_png(path, labels, palette, icc_profile)
+            write_png(path, labels, palette, icc_profile, keep_order)
             return
         import dask
         import dask.array as da
@@ -276,7 +284,7 @@ def write_labels(path, labels, palette, *, tile, attributes, icc_profile, client
             return list(dask.compute(*parts, scheduler=dask.local.get_sync))
 
     if suffix == ".png":
-        write_png(path, client_compute([labels])[0], palette, icc_profile)
+        write_png(path, client_compute([labels])[0], palette, icc_profile, keep_order)
     elif suffix in TIFF_SUFFIXES:
         write_tiff(path, labels, palette, tile, client_compute, icc_profile)
     else:
