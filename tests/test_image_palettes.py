@@ -72,23 +72,81 @@ def test_palette_from_an_image_of_few_colours(run_job, tmp_path, small_china_png
     ("none", ("--palette", "{tmp}/missing.json"), "does not exist"),
     ("good", ("--palette", "{tmp}/good.json", "--target-psnr", "30"), "leave out --target-psnr"),
     ("good", ("--palette", "{tmp}/good.json", "--fixed-colours", "#ffffff"), "leave out --fixed-colours"),
-    ("alpha", ("--palette", "{tmp}/alpha.json"), "not opaque"),
     ("good", ("--palette-out", "{tmp}/p.txt"), ".json"),
 ])
 def test_bad_palettes_exit_2(run_job, capsys, tmp_path, small_china_png, small_china, setup, flags, message):
     save_png(tmp_path / "photo.png", small_china)
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "good.json").write_text(json.dumps({"format": "mixlib-palette", "colours": [[1, 2, 3]]}))
-    (tmp_path / "alpha.json").write_text(json.dumps({"format": "mixlib-palette", "colours": [[1, 2, 3, 100]]}))
     flags = [flag.format(tmp=tmp_path) for flag in flags]
     assert run_job(small_china_png, "--out", tmp_path / "x.png", *flags) == 2
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "x.png").exists()
 
 
-def test_palette_out_is_for_one_image(run_job, capsys, tmp_path, small_china):
+def test_palette_out_is_for_one_image_or_a_shared_palette(run_job, capsys, tmp_path, small_china):
     save_png(tmp_path / "in" / "a.png", small_china)
     save_png(tmp_path / "in" / "b.png", small_china[::-1])
     assert run_job(tmp_path / "in", "--out", tmp_path / "out" / "{relpath}.png", "--palette-out",
                    tmp_path / "p.json") == 2
     assert "--palette-out is for a single image" in capsys.readouterr().err
+
+
+def test_rgba_palette_on_an_rgb_image(run_job, tmp_path, small_china_png, small_china):
+    """An RGB image takes the nearest opaque entry of an RGBA palette; the output carries the palette whole."""
+    palette = np.array([[0, 0, 0, 0], [250, 250, 250, 255], [20, 20, 20, 255], [120, 100, 80, 255]], np.uint8)
+    (tmp_path / "rgba.json").write_text(json.dumps({"format": "mixlib-palette", "colours": palette.tolist()}))
+    assert run_job(small_china_png, "--out", tmp_path / "o.png", "--palette", tmp_path / "rgba.json") == 0
+    labels, written, _, pixels = read_png(tmp_path / "o.png")
+    np.testing.assert_array_equal(written, palette)
+    assert (written[labels][..., 3] == 255).all()
+    assert_nearest(small_china, pixels[..., :3], palette[1:, :3])
+
+
+def test_shared_palette_is_the_fit_of_all_images_together(run_job, capsys, tmp_path, small_china):
+    images = {"a": small_china, "b": small_china[::-1, :, ::-1], "c": small_china[:40] // 2}
+    for name, image in images.items():
+        save_png(tmp_path / "in" / f"{name}.png", image)
+    out = tmp_path / "out" / "{relpath}.png"
+    assert run_job(tmp_path / "in", "--shared-palette", "--k", "12", "--out", out, "--palette-out",
+                   tmp_path / "shared.json", "--report", tmp_path / "r.jsonl") == 0, capsys.readouterr().err
+    shared = np.array(json.loads((tmp_path / "shared.json").read_text())["colours"], dtype=np.uint8)
+    # The fit of every pixel of the three images as one image: the same palette (the merged histogram is exact).
+    from mixlib import quantise
+
+    together = np.vstack([image.reshape(-1, 1, 3) for image in images.values()])
+    np.testing.assert_array_equal(shared, quantise(together, 12).palette)
+    for name, image in images.items():
+        path = tmp_path / "out" / f"{name}.png"
+        np.testing.assert_array_equal(plte(path), shared)
+        assert_nearest(image, read_png(path)[3], shared)
+    first = (tmp_path / "out" / "b.png").read_bytes()
+    (tmp_path / "out" / "b.png").unlink()
+    assert run_job(tmp_path / "in", "--shared-palette", "--k", "12", "--out", out, "--resume") == 0
+    assert (tmp_path / "out" / "b.png").read_bytes() == first  # a resumed batch fits the same palette
+
+
+def test_shared_palette_over_rgb_and_rgba_images(run_job, capsys, tmp_path, small_china):
+    rgba = np.dstack([small_china, np.where(small_china[..., 1] > 120, 255, 0).astype(np.uint8)])
+    save_png(tmp_path / "in" / "rgb.png", small_china)
+    save_png(tmp_path / "in" / "rgba.png", rgba)
+    assert run_job(tmp_path / "in", "--shared-palette", "--k", "8", "--out", tmp_path / "out" / "{relpath}.png") == 0
+    rgb_labels, rgb_palette, _, rgb_pixels = read_png(tmp_path / "out" / "rgb.png")
+    rgba_labels, rgba_palette, _, _ = read_png(tmp_path / "out" / "rgba.png")
+    np.testing.assert_array_equal(rgb_palette, rgba_palette)  # one palette, with its transparent entry
+    assert (rgb_palette[rgb_labels][..., 3] == 255).all()  # the RGB image takes opaque entries only
+    assert (rgba_palette[rgba_labels][..., 3][rgba[..., 3] == 0] == 0).all()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--shared-palette", "--palette", "{tmp}/good.json"), "give one of them"),
+])
+def test_shared_palette_bad_options(run_job, capsys, tmp_path, small_china, flags, message):
+    save_png(tmp_path / "in" / "a.png", small_china)
+    save_png(tmp_path / "in" / "b.png", small_china[::-1])
+    (tmp_path / "good.json").write_text(json.dumps({"format": "mixlib-palette", "colours": [[1, 2, 3]]}))
+    flags = [flag.format(tmp=tmp_path) for flag in flags]
+    assert run_job(tmp_path / "in", "--out", tmp_path / "out" / "{relpath}.png", *flags) == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+    assert run_job(tmp_path / "in" / "a.png", "--out", tmp_path / "x.png", "--shared-palette") == 2
+    assert "for several inputs" in capsys.readouterr().err

@@ -21,9 +21,12 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..core.errors import InputError
 from ..core.outputs import staged_outputs
 from ..core.storage import is_local, location, tree_bytes
+from .colors import image_histogram, merge_histograms
 from .palette import colours_for
 from .quantise import quantise_pixels
 from .readers import SAMPLE_PREFIX, inspect_image, resolve_input
@@ -384,6 +387,72 @@ def run_batch(client, jobs, options, *, report, progress, window, fail_fast=Fals
     for record in deferred:
         _count(totals, on_deferred(record) if on_deferred else {**record, "status": "failed"}, report)
     return totals
+
+
+def histogram_group(jobs, options):
+    """The merged colour histograms of a few images, in this task (``colour-histogram`` tasks of
+    ``--shared-palette``): ``{3: RGB histogram, 4: RGBA histogram}`` (None where the group has no such image), and
+    ``"too_large"``, the images above ``options.task_pixels``, which are left out, as are images that cannot be
+    read (the compress pass records them)."""
+    parts, too_large = {3: [], 4: []}, 0
+    for name, _ in jobs:
+        try:
+            source = inspect_image(name, options.max_pixels)
+            height, width, channels = source.shape
+            if height * width <= options.task_pixels:
+                parts[channels].append(image_histogram(source.read_pixels(), options.chunk_size))
+            else:
+                too_large += 1
+        except InputError:
+            continue
+    return {**{channels: merge_histograms(found) if found else None for channels, found in parts.items()},
+            "too_large": too_large}
+
+
+def shared_histogram(client, jobs, options, *, window, progress):
+    """The exact colour histogram of every image of a batch together: ``(codes (M,) uint32, counts (M,) int64,
+    channels)``, RGBA when any image is (an RGB colour is then opaque). :func:`histogram_group` tasks run in a
+    bounded window and their histograms are merged here as they come (the merge of counts is exact, so the order
+    of completion does not change it); None when no image could be read."""
+    from distributed import as_completed
+
+    merged, too_large = {3: [], 4: []}, 0
+    groups = enumerate(task_groups(jobs, spread=2 * window))
+    started, done = time.perf_counter(), 0
+
+    def submit():
+        number, group = next(groups, (None, None))
+        if group is not None:
+            in_flight.add(client.submit(histogram_group, group, options, key=f"colour-histogram-{number}-{started}",
+                                        pure=False))
+
+    in_flight = as_completed(loop=client.loop)
+    for _ in range(window):
+        submit()
+    for future in in_flight:
+        try:
+            found = future.result()
+        except Exception:  # noqa: BLE001  (a task killed with its worker: the compress pass records its images)
+            found = {}
+        too_large += found.pop("too_large", 0)
+        for channels, histogram in found.items():
+            if histogram is not None:
+                merged[channels] = [merge_histograms(merged[channels] + [histogram])]
+        done += 1
+        progress(done, stage="histogram groups")
+        submit()
+    if too_large:
+        log.warning("shared palette: %d image(s) above --task-pixels are not in its histogram (they take the "
+                    "palette all the same)", too_large)
+    rgb, rgba = (merged[c][0] if merged[c] else None for c in (3, 4))
+    if rgba is None and rgb is None:
+        return None
+    if rgba is None:
+        return rgb["codes"], rgb["counts"], 3
+    if rgb is not None:  # opaque RGBA codes of the RGB colours: (r, g, b, 255), in the same order
+        rgba = merge_histograms([rgba, {"codes": (rgb["codes"] << np.uint32(8)) | np.uint32(0xFF),
+                                        "counts": rgb["counts"]}])
+    return rgba["codes"], rgba["counts"], 4
 
 
 def _records(future, jobs):

@@ -28,7 +28,7 @@ from ..core.progress import IterationProgress, computed
 from ..core.storage import is_local, location, tree_bytes
 from ..fit.gmm import save_mixture
 from .batch import (ImageOptions, JsonLines, below_min_psnr, expand_inputs, image_colours, is_batch,
-                    larger_than_input, run_batch)
+                    larger_than_input, run_batch, shared_histogram)
 from .colors import ColourLookup, checkpointed_histogram, colour_histogram, image_histogram, saved_block_shape
 from .palette import fit_palette, fit_to_psnr, palette_psnr, parse_colours, squared_error
 from .palettes import GivenPalette, apply_palette, load_palette, save_palette
@@ -74,8 +74,10 @@ class CompressSettings(JobOptions):
     palette: str = option("", "apply this palette instead of fitting one: a .json palette (--palette-out), a palette "
                               "PNG, or an image of at most 256 colours; every output carries it whole, in order",
                           group="model")
-    palette_out: str = option("", "a single image: write its palette here, .json or a .png swatch ({stem} and {k} "
-                                  "are filled in)", group="input and output")
+    palette_out: str = option("", "write the palette here, .json or a .png swatch: a single image's ({stem} and {k} "
+                                  "are filled in) or a batch's --shared-palette", group="input and output")
+    shared_palette: bool = option(False, "a batch: one palette fitted to the colour histogram of all its images "
+                                         "together, carried whole and in order by every output", group="model")
     target_psnr: float = option(0.0, "the fewest colours, up to --k, whose palette reaches this PSNR in dB (exact, "
                                      "from the colour histogram; 0: --k colours)", minimum=0.0,
                                 maximum=MAX_TARGET_PSNR, group="model")
@@ -129,6 +131,10 @@ def plan(settings):
         raise InputError("no input: give an image, several, a folder, a quoted glob or @LIST.txt")
     fixed_colours(settings)
     given = given_palette(settings)
+    if settings.shared_palette and settings.palette:
+        raise InputError("--shared-palette fits one palette and --palette applies one: give one of them")
+    if settings.shared_palette and not is_batch(settings.input):
+        raise InputError("--shared-palette is for several inputs (a folder, a glob, a list)")
     if is_batch(settings.input):
         return plan_batch(settings)
     name = settings.input[0]
@@ -157,9 +163,6 @@ def plan(settings):
     _start_preload()
     source = inspect_image(name, settings.max_pixels)
     image_colours(fixed_colours(settings), source.channels, name)
-    if given is not None and source.channels == 3 and given.shape[1] == 4 and (given[:, 3] != 255).any():
-        raise InputError(f"--palette {settings.palette} has entries that are not opaque, for the RGB image {name}; "
-                         "give an RGB palette")
     height, width, _ = source.shape
     check_png_size(out, height, width)
     return Plan(source, out, compare, report, save_model, _checkpoint(settings, source), palette_out, given)
@@ -253,6 +256,7 @@ class BatchPlan:
     others : int, files in the folders and globs without an image suffix (left alone)
     report : Path or None, the JSON-lines report
     options : ImageOptions
+    palette_out : Path or None, where the ``--shared-palette`` goes
     """
 
     jobs: list
@@ -260,15 +264,19 @@ class BatchPlan:
     others: int
     report: Path | None
     options: ImageOptions
+    palette_out: Path | None = None
 
 
 def plan_batch(settings):
     """Check a batch before any work: its options, its inputs (expanded), its outputs (distinct, writable, not
     there unless ``--overwrite`` or ``--resume``)."""
     for flag, value in (("--compare", settings.compare), ("--save-model", settings.save_model),
-                        ("--checkpoint-dir", settings.checkpoint_dir), ("--palette-out", settings.palette_out)):
+                        ("--checkpoint-dir", settings.checkpoint_dir),
+                        ("--palette-out", settings.palette_out and not settings.shared_palette)):
         if value:
-            raise InputError(f"{flag} is for a single image; a batch writes its outputs and a --report .jsonl")
+            raise InputError(f"{flag} is for a single image (--palette-out: or a batch's --shared-palette); a batch "
+                             "writes its outputs and a --report .jsonl")
+    palette_out = optional_output(settings.palette_out, settings.overwrite, (".json", ".png"), "--palette-out")
     inputs, others = expand_inputs(settings.input)
     if not inputs:
         raise InputError(f"the inputs name no image ({others} other file(s)); give image files, folders of them, "
@@ -287,7 +295,7 @@ def plan_batch(settings):
     _start_preload()
     log.info("batch: %d image(s) to compress, %d already written, %d other file(s) left alone", len(jobs),
              len(skipped), others)
-    return BatchPlan(jobs, skipped, others, report, _image_options(settings))
+    return BatchPlan(jobs, skipped, others, report, _image_options(settings), palette_out)
 
 
 def _batch_outputs(settings, inputs):
@@ -341,10 +349,12 @@ def run_batch_job(settings, job_plan, client):
         for name, out in job_plan.skipped:
             report.write({"input": name, "output": out, "status": "skipped", "reason": "its output exists (--resume)"})
         window = max(2, 2 * sum(client.nthreads().values()))
+        options = _shared_palette(settings, job_plan, client, window) if settings.shared_palette else \
+            job_plan.options
         with IterationProgress("compress", len(job_plan.jobs), settings.progress_seconds) as progress:
-            totals = run_batch(client, job_plan.jobs, job_plan.options, report=report, progress=progress,
+            totals = run_batch(client, job_plan.jobs, options, report=report, progress=progress,
                                window=window, fail_fast=settings.fail_fast,
-                               on_deferred=functools.partial(_chunked, settings, client))
+                               on_deferred=functools.partial(_chunked, settings, options, client))
     finally:
         report.close()
     totals["skipped"] += len(job_plan.skipped)
@@ -359,13 +369,32 @@ def run_batch_job(settings, job_plan, client):
     return totals
 
 
-def _chunked(settings, client, record):
+def _shared_palette(settings, job_plan, client, window):
+    """The batch's options with ``--shared-palette``'s palette to apply: fitted to the histogram of every image
+    (those kept by ``--resume`` too, so that a resumed batch fits the same palette), written to ``--palette-out``."""
+    everything = job_plan.jobs + job_plan.skipped
+    with IterationProgress("histogram", len(everything), settings.progress_seconds) as progress:
+        found = shared_histogram(client, everything, job_plan.options, window=window, progress=progress)
+    if found is None:
+        return job_plan.options  # no image can be read: the compress pass records each
+    codes, counts, channels = found
+    log.info("shared palette: %d distinct colours in %d pixels of %d images", len(codes), counts.sum(),
+             len(everything))
+    palette, _ = fit_phase(settings, codes, counts, channels)
+    if job_plan.palette_out is not None:
+        with staged_outputs() as stage:
+            save_palette(stage(job_plan.palette_out), palette.colours)
+    return dataclasses.replace(job_plan.options, palette=palette.colours, palette_source="the shared palette",
+                               fixed_colours=None, target_psnr=0.0)
+
+
+def _chunked(settings, options, client, record):
     """Compress an image too large for one task by the chunked path of a single-image job; its batch record."""
     started = time.perf_counter()
     try:
         source = inspect_image(record["input"], settings.max_pixels)
         plan_of_one = Plan(source, location(record["output"], "--out"), None, None, None, None,
-                           given_palette=given_palette(settings))
+                           given_palette=options.palette)
         report = run(settings, plan_of_one, client)
     except InputError as e:
         return {**record, "status": "failed", "reason": str(e)}

@@ -226,7 +226,8 @@ def unique_palette(centres, labels, channels, keep=()):
 
 def squared_error(codes, counts, channels, palette):
     """Total squared error of the compressed image, from the histogram (exact, no pass over pixels)."""
-    diff = decode_colours(codes, channels).astype(np.float64) - palette.colours[palette.code_labels]
+    # (an RGBA palette applied to an RGB image: its colours' channels; the entries taken are opaque)
+    diff = decode_colours(codes, channels).astype(np.float64) - palette.colours[palette.code_labels][:, :channels]
     return float(counts @ np.einsum("mc,mc->m", diff, diff))
 
 

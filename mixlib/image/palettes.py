@@ -109,17 +109,16 @@ def _pil_palette(image):
 def apply_palette(codes, channels, colours, source):
     """The Palette that maps each distinct colour of an image (``codes``, ``channels``) to its nearest entry of
     ``colours`` ``(p, 3|4)`` (the first on a tie), the entries kept as given, in order, used or not. An RGB palette
-    on an RGBA image is opaque; an RGBA palette on an RGB image must be (InputError otherwise)."""
+    on an RGBA image is opaque; an RGBA palette on an RGB image is compared with opaque colours (and the output
+    carries its alpha: a PNG's tRNS chunk)."""
     from ..fit.kmeans import nearest_centres
 
     entries = np.asarray(colours, dtype=np.uint8)
     if entries.shape[1] == 3 and channels == 4:
         entries = np.column_stack([entries, np.full(len(entries), 255, np.uint8)])
-    if entries.shape[1] == 4 and channels == 3:
-        if (entries[:, 3] != 255).any():
-            raise InputError(f"--palette {source} has entries that are not opaque, for an RGB image; give an RGB "
-                             "palette")
-        entries = entries[:, :3]
-    labels, _ = nearest_centres(decode_colours(codes, channels).astype(np.float64), entries.astype(np.float64))
+    image_colours = decode_colours(codes, channels).astype(np.float64)
+    if entries.shape[1] == 4 and channels == 3:  # opaque colours: the entries that are not are far from them
+        image_colours = np.column_stack([image_colours, np.full(len(image_colours), 255.0)])
+    labels, _ = nearest_centres(image_colours, entries.astype(np.float64))
     dtype = np.uint8 if len(entries) <= MOST_ENTRIES else np.uint16
     return Palette(entries, labels.astype(dtype), GivenPalette(len(entries), str(source)))
