@@ -557,8 +557,9 @@ def fit_phase(settings, codes, counts, channels, on_cluster=True):
             return fit_of(settings.k), []
         palette, psnr, tried = fit_to_psnr(fit_of, codes, counts, channels, settings.target_psnr, settings.k,
                                            fixed=0 if fixed is None else len(fixed))
-        log.info("--target-psnr %g: %d colours reach %.2f dB (fitted k: %s)", settings.target_psnr,
-                 len(palette.colours), psnr, ", ".join(str(k) for k, _ in tried))
+        reached = "reach" if psnr >= settings.target_psnr else "(the most, --k) stay below it at"
+        log.info("--target-psnr %g: %d colours %s %.2f dB (fitted k: %s)", settings.target_psnr, len(palette.colours),
+                 reached, psnr, ", ".join(str(k) for k, _ in tried))
         return palette, tried
 
     palette, tried = with_rebuilds(fit, "fitting the palette", ADVICE) if on_cluster else fit(1)
