@@ -118,7 +118,8 @@ def check_finite_moments(mean):
 
 def seeds(random_state, count):
     """``count`` integer seeds for the fits of ``n_init``: ``random_state, random_state + 1, ...`` for an int (so
-    ``random_state=s`` fits what a job's ``--seed s`` fits), else drawn from ``check_random_state(random_state)``."""
+    ``random_state=s`` seeds the streams a job's ``--seed s`` seeds), else drawn from
+    ``check_random_state(random_state)``."""
     if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
         return [int(random_state) + i for i in range(count)]
     from sklearn.utils import check_random_state

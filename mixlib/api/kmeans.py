@@ -38,7 +38,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
     max_no_improvement : int, default 10
         Mini-batch: stop after this many steps without a lower smoothed batch inertia.
     random_state : int, numpy RandomState or None, default None
-        An int ``s`` fits what ``python -m jobs.compress --seed s`` fits (further inits use ``s + 1``, ...).
+        An int ``s`` seeds k-means++ as the jobs' ``--seed s`` does (further inits use ``s + 1``, ...); the
+        palette of ``jobs.compress --seed s``, fitted from a coarse start, is :func:`mixlib.quantise`'s.
     merge_duplicates : {'auto', True, False}, default 'auto'
         Fit the distinct rows, each weighted by its copies (the same model, as a colour histogram stands for an
         image's pixels; data with many repeated rows, such as colours, fits several times faster). 'auto': when

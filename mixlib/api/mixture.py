@@ -37,7 +37,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Fits from different seeds; the one of highest final log-likelihood is kept.
     init_params : {'kmeans', 'random'}, default 'kmeans'
     random_state : int, numpy RandomState or None, default None
-        Seeds the fit and :meth:`sample`; an int ``s`` fits what ``jobs.compress --method gmm --seed s`` fits.
+        Seeds the fit and :meth:`sample`; an int ``s`` seeds the streams ``jobs.compress --method gmm --seed s``
+        seeds (whose ``reg_covar`` is relative to the colour variance, this one's absolute).
     merge_duplicates : {'auto', True, False}, default 'auto'
         Fit the distinct rows, each weighted by its copies (see :class:`mixlib.KMeans`).
 
