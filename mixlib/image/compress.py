@@ -136,7 +136,7 @@ def plan(settings):
     if settings.shared_palette and not is_batch(settings.input):
         raise InputError("--shared-palette is for several inputs (a folder, a glob, a list)")
     if is_batch(settings.input):
-        return plan_batch(settings)
+        return plan_batch(settings, given)
     name = settings.input[0]
     stem = Path(name.removeprefix("sample:")).stem
     templates = ((settings.out, "--out"), (settings.compare, "--compare"), (settings.report, "--report"),
@@ -267,9 +267,9 @@ class BatchPlan:
     palette_out: Path | None = None
 
 
-def plan_batch(settings):
+def plan_batch(settings, given=None):
     """Check a batch before any work: its options, its inputs (expanded), its outputs (distinct, writable, not
-    there unless ``--overwrite`` or ``--resume``)."""
+    there unless ``--overwrite`` or ``--resume``). ``given``: the ``--palette`` entries :func:`plan` read, or None."""
     for flag, value in (("--compare", settings.compare), ("--save-model", settings.save_model),
                         ("--checkpoint-dir", settings.checkpoint_dir),
                         ("--palette-out", settings.palette_out and not settings.shared_palette)):
@@ -295,7 +295,7 @@ def plan_batch(settings):
     _start_preload()
     log.info("batch: %d image(s) to compress, %d already written, %d other file(s) left alone", len(jobs),
              len(skipped), others)
-    return BatchPlan(jobs, skipped, others, report, _image_options(settings), palette_out)
+    return BatchPlan(jobs, skipped, others, report, _image_options(settings, given), palette_out)
 
 
 def _batch_outputs(settings, inputs):
@@ -322,7 +322,7 @@ def _batch_outputs(settings, inputs):
     return outputs
 
 
-def _image_options(settings):
+def _image_options(settings, given=None):
     return ImageOptions(k=settings.k, method=settings.method, max_iter=settings.max_iter, tol=settings.tol,
                         batch_size=settings.batch_size, em_init=settings.em_init, em_tol=settings.em_tol,
                         reg_covar=settings.reg_covar, seed=settings.seed, chunk_size=settings.chunk_size,
@@ -330,7 +330,7 @@ def _image_options(settings):
                         task_pixels=settings.task_pixels, attributes=output_attributes(settings),
                         target_psnr=settings.target_psnr, min_psnr=settings.min_psnr,
                         skip_if_larger=settings.skip_if_larger, fixed_colours=fixed_colours(settings),
-                        palette=given_palette(settings), palette_source=settings.palette)
+                        palette=given, palette_source=settings.palette)
 
 
 def batch_worker_paths(batch_plan, most=4):
