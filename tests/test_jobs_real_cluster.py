@@ -679,7 +679,7 @@ def test_dataset_training_survives_a_worker_killed_mid_training(tmp_path):
     here = fitted(None)
     with dask_cluster("tcp", workers=2) as address, Client(address) as client:
         there = fitted(client, kill_at=2)
-        assert len(client.scheduler_info()["workers"]) >= 1
+        assert len(client.nthreads()) >= 1
     for a, b in zip(here.values(), there.values()):
         np.testing.assert_array_equal(a, b)
 
@@ -692,6 +692,7 @@ def test_item_blocks_are_spread_over_the_workers_in_turn(tmp_path):
     from test_recsys_als import options
     from test_recsys_dataset import random_rows, write_parts
 
+    from mixlib.core.cluster import worker_addresses
     from mixlib.recsys import als
     from mixlib.recsys.dataset import Tasks, dataset_files, prepare_dataset, rating_blocks
 
@@ -704,7 +705,7 @@ def test_item_blocks_are_spread_over_the_workers_in_turn(tmp_path):
                  als.BlockedRatings(None, blocks.by_item, blocks.item_counts, "items", blocks.held_by_item))
         data = als.TrainingData(None, int(prepared.part_counts[1]), 0.0, sides)
         by_item = als._Sides(client, data, options()).by_item
-        workers = list(client.scheduler_info()["workers"])
+        workers = worker_addresses(client)
         assert len(by_item.blocks) > 10
         client.gather(by_item.blocks + by_item.held)
         for blocks_of_side in (by_item.blocks, by_item.held):

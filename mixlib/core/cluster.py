@@ -171,6 +171,17 @@ def _link_config(template):
     return {"distributed.dashboard.link": template} if template else {}
 
 
+def worker_addresses(client, timeout=60):
+    """The addresses of the workers now connected to ``client``'s scheduler, asked of the scheduler (after waiting
+    up to ``timeout`` seconds for one while a lost worker is replaced).
+
+    Not ``client.scheduler_info()["workers"]``: the client's periodic refresh of that cache asks for no workers,
+    and can replace a full answer with an empty one between the fetch and the read.
+    """
+    client.wait_for_workers(1, timeout=timeout)
+    return list(client.nthreads())
+
+
 def killed_worker_reason(error, task_name=""):
     """What a ``KilledWorker`` means, in words for the job's one error line."""
     task = f"a task ({task_name})" if task_name else "a task"

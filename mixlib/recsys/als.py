@@ -247,9 +247,10 @@ class BlockedRatings:
         blocks stay where they are."""
         if self.parts is not None:
             return
+        from ..core.cluster import worker_addresses
         from .dataset import identity
 
-        workers = list(client.scheduler_info()["workers"])
+        workers = worker_addresses(client)
 
         def moved(blocks, name):
             return [client.submit(identity, block, workers=[workers[i % len(workers)]], allow_other_workers=True,
@@ -315,7 +316,9 @@ def designs_on_workers(client, stack, solved, name):
     the list of solutions: :func:`_stacked_design`, :func:`_stacked_with_gram`). Each worker fetches only the
     blocks it lacks, and the job's process sends nothing. Threaded workers in one process (``inproc://``) share
     one copy: one future, not a dict."""
-    workers = list(client.scheduler_info()["workers"])
+    from ..core.cluster import worker_addresses
+
+    workers = worker_addresses(client)
     if all(address.startswith("inproc://") for address in workers):
         return client.submit(stack, solved, pure=False, key=f"als-design-{name}")
     return {address: client.submit(stack, solved, workers=[address], allow_other_workers=True, pure=False,
