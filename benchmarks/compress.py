@@ -154,7 +154,8 @@ def make_gigapixel(path, side, tile=2048):
     import dask.array as da
     import zarr
 
-    sources = [np.asarray(Image.fromarray(photo(n)).resize((tile, tile), Image.BICUBIC)) for n in ("china.jpg", "flower.jpg")]
+    sources = [np.asarray(Image.fromarray(photo(n)).resize((tile, tile), Image.BICUBIC))
+               for n in ("china.jpg", "flower.jpg")]
 
     def tile_at(block_info=None):
         (r0, r1), (c0, c1), _ = block_info[None]["array-location"]

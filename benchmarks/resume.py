@@ -91,7 +91,8 @@ def main():
                                           round(args.kill_at * blocks))
     left_output = out.exists()
     resumed = timed([*common, "--out", out, "--checkpoint-dir", checkpoint, "--resume"])
-    print(f"{args.side}x{args.side} Zarr ({args.side ** 2 / 1e9:.2f} gigapixels, {blocks} block histograms), k={args.k}:")
+    print(f"{args.side}x{args.side} Zarr ({args.side ** 2 / 1e9:.2f} gigapixels, {blocks} block histograms), "
+          f"k={args.k}:")
     print(f"  uninterrupted run            {whole:7.1f} s")
     print(f"  killed run (SIGKILL)         {until_kill:7.1f} s  {saved} of {blocks} block histograms saved; "
           f"output left behind: {left_output}")

@@ -81,7 +81,8 @@ def test_batch_records_skipped_images(run_job, capsys, tmp_path, small_china):
     report = tmp_path / "r.jsonl"
     assert run_job(folder, "--out", tmp_path / "out" / "{relpath}.png", "--k", "4", "--min-psnr", "35",
                    "--report", report) == 0, capsys.readouterr().err
-    records = {json.loads(line)["input"].rsplit("/", 1)[-1]: json.loads(line) for line in report.read_text().splitlines()}
+    records = {json.loads(line)["input"].rsplit("/", 1)[-1]: json.loads(line)
+               for line in report.read_text().splitlines()}
     assert records["photo.png"]["status"] == "skipped" and not (tmp_path / "out" / "photo.png").exists()
     assert records["flat.png"]["status"] == "written" and (tmp_path / "out" / "flat.png").exists()
 

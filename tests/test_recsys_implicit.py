@@ -42,7 +42,8 @@ def dense_objective(matrix, factors, alpha, lam, weighted):
     scores = factors.user_factors @ factors.item_factors.T
     data = ((1 + alpha * dense) * ((dense > 0) - scores) ** 2).sum()
     weights = [((dense > 0).sum(axis=axis) if weighted else np.ones(dense.shape[1 - axis])) for axis in (1, 0)]
-    penalty = (weights[0] @ (factors.user_factors ** 2).sum(axis=1) + weights[1] @ (factors.item_factors ** 2).sum(axis=1))
+    penalty = (weights[0] @ (factors.user_factors ** 2).sum(axis=1)
+               + weights[1] @ (factors.item_factors ** 2).sum(axis=1))
     return data + lam * penalty
 
 

@@ -18,7 +18,8 @@ GRACE_SECONDS = 2.0  # phases shorter than this show no progress
 
 
 def watch(futures, phase, line_seconds):
-    """Draw a :class:`~mixlib.core.phasebar.PhaseBar` for ``futures`` from a background thread; returns the thread (a daemon).
+    """Draw a :class:`~mixlib.core.phasebar.PhaseBar` for ``futures`` from a background thread; returns the thread
+    (a daemon).
 
     A failure of the progress display never fails the job: it is logged at debug level.
     """

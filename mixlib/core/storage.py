@@ -18,9 +18,9 @@ LOCAL_PROTOCOLS = ("", "file", "local")
 
 
 def location(name, flag):
-    """A ``pathlib.Path`` for a local path, a ``UPath`` for an fsspec URL; a local path is made absolute (and ``~`` expanded) here, in the
-    client's process, so that a worker of a remote cluster, whose working directory is another, reads and writes
-    the same file.
+    """A ``pathlib.Path`` for a local path, a ``UPath`` for an fsspec URL; a local path is made absolute (and ``~``
+    expanded) here, in the client's process, so that a worker of a remote cluster, whose working directory is
+    another, reads and writes the same file.
 
     Parameters
     ----------

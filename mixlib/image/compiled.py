@@ -1,5 +1,6 @@
 """Compiled per-pixel loops behind the colour histogram and the palette lookup (numba, without the GIL): colour
-codes and their counts, the RGB lookup table, the RGBA lookup by buckets and the merge of two sorted histograms. Compiled code is cached next to this file."""
+codes and their counts, the RGB lookup table, the RGBA lookup by buckets and the merge of two sorted histograms.
+Compiled code is cached next to this file."""
 
 import numba
 import numpy as np
