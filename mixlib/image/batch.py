@@ -78,6 +78,8 @@ class ImageOptions:
     fixed_colours: object = None  # ndarray (n, 4) uint8 of --fixed-colours (mixlib.image.palette.parse_colours)
     palette: object = None  # ndarray (p, 3|4) uint8 of --palette, applied to every image instead of a fit
     palette_source: str = ""  # the --palette file, for the messages
+    dither: str = "none"  # none, floyd-steinberg or ordered (mixlib.image.dither)
+    dither_level: float = 1.0
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -242,13 +244,14 @@ def _compressed(source, out, options):
                              max_iter=options.max_iter, tol=options.tol, batch_size=options.batch_size,
                              em_init=options.em_init, em_tol=options.em_tol, reg_covar=options.reg_covar,
                              seed=options.seed, target_psnr=options.target_psnr or None, fixed_colours=fixed,
-                             palette=options.palette, palette_source=options.palette_source)
+                             palette=options.palette, palette_source=options.palette_source,
+                             dither=options.dither, dither_level=options.dither_level)
     pixel_count = pixels.shape[0] * pixels.shape[1]
     record = {"status": "written", "distinct_colours": result.distinct_colours, "k": len(result.palette),
               "iterations": result.fit.summary(pixel_count)["iterations"],
-              "psnr_db": round(result.psnr, 4) if math.isfinite(result.psnr) else None,
+              "psnr_db": _rounded(result.psnr), "palette_psnr_db": _rounded(result.palette_psnr),
               "bytes_in": source.input_bytes, "bytes_out": None}
-    skipped = below_min_psnr(options.min_psnr, result.psnr)
+    skipped = below_min_psnr(options.min_psnr, result.palette_psnr)
     with staged_outputs() as stage:
         if skipped is None:
             staged = stage(out)
@@ -262,6 +265,11 @@ def _compressed(source, out, options):
     if skipped is not None:
         record.update(status="skipped", reason=skipped)
     return record
+
+
+def _rounded(psnr):
+    """A PSNR for the report: None when lossless."""
+    return round(psnr, 4) if math.isfinite(psnr) else None
 
 
 def below_min_psnr(min_psnr, psnr):

@@ -30,6 +30,8 @@ from ..fit.gmm import save_mixture
 from .batch import (ImageOptions, JsonLines, below_min_psnr, expand_inputs, image_colours, is_batch,
                     larger_than_input, run_batch, shared_histogram)
 from .colors import ColourLookup, checkpointed_histogram, colour_histogram, image_histogram, saved_block_shape
+from .dither import (DITHER_METHODS, dither_row_of_chunks, dithered, label_dtype, ordered_thresholds,
+                     squared_error_of)
 from .palette import fit_palette, fit_to_psnr, palette_psnr, parse_colours, squared_error
 from .palettes import GivenPalette, apply_palette, load_palette, save_palette
 from .quantise import MAX_TARGET_PSNR
@@ -84,6 +86,11 @@ class CompressSettings(JobOptions):
     min_psnr: float = option(0.0, "an image whose palette of --k colours stays below this PSNR in dB is not written "
                                   "but skipped, as pngquant's --quality min (0: write every image)", minimum=0.0,
                              maximum=MAX_TARGET_PSNR, group="model")
+    dither: str = option("none", "floyd-steinberg: each pixel's error carried on to its neighbours, in raster order "
+                                 "(the same pixels whatever the chunks); ordered: an 8x8 Bayer pattern, blockwise",
+                         choices=DITHER_METHODS, group="model")
+    dither_level: float = option(1.0, "the share of the error carried on (floyd-steinberg) or of the pattern's "
+                                      "amplitude (ordered), 0..1", minimum=0.0, maximum=1.0, group="model")
     skip_if_larger: bool = option(False, "an output larger than its input file is not written but skipped",
                                   group="input and output")
     save_model: str = option("", "gmm: write the fitted mixture here (.json) for jobs.sample ('' for none)",
@@ -330,7 +337,8 @@ def _image_options(settings, given=None):
                         task_pixels=settings.task_pixels, attributes=output_attributes(settings),
                         target_psnr=settings.target_psnr, min_psnr=settings.min_psnr,
                         skip_if_larger=settings.skip_if_larger, fixed_colours=fixed_colours(settings),
-                        palette=given, palette_source=settings.palette)
+                        palette=given, palette_source=settings.palette, dither=settings.dither,
+                        dither_level=settings.dither_level)
 
 
 def batch_worker_paths(batch_plan, most=4):
@@ -400,6 +408,7 @@ def _chunked(settings, options, client, record):
         return {**record, "status": "failed", "reason": str(e)}
     return {**record, "status": report["status"], "reason": report["reason"], "distinct_colours": None,
             "k": report["k_effective"], "iterations": report["iterations"], "psnr_db": report["psnr_db"],
+            "palette_psnr_db": report["palette_psnr_db"],
             "bytes_in": report["input_bytes"], "bytes_out": report["output_bytes"],
             "seconds": round(time.perf_counter() - started, 3)}
 
@@ -454,7 +463,8 @@ def runs_here(settings, job_plan):
 
 def _phases(settings, job_plan, histogram, write, started, in_process):
     """The phases of :func:`run` after the input is open: ``histogram() -> (codes, counts, thumbnail)`` and
-    ``write(lookup, palette, output)``, the fit in this process (``in_process``) or as :func:`fit_phase` decides."""
+    ``write(lookup, palette, output)`` (which returns the squared error of the written pixels when dithered, else
+    None), the fit in this process (``in_process``) or as :func:`fit_phase` decides."""
     seconds = {}
     codes, counts, thumbnail = histogram()
     seconds["histogram"] = _lap(started, seconds)
@@ -468,10 +478,10 @@ def _phases(settings, job_plan, histogram, write, started, in_process):
     lookup = ColourLookup(codes, palette.code_labels, channels)
     skipped = below_min_psnr(settings.min_psnr, palette_psnr(codes, counts, channels, palette))
     with staged_outputs() as stage:
-        output = None
+        output = written_error = None
         if skipped is None:
             output = stage(job_plan.out)
-            write(lookup, palette, output)
+            written_error = write(lookup, palette, output)
             seconds["write"] = _lap(started, seconds)
             skipped = larger_than_input(settings.skip_if_larger, tree_bytes(output), job_plan.source.input_bytes)
             if skipped is not None:
@@ -482,7 +492,8 @@ def _phases(settings, job_plan, histogram, write, started, in_process):
             titles = (f"Original ({width}x{height})", f"Compressed ({len(palette.colours)} colours)")
             side_by_side(thumbnail, palette.colours[lookup(thumbnail)], titles).save(stage(job_plan.compare))
             seconds["compare"] = _lap(started, seconds)
-        report = report_phase(settings, job_plan, palette, codes, counts, seconds, output, stage, tried, skipped)
+        report = report_phase(settings, job_plan, palette, codes, counts, seconds, output, stage, tried, skipped,
+                              written_error)
     if job_plan.checkpoint is not None:
         job_plan.checkpoint.clear()  # the job is done: nothing to resume
     psnr = "lossless" if report["psnr_db"] is None else f"PSNR {report['psnr_db']:.2f} dB"
@@ -505,9 +516,15 @@ def _histogram_here(settings, job_plan, pixels):
 
 def _write_here(settings, pixels, icc_profile, lookup, palette, output):
     """:func:`labels_and_write_phase` in this process."""
-    write_labels(output, lookup(pixels), palette.colours, tile=settings.tile_size,
+    if settings.dither == "none":
+        labels, error = lookup(pixels), None
+    else:
+        labels = dithered(pixels, palette.colours, settings.dither, settings.dither_level)
+        error = squared_error_of(pixels, labels, palette.colours)
+    write_labels(output, labels, palette.colours, tile=settings.tile_size,
                  attributes=output_attributes(settings), icc_profile=icc_profile,
                  keep_order=isinstance(palette.fit, GivenPalette))
+    return error
 
 
 def histogram_phase(settings, job_plan, image, client):
@@ -568,27 +585,81 @@ def fit_phase(settings, codes, counts, channels, on_cluster=True):
 
 
 def labels_and_write_phase(settings, job_plan, image, lookup, palette, output, client):
-    """Map every pixel to its palette entry (``palette-labels`` tasks) and write the labels to ``output``."""
+    """Map every pixel to its palette entry (``palette-labels`` tasks), or dither it (:func:`dithered_labels`), and
+    write the labels to ``output``; the squared error of the written pixels when dithered, else None."""
     source = job_plan.source
 
-    def labels_of(attempt):
+    def write(attempt):
+        pixels = image if attempt == 1 else source.to_dask(settings.chunk_size)
+        if settings.dither != "none":
+            labels, error = dithered_labels(pixels, palette.colours, settings.dither, settings.dither_level)
+            return _write_output(output, labels, palette, settings, client, source.icc_profile, error)
         # The lookup table (16 MiB for RGB) goes to every worker once instead of into the graph.
         lookup_on_workers = client.scatter(lookup, broadcast=True, hash=False)
-        pixels = image if attempt == 1 else source.to_dask(settings.chunk_size)
-        return pixels.map_blocks(apply_lookup, lookup_on_workers, drop_axis=2, dtype=palette.code_labels.dtype,
-                                 token="palette-labels")
+        labels = pixels.map_blocks(apply_lookup, lookup_on_workers, drop_axis=2, dtype=palette.code_labels.dtype,
+                                   token="palette-labels")
+        return _write_output(output, labels, palette, settings, client, source.icc_profile)
 
-    with_rebuilds(lambda attempt: _write_output(output, labels_of(attempt), palette, settings, client,
-                                                source.icc_profile), "writing the output", ADVICE)
+    return with_rebuilds(write, "writing the output", ADVICE)
 
 
-def report_phase(settings, job_plan, palette, codes, counts, seconds, output, stage, tried=(), skipped=None):
+def dithered_labels(image, palette, method, level):
+    """The palette indices of ``image`` dithered (:mod:`mixlib.image.dither`) and the squared error of the pixels
+    they give, in one graph.
+
+    Floyd-Steinberg is a chain of ``dither-strip`` tasks, one per row of chunks, each taking that row's chunks and
+    what the row above carried (its last error row and the squared error so far): the rows are dithered in order,
+    one at a time, while the workers' other threads read the next row's chunks and write the labels of the last.
+    Ordered dithering is blockwise (``dither-ordered`` tasks), its error summed over the blocks.
+
+    Parameters
+    ----------
+    image : dask.array.Array (H, W, C) uint8
+    palette : ndarray (k, C') uint8 (C' = C, or 4: an RGBA palette on an RGB image)
+    method : 'floyd-steinberg' or 'ordered'
+    level : float in 0..1
+
+    Returns
+    -------
+    labels : dask.array.Array (H, W) uint8 or uint16
+    error : dask.delayed.Delayed, int: the sum over pixels and the image's channels of the squared differences
+    """
+    import dask
+    import dask.array as da
+
+    dtype, width = label_dtype(palette), image.shape[1]
+    if method == "ordered":
+        labels = image.map_blocks(_ordered_chunk, palette, ordered_thresholds(palette, level), drop_axis=2,
+                                  dtype=dtype, token="dither-ordered")
+        errors = [dask.delayed(squared_error_of, pure=True)(block, labels_block, palette)
+                  for block, labels_block in zip(image.to_delayed().ravel(), labels.to_delayed().ravel())]
+        return labels, dask.delayed(sum, pure=True)(errors)
+    strips, carried = [], None
+    link = dask.delayed(dither_row_of_chunks, nout=2, pure=True)
+    for row, height in zip(image.to_delayed()[:, :, 0], image.chunks[0]):
+        strip, carried = link(list(row), palette, level, carried)
+        strips.append(da.from_delayed(strip, (height, width), dtype=dtype))
+    return da.concatenate(strips, axis=0), carried[1]
+
+
+def _ordered_chunk(block, palette, thresholds, block_info=None):
+    """Ordered dithering of one block ``(h, w, C)`` at its place in the image: labels ``(h, w)``."""
+    from .dither import dither_block
+
+    (top, _), (left, _), _ = block_info[0]["array-location"]
+    return dither_block(block, palette, thresholds, top, left)
+
+
+def report_phase(settings, job_plan, palette, codes, counts, seconds, output, stage, tried=(), skipped=None,
+                 written_error=None):
     """The report (a dict), written to ``--report``, and the mixture to ``--save-model``. ``output`` is None and
     ``skipped`` says why when the image was not written (``--min-psnr``, ``--skip-if-larger``); ``tried``: the
-    ``(k, psnr)`` a ``--target-psnr`` search fitted."""
+    ``(k, psnr)`` a ``--target-psnr`` search fitted; ``written_error``: the squared error of dithered output pixels
+    (else the palette's, from the histogram, is the output's)."""
     source = job_plan.source
     pixels = int(counts.sum())
-    mse = squared_error(codes, counts, source.channels, palette) / (pixels * source.channels)
+    palette_mse = squared_error(codes, counts, source.channels, palette) / (pixels * source.channels)
+    mse = palette_mse if written_error is None else written_error / (pixels * source.channels)
     report = {
         "input": str(source.path),
         "status": "written" if skipped is None else "skipped",
@@ -600,8 +671,11 @@ def report_phase(settings, job_plan, palette, codes, counts, seconds, output, st
         "k_effective": len(palette.colours),
         "target_psnr_db": settings.target_psnr or None,
         "k_tried": [{"k": k, "psnr_db": psnr if math.isfinite(psnr) else None} for k, psnr in tried],
-        "mse": mse,
-        "psnr_db": 10 * math.log10(255.0 ** 2 / mse) if mse > 0 else None,  # None: lossless
+        "dither": settings.dither,
+        "dither_level": settings.dither_level if settings.dither != "none" else None,
+        "mse": mse,  # of the output's pixels (dithered or not)
+        "psnr_db": psnr_of(mse),  # None: lossless
+        "palette_psnr_db": psnr_of(palette_mse),  # every pixel its palette entry, undithered
         "seconds": seconds,
         "input_bytes": source.input_bytes,
         "output_bytes": None if output is None else tree_bytes(output),
@@ -619,6 +693,11 @@ def report_phase(settings, job_plan, palette, codes, counts, seconds, output, st
     if job_plan.report:
         stage(job_plan.report).write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def psnr_of(mse):
+    """PSNR in dB of a mean squared error on 8-bit samples; None for 0 (lossless)."""
+    return 10 * math.log10(255.0 ** 2 / mse) if mse > 0 else None
 
 
 def _start_preload():
@@ -650,14 +729,25 @@ def _lap(started, seconds):
     return round(time.perf_counter() - started - sum(seconds.values()), 3)
 
 
-def _write_output(path, labels, palette, settings, client, icc_profile=None):
-    """Write the labels as the output's format says; the input's colour profile goes with them."""
+def _write_output(path, labels, palette, settings, client, icc_profile=None, error=None):
+    """Write the labels as the output's format says; the input's colour profile goes with them. ``error``: the
+    dithered pixels' squared error (Delayed), computed with the labels and returned (else None)."""
     def client_compute(parts):
         return computed(client, parts, "palette-labels", settings.progress_seconds)
 
-    write_labels(path, labels, palette.colours, tile=settings.tile_size, attributes=output_attributes(settings),
-                 icc_profile=icc_profile, client_compute=client_compute,
-                 keep_order=isinstance(palette.fit, GivenPalette))
+    write = functools.partial(write_labels, path, palette=palette.colours, tile=settings.tile_size,
+                              attributes=output_attributes(settings), icc_profile=icc_profile,
+                              client_compute=client_compute, keep_order=isinstance(palette.fit, GivenPalette))
+    if error is None:
+        write(labels)
+        return None
+    if path.suffix.lower() == ".zarr":  # one graph: the dithered labels are stored as they come
+        return int(write(labels, also=[error])[0])
+    # A PNG is written whole and a TIFF a few strips at a time: the dithering runs once, its labels kept on the
+    # workers until written.
+    labels, error = client.persist([labels, error])
+    write(labels)
+    return int(client_compute([error])[0])
 
 
 def output_attributes(settings):

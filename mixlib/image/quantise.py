@@ -2,11 +2,13 @@
 steps a small ``jobs.compress`` runs: the exact colour histogram, the palette fitted to it, every pixel looked up."""
 
 import dataclasses
+import math
 
 import numpy as np
 
 from ..core.errors import InputError
 from .colors import ColourLookup, image_histogram
+from .dither import DITHER_METHODS, dithered, squared_error_of
 from .palette import colours_for, fit_palette, fit_to_psnr, palette_psnr, parse_colours
 from .palettes import apply_palette
 from .readers import SampleLayout, check_samples, pillow_pixels, to_rgb8
@@ -25,9 +27,12 @@ class Quantised:
     labels : ndarray (H, W) uint8 or uint16, the palette index of every pixel
     fit : the fit the palette came from: ``KMeansResult``, ``GMMResult`` or ``EveryColour`` (an image of at most k
         colours keeps them all), each with ``describe()`` and ``summary(n_points)``
-    psnr : float, PSNR in dB against the (8-bit RGB or RGBA) input, ``inf`` when lossless
+    psnr : float, PSNR in dB of the output's pixels (dithered or not) against the (8-bit RGB or RGBA) input, ``inf``
+        when lossless
     distinct_colours : int, the input's
     tried : list of (k, psnr): the palette sizes a ``target_psnr`` search fitted, in order (empty without one)
+    palette_psnr : float, PSNR in dB of every pixel mapped to its colour's palette entry (undithered; what
+        ``target_psnr`` and ``--min-psnr`` judge), ``psnr`` without dithering
     """
 
     palette: np.ndarray
@@ -36,6 +41,7 @@ class Quantised:
     psnr: float
     distinct_colours: int
     tried: list = dataclasses.field(default_factory=list)
+    palette_psnr: float = None
 
     @property
     def pixels(self):
@@ -54,7 +60,7 @@ class Quantised:
 
 
 def quantise(image, k=16, *, method="lloyd", seed=0, max_iter=300, tol=1e-4, batch_size=4096, em_init="kmeans",
-             em_tol=1e-3, reg_covar=1e-6, target_psnr=None, fixed_colours=()):
+             em_tol=1e-3, reg_covar=1e-6, target_psnr=None, fixed_colours=(), dither="none", dither_level=1.0):
     """Quantise an image to at most ``k`` colours: the palette and the label of every pixel.
 
     The same steps, and so the same palette, as ``python -m jobs.compress IMAGE --k K --method M --seed S`` on the
@@ -76,6 +82,9 @@ def quantise(image, k=16, *, method="lloyd", seed=0, max_iter=300, tol=1e-4, bat
         (:func:`mixlib.image.palette.fit_to_psnr`; ``--target-psnr``)
     fixed_colours : list of str, '#rrggbb' or '#rrggbbaa' colours always in the palette, counted in k (k-means;
         ``--fixed-colours``)
+    dither : 'none', 'floyd-steinberg' or 'ordered': how pixels are mapped to the palette
+        (:mod:`mixlib.image.dither`; ``--dither``)
+    dither_level : float in 0..1, the share of the error carried on or of the ordered pattern's amplitude
 
     Returns
     -------
@@ -96,21 +105,26 @@ def quantise(image, k=16, *, method="lloyd", seed=0, max_iter=300, tol=1e-4, bat
         raise ValueError(f"method must be 'lloyd', 'minibatch' or 'gmm', got {method!r}")
     if target_psnr is not None and not 0 < target_psnr <= MAX_TARGET_PSNR:
         raise ValueError(f"target_psnr must be above 0 and at most {MAX_TARGET_PSNR} dB, got {target_psnr!r}")
+    if dither not in DITHER_METHODS:
+        raise ValueError(f"dither must be one of {', '.join(map(repr, DITHER_METHODS))}, got {dither!r}")
+    if not 0 <= dither_level <= 1:
+        raise ValueError(f"dither_level must be within 0..1, got {dither_level!r}")
     pixels = rgb_pixels(image)
     fixed = colours_for(parse_colours(fixed_colours), pixels.shape[2]) if len(fixed_colours) else None
     if fixed is not None and len(fixed) > k:
         raise ValueError(f"{len(fixed)} fixed colours do not fit in k={k}")
     return quantise_pixels(pixels, k, method=method, seed=seed, max_iter=max_iter, tol=tol, batch_size=batch_size,
                            em_init=em_init, em_tol=em_tol, reg_covar=reg_covar, target_psnr=target_psnr,
-                           fixed_colours=fixed)
+                           fixed_colours=fixed, dither=dither, dither_level=dither_level)
 
 
 def quantise_pixels(pixels, k, *, target_psnr=None, chunk_size=HISTOGRAM_CHUNK, palette=None, palette_source="",
-                    **fit):
+                    dither="none", dither_level=1.0, **fit):
     """:func:`quantise` of 8-bit RGB(A) pixels ``(H, W, 3|4)`` uint8, in this process: what a batch's task does to
     each image (:func:`mixlib.image.batch.compress_image`). ``fit``: the keyword arguments of
     :func:`mixlib.image.palette.fit_palette` but ``k``; ``palette``: entries ``(p, 3|4)`` uint8 applied instead of
-    a fit (:func:`mixlib.image.palettes.apply_palette`), from the file ``palette_source``."""
+    a fit (:func:`mixlib.image.palettes.apply_palette`), from the file ``palette_source``; ``dither``,
+    ``dither_level``: :func:`quantise`'s."""
     channels = pixels.shape[2]
     histogram = image_histogram(pixels, chunk_size)
     codes, counts = histogram["codes"], histogram["counts"]
@@ -119,10 +133,9 @@ def quantise_pixels(pixels, k, *, target_psnr=None, chunk_size=HISTOGRAM_CHUNK, 
         return fit_palette(codes, counts, channels, k=colours, in_process=True, **fit)
 
     if palette is not None:
-        given, tried = apply_palette(codes, channels, palette, palette_source), []
-        labels = ColourLookup(codes, given.code_labels, channels)(pixels)
-        return Quantised(given.colours, labels, given.fit, palette_psnr(codes, counts, channels, given), len(codes),
-                         tried)
+        given = apply_palette(codes, channels, palette, palette_source)
+        return _mapped(pixels, given, ColourLookup(codes, given.code_labels, channels),
+                       palette_psnr(codes, counts, channels, given), len(codes), [], dither, dither_level)
     if target_psnr is None:
         palette, tried = palette_of(k), []
         psnr = palette_psnr(codes, counts, channels, palette)
@@ -130,8 +143,19 @@ def quantise_pixels(pixels, k, *, target_psnr=None, chunk_size=HISTOGRAM_CHUNK, 
         fixed = fit.get("fixed_colours")
         palette, psnr, tried = fit_to_psnr(palette_of, codes, counts, channels, target_psnr, k,
                                            fixed=0 if fixed is None else len(fixed))
-    labels = ColourLookup(codes, palette.code_labels, channels)(pixels)
-    return Quantised(palette.colours, labels, palette.fit, psnr, len(codes), tried)
+    return _mapped(pixels, palette, ColourLookup(codes, palette.code_labels, channels), psnr, len(codes), tried,
+                   dither, dither_level)
+
+
+def _mapped(pixels, palette, lookup, psnr, distinct, tried, dither, dither_level):
+    """The Quantised of ``pixels`` mapped to ``palette`` (a Palette whose PSNR is ``psnr``): through ``lookup``,
+    or dithered."""
+    if dither == "none":
+        return Quantised(palette.colours, lookup(pixels), palette.fit, psnr, distinct, tried, psnr)
+    labels = dithered(pixels, palette.colours, dither, dither_level)
+    error = squared_error_of(pixels, labels, palette.colours)
+    written = 10 * math.log10(255.0 ** 2 * pixels.size / error) if error else math.inf
+    return Quantised(palette.colours, labels, palette.fit, written, distinct, tried, psnr)
 
 
 def rgb_pixels(image):

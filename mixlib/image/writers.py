@@ -254,7 +254,8 @@ def _chunk(kind, data):
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def write_labels(path, labels, palette, *, tile, attributes, icc_profile, client_compute=None, keep_order=False):
+def write_labels(path, labels, palette, *, tile, attributes, icc_profile, client_compute=None, keep_order=False,
+                 also=()):
     """Write palette indices in the format the output's suffix names: a palette PNG, a tiled TIFF or a Zarr group.
 
     Parameters
@@ -268,12 +269,20 @@ def write_labels(path, labels, palette, *, tile, attributes, icc_profile, client
         group's attributes
     client_compute : callable(list of dask collections) -> list of results; unused for ndarray labels
     keep_order : bool, a PNG's PLTE chunk holds the palette in its order (:func:`encode_png`)
+    also : list of dask collections computed with a Zarr output's labels, in the same graph (so that what they share
+        with the labels is computed once); other outputs take none
+
+    Returns
+    -------
+    list, the values of ``also``
     """
     suffix = path.suffix.lower()
+    if also and suffix != ".zarr":
+        raise ValueError("only a Zarr output computes other collections with its labels")
     if isinstance(labels, np.ndarray):
         if suffix == ".png":
             write_png(path, labels, palette, icc_profile, keep_order)
-            return
+            return []
         import dask
         import dask.array as da
         import dask.local
@@ -290,7 +299,8 @@ def write_labels(path, labels, palette, *, tile, attributes, icc_profile, client
     else:
         if icc_profile is not None:
             attributes = {**attributes, "icc_profile": base64.b64encode(icc_profile).decode("ascii")}
-        write_zarr(path, labels, palette, tile, attributes, client_compute)
+        return write_zarr(path, labels, palette, tile, attributes, client_compute, also)
+    return []
 
 
 def write_tiff(path, labels, palette, tile, client_compute, icc_profile=None):
@@ -361,7 +371,7 @@ def write_pixels(path, image, tile, client_compute):
         client_compute([da.store(image.rechunk((tile, tile, image.shape[2])), target, lock=False, compute=False)])
 
 
-def write_zarr(path, labels, palette, tile, attributes, client_compute):
+def write_zarr(path, labels, palette, tile, attributes, client_compute, also=()):
     """A Zarr group with ``labels (H, W)`` in ``tile x tile`` chunks and ``palette (k, C)``, the labels
     written chunk by chunk in parallel by the workers (Dask chunks aligned to the Zarr chunks).
 
@@ -371,6 +381,7 @@ def write_zarr(path, labels, palette, tile, attributes, client_compute):
     palette : ndarray (k, 3|4) uint8
     attributes : dict, JSON-serialisable group attributes
     client_compute : callable(list of dask collections) -> list of results, computes on the cluster
+    also : list of dask collections computed in the same graph as the labels: their values are returned
     """
     import dask.array as da
     import zarr
@@ -380,7 +391,8 @@ def write_zarr(path, labels, palette, tile, attributes, client_compute):
     target = group.create_array("labels", shape=labels.shape, dtype=labels.dtype, chunks=(tile, tile),
                                 config=WRITE_EVERY_CHUNK)
     group.create_array("palette", data=palette)
-    client_compute([da.store(labels.rechunk((tile, tile)), target, lock=False, compute=False)])
+    return client_compute([da.store(labels.rechunk((tile, tile)), target, lock=False, compute=False),
+                           *also])[1:]
 
 
 def side_by_side(original, compressed, titles, max_width=2048):

@@ -1,0 +1,144 @@
+"""Dithering: each pixel mapped to the nearest palette entry of its colour plus a
+correction that spreads the quantisation error, instead of the nearest entry of its own colour.
+
+Floyd-Steinberg, in raster order. Pixel ``(y, x)`` takes the value ``v = clip(p(y, x) + e(y, x), 0, 255)`` per
+channel, where ``e`` is the error carried to it, and the entry ``q`` nearest to ``v`` (squared Euclidean distance;
+of equal distances the lowest index). Its error ``d = v - q`` is carried on with the weights ``level * (7, 3, 5,
+1) / 16`` to ``(y, x+1)``, ``(y+1, x-1)``, ``(y+1, x)`` and ``(y+1, x+1)`` (those inside the image), added in
+raster order of the pixels that carry them, in float64. A strip of rows is dithered given the error carried into
+its first row (``carry``, the previous strip's last) and returns the error carried out of its last row, so strips
+dithered in order give the image dithered whole, bit for bit.
+
+Ordered (Bayer): pixel ``(y, x)`` takes ``v = clip(p + level * spread * t(y mod 8, x mod 8), 0, 255)`` on every
+channel, ``t`` the 8x8 Bayer matrix's thresholds ``(m + 1/2) / 64 - 1/2`` and ``spread`` the palette's median
+distance from an entry to its nearest other one; pixels depend on their position only, so blocks are dithered
+apart, given their first row and column in the image.
+
+RGBA pixels are dithered on their four channels; fully transparent pixels count as ``(0, 0, 0, 0)``, as in the
+colour histogram. The functions here work on one strip or block, through the compiled loops of
+:mod:`mixlib.image.dither_loops` (imported on first use: numba's import is a fixed cost of every job); the Dask
+graphs that run them are in :mod:`mixlib.image.compress`.
+"""
+
+import numpy as np
+
+DITHER_METHODS = ("none", "floyd-steinberg", "ordered")
+FS_WEIGHTS = np.array([7.0, 3.0, 5.0, 1.0]) / 16.0  # right, below left, below, below right
+
+BAYER_8 = np.array([[0, 32, 8, 40, 2, 34, 10, 42],
+                    [48, 16, 56, 24, 50, 18, 58, 26],
+                    [12, 44, 4, 36, 14, 46, 6, 38],
+                    [60, 28, 52, 20, 62, 30, 54, 22],
+                    [3, 35, 11, 43, 1, 33, 9, 41],
+                    [51, 19, 59, 27, 49, 17, 57, 25],
+                    [15, 47, 7, 39, 13, 45, 5, 37],
+                    [63, 31, 55, 23, 61, 29, 53, 21]])
+BAYER_THRESHOLDS = (BAYER_8 + 0.5) / 64.0 - 0.5
+
+
+class NearestSearch:
+    """A palette arranged for an exact nearest-entry search: the colour cube is cut into cells (``2^bits`` per
+    channel), and each cell lists the entries that can be nearest to a point in it, those whose least distance to
+    the cell is at most the least, over entries, of the greatest distance to it
+(:func:`mixlib.image.dither_loops.cell_candidates`). A value
+    is compared with its cell's candidates only (most cells have one or two).
+
+    Parameters
+    ----------
+    palette : ndarray (k, C) uint8
+    """
+
+    def __init__(self, palette):
+        from .dither_loops import cell_candidates
+
+        palette = np.ascontiguousarray(palette)
+        channels = palette.shape[1]
+        self.bits = (5 if len(palette) <= 4096 else 4) if channels == 3 else 4
+        self.entries = palette.astype(np.float64)
+        self.starts, self.candidates = cell_candidates(self.entries, self.bits)
+
+    def arguments(self):
+        """The arrays the kernels take: ``(entries (k, C) float64, starts (cells + 1,), candidates)``."""
+        return self.entries, self.starts, self.candidates, np.int64(self.bits)
+
+
+def label_dtype(palette):
+    """The dtype of palette indices: uint8 up to 256 entries, else uint16."""
+    return np.uint8 if len(palette) <= 256 else np.uint16
+
+
+def dither_strip(pixels, palette, level, carry=None):
+    """Floyd-Steinberg of whole image rows ``pixels (h, W, C)`` uint8 to ``palette (k, C')`` uint8 (C' = C, or 4:
+    an RGB image is opaque) given the error ``carry (W, C')`` float64 carried into the first row (None: the image's
+    first rows): ``(labels (h, W), carry out (W, C'))``."""
+    from .dither_loops import floyd_steinberg_strip
+
+    palette = np.asarray(palette)
+    search = NearestSearch(palette)
+    carry = np.zeros((pixels.shape[1], palette.shape[1]), np.float64) if carry is None else carry.copy()
+    labels = np.empty(pixels.shape[:2], label_dtype(palette))
+    floyd_steinberg_strip(np.ascontiguousarray(pixels), *search.arguments(), FS_WEIGHTS * float(level), carry,
+                          labels)
+    return labels, carry
+
+
+def dither_row_of_chunks(chunks, palette, level, carried=None):
+    """One link of a chunked image's Floyd-Steinberg chain: the chunks ``(h, w_j, C)`` of one row of chunks (whole
+    image rows, left to right) and what the previous row carried, ``(error (W, C) float64, squared error so far)``
+    (None for the first): ``(labels (h, W), carried on)``."""
+    pixels = np.concatenate(chunks, axis=1)
+    carry, error = (None, 0) if carried is None else carried
+    labels, carry = dither_strip(pixels, palette, level, carry)
+    return labels, (carry, error + squared_error_of(pixels, labels, palette))
+
+
+def ordered_spread(palette):
+    """The amplitude of the ordered thresholds at level 1: the median Euclidean distance from an entry of
+    ``palette (k, C)`` to its nearest other entry (0 for one entry)."""
+    entries = np.asarray(palette, np.float64)
+    if len(entries) < 2:
+        return 0.0
+    distances = np.sqrt(((entries[:, None, :] - entries[None, :, :]) ** 2).sum(axis=2))
+    np.fill_diagonal(distances, np.inf)
+    return float(np.median(distances.min(axis=1)))
+
+
+def ordered_thresholds(palette, level):
+    """The 8x8 offsets added to every channel: Bayer thresholds times ``level`` and :func:`ordered_spread`."""
+    return BAYER_THRESHOLDS * (float(level) * ordered_spread(palette))
+
+
+def dither_block(pixels, palette, thresholds, top=0, left=0):
+    """Ordered dithering of the block ``pixels (h, w, C)`` uint8 at ``(top, left)`` of the image with the offsets
+    ``thresholds (8, 8)`` (:func:`ordered_thresholds`): labels ``(h, w)``."""
+    from .dither_loops import ordered_block
+
+    search = NearestSearch(palette)
+    labels = np.empty(pixels.shape[:2], label_dtype(palette))
+    ordered_block(np.ascontiguousarray(pixels), *search.arguments(), np.asarray(thresholds, np.float64), int(top),
+                  int(left), labels)
+    return labels
+
+
+def dithered(pixels, palette, method, level):
+    """Labels ``(H, W)`` of the whole image ``pixels (H, W, C)`` uint8 in memory dithered by ``method``
+    (``DITHER_METHODS`` but 'none') at ``level`` in 0..1."""
+    if method == "floyd-steinberg":
+        return dither_strip(pixels, palette, level)[0]
+    return dither_block(pixels, palette, ordered_thresholds(palette, level))
+
+
+def squared_error_of(pixels, labels, palette):
+    """The sum over the pixels ``(H, W, C)`` and their channels of the squared differences from their entries of
+    ``palette`` given by ``labels (H, W)`` (an int; fully transparent pixels as (0, 0, 0, 0))."""
+    from .dither_loops import pixel_squared_error
+
+    return int(pixel_squared_error(np.ascontiguousarray(pixels), labels, np.asarray(palette)))
+
+
+def warm_up():
+    """Load every compiled loop of :mod:`mixlib.image.dither_loops` (from the cache, or compile it)."""
+    pixels, palette = np.zeros((1, 2, 3), np.uint8), np.zeros((2, 3), np.uint8)
+    dither_strip(pixels, palette, 1.0)
+    dither_block(pixels, palette, np.zeros((8, 8)))
+    squared_error_of(pixels, np.zeros((1, 2), np.uint8), palette)

@@ -1,0 +1,144 @@
+"""The compiled loops of :mod:`mixlib.image.dither` (numba, without the GIL), cached next to this file; the
+maths is written there."""
+
+import numba
+import numpy as np
+
+_compiled = numba.njit(nogil=True, cache=True)
+_inlined = numba.njit(nogil=True, cache=True, inline="always")
+
+
+@_compiled
+def cell_candidates(entries, bits):
+    """For every cell of the cube ``[0, 256]^C`` cut into ``2^bits`` equal parts per channel (cell index: the
+    channels' parts, most significant first), the indices of the entries of ``entries (k, C)`` that can be nearest
+    to a point in it, ascending: ``(starts (cells + 1,) int64, candidates (n,) int64)``, cell ``i``'s at
+    ``candidates[starts[i]:starts[i + 1]]``."""
+    k, channels = entries.shape
+    parts = 1 << bits
+    width = 256.0 / parts
+    cells = parts ** channels
+    starts = np.zeros(cells + 1, np.int64)
+    lists = []
+    least = np.empty(k)
+    for cell in range(cells):
+        threshold = np.inf
+        for j in range(k):
+            nearest_distance, farthest_distance = 0.0, 0.0
+            rest = cell
+            for c in range(channels - 1, -1, -1):
+                low = (rest % parts) * width
+                rest //= parts
+                value = entries[j, c]
+                below, above = low - value, value - (low + width)
+                gap = max(below, above, 0.0)
+                far = max(abs(value - low), abs(value - low - width))
+                nearest_distance += gap * gap
+                farthest_distance += far * far
+            least[j] = nearest_distance
+            threshold = min(threshold, farthest_distance)
+        members = np.nonzero(least <= threshold)[0]
+        lists.append(members)
+        starts[cell + 1] = starts[cell] + len(members)
+    candidates = np.empty(starts[-1], np.int64)
+    for cell in range(cells):
+        candidates[starts[cell]:starts[cell + 1]] = lists[cell]
+    return starts, candidates
+
+
+@_inlined
+def _nearest(value, entries, starts, candidates, bits):
+    """The index of the entry of ``entries (k, C)`` nearest to ``value (C,)`` float64 in 0..255 (squared
+    Euclidean distance; of equal distances the lowest index), among the candidates of the value's cell."""
+    channels = entries.shape[1]
+    cell = 0
+    for c in range(channels):
+        cell = (cell << bits) | (np.int64(value[c]) >> (8 - bits))
+    best, best_index = np.inf, 0
+    for n in range(starts[cell], starts[cell + 1]):
+        i = candidates[n]
+        distance = 0.0
+        for c in range(channels):
+            difference = value[c] - entries[i, c]
+            distance += difference * difference
+        if distance < best:
+            best, best_index = distance, i
+    return best_index
+
+
+@_inlined
+def _pixel_value(pixels, y, x, c):
+    """Sample ``c`` of pixel ``(y, x)`` as float64; a fully transparent RGBA pixel counts as (0, 0, 0, 0), and an
+    RGB pixel's alpha (``c`` = 3, for an RGBA palette) is 255."""
+    if c >= pixels.shape[2]:
+        return 255.0
+    if pixels.shape[2] == 4 and pixels[y, x, 3] == 0:
+        return 0.0
+    return np.float64(pixels[y, x, c])
+
+
+@_compiled
+def floyd_steinberg_strip(pixels, entries, starts, candidates, bits, weights, carry, labels):
+    """Floyd-Steinberg over the rows of ``pixels (h, W, C)`` uint8 (whole rows of the image), in raster order.
+
+    ``entries (k, C')`` float64 the palette (C' = C, or 4 for an RGB image, whose alpha is 255); ``starts``,
+    ``candidates``, ``bits`` its :class:`~mixlib.image.dither.NearestSearch`; ``weights (4,)`` float64 the error's
+    shares (right, below left, below, below right) times the level; ``carry (W, C')`` float64 the error carried into
+    the first row, updated in place to the error carried out of the last; ``labels (h, W)`` receives
+    the palette indices.
+    """
+    height, width = pixels.shape[:2]
+    channels = entries.shape[1]
+    current = carry.copy()
+    below = np.zeros((width, channels))
+    value = np.empty(channels)
+    for y in range(height):
+        below[:] = 0.0
+        for x in range(width):
+            for c in range(channels):
+                v = _pixel_value(pixels, y, x, c) + current[x, c]
+                value[c] = min(max(v, 0.0), 255.0)
+            index = _nearest(value, entries, starts, candidates, bits)
+            labels[y, x] = index
+            for c in range(channels):
+                error = value[c] - entries[index, c]
+                if x + 1 < width:
+                    current[x + 1, c] += error * weights[0]
+                if x > 0:
+                    below[x - 1, c] += error * weights[1]
+                below[x, c] += error * weights[2]
+                if x + 1 < width:
+                    below[x + 1, c] += error * weights[3]
+        current, below = below, current
+    carry[:] = current
+
+
+@_compiled
+def ordered_block(pixels, entries, starts, candidates, bits, thresholds, top, left, labels):
+    """Ordered dithering of the block ``pixels (h, w, C)`` uint8 whose first pixel is ``(top, left)`` of the
+    image: ``thresholds (8, 8)`` float64 are the Bayer thresholds times level and spread; ``labels (h, w)``
+    receives the palette indices."""
+    height, width = pixels.shape[:2]
+    channels = entries.shape[1]
+    value = np.empty(channels)
+    for y in range(height):
+        for x in range(width):
+            offset = thresholds[(top + y) % 8, (left + x) % 8]
+            for c in range(channels):
+                value[c] = min(max(_pixel_value(pixels, y, x, c) + offset, 0.0), 255.0)
+            labels[y, x] = _nearest(value, entries, starts, candidates, bits)
+
+
+@_compiled
+def pixel_squared_error(pixels, labels, palette):
+    """The sum over pixels and channels of ``(pixel - palette[label])^2`` (int64; transparent pixels as in the
+    histogram)."""
+    height, width, channels = pixels.shape
+    total = 0
+    for y in range(height):
+        for x in range(width):
+            for c in range(channels):
+                sample = 0 if channels == 4 and pixels[y, x, 3] == 0 else np.int64(pixels[y, x, c])
+                difference = sample - np.int64(palette[labels[y, x], c])
+                total += difference * difference
+    return total
