@@ -28,9 +28,9 @@ from ..core.outputs import staged_outputs
 from ..core.storage import is_local, location, tree_bytes
 from .colors import image_histogram, merge_histograms
 from .palette import colours_for
-from .quantise import quantise_pixels
-from .readers import SAMPLE_PREFIX, inspect_image, resolve_input
-from .writers import write_labels
+from .quantise import quantise_frames
+from .readers import SAMPLE_PREFIX, Frames, inspect_image, read_frames, resolve_input
+from .writers import ANIMATION_SUFFIXES, FRAME_FIELD, frame_paths, write_animation, write_labels
 
 log = logging.getLogger("mixlib")
 
@@ -80,6 +80,7 @@ class ImageOptions:
     palette_source: str = ""  # the --palette file, for the messages
     dither: str = "none"  # none, floyd-steinberg or ordered (mixlib.image.dither)
     dither_level: float = 1.0
+    overwrite: bool = False  # the files of an animation's frames (--out with {frame}) may be replaced
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -222,7 +223,7 @@ def compress_image(name, out, options):
         source = inspect_image(name, options.max_pixels)
         height, width, channels = source.shape
         record.update(width=width, height=height, mode=source.mode, frames=source.frames)
-        if height * width > options.task_pixels:
+        if source.frames == 1 and height * width > options.task_pixels:  # frames are decoded in memory anyway
             record.update(status="deferred", reason=f"{height * width} pixels: the chunked path")
             return record
         record.update(_compressed(source, location(out, "--out"), options))
@@ -235,18 +236,21 @@ def compress_image(name, out, options):
 
 
 def _compressed(source, out, options):
-    """Histogram, palette, labels (:func:`mixlib.image.quantise.quantise_pixels`) and output of one decoded image;
-    the record's fields of a written image, or of one skipped by ``min_psnr`` or ``skip_if_larger``."""
+    """Histogram, palette, labels (:func:`mixlib.image.quantise.quantise_frames`) and output of one decoded image,
+    or of every frame of an animation with one palette; the record's fields of a written image, or of one skipped
+    by ``min_psnr`` or ``skip_if_larger``."""
     fixed = None if options.fixed_colours is None else image_colours(options.fixed_colours, source.channels,
                                                                      source.path)
-    pixels = source.read_pixels()
-    result = quantise_pixels(pixels, options.k, chunk_size=options.chunk_size, method=options.method,
+    frames = read_frames(source.path, options.max_pixels) if source.frames > 1 else \
+        Frames([source.read_pixels()], None, None)
+    outputs = _frame_outputs(source, out, frames, options.overwrite)
+    result = quantise_frames(frames.pixels, options.k, chunk_size=options.chunk_size, method=options.method,
                              max_iter=options.max_iter, tol=options.tol, batch_size=options.batch_size,
                              em_init=options.em_init, em_tol=options.em_tol, reg_covar=options.reg_covar,
                              seed=options.seed, target_psnr=options.target_psnr or None, fixed_colours=fixed,
                              palette=options.palette, palette_source=options.palette_source,
                              dither=options.dither, dither_level=options.dither_level)
-    pixel_count = pixels.shape[0] * pixels.shape[1]
+    pixel_count = sum(pixels.shape[0] * pixels.shape[1] for pixels in frames.pixels)
     record = {"status": "written", "distinct_colours": result.distinct_colours, "k": len(result.palette),
               "iterations": result.fit.summary(pixel_count)["iterations"],
               "psnr_db": _rounded(result.psnr), "palette_psnr_db": _rounded(result.palette_psnr),
@@ -254,17 +258,40 @@ def _compressed(source, out, options):
     skipped = below_min_psnr(options.min_psnr, result.palette_psnr)
     with staged_outputs() as stage:
         if skipped is None:
-            staged = stage(out)
-            write_labels(staged, result.labels, result.palette, tile=options.tile_size,
-                         attributes=options.attributes, icc_profile=source.icc_profile,
-                         keep_order=options.palette is not None)
-            record["bytes_out"] = tree_bytes(staged)
+            staged = [stage(path) for path in outputs]
+            if len(staged) < len(frames.pixels):  # one animation
+                write_animation(staged[0], result.labels, result.palette, frames.durations, frames.loop,
+                                source.icc_profile)
+            else:
+                for path, labels in zip(staged, result.labels):
+                    write_labels(path, labels, result.palette, tile=options.tile_size, attributes=options.attributes,
+                                 icc_profile=source.icc_profile, keep_order=options.palette is not None)
+            record["bytes_out"] = sum(tree_bytes(path) for path in staged)
             skipped = larger_than_input(options.skip_if_larger, record["bytes_out"], source.input_bytes)
             if skipped is not None:
-                stage.discard(out)
+                for path in outputs:
+                    stage.discard(path)
     if skipped is not None:
         record.update(status="skipped", reason=skipped)
     return record
+
+
+def _frame_outputs(source, out, frames, overwrite):
+    """The files an image's frames go to: ``out`` (one image, or an APNG or GIF of every frame), or one per frame
+    for an ``out`` with FRAME_FIELD; InputError for an output that cannot hold the frames, or a frame's file that
+    exists without ``overwrite``."""
+    if FRAME_FIELD not in str(out):
+        if len(frames.pixels) > 1 and out.suffix.lower() not in ANIMATION_SUFFIXES:
+            raise InputError(f"{len(frames.pixels)} frames do not fit one {out.suffix} image: write .png (APNG) or "
+                             f".gif, or put {FRAME_FIELD} in --out")
+        if len(frames.pixels) > 1 and not frames.same_size:
+            raise InputError(f"its pages differ in size and cannot be one animation: put {FRAME_FIELD} in --out")
+        return [out]
+    outputs = frame_paths(out, len(frames.pixels))
+    existing = [path for path in outputs if path.exists()]
+    if existing and not overwrite:
+        raise InputError(f"output {existing[0]} exists; pass --overwrite to replace it")
+    return outputs
 
 
 def _rounded(psnr):

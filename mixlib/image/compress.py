@@ -29,14 +29,16 @@ from ..core.storage import is_local, location, tree_bytes
 from ..fit.gmm import save_mixture
 from .batch import (ImageOptions, JsonLines, below_min_psnr, expand_inputs, image_colours, is_batch,
                     larger_than_input, run_batch, shared_histogram)
-from .colors import ColourLookup, checkpointed_histogram, colour_histogram, image_histogram, saved_block_shape
+from .colors import (ColourLookup, checkpointed_histogram, colour_histogram, image_histogram, merge_histograms,
+                     saved_block_shape)
 from .dither import (DITHER_METHODS, dither_row_of_chunks, dithered, label_dtype, ordered_thresholds,
                      squared_error_of)
 from .palette import fit_palette, fit_to_psnr, palette_psnr, parse_colours, squared_error
 from .palettes import GivenPalette, apply_palette, load_palette, save_palette
 from .quantise import MAX_TARGET_PSNR
-from .readers import PILLOW_MAX_PIXELS, inspect_image
-from .writers import OUTPUT_SUFFIXES, PNG_MAX_COLOURS, check_png_size, side_by_side, thumbnail_step, write_labels
+from .readers import PILLOW_MAX_PIXELS, Frames, inspect_image, read_frames
+from .writers import (ANIMATION_SUFFIXES, FRAME_FIELD, OUTPUT_SUFFIXES, PNG_MAX_COLOURS, check_png_size, frame_paths,
+                      side_by_side, thumbnail_step, write_animation, write_labels)
 
 log = logging.getLogger("mixlib")
 
@@ -127,6 +129,8 @@ class Plan:
     checkpoint: BlockCheckpoint | None  # of the colour histogram, for a Zarr or TIFF input read chunk by chunk
     palette_out: Path | None = None
     given_palette: object = None  # ndarray (p, 3|4) uint8 of --palette, applied instead of a fit
+    frames: Frames | None = None  # of an animation or multi-page file, decoded: compressed with one palette
+    frame_outputs: list | None = None  # one file per frame: --out with {frame} filled in
 
 
 def plan(settings):
@@ -151,8 +155,8 @@ def plan(settings):
     out, compare, report, save_model, palette_out = (_filled(template, flag, settings, stem) if template else None
                                                      for template, flag in templates)
     if out is None:
-        raise InputError("--out is empty; give an output path ending in .png, .tif or .zarr")
-    if out.suffix.lower() == ".png" and settings.k > PNG_MAX_COLOURS:
+        raise InputError("--out is empty; give an output path ending in .png, .tif, .zarr or .gif")
+    if out.suffix.lower() in (".png", ".gif") and settings.k > PNG_MAX_COLOURS:
         raise InputError(f"--k {settings.k} does not fit a PNG palette (at most {PNG_MAX_COLOURS}); "
                          "write .tif or .zarr instead")
     if save_model is not None and settings.method != "gmm":
@@ -172,7 +176,36 @@ def plan(settings):
     image_colours(fixed_colours(settings), source.channels, name)
     height, width, _ = source.shape
     check_png_size(out, height, width)
-    return Plan(source, out, compare, report, save_model, _checkpoint(settings, source), palette_out, given)
+    frames, frame_outputs = _planned_frames(settings, source, out)
+    if frames is not None and settings.checkpoint_dir:
+        raise InputError("--checkpoint-dir is for one large image; an animation is compressed in memory")
+    return Plan(source, out, compare, report, save_model, _checkpoint(settings, source), palette_out, given,
+                frames, frame_outputs)
+
+
+def _planned_frames(settings, source, out):
+    """``(frames, frame_outputs)`` of an input of several frames (decoded, :func:`~mixlib.image.readers.
+    read_frames`) and of an ``--out`` with ``{frame}`` (one file per frame, each checked); ``(None, None)`` for one
+    image written whole; InputError for an output that cannot hold the frames."""
+    per_frame = FRAME_FIELD in str(out)
+    if source.frames == 1 and not per_frame:
+        return None, None
+    frames = read_frames(source.path, settings.max_pixels) if source.frames > 1 else \
+        Frames([source.read_pixels()], None, None)
+    if not per_frame:
+        if out.suffix.lower() not in ANIMATION_SUFFIXES:
+            raise InputError(f"input {source.path} has {len(frames.pixels)} frames and a {out.suffix} output holds "
+                             f"one image: write .png (APNG) or .gif, or put {FRAME_FIELD} in --out for a file per "
+                             "frame")
+        if not frames.same_size:
+            raise InputError(f"the pages of {source.path} differ in size and cannot be one animation: put "
+                             f"{FRAME_FIELD} in --out for a file per page")
+        return frames, None
+    outputs = frame_paths(out, len(frames.pixels))
+    for path in outputs:
+        check_output(path, settings.overwrite, OUTPUT_SUFFIXES)
+        check_png_size(path, *frames.pixels[0].shape[:2])
+    return frames, outputs
 
 
 def given_palette(settings):
@@ -205,12 +238,13 @@ def fixed_colours(settings):
 def _filled(template, flag, settings, relpath):
     """The location an output template names for an input: ``{relpath}``, ``{stem}`` (its last part), ``{k}`` and
     ``{method}`` filled in; InputError for another placeholder."""
-    fill = {"stem": Path(relpath).name, "relpath": relpath, "k": settings.k, "method": settings.method}
+    fill = {"stem": Path(relpath).name, "relpath": relpath, "k": settings.k, "method": settings.method,
+            "frame": FRAME_FIELD}  # filled in per frame later (frame_paths)
     try:
         return location(template.format(**fill), flag)
     except (KeyError, ValueError, IndexError) as e:
-        raise InputError(f"{flag} has a bad placeholder ({e}); use {{relpath}}, {{stem}}, {{k}} or {{method}}") \
-            from None
+        raise InputError(f"{flag} has a bad placeholder ({e}); use {{relpath}}, {{stem}}, {{k}}, {{method}} or "
+                         "{frame}") from None
 
 
 def worker_paths(job_plan):
@@ -318,7 +352,7 @@ def _batch_outputs(settings, inputs):
         writers[out] = item.name
         if out.suffix.lower() not in OUTPUT_SUFFIXES:
             raise InputError(f"output {out} has an unknown format; use one of {', '.join(OUTPUT_SUFFIXES)}")
-        if out.suffix.lower() == ".png" and settings.k > PNG_MAX_COLOURS:
+        if out.suffix.lower() in (".png", ".gif") and settings.k > PNG_MAX_COLOURS:
             raise InputError(f"--k {settings.k} does not fit a PNG palette (at most {PNG_MAX_COLOURS}); "
                              "write .tif or .zarr instead")
         probed = nearest_existing(out.parent) if is_local(out) else out.parent  # mirrored trees share their root
@@ -338,7 +372,7 @@ def _image_options(settings, given=None):
                         target_psnr=settings.target_psnr, min_psnr=settings.min_psnr,
                         skip_if_larger=settings.skip_if_larger, fixed_colours=fixed_colours(settings),
                         palette=given, palette_source=settings.palette, dither=settings.dither,
-                        dither_level=settings.dither_level)
+                        dither_level=settings.dither_level, overwrite=settings.overwrite)
 
 
 def batch_worker_paths(batch_plan, most=4):
@@ -436,10 +470,16 @@ def run(settings, job_plan, client):
     if isinstance(job_plan, BatchPlan):
         return run_batch_job(settings, job_plan, client)
     source, started = job_plan.source, time.perf_counter()
+    if job_plan.frames is not None:
+        frames = job_plan.frames.pixels
+        log.info("input %s: %d frames of %dx%d, %d channels", source.path, len(frames), *frames[0].shape)
+        histogram = functools.partial(_histogram_here, settings, job_plan, frames)
+        write = functools.partial(_write_frames, settings, job_plan)
+        return _phases(settings, job_plan, histogram, write, started, in_process=True)
     if client is None:
         pixels = source.read_pixels()
         log.info("input %s: %dx%d, %d channels", source.path, *pixels.shape)
-        histogram = functools.partial(_histogram_here, settings, job_plan, pixels)
+        histogram = functools.partial(_histogram_here, settings, job_plan, [pixels])
         write = functools.partial(_write_here, settings, pixels, source.icc_profile)
     else:
         image = source.to_dask(settings.chunk_size)
@@ -455,7 +495,11 @@ def runs_here(settings, job_plan):
     asks): one image decoded in memory, of at most ``--local-pixels`` pixels, with no histogram checkpoint. Such a
     job takes a few seconds at most, too few to watch on a dashboard, and a cluster's start and stop would take
     longer than its work; it gives the same outputs as on a cluster."""
-    if isinstance(job_plan, BatchPlan) or job_plan.checkpoint is not None or job_plan.source.kind != "pillow":
+    if isinstance(job_plan, BatchPlan) or job_plan.checkpoint is not None:
+        return False
+    if job_plan.frames is not None:
+        return True  # decoded, and compressed in this process with or without a cluster
+    if job_plan.source.kind != "pillow":
         return False
     height, width, _ = job_plan.source.shape
     return height * width <= settings.local_pixels
@@ -478,22 +522,25 @@ def _phases(settings, job_plan, histogram, write, started, in_process):
     lookup = ColourLookup(codes, palette.code_labels, channels)
     skipped = below_min_psnr(settings.min_psnr, palette_psnr(codes, counts, channels, palette))
     with staged_outputs() as stage:
-        output = written_error = None
+        output_bytes = written_error = None
         if skipped is None:
-            output = stage(job_plan.out)
-            written_error = write(lookup, palette, output)
+            finals = job_plan.frame_outputs or [job_plan.out]
+            staged = [stage(final) for final in finals]
+            written_error = write(lookup, palette, staged if job_plan.frame_outputs else staged[0])
             seconds["write"] = _lap(started, seconds)
-            skipped = larger_than_input(settings.skip_if_larger, tree_bytes(output), job_plan.source.input_bytes)
+            output_bytes = sum(tree_bytes(path) for path in staged)
+            skipped = larger_than_input(settings.skip_if_larger, output_bytes, job_plan.source.input_bytes)
             if skipped is not None:
-                stage.discard(job_plan.out)
-                output = None
+                for final in finals:
+                    stage.discard(final)
+                output_bytes = None
         if job_plan.compare and skipped is None:
             height, width = job_plan.source.shape[:2]
             titles = (f"Original ({width}x{height})", f"Compressed ({len(palette.colours)} colours)")
             side_by_side(thumbnail, palette.colours[lookup(thumbnail)], titles).save(stage(job_plan.compare))
             seconds["compare"] = _lap(started, seconds)
-        report = report_phase(settings, job_plan, palette, codes, counts, seconds, output, stage, tried, skipped,
-                              written_error)
+        report = report_phase(settings, job_plan, palette, codes, counts, seconds, output_bytes, stage, tried,
+                              skipped, written_error)
     if job_plan.checkpoint is not None:
         job_plan.checkpoint.clear()  # the job is done: nothing to resume
     psnr = "lossless" if report["psnr_db"] is None else f"PSNR {report['psnr_db']:.2f} dB"
@@ -505,13 +552,14 @@ def _phases(settings, job_plan, histogram, write, started, in_process):
     return report
 
 
-def _histogram_here(settings, job_plan, pixels):
-    """:func:`histogram_phase` in this process: the same histogram and thumbnail from the decoded pixels."""
-    histogram = image_histogram(pixels, settings.chunk_size)
+def _histogram_here(settings, job_plan, frames):
+    """:func:`histogram_phase` in this process: the same histogram and thumbnail from the decoded pixels (of every
+    frame, merged; the thumbnail of the first)."""
+    histogram = merge_histograms([image_histogram(pixels, settings.chunk_size) for pixels in frames])
     codes, counts = histogram["codes"], histogram["counts"]
     log.info("colour histogram: %d distinct colours in %d pixels", len(codes), counts.sum())
-    step = thumbnail_step(*pixels.shape[:2])
-    return codes, counts, (pixels[::step, ::step] if job_plan.compare else None)
+    step = thumbnail_step(*frames[0].shape[:2])
+    return codes, counts, (frames[0][::step, ::step] if job_plan.compare else None)
 
 
 def _write_here(settings, pixels, icc_profile, lookup, palette, output):
@@ -524,6 +572,26 @@ def _write_here(settings, pixels, icc_profile, lookup, palette, output):
     write_labels(output, labels, palette.colours, tile=settings.tile_size,
                  attributes=output_attributes(settings), icc_profile=icc_profile,
                  keep_order=isinstance(palette.fit, GivenPalette))
+    return error
+
+
+def _write_frames(settings, job_plan, lookup, palette, output):
+    """Map (or dither) every frame of an animation to the palette and write them: one APNG or GIF with the input's
+    durations and loop count, or a file per frame (``output``: the list of them); the squared error of the written
+    pixels when dithered, else None."""
+    frames, colours = job_plan.frames, palette.colours
+    if settings.dither == "none":
+        labels, error = [lookup(pixels) for pixels in frames.pixels], None
+    else:
+        labels = [dithered(pixels, colours, settings.dither, settings.dither_level) for pixels in frames.pixels]
+        error = sum(squared_error_of(pixels, mapped, colours) for pixels, mapped in zip(frames.pixels, labels))
+    keep_order = isinstance(palette.fit, GivenPalette)
+    if isinstance(output, list):
+        for path, mapped in zip(output, labels):
+            write_labels(path, mapped, colours, tile=settings.tile_size, attributes=output_attributes(settings),
+                         icc_profile=job_plan.source.icc_profile, keep_order=keep_order)
+    else:
+        write_animation(output, labels, colours, frames.durations, frames.loop, job_plan.source.icc_profile)
     return error
 
 
@@ -650,12 +718,12 @@ def _ordered_chunk(block, palette, thresholds, block_info=None):
     return dither_block(block, palette, thresholds, top, left)
 
 
-def report_phase(settings, job_plan, palette, codes, counts, seconds, output, stage, tried=(), skipped=None,
+def report_phase(settings, job_plan, palette, codes, counts, seconds, output_bytes, stage, tried=(), skipped=None,
                  written_error=None):
-    """The report (a dict), written to ``--report``, and the mixture to ``--save-model``. ``output`` is None and
-    ``skipped`` says why when the image was not written (``--min-psnr``, ``--skip-if-larger``); ``tried``: the
-    ``(k, psnr)`` a ``--target-psnr`` search fitted; ``written_error``: the squared error of dithered output pixels
-    (else the palette's, from the histogram, is the output's)."""
+    """The report (a dict), written to ``--report``, and the mixture to ``--save-model``. ``output_bytes``: of the
+    output (or of every frame's), None when the image was not written, and ``skipped`` says why (``--min-psnr``,
+    ``--skip-if-larger``); ``tried``: the ``(k, psnr)`` a ``--target-psnr`` search fitted; ``written_error``: the
+    squared error of dithered output pixels (else the palette's, from the histogram, is the output's)."""
     source = job_plan.source
     pixels = int(counts.sum())
     palette_mse = squared_error(codes, counts, source.channels, palette) / (pixels * source.channels)
@@ -664,7 +732,10 @@ def report_phase(settings, job_plan, palette, codes, counts, seconds, output, st
         "input": str(source.path),
         "status": "written" if skipped is None else "skipped",
         "reason": skipped,
-        "frames": source.frames,  # of an animation or multi-page file; only the first is compressed
+        "frames": source.frames,  # of an animation or multi-page file, all compressed with one palette
+        "durations_ms": None if job_plan.frames is None else job_plan.frames.durations,
+        "loop": None if job_plan.frames is None else job_plan.frames.loop,
+        "frame_outputs": None if not job_plan.frame_outputs else [str(p) for p in job_plan.frame_outputs],
         "icc_profile_bytes": len(source.icc_profile or b""),  # the input's colour profile, carried to the output
         "method": settings.method,
         "k_requested": settings.k,
@@ -678,7 +749,7 @@ def report_phase(settings, job_plan, palette, codes, counts, seconds, output, st
         "palette_psnr_db": psnr_of(palette_mse),  # every pixel its palette entry, undithered
         "seconds": seconds,
         "input_bytes": source.input_bytes,
-        "output_bytes": None if output is None else tree_bytes(output),
+        "output_bytes": output_bytes,
         "palette": palette.colours.tolist(),
         "seed": settings.seed,
         "versions": _versions(),

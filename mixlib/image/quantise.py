@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ..core.errors import InputError
-from .colors import ColourLookup, image_histogram
+from .colors import ColourLookup, image_histogram, merge_histograms
 from .dither import DITHER_METHODS, dithered, squared_error_of
 from .palette import colours_for, fit_palette, fit_to_psnr, palette_psnr, parse_colours
 from .palettes import apply_palette
@@ -113,49 +113,76 @@ def quantise(image, k=16, *, method="lloyd", seed=0, max_iter=300, tol=1e-4, bat
     fixed = colours_for(parse_colours(fixed_colours), pixels.shape[2]) if len(fixed_colours) else None
     if fixed is not None and len(fixed) > k:
         raise ValueError(f"{len(fixed)} fixed colours do not fit in k={k}")
-    return quantise_pixels(pixels, k, method=method, seed=seed, max_iter=max_iter, tol=tol, batch_size=batch_size,
-                           em_init=em_init, em_tol=em_tol, reg_covar=reg_covar, target_psnr=target_psnr,
-                           fixed_colours=fixed, dither=dither, dither_level=dither_level)
+    result = quantise_frames([pixels], k, method=method, seed=seed, max_iter=max_iter, tol=tol,
+                             batch_size=batch_size, em_init=em_init, em_tol=em_tol, reg_covar=reg_covar,
+                             target_psnr=target_psnr, fixed_colours=fixed, dither=dither, dither_level=dither_level)
+    return Quantised(result.palette, result.labels[0], result.fit, result.psnr, result.distinct_colours,
+                     result.tried, result.palette_psnr)
 
 
-def quantise_pixels(pixels, k, *, target_psnr=None, chunk_size=HISTOGRAM_CHUNK, palette=None, palette_source="",
+@dataclasses.dataclass(frozen=True)
+class QuantisedFrames:
+    """Frames quantised to one palette: as :class:`Quantised`, with ``labels`` a list of ``(H_i, W_i)`` arrays
+    and the PSNRs over every pixel of every frame."""
+
+    palette: np.ndarray
+    labels: list
+    fit: object
+    psnr: float
+    distinct_colours: int
+    tried: list
+    palette_psnr: float
+
+
+def quantise_frames(frames, k, *, target_psnr=None, chunk_size=HISTOGRAM_CHUNK, palette=None, palette_source="",
                     dither="none", dither_level=1.0, **fit):
-    """:func:`quantise` of 8-bit RGB(A) pixels ``(H, W, 3|4)`` uint8, in this process: what a batch's task does to
-    each image (:func:`mixlib.image.batch.compress_image`). ``fit``: the keyword arguments of
-    :func:`mixlib.image.palette.fit_palette` but ``k``; ``palette``: entries ``(p, 3|4)`` uint8 applied instead of
-    a fit (:func:`mixlib.image.palettes.apply_palette`), from the file ``palette_source``; ``dither``,
-    ``dither_level``: :func:`quantise`'s."""
-    channels = pixels.shape[2]
-    histogram = image_histogram(pixels, chunk_size)
+    """Quantise frames ``(H_i, W_i, C)`` uint8 (C = 3 or 4, the same for all) to one palette in this process: what a
+    batch's task does to each image (:func:`mixlib.image.batch.compress_image`), and to the frames of an animation.
+
+    The palette is fitted to the merged exact colour histogram of every frame (so each frame's pixels count as
+    they would in one image of them all), then every frame is mapped to it, or dithered frame by frame.
+
+    Parameters
+    ----------
+    frames : list of ndarray (H_i, W_i, C) uint8
+    k, target_psnr : :func:`quantise`'s
+    chunk_size : int, the side of the blocks whose histograms are merged (the result does not depend on it)
+    palette : ndarray (p, 3|4) uint8 or None, entries applied instead of a fit
+        (:func:`mixlib.image.palettes.apply_palette`), from the file ``palette_source``
+    dither, dither_level : :func:`quantise`'s
+    fit : the keyword arguments of :func:`mixlib.image.palette.fit_palette` but ``k``
+
+    Returns
+    -------
+    QuantisedFrames
+    """
+    channels = frames[0].shape[2]
+    histogram = merge_histograms([image_histogram(frame, chunk_size) for frame in frames])
     codes, counts = histogram["codes"], histogram["counts"]
 
     def palette_of(colours):
         return fit_palette(codes, counts, channels, k=colours, in_process=True, **fit)
 
+    tried = []
     if palette is not None:
-        given = apply_palette(codes, channels, palette, palette_source)
-        return _mapped(pixels, given, ColourLookup(codes, given.code_labels, channels),
-                       palette_psnr(codes, counts, channels, given), len(codes), [], dither, dither_level)
-    if target_psnr is None:
-        palette, tried = palette_of(k), []
-        psnr = palette_psnr(codes, counts, channels, palette)
+        chosen = apply_palette(codes, channels, palette, palette_source)
+        psnr = palette_psnr(codes, counts, channels, chosen)
+    elif target_psnr is None:
+        chosen = palette_of(k)
+        psnr = palette_psnr(codes, counts, channels, chosen)
     else:
         fixed = fit.get("fixed_colours")
-        palette, psnr, tried = fit_to_psnr(palette_of, codes, counts, channels, target_psnr, k,
-                                           fixed=0 if fixed is None else len(fixed))
-    return _mapped(pixels, palette, ColourLookup(codes, palette.code_labels, channels), psnr, len(codes), tried,
-                   dither, dither_level)
-
-
-def _mapped(pixels, palette, lookup, psnr, distinct, tried, dither, dither_level):
-    """The Quantised of ``pixels`` mapped to ``palette`` (a Palette whose PSNR is ``psnr``): through ``lookup``,
-    or dithered."""
+        chosen, psnr, tried = fit_to_psnr(palette_of, codes, counts, channels, target_psnr, k,
+                                          fixed=0 if fixed is None else len(fixed))
     if dither == "none":
-        return Quantised(palette.colours, lookup(pixels), palette.fit, psnr, distinct, tried, psnr)
-    labels = dithered(pixels, palette.colours, dither, dither_level)
-    error = squared_error_of(pixels, labels, palette.colours)
-    written = 10 * math.log10(255.0 ** 2 * pixels.size / error) if error else math.inf
-    return Quantised(palette.colours, labels, palette.fit, written, distinct, tried, psnr)
+        lookup = ColourLookup(codes, chosen.code_labels, channels)
+        labels, written = [lookup(frame) for frame in frames], psnr
+    else:
+        labels = [dithered(frame, chosen.colours, dither, dither_level) for frame in frames]
+        error = sum(squared_error_of(frame, mapped, chosen.colours) for frame, mapped in zip(frames, labels))
+        samples = sum(frame.size for frame in frames)
+        written = 10 * math.log10(255.0 ** 2 * samples / error) if error else math.inf
+    return QuantisedFrames(chosen.colours, labels, chosen.fit, written, len(codes), tried, psnr)
 
 
 def rgb_pixels(image):

@@ -6,8 +6,8 @@ TIFF only their metadata), and :meth:`ImageSource.to_dask` builds the lazy array
 
 Every input becomes ``(H, W, 3|4)`` uint8 as a viewer shows it: grey is repeated into RGB, 16-bit and 32-bit
 samples are scaled from their full range (``round(v * 255 / (2**bits - 1))``), floating-point samples from 0..1,
-and the EXIF (or TIFF) orientation is applied. Of an animation or a multi-page file only the first frame is read,
-and the job says so.
+and the EXIF (or TIFF) orientation is applied. An animation or a multi-page file is inspected by its first frame;
+:func:`read_frames` decodes every frame.
 """
 
 import contextlib
@@ -169,11 +169,7 @@ def inspect_image(name, max_pixels):
         raise InputError(f"input {path} does not exist")
     if path.is_dir() or path.suffix.lower() == ".zarr":
         return _inspect_zarr(path)
-    source = _decode_url(path, max_pixels) if not is_local(path) else _inspect_local_file(path, max_pixels)
-    if source.frames > 1:
-        log.warning("input %s has %d frames (an animation or a multi-page file): only the first frame is used",
-                    path, source.frames)
-    return source
+    return _decode_url(path, max_pixels) if not is_local(path) else _inspect_local_file(path, max_pixels)
 
 
 def _inspect_local_file(path, max_pixels):
@@ -472,6 +468,57 @@ def _without_pillow_pixel_limit():
         yield
     finally:
         Image.MAX_IMAGE_PIXELS = saved
+
+
+@dataclasses.dataclass
+class Frames:
+    """The frames of an animation (GIF, APNG, animated WebP) or the pages of a multi-page file, decoded.
+
+    Attributes
+    ----------
+    pixels : list of ndarray (H, W, C) uint8, every frame composited as a viewer shows it, all RGB or all RGBA
+        (RGBA when any frame has transparency)
+    durations : list of int or None, each frame's display time in milliseconds (None for pages)
+    loop : int or None, the animation's loop count (0: forever; None: the file gives none)
+    """
+
+    pixels: list
+    durations: list | None
+    loop: int | None
+
+    @property
+    def same_size(self):
+        return len({frame.shape[:2] for frame in self.pixels}) == 1
+
+
+def read_frames(path, max_pixels):
+    """Every frame of an animation or page of a multi-page file (:class:`Frames`), decoded by Pillow, upright;
+    InputError for a file whose frames are more than ``max_pixels`` pixels in all, or that is truncated."""
+    import io
+
+    from PIL import Image, ImageOps, ImageSequence
+
+    file = io.BytesIO(path.read_bytes()) if not is_local(path) else None
+    decoded, durations = [], []
+    try:
+        with _without_pillow_pixel_limit(), Image.open(file if file is not None else path) as im:
+            count = _pillow_frames(im)
+            if count * im.height * im.width > max_pixels:
+                raise InputError(f"input {path} has {count} frames of {im.width}x{im.height}, "
+                                 f"{count * im.height * im.width} pixels in all, more than --max-pixels {max_pixels} "
+                                 "(the decompression-bomb guard); raise --max-pixels if you trust the file")
+            loop = im.info.get("loop")
+            for frame in ImageSequence.Iterator(im):
+                durations.append(frame.info.get("duration"))
+                decoded.append(pillow_pixels(path, ImageOps.exif_transpose(frame)))
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise InputError(f"input {path} is truncated or corrupt ({e})") from None
+    if any(frame.shape[2] == 4 for frame in decoded):
+        decoded = [frame if frame.shape[2] == 4 else np.dstack([frame, np.full(frame.shape[:2], 255, np.uint8)])
+                   for frame in decoded]
+    timed = all(duration is not None for duration in durations)
+    return Frames(decoded, [int(round(d)) for d in durations] if timed else None,
+                  None if loop is None else int(loop))
 
 
 def _pillow_frames(im):

@@ -10,7 +10,9 @@ from ..core.errors import InputError
 from ..core.storage import zarr_store
 from .readers import TIFF_SUFFIXES
 
-OUTPUT_SUFFIXES = (".png", ".tif", ".tiff", ".zarr")
+OUTPUT_SUFFIXES = (".png", ".tif", ".tiff", ".zarr", ".gif")
+ANIMATION_SUFFIXES = (".png", ".gif")  # an animation's frames in one file: APNG or GIF
+FRAME_FIELD = "{frame}"  # in an output path: one file per frame, numbered from 0 (frame_paths)
 PNG_MAX_COLOURS = 256
 PNG_MAX_PIXELS = 1 << 30  # a PNG is encoded in memory (encode_png); larger outputs go to .tif or .zarr
 # Palette PNG encoding (encode_png): candidate layouts are deflated at PNG_LEVEL by libdeflate, whole up to
@@ -254,9 +256,74 @@ def _chunk(kind, data):
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
+def write_animation(path, frames, palette, durations=None, loop=None, icc_profile=None):
+    """An animation whose every frame carries ``palette``: an APNG (``.png``) or a GIF (``.gif``), by Pillow.
+
+    Parameters
+    ----------
+    path : Path or UPath
+    frames : list of ndarray (H, W) uint8, each frame's palette indices
+    palette : ndarray (k, 3|4) uint8, k <= 256; a fourth column is each entry's alpha. A GIF has one transparent
+        index and no partial alpha: its entries' alpha must be 0 or 255, and at most one entry 0 (InputError)
+    durations : list of int or None, milliseconds per frame
+    loop : int or None, the loop count (0: forever); None writes none (an APNG plays once, a GIF once)
+    icc_profile : bytes or None, an RGB colour profile for the APNG
+    """
+    import io
+
+    images = [_palette_image(labels, palette[:, :3]) for labels in frames]
+    options = {"save_all": True, "append_images": images[1:]}
+    if durations is not None:
+        options["duration"] = list(durations)
+    if loop is not None:
+        options["loop"] = loop
+    transparency = None
+    if palette.shape[1] == 4:
+        transparency = _gif_transparency(palette) if path.suffix.lower() == ".gif" else palette[:, 3].tobytes()
+    if transparency is not None:
+        options["transparency"] = transparency
+    if path.suffix.lower() == ".gif":  # every frame whole, over the last, with the one global colour table
+        options.update(optimize=False, disposal=1, palette=palette[:, :3].tobytes())
+    elif icc_profile is not None:
+        options["icc_profile"] = icc_profile
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF" if path.suffix.lower() == ".gif" else "PNG", **options)
+    opener = path.open if hasattr(path, "open") else lambda mode: open(path, mode)
+    with opener("wb") as file:
+        file.write(buffer.getvalue())
+
+
+def frame_paths(path, count):
+    """The output of every frame of ``count``: ``path`` (a Path or UPath) with FRAME_FIELD replaced by the frame's
+    number from 0, zero-padded to one width (``0..9``, ``00..11``) so that the files sort in order."""
+    width = len(str(count - 1))
+    return [type(path)(str(path).replace(FRAME_FIELD, f"{number:0{width}d}")) for number in range(count)]
+
+
+def _palette_image(labels, colours):
+    """A Pillow 'P' image of ``labels (H, W)`` with ``colours (k, 3)`` as its palette."""
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), mode="P")
+    image.putpalette(colours.ravel().tolist())
+    return image
+
+
+def _gif_transparency(palette):
+    """The GIF transparent index of an RGBA palette (the entry of alpha 0), or InputError for what a GIF cannot
+    hold."""
+    alpha = palette[:, 3]
+    if np.any((alpha != 0) & (alpha != 255)) or np.count_nonzero(alpha == 0) > 1:
+        raise InputError("a GIF has one fully transparent colour and no partial transparency, and this palette has "
+                         f"{np.count_nonzero((alpha != 0) & (alpha != 255))} partly transparent entries and "
+                         f"{np.count_nonzero(alpha == 0)} transparent ones; write .png (APNG) instead")
+    return int(np.argmin(alpha)) if np.any(alpha == 0) else None
+
+
 def write_labels(path, labels, palette, *, tile, attributes, icc_profile, client_compute=None, keep_order=False,
                  also=()):
-    """Write palette indices in the format the output's suffix names: a palette PNG, a tiled TIFF or a Zarr group.
+    """Write palette indices in the format the output's suffix names: a palette PNG, a tiled TIFF, a Zarr group or
+    a GIF (of at most 256 colours).
 
     Parameters
     ----------
@@ -279,6 +346,9 @@ def write_labels(path, labels, palette, *, tile, attributes, icc_profile, client
     suffix = path.suffix.lower()
     if also and suffix != ".zarr":
         raise ValueError("only a Zarr output computes other collections with its labels")
+    if suffix == ".gif":
+        write_animation(path, [labels if isinstance(labels, np.ndarray) else client_compute([labels])[0]], palette)
+        return []
     if isinstance(labels, np.ndarray):
         if suffix == ".png":
             write_png(path, labels, palette, icc_profile, keep_order)
