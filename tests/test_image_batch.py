@@ -112,15 +112,16 @@ def test_existing_and_clashing_outputs_and_batch_only_options(run_job, capsys, c
     assert (tmp_path / "out" / "china.png").read_bytes() == b"old"
 
 
-def test_an_animation_in_a_batch_is_said_in_the_log_and_the_report(run_job, capsys, corpus, tmp_path):
+def test_an_animation_in_a_batch_keeps_its_frames(run_job, capsys, corpus, tmp_path):
     folder, _, _ = corpus
     frames = [Image.fromarray(np.full((20, 30, 3), v, np.uint8)) for v in (10, 120, 240)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
     report = tmp_path / "r.jsonl"
     assert run_job(tmp_path / "anim.gif", folder / "rgba.png", "--out", tmp_path / "o" / "{stem}.png",
                    "--report", report, "--k", 4) == 0
-    assert "has 3 frames" in capsys.readouterr().err
     assert {r["frames"] for r in map(json.loads, report.read_text().splitlines())} == {1, 3}
+    with Image.open(tmp_path / "o" / "anim.png") as written:
+        assert written.n_frames == 3
 
 
 def test_fail_fast_stops_at_the_first_failure(run_job, capsys, corpus, tmp_path):

@@ -1,6 +1,6 @@
 """Input images as a viewer shows them: 16-bit and floating-point samples scaled to 8-bit, EXIF and TIFF
-orientation applied, animations and multi-page files read by their first frame (and said so), and outputs
-that name a folder refused in one line.
+orientation applied, animations and multi-page files inspected by their first frame and compressed whole, and
+outputs that name a folder refused in one line.
 
 Every image is made here (numpy, Pillow, tifffile, and a minimal PNG writer for the 16-bit colour PNGs that
 Pillow cannot write). The expected 8-bit values are computed by hand with numpy; orientations are checked
@@ -300,29 +300,31 @@ def test_single_frame_images_have_one_frame(tmp_path, small_china_png):
     assert ImageSource(tmp_path, "zarr", (1, 1, 3)).frames == 1
 
 
-def test_animated_gif_end_to_end_warns_once(run_job, capsys, tmp_path):
+def test_animated_gif_end_to_end_keeps_every_frame(run_job, capsys, tmp_path):
     frames = [Image.fromarray(f) for f in _frames(7)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
     out, report = tmp_path / "o.png", tmp_path / "report.json"
-    assert run_job(tmp_path / "anim.gif", "--out", out, "--k", "4", "--report", report) == 0
-    err = capsys.readouterr().err
-    warnings = [line for line in err.splitlines() if "frames" in line]
-    assert len(warnings) == 1 and "7 frames" in warnings[0] and "only the first frame" in warnings[0], err
-    np.testing.assert_array_equal(read_png(out)[3], _frames(7)[0])
+    assert run_job(tmp_path / "anim.gif", "--out", out, "--k", "8", "--report", report) == 0
+    with Image.open(out) as written:
+        assert written.n_frames == 7
+        for number, expected in enumerate(_frames(7)):
+            written.seek(number)
+            np.testing.assert_array_equal(np.asarray(written.convert("RGB")), expected)
     assert json.loads(report.read_text())["frames"] == 7
 
 
 def test_multi_page_rgb_tiff_end_to_end(run_job, capsys, tmp_path):
-    """A multi-page RGB TIFF is read lazily, by its first page only (the Zarr store of the whole series is
-    (pages, H, W, 3))."""
+    """A multi-page tiled RGB TIFF: every page, with one palette, as an APNG."""
     pages = np.stack([np.full((48, 64, 3), v, np.uint8) for v in (10, 200, 90)])
     pages[0, :, 32:] = (250, 20, 20)
     tifffile.imwrite(tmp_path / "pages.tif", pages, photometric="rgb", tile=(16, 16))
     out = tmp_path / "o.png"
     assert run_job(tmp_path / "pages.tif", "--out", out, "--k", "4", "--chunk-size", "32") == 0
-    err = capsys.readouterr().err
-    assert "3 frames" in err and "only the first frame" in err, err
-    np.testing.assert_array_equal(read_png(out)[3], pages[0])
+    with Image.open(out) as written:
+        assert written.n_frames == 3
+        for number, expected in enumerate(pages):
+            written.seek(number)
+            np.testing.assert_array_equal(np.asarray(written.convert("RGB")), expected)
 
 
 # ------------------------------------------------------------------------------------------ outputs
