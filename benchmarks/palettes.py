@@ -1,19 +1,24 @@
-"""Dithering (issue 17's targets): `--dither floyd-steinberg` against pngquant's default (dithered) output, and its
-cost on a gigapixel Zarr image.
+"""Palette controls (issue 17's targets): a shared palette over a video clip's frames against a palette per frame,
+`--dither floyd-steinberg` against pngquant's default (dithered) output, and its cost on a gigapixel Zarr image.
 
-    python benchmarks/dither.py [--workdir DIR] [--k 16] [--skip-gigapixel] [--gigapixel-side 32768]
+    python benchmarks/palettes.py [--workdir DIR] [--k 16] [--clip-k 64] [--skip-gigapixel] [--gigapixel-side 32768]
 
 Needs the benchmark-only packages scikit-image (photos) and pngquant-cli (the `pngquant` command). No network: the
 photos are those that ship inside scikit-image and scikit-learn (benchmarks/batch.py's `source_photos`).
 
-1. Quality at --k colours on every photo, as the eye sees it: the PSNR (dB) of the output blurred by a Gaussian of
+1. Video clips: 48 frames of 240x320 of a camera panning and zooming over each sample photo of scikit-learn
+   (china.jpg, flower.jpg): "pan", across a third of the photo and 1.25x closer, and "sweep", across all of it and
+   2x closer (CLIPS); at --clip-k colours: the mean over frames of their PSNR (dB) with one palette fitted to
+   the clip (`mixlib.image.quantise.quantise_frames`, what the job does to an animation) and with a palette fitted
+   to each frame (`mixlib.quantise`); target: the shared palette within 0.3 dB of the per-frame ones.
+2. Quality at --k colours on every photo, as the eye sees it: the PSNR (dB) of the output blurred by a Gaussian of
    sigma 1 pixel against the original blurred alike (RGB, float64), for
    a. pngquant's default output (`pngquant K`: its own palette, dithered) and `pngquant --nofs K` (undithered);
    b. mixlib (`mixlib.quantise`, the job's palette and mapping) undithered, Floyd-Steinberg, ordered;
    c. mixlib's palette dithered by Pillow's Floyd-Steinberg (`Image.quantize(palette=..., dither=FLOYDSTEINBERG)`),
       a reference for the dithering alone.
    Then the means and the targets: Floyd-Steinberg >= pngquant dithered + 1.5 dB and >= mixlib undithered + 1.0 dB.
-2. A gigapixel Zarr image (benchmarks/compress.py's mosaic of the sample photos, built once in WORKDIR): the whole
+3. A gigapixel Zarr image (benchmarks/compress.py's mosaic of the sample photos, built once in WORKDIR): the whole
    job at --k undithered and with `--dither floyd-steinberg`, each as a command (start-up included) on the
    embedded cluster, with the peak memory of its process tree; the time ratio (target <= 1.5) and the peak (target
    <= 4 GiB).
@@ -91,6 +96,56 @@ def quality(k, folder):
           f"{'met' if over_plain >= 1.0 else 'missed'})")
 
 
+CLIPS = {  # name: (share of the photo's width panned across, zoom at the end), over 48 frames (2 s at 24 fps)
+    "pan": (0.33, 1.25),
+    "sweep": (1.0, 2.0),  # the whole photo, and twice as close: a hard case for one palette
+}
+
+
+def clip(photo, pan, zoom, count=48, height=240, width=320):
+    """Frames ``(height, width, 3)`` of a camera panning left to right across ``pan`` of ``photo``'s width while
+    zooming in from the window that shows the photo's height to ``zoom`` times closer."""
+    rows, cols = photo.shape[:2]
+    frames = []
+    for number in range(count):
+        t = number / (count - 1)
+        crop_h = int(rows / (1 + (zoom - 1) * t))
+        crop_w = min(cols, int(crop_h * width / height))
+        centre = cols * (0.5 - pan / 2 + pan * t)
+        left = int(min(max(centre - crop_w / 2, 0), cols - crop_w))
+        top = (rows - crop_h) // 2
+        window = Image.fromarray(photo[top:top + crop_h, left:left + crop_w])
+        frames.append(np.asarray(window.resize((width, height), Image.Resampling.BILINEAR)))
+    return frames
+
+
+def frame_psnr(frame, palette, labels):
+    mse = ((frame.astype(np.float64) - palette[labels].astype(np.float64)) ** 2).mean()
+    return 10 * np.log10(255.0 ** 2 / mse)
+
+
+def shared_palette(k):
+    from sklearn.datasets import load_sample_image
+
+    from mixlib import quantise
+    from mixlib.image.quantise import quantise_frames
+
+    print(f"\nvideo clips of 48 frames (240x320), k={k}: mean PSNR over frames (dB)")
+    print(f"  {'photo, clip':20s} {'one palette':>12s} {'per frame':>10s} {'difference':>11s}")
+    gaps = {}
+    for name in ("china.jpg", "flower.jpg"):
+        for kind, (pan, zoom) in CLIPS.items():
+            frames = clip(load_sample_image(name), pan, zoom)
+            shared = quantise_frames(frames, k)
+            one = np.mean([frame_psnr(f, shared.palette, labels) for f, labels in zip(frames, shared.labels)])
+            each = np.mean([quantise(f, k).psnr for f in frames])
+            gaps.setdefault(kind, []).append(each - one)
+            print(f"  {name + ', ' + kind:20s} {one:12.2f} {each:10.2f} {one - each:+11.2f}")
+    for kind, shortfalls in gaps.items():
+        print(f"  {kind}: largest shortfall of the shared palette {max(shortfalls):.2f} dB (target <= 0.3: "
+              f"{'met' if max(shortfalls) <= 0.3 else 'missed'})")
+
+
 def gigapixel(workdir, k, side):
     path = workdir / f"gigapixel-{side}.zarr"
     if not path.exists():
@@ -111,12 +166,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "mixlib-bench")
     parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--clip-k", type=int, default=64)
+    parser.add_argument("--skip-clip", action="store_true")
     parser.add_argument("--gigapixel-side", type=int, default=32768)
     parser.add_argument("--skip-gigapixel", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    if not args.skip_clip:
+        shared_palette(args.clip_k)
     if not args.skip_quality:
         with tempfile.TemporaryDirectory() as folder:
             quality(args.k, Path(folder))
