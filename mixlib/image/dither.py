@@ -58,7 +58,7 @@ class NearestSearch:
         self.starts, self.candidates = cell_candidates(self.entries, self.bits)
 
     def arguments(self):
-        """The arrays the kernels take: ``(entries (k, C) float64, starts (cells + 1,), candidates)``."""
+        """The arrays the kernels take: ``(entries (k, C) float64, starts, candidates, bits)``."""
         return self.entries, self.starts, self.candidates, np.int64(self.bits)
 
 

@@ -12,13 +12,13 @@ _inlined = numba.njit(nogil=True, cache=True, inline="always")
 def cell_candidates(entries, bits):
     """For every cell of the cube ``[0, 256]^C`` cut into ``2^bits`` equal parts per channel (cell index: the
     channels' parts, most significant first), the indices of the entries of ``entries (k, C)`` that can be nearest
-    to a point in it, ascending: ``(starts (cells + 1,) int64, candidates (n,) int64)``, cell ``i``'s at
-    ``candidates[starts[i]:starts[i + 1]]``."""
+    to a point in it, ascending: ``(starts (cells + 1,) int32, candidates (n,) uint16)``, cell ``i``'s at
+    ``candidates[starts[i]:starts[i + 1]]`` (small tables: the search reads them once per pixel)."""
     k, channels = entries.shape
     parts = 1 << bits
     width = 256.0 / parts
     cells = parts ** channels
-    starts = np.zeros(cells + 1, np.int64)
+    starts = np.zeros(cells + 1, np.int32)
     lists = []
     least = np.empty(k)
     for cell in range(cells):
@@ -40,7 +40,7 @@ def cell_candidates(entries, bits):
         members = np.nonzero(least <= threshold)[0]
         lists.append(members)
         starts[cell + 1] = starts[cell] + len(members)
-    candidates = np.empty(starts[-1], np.int64)
+    candidates = np.empty(starts[-1], np.uint16)
     for cell in range(cells):
         candidates[starts[cell]:starts[cell + 1]] = lists[cell]
     return starts, candidates
@@ -84,9 +84,63 @@ def floyd_steinberg_strip(pixels, entries, starts, candidates, bits, weights, ca
     ``entries (k, C')`` float64 the palette (C' = C, or 4 for an RGB image, whose alpha is 255); ``starts``,
     ``candidates``, ``bits`` its :class:`~mixlib.image.dither.NearestSearch`; ``weights (4,)`` float64 the error's
     shares (right, below left, below, below right) times the level; ``carry (W, C')`` float64 the error carried into
-    the first row, updated in place to the error carried out of the last; ``labels (h, W)`` receives
-    the palette indices.
+    the first row, updated in place to the error carried out of the last; ``labels (h, W)`` receives the palette
+    indices. RGB pixels and palette go to :func:`_floyd_steinberg_rgb` (the same sums in the same order, the
+    channels unrolled), others to :func:`_floyd_steinberg_any`.
     """
+    if pixels.shape[2] == 3 and entries.shape[1] == 3:
+        _floyd_steinberg_rgb(pixels, entries, starts, candidates, bits, weights, carry, labels)
+    else:
+        _floyd_steinberg_any(pixels, entries, starts, candidates, bits, weights, carry, labels)
+
+
+@_inlined
+def _floyd_steinberg_rgb(pixels, entries, starts, candidates, bits, weights, carry, labels):
+    """:func:`_floyd_steinberg_any` for RGB. The error carried right stays in registers (``r0..r2``), and the chosen
+    entry's differences from the value are its error: the next pixel waits for this one as little as it can."""
+    height, width = pixels.shape[:2]
+    current = np.zeros((width + 1, 3))  # one column more: the last pixel's carry to the right, never read
+    current[:width] = carry
+    below = np.zeros((width + 1, 3))
+    w_right, w_below_left, w_below, w_below_right = weights[0], weights[1], weights[2], weights[3]
+    shift = 8 - bits
+    for y in range(height):
+        below[:] = 0.0
+        r0, r1, r2 = current[0, 0], current[0, 1], current[0, 2]
+        for x in range(width):
+            v0 = min(max(np.float64(pixels[y, x, 0]) + r0, 0.0), 255.0)
+            v1 = min(max(np.float64(pixels[y, x, 1]) + r1, 0.0), 255.0)
+            v2 = min(max(np.float64(pixels[y, x, 2]) + r2, 0.0), 255.0)
+            cell = (((np.int32(v0) >> shift) << (2 * bits)) | ((np.int32(v1) >> shift) << bits)
+                    | (np.int32(v2) >> shift))
+            best, index, e0, e1, e2 = np.inf, 0, 0.0, 0.0, 0.0
+            for n in range(starts[cell], starts[cell + 1]):
+                i = candidates[n]
+                d0, d1, d2 = v0 - entries[i, 0], v1 - entries[i, 1], v2 - entries[i, 2]
+                distance = d0 * d0 + d1 * d1 + d2 * d2
+                if distance < best:
+                    best, index, e0, e1, e2 = distance, i, d0, d1, d2
+            labels[y, x] = index
+            r0 = current[x + 1, 0] + e0 * w_right
+            r1 = current[x + 1, 1] + e1 * w_right
+            r2 = current[x + 1, 2] + e2 * w_right
+            if x > 0:
+                below[x - 1, 0] += e0 * w_below_left
+                below[x - 1, 1] += e1 * w_below_left
+                below[x - 1, 2] += e2 * w_below_left
+            below[x, 0] += e0 * w_below
+            below[x, 1] += e1 * w_below
+            below[x, 2] += e2 * w_below
+            below[x + 1, 0] += e0 * w_below_right
+            below[x + 1, 1] += e1 * w_below_right
+            below[x + 1, 2] += e2 * w_below_right
+        current, below = below, current
+    carry[:] = current[:width]
+
+
+@_inlined
+def _floyd_steinberg_any(pixels, entries, starts, candidates, bits, weights, carry, labels):
+    """:func:`floyd_steinberg_strip` for any channels, one value array per pixel."""
     height, width = pixels.shape[:2]
     channels = entries.shape[1]
     current = carry.copy()
