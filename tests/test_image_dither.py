@@ -174,17 +174,21 @@ def read_tiff_output(path):
 
 @pytest.mark.parametrize("method", ["floyd-steinberg", "ordered"])
 def test_a_chunked_image_is_dithered_as_the_image_in_memory(run_job, tmp_path, small_china, method):
-    """A Zarr input of 32 x 48 chunks (and of 80 x 64 ones), dithered on the cluster into a Zarr, a TIFF and a PNG:
-    every output holds the labels of the decoded image dithered whole with its palette, and the report gives
-    the PSNR of the written pixels."""
-    from test_image_compress_job import write_zarr_image
+    """Zarr inputs of 32 x 48 and 80 x 64 chunks, a tiled TIFF and a PNG (decoded, then scattered in chunks of 48),
+    dithered on the cluster into a Zarr, a TIFF and a PNG: every output holds the labels of the decoded image
+    dithered whole with its palette, and the report gives the PSNR of the written pixels."""
+    from test_image_compress_job import write_tiled_tiff, write_zarr_image
 
+    inputs = {"zarr-32": lambda path: write_zarr_image(path.with_suffix(".zarr"), small_china, (32, 48, 3)),
+              "zarr-80": lambda path: write_zarr_image(path.with_suffix(".zarr"), small_china, (80, 64, 3)),
+              "tiff": lambda path: write_tiled_tiff(path.with_suffix(".tif"), small_china, (32, 32)),
+              "png": lambda path: save_png(path.with_suffix(".png"), small_china)}
     expected = None
-    for chunks, suffix in (((32, 48, 3), ".zarr"), ((80, 64, 3), ".tif"), ((32, 48, 3), ".png")):
-        source = write_zarr_image(tmp_path / f"in-{chunks[0]}{suffix}.zarr", small_china, chunks)
-        out, report = tmp_path / f"out-{chunks[0]}{suffix}", tmp_path / f"report-{chunks[0]}{suffix}.json"
-        assert run_job(source, "--k", 8, "--out", out, "--report", report, "--chunk-size", 16, "--dither", method,
-                       "--dither-level", 0.9) == 0
+    for name, suffix in (("zarr-32", ".zarr"), ("zarr-80", ".tif"), ("tiff", ".png"), ("png", ".zarr")):
+        source = inputs[name](tmp_path / f"in-{name}")
+        out, report = tmp_path / f"out-{name}{suffix}", tmp_path / f"report-{name}.json"
+        assert run_job(source, "--k", 8, "--out", out, "--report", report, "--chunk-size", 48, "--dither", method,
+                       "--dither-level", 0.9, "--local-pixels", 0) == 0
         reader = {".zarr": read_zarr_output, ".tif": read_tiff_output, ".png": lambda p: read_png(p)[:2]}[suffix]
         labels, palette = reader(out)
         if expected is None:  # the Zarr output's palette, in its order

@@ -35,7 +35,7 @@ from .dither import (DITHER_METHODS, dither_row_of_chunks, dithered, label_dtype
                      squared_error_of)
 from .palette import fit_palette, fit_to_psnr, palette_psnr, parse_colours, squared_error
 from .palettes import GivenPalette, apply_palette, load_palette, save_palette
-from .quantise import MAX_TARGET_PSNR
+from .quantise import MAX_TARGET_PSNR, mapped_frames
 from .readers import PILLOW_MAX_PIXELS, Frames, inspect_image, read_frames
 from .writers import (ANIMATION_SUFFIXES, FRAME_FIELD, OUTPUT_SUFFIXES, PNG_MAX_COLOURS, check_png_size, frame_paths,
                       side_by_side, thumbnail_step, write_animation, write_labels)
@@ -171,7 +171,7 @@ def plan(settings):
     # The settings and outputs are fine: this process loads the compiled loops while it decodes the input (Pillow's
     # decoder lets go of the GIL), and the embedded cluster's threaded workers share them. (Worker processes load
     # the compiled loops in their first task.)
-    _start_preload()
+    _start_preload(settings.dither != "none")
     source = inspect_image(name, settings.max_pixels)
     image_colours(fixed_colours(settings), source.channels, name)
     height, width, _ = source.shape
@@ -333,7 +333,7 @@ def plan_batch(settings, given=None):
     if existing:
         raise InputError(f"output {existing[0][1]} exists ({len(existing)} in all); pass --overwrite to replace "
                          "them or --resume to keep them and compress the rest")
-    _start_preload()
+    _start_preload(settings.dither != "none")
     log.info("batch: %d image(s) to compress, %d already written, %d other file(s) left alone", len(jobs),
              len(skipped), others)
     return BatchPlan(jobs, skipped, others, report, _image_options(settings, given), palette_out)
@@ -537,7 +537,9 @@ def _phases(settings, job_plan, histogram, write, started, in_process):
         if job_plan.compare and skipped is None:
             height, width = job_plan.source.shape[:2]
             titles = (f"Original ({width}x{height})", f"Compressed ({len(palette.colours)} colours)")
-            side_by_side(thumbnail, palette.colours[lookup(thumbnail)], titles).save(stage(job_plan.compare))
+            shown = lookup(thumbnail) if settings.dither == "none" else \
+                dithered(thumbnail, palette.colours, settings.dither, settings.dither_level)  # the look, at scale
+            side_by_side(thumbnail, palette.colours[shown], titles).save(stage(job_plan.compare))
             seconds["compare"] = _lap(started, seconds)
         report = report_phase(settings, job_plan, palette, codes, counts, seconds, output_bytes, stage, tried,
                               skipped, written_error)
@@ -564,11 +566,7 @@ def _histogram_here(settings, job_plan, frames):
 
 def _write_here(settings, pixels, icc_profile, lookup, palette, output):
     """:func:`labels_and_write_phase` in this process."""
-    if settings.dither == "none":
-        labels, error = lookup(pixels), None
-    else:
-        labels = dithered(pixels, palette.colours, settings.dither, settings.dither_level)
-        error = squared_error_of(pixels, labels, palette.colours)
+    (labels,), error = mapped_frames([pixels], lookup, palette.colours, settings.dither, settings.dither_level)
     write_labels(output, labels, palette.colours, tile=settings.tile_size,
                  attributes=output_attributes(settings), icc_profile=icc_profile,
                  keep_order=isinstance(palette.fit, GivenPalette))
@@ -580,11 +578,7 @@ def _write_frames(settings, job_plan, lookup, palette, output):
     durations and loop count, or a file per frame (``output``: the list of them); the squared error of the written
     pixels when dithered, else None."""
     frames, colours = job_plan.frames, palette.colours
-    if settings.dither == "none":
-        labels, error = [lookup(pixels) for pixels in frames.pixels], None
-    else:
-        labels = [dithered(pixels, colours, settings.dither, settings.dither_level) for pixels in frames.pixels]
-        error = sum(squared_error_of(pixels, mapped, colours) for pixels, mapped in zip(frames.pixels, labels))
+    labels, error = mapped_frames(frames.pixels, lookup, colours, settings.dither, settings.dither_level)
     keep_order = isinstance(palette.fit, GivenPalette)
     if isinstance(output, list):
         for path, mapped in zip(output, labels):
@@ -660,7 +654,8 @@ def labels_and_write_phase(settings, job_plan, image, lookup, palette, output, c
     def write(attempt):
         pixels = image if attempt == 1 else source.to_dask(settings.chunk_size)
         if settings.dither != "none":
-            labels, error = dithered_labels(pixels, palette.colours, settings.dither, settings.dither_level)
+            labels, error = dithered_labels(pixels, palette.colours, settings.dither, settings.dither_level,
+                                            source.row_reader())
             return _write_output(output, labels, palette, settings, client, source.icc_profile, error)
         # The lookup table (16 MiB for RGB) goes to every worker once instead of into the graph.
         lookup_on_workers = client.scatter(lookup, broadcast=True, hash=False)
@@ -671,14 +666,17 @@ def labels_and_write_phase(settings, job_plan, image, lookup, palette, output, c
     return with_rebuilds(write, "writing the output", ADVICE)
 
 
-def dithered_labels(image, palette, method, level):
+def dithered_labels(image, palette, method, level, read_rows=None):
     """The palette indices of ``image`` dithered (:mod:`mixlib.image.dither`) and the squared error of the pixels
     they give, in one graph.
 
-    Floyd-Steinberg is a chain of ``dither-strip`` tasks, one per row of chunks, each taking that row's chunks and
+    Floyd-Steinberg is a chain of ``dither-strip`` tasks, one per row of chunks, each taking that row's pixels and
     what the row above carried (its last error row and the squared error so far): the rows are dithered in order,
-    one at a time, while the workers' other threads read the next row's chunks and write the labels of the last.
-    Ordered dithering is blockwise (``dither-ordered`` tasks), its error summed over the blocks.
+    one at a time, while the workers' other threads write the labels of the last. An image read from a file
+    (``read_rows``) is read a row of chunks at a time by ``dither-read`` tasks, the read of row i after the
+    dithering of row i-2 (so it runs beside row i-1's): the chain is slower than a read, and reads free to run
+    ahead would bring the whole image into memory. Ordered dithering is blockwise (``dither-ordered`` tasks), its
+    error summed over the blocks.
 
     Parameters
     ----------
@@ -686,6 +684,8 @@ def dithered_labels(image, palette, method, level):
     palette : ndarray (k, C') uint8 (C' = C, or 4: an RGBA palette on an RGB image)
     method : 'floyd-steinberg' or 'ordered'
     level : float in 0..1
+    read_rows : callable ``(top, bottom) -> (h, W, C)`` uint8 or None (:meth:`~mixlib.image.readers.ImageSource.
+        row_reader`): Floyd-Steinberg reads the image's rows itself, in order, instead of taking ``image``'s chunks
 
     Returns
     -------
@@ -702,12 +702,22 @@ def dithered_labels(image, palette, method, level):
         errors = [dask.delayed(squared_error_of, pure=True)(block, labels_block, palette)
                   for block, labels_block in zip(image.to_delayed().ravel(), labels.to_delayed().ravel())]
         return labels, dask.delayed(sum, pure=True)(errors)
-    strips, carried = [], None
+    strips, carried = [], [None, None]  # what rows i-2 and i-1 carried out
     link = dask.delayed(dither_row_of_chunks, nout=2, pure=True)
-    for row, height in zip(image.to_delayed()[:, :, 0], image.chunks[0]):
-        strip, carried = link(list(row), palette, level, carried)
+    read = dask.delayed(_rows_after, pure=True)
+    top = 0
+    for height, row in zip(image.chunks[0], image.to_delayed()[:, :, 0]):
+        chunks = list(row) if read_rows is None else [read(read_rows, top, top + height, carried[-2])]
+        top += height
+        strip, carry = link(chunks, palette, level, carried[-1])
+        carried.append(carry)
         strips.append(da.from_delayed(strip, (height, width), dtype=dtype))
-    return da.concatenate(strips, axis=0), carried[1]
+    return da.concatenate(strips, axis=0), carried[-1][1]
+
+
+def _rows_after(read_rows, top, bottom, _after):
+    """``read_rows(top, bottom)``; ``_after`` (an earlier link's carry) only orders the read after that link."""
+    return read_rows(top, bottom)
 
 
 def _ordered_chunk(block, palette, thresholds, block_info=None):
@@ -771,13 +781,14 @@ def psnr_of(mse):
     return 10 * math.log10(255.0 ** 2 / mse) if mse > 0 else None
 
 
-def _start_preload():
-    """Run :func:`_preload` in a thread. Not a daemon: the first run after an install compiles the loops, and a job
-    that ends first waits for it at exit (the interpreter ending inside a compile crashed)."""
-    threading.Thread(target=_preload, name="preload").start()
+def _start_preload(dithering=False):
+    """Run :func:`_preload` in a thread (with the dithering loops when ``dithering``). Not a daemon: the first run
+    after an install compiles the loops, and a job that ends first waits for it at exit (the interpreter ending
+    inside a compile crashed)."""
+    threading.Thread(target=_preload, args=(dithering,), name="preload").start()
 
 
-def _preload():
+def _preload(dithering=False):
     """Load the compiled loops (numba's start and its cache). A failure here is only logged at debug level: the job
     meets it again, with its own message, where it needs what failed. dask.array is left to the jobs that need it:
     its import in this thread made a small job in this process slower (docs/architecture.md, Cluster)."""
@@ -787,6 +798,10 @@ def _preload():
 
         colour_loops.warm_up()  # the colour loops first: the histogram needs them first
         fit_loops.warm_up()
+        if dithering:
+            from . import dither
+
+            dither.warm_up()
     except Exception as e:
         log.debug("preloading failed: %s", e)
 

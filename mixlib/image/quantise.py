@@ -174,15 +174,25 @@ def quantise_frames(frames, k, *, target_psnr=None, chunk_size=HISTOGRAM_CHUNK, 
         fixed = fit.get("fixed_colours")
         chosen, psnr, tried = fit_to_psnr(palette_of, codes, counts, channels, target_psnr, k,
                                           fixed=0 if fixed is None else len(fixed))
-    if dither == "none":
-        lookup = ColourLookup(codes, chosen.code_labels, channels)
-        labels, written = [lookup(frame) for frame in frames], psnr
+    lookup = ColourLookup(codes, chosen.code_labels, channels)
+    labels, error = mapped_frames(frames, lookup, chosen.colours, dither, dither_level)
+    if error is None:
+        written = psnr
     else:
-        labels = [dithered(frame, chosen.colours, dither, dither_level) for frame in frames]
-        error = sum(squared_error_of(frame, mapped, chosen.colours) for frame, mapped in zip(frames, labels))
         samples = sum(frame.size for frame in frames)
         written = 10 * math.log10(255.0 ** 2 * samples / error) if error else math.inf
     return QuantisedFrames(chosen.colours, labels, chosen.fit, written, len(codes), tried, psnr)
+
+
+def mapped_frames(frames, lookup, colours, dither, dither_level):
+    """Every frame's palette indices: each colour's entry through ``lookup`` (a ColourLookup), or dithered to
+    ``colours`` (``dither`` 'floyd-steinberg' or 'ordered'): ``(labels, error)``, the list of ``(H_i, W_i)``
+    arrays and, when dithered, the squared error of the pixels they give (an int; None undithered, where the
+    palette's PSNR is the output's)."""
+    if dither == "none":
+        return [lookup(frame) for frame in frames], None
+    labels = [dithered(frame, colours, dither, dither_level) for frame in frames]
+    return labels, sum(squared_error_of(frame, mapped, colours) for frame, mapped in zip(frames, labels))
 
 
 def rgb_pixels(image):

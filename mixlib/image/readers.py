@@ -12,6 +12,7 @@ and the EXIF (or TIFF) orientation is applied. An animation or a multi-page file
 
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import logging
 import struct
@@ -83,6 +84,13 @@ class ImageSource:
             return self.pixels
         return read_region(self.kind, self.path, 0, self.shape[0], 0, self.shape[1])
 
+    def row_reader(self):
+        """For a Zarr array or a TIFF, ``read(top, bottom) -> (bottom - top, W, C)`` uint8, whole rows read from the
+        file in the task that calls it (picklable); None for an image decoded in memory."""
+        if self.kind == "pillow":
+            return None
+        return functools.partial(read_rows, self.kind, self.path, self.shape[1])
+
     def to_dask(self, chunk_size):
         """The image as a dask array ``(H, W, C)`` uint8, chunked along H and W only."""
         import dask.array as da
@@ -100,6 +108,11 @@ def read_tiff_block(block, path, block_info=None):
     """Read one block's region of a TIFF (tifffile's Zarr store does not pickle: open it in the task)."""
     (r0, r1), (c0, c1), _ = block_info[None]["array-location"]
     return read_region("tiff", path, r0, r1, c0, c1)
+
+
+def read_rows(kind, path, width, top, bottom):
+    """Rows ``top:bottom`` ``(h, width, C)`` uint8 of a Zarr array or a TIFF ``width`` pixels wide."""
+    return read_region(kind, path, top, bottom, 0, width)
 
 
 def read_region(kind, path, r0, r1, c0, c1):
