@@ -32,7 +32,7 @@ from .batch import (ImageOptions, JsonLines, below_min_psnr, expand_inputs, imag
 from .colors import (ColourLookup, checkpointed_histogram, colour_histogram, image_histogram, merge_histograms,
                      saved_block_shape)
 from .dither import (DITHER_METHODS, dither_row_of_chunks, dithered, label_dtype, ordered_thresholds,
-                     squared_error_of)
+                     row_squared_error, squared_error_of)
 from .palette import fit_palette, fit_to_psnr, palette_psnr, parse_colours, squared_error
 from .palettes import GivenPalette, apply_palette, load_palette, save_palette
 from .quantise import MAX_TARGET_PSNR, mapped_frames
@@ -671,8 +671,8 @@ def dithered_labels(image, palette, method, level, read_rows=None):
     they give, in one graph.
 
     Floyd-Steinberg is a chain of ``dither-strip`` tasks, one per row of chunks, each taking that row's pixels and
-    what the row above carried (its last error row and the squared error so far): the rows are dithered in order,
-    one at a time, while the workers' other threads write the labels of the last. An image read from a file
+    the error row the row above carried out: the rows are dithered in order, one at a time, while the workers'
+    other threads write the labels of the last and sum their squared error. An image read from a file
     (``read_rows``) is read a row of chunks at a time by ``dither-read`` tasks, the read of row i after the
     dithering of row i-2 (so it runs beside row i-1's): the chain is slower than a read, and reads free to run
     ahead would bring the whole image into memory. Ordered dithering is blockwise (``dither-ordered`` tasks), its
@@ -702,7 +702,7 @@ def dithered_labels(image, palette, method, level, read_rows=None):
         errors = [dask.delayed(squared_error_of, pure=True)(block, labels_block, palette)
                   for block, labels_block in zip(image.to_delayed().ravel(), labels.to_delayed().ravel())]
         return labels, dask.delayed(sum, pure=True)(errors)
-    strips, carried = [], [None, None]  # what rows i-2 and i-1 carried out
+    strips, errors, carried = [], [], [None, None]  # what rows i-2 and i-1 carried out
     link = dask.delayed(dither_row_of_chunks, nout=2, pure=True)
     read = dask.delayed(_rows_after, pure=True)
     top = 0
@@ -712,7 +712,8 @@ def dithered_labels(image, palette, method, level, read_rows=None):
         strip, carry = link(chunks, palette, level, carried[-1])
         carried.append(carry)
         strips.append(da.from_delayed(strip, (height, width), dtype=dtype))
-    return da.concatenate(strips, axis=0), carried[-1][1]
+        errors.append(dask.delayed(row_squared_error, pure=True)(chunks, strip, palette))
+    return da.concatenate(strips, axis=0), dask.delayed(sum, pure=True)(errors)
 
 
 def _rows_after(read_rows, top, bottom, _after):

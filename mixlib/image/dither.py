@@ -82,14 +82,21 @@ def dither_strip(pixels, palette, level, carry=None):
     return labels, carry
 
 
-def dither_row_of_chunks(chunks, palette, level, carried=None):
+def dither_row_of_chunks(chunks, palette, level, carry=None):
     """One link of a chunked image's Floyd-Steinberg chain: the chunks ``(h, w_j, C)`` of one row of chunks (whole
-    image rows, left to right) and what the previous row carried, ``(error (W, C) float64, squared error so far)``
-    (None for the first): ``(labels (h, W), carried on)``."""
-    pixels = np.concatenate(chunks, axis=1)
-    carry, error = (None, 0) if carried is None else carried
-    labels, carry = dither_strip(pixels, palette, level, carry)
-    return labels, (carry, error + squared_error_of(pixels, labels, palette))
+    image rows, left to right) and the error ``carry (W, C')`` float64 the row above carried out (None for the
+    first): ``(labels (h, W), carry out)``."""
+    pixels = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=1)
+    return dither_strip(pixels, palette, level, carry)
+
+
+def row_squared_error(chunks, labels, palette):
+    """:func:`squared_error_of` a row of chunks ``(h, w_j, C)`` and its labels ``(h, W)``, chunk by chunk."""
+    total, left = 0, 0
+    for chunk in chunks:
+        total += squared_error_of(chunk, labels[:, left:left + chunk.shape[1]], palette)
+        left += chunk.shape[1]
+    return total
 
 
 def ordered_spread(palette):
@@ -133,7 +140,7 @@ def squared_error_of(pixels, labels, palette):
     ``palette`` given by ``labels (H, W)`` (an int; fully transparent pixels as (0, 0, 0, 0))."""
     from .dither_loops import pixel_squared_error
 
-    return int(pixel_squared_error(np.ascontiguousarray(pixels), labels, np.asarray(palette)))
+    return int(pixel_squared_error(np.ascontiguousarray(pixels), np.ascontiguousarray(labels), np.asarray(palette)))
 
 
 def warm_up():
