@@ -230,3 +230,32 @@ def test_bad_dither_settings_exit_2(run_job, capsys, small_china_png, tmp_path, 
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_the_wavefront_on_threads_gives_the_labels_of_one_thread(threads):
+    """Slanted pieces in waves (dither._wavefront) against the one-thread loop (itself checked against the
+    reference), on strips wide enough to be cut, given a carry in, with a carry out; heights not a multiple of the
+    pieces' rows, and a single row."""
+    rng = np.random.default_rng(threads)
+    palette = rng.integers(0, 256, (13, 3), dtype=np.uint8)
+    for height, width in ((300, 1100), (129, 2 * threads * dither.WAVE_WIDTH), (1, 1500)):
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        carry = rng.normal(size=(width, 3)) * 20
+        one, carried = dither.dither_strip(pixels, palette, 0.9, carry, threads=1)
+        many, carried_many = dither.dither_strip(pixels, palette, 0.9, carry, threads=threads)
+        np.testing.assert_array_equal(many, one)
+        np.testing.assert_array_equal(carried_many, carried)
+
+
+def test_a_wide_zarr_image_is_dithered_on_the_cluster_as_in_memory(run_job, tmp_path, small_china):
+    """Rows of chunks 1200 pixels wide: the chain's strips take the wavefront."""
+    import zarr
+    from test_image_compress_job import write_zarr_image
+
+    pixels = np.concatenate([small_china] * 8, axis=1)[:, :1200]
+    source = write_zarr_image(tmp_path / "wide.zarr", pixels, (40, 300, 3))
+    assert run_job(source, "--k", 8, "--out", tmp_path / "out.zarr", "--dither", "floyd-steinberg") == 0
+    group = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
+    labels, palette = group["labels"][...], group["palette"][...]
+    np.testing.assert_array_equal(labels, dither.dither_strip(pixels, palette, 1.0, threads=1)[0])

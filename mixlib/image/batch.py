@@ -249,7 +249,8 @@ def _compressed(source, out, options):
                              em_init=options.em_init, em_tol=options.em_tol, reg_covar=options.reg_covar,
                              seed=options.seed, target_psnr=options.target_psnr or None, fixed_colours=fixed,
                              palette=options.palette, palette_source=options.palette_source,
-                             dither=options.dither, dither_level=options.dither_level)
+                             dither=options.dither, dither_level=options.dither_level,
+                             threads=1)  # the batch's tasks fill the workers' threads
     pixel_count = sum(pixels.shape[0] * pixels.shape[1] for pixels in frames.pixels)
     record = {"status": "written", "distinct_colours": result.distinct_colours, "k": len(result.palette),
               "iterations": result.fit.summary(pixel_count)["iterations"],

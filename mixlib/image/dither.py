@@ -23,6 +23,9 @@ graphs that run them are in :mod:`mixlib.image.compress`.
 import numpy as np
 
 DITHER_METHODS = ("none", "floyd-steinberg", "ordered")
+THREADS = 2  # of a Floyd-Steinberg strip (_wavefront): a batch's tasks, one image each, take 1
+GROUP_ROWS = 64  # rows of a piece of the Floyd-Steinberg wavefront (_wavefront)
+WAVE_WIDTH = 4 * GROUP_ROWS  # columns of a piece at least (wider than its slant of 2 * GROUP_ROWS)
 FS_WEIGHTS = np.array([7.0, 3.0, 5.0, 1.0]) / 16.0  # right, below left, below, below right
 
 BAYER_8 = np.array([[0, 32, 8, 40, 2, 34, 10, 42],
@@ -67,27 +70,65 @@ def label_dtype(palette):
     return np.uint8 if len(palette) <= 256 else np.uint16
 
 
-def dither_strip(pixels, palette, level, carry=None):
+def dither_strip(pixels, palette, level, carry=None, threads=1):
     """Floyd-Steinberg of whole image rows ``pixels (h, W, C)`` uint8 to ``palette (k, C')`` uint8 (C' = C, or 4:
     an RGB image is opaque) given the error ``carry (W, C')`` float64 carried into the first row (None: the image's
-    first rows): ``(labels (h, W), carry out (W, C'))``."""
+    first rows): ``(labels (h, W), carry out (W, C'))``. ``threads`` > 1: RGB strips wide enough are dithered by
+    :func:`_wavefront` on that many threads, to the same labels."""
     from .dither_loops import floyd_steinberg_strip
 
     palette = np.asarray(palette)
     search = NearestSearch(palette)
     carry = np.zeros((pixels.shape[1], palette.shape[1]), np.float64) if carry is None else carry.copy()
     labels = np.empty(pixels.shape[:2], label_dtype(palette))
-    floyd_steinberg_strip(np.ascontiguousarray(pixels), *search.arguments(), FS_WEIGHTS * float(level), carry,
-                          labels)
+    pixels, weights = np.ascontiguousarray(pixels), FS_WEIGHTS * float(level)
+    if threads > 1 and pixels.shape[2] == palette.shape[1] == 3 and pixels.shape[1] >= 2 * threads * WAVE_WIDTH:
+        return labels, _wavefront(pixels, search, weights, carry, labels, threads)
+    floyd_steinberg_strip(pixels, *search.arguments(), weights, carry, labels)
     return labels, carry
+
+
+def _wavefront(pixels, search, weights, carry, labels, threads):
+    """Floyd-Steinberg of an RGB strip on ``threads`` threads; the carry out (W, 3).
+
+    The strip is cut into groups of GROUP_ROWS rows and each group into ``2 * threads`` slanted pieces side by side
+    (:func:`~mixlib.image.dither_loops.floyd_steinberg_rgb_piece`). Piece ``c`` of group ``g`` needs what its left
+    neighbour ``(g, c - 1)`` and the pieces above it, ``(g - 1, c)`` and ``(g - 1, c + 1)``, carry to it (the slant
+    of two columns a row keeps a piece's own rows within its reach), so every piece of the wave ``t = 2g + c`` can
+    run once wave ``t - 1`` is done, and each wave holds ``threads`` pieces: the pieces run in waves, each on a
+    thread of a pool. Pieces of one wave touch other columns of the error rows (a piece is far wider than its slant,
+    ``2 * GROUP_ROWS`` columns), and each error sum is added in raster order: the labels are those of one thread.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .dither_loops import floyd_steinberg_rgb_piece
+
+    height, width = pixels.shape[:2]
+    pieces = 2 * threads
+    width_each = -(-width // pieces)
+    groups = -(-height // GROUP_ROWS)
+    errors = np.zeros((3 * GROUP_ROWS + 1, width + 2, 3))  # the rows of two groups and the row below, at least
+    errors[0, 1:width + 1] = carry
+    arguments = (pixels, *search.arguments(), weights, errors, labels)
+
+    def run(group_piece):
+        group, piece = group_piece
+        top = group * GROUP_ROWS
+        floyd_steinberg_rgb_piece(*arguments, top, min(GROUP_ROWS, height - top), piece, pieces, width_each)
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="dither") as pool:
+        for wave in range(2 * (groups - 1) + pieces):
+            ready = [(group, wave - 2 * group) for group in range(groups) if 0 <= wave - 2 * group < pieces]
+            list(pool.map(run, ready))
+    return errors[height % len(errors), 1:width + 1].copy()
 
 
 def dither_row_of_chunks(chunks, palette, level, carry=None):
     """One link of a chunked image's Floyd-Steinberg chain: the chunks ``(h, w_j, C)`` of one row of chunks (whole
     image rows, left to right) and the error ``carry (W, C')`` float64 the row above carried out (None for the
-    first): ``(labels (h, W), carry out)``."""
+    first): ``(labels (h, W), carry out)``, on THREADS threads."""
     pixels = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=1)
-    return dither_strip(pixels, palette, level, carry)
+    return dither_strip(pixels, palette, level, carry, THREADS)
 
 
 def row_squared_error(chunks, labels, palette):
@@ -127,11 +168,11 @@ def dither_block(pixels, palette, thresholds, top=0, left=0):
     return labels
 
 
-def dithered(pixels, palette, method, level):
+def dithered(pixels, palette, method, level, threads=THREADS):
     """Labels ``(H, W)`` of the whole image ``pixels (H, W, C)`` uint8 in memory dithered by ``method``
-    (``DITHER_METHODS`` but 'none') at ``level`` in 0..1."""
+    (``DITHER_METHODS`` but 'none') at ``level`` in 0..1 (Floyd-Steinberg on ``threads``)."""
     if method == "floyd-steinberg":
-        return dither_strip(pixels, palette, level)[0]
+        return dither_strip(pixels, palette, level, threads=threads)[0]
     return dither_block(pixels, palette, ordered_thresholds(palette, level))
 
 

@@ -85,29 +85,50 @@ def floyd_steinberg_strip(pixels, entries, starts, candidates, bits, weights, ca
     ``candidates``, ``bits`` its :class:`~mixlib.image.dither.NearestSearch`; ``weights (4,)`` float64 the error's
     shares (right, below left, below, below right) times the level; ``carry (W, C')`` float64 the error carried into
     the first row, updated in place to the error carried out of the last; ``labels (h, W)`` receives the palette
-    indices. RGB pixels and palette go to :func:`_floyd_steinberg_rgb` (the same sums in the same order, the
-    channels unrolled), others to :func:`_floyd_steinberg_any`.
+    indices. RGB goes through :func:`floyd_steinberg_rgb_piece` as one piece, others to
+    :func:`_floyd_steinberg_any`.
     """
+    height, width = pixels.shape[:2]
     if pixels.shape[2] == 3 and entries.shape[1] == 3:
-        _floyd_steinberg_rgb(pixels, entries, starts, candidates, bits, weights, carry, labels)
+        errors = np.zeros((2, width + 2, 3))
+        errors[0, 1:width + 1] = carry
+        floyd_steinberg_rgb_piece(pixels, entries, starts, candidates, bits, weights, errors, labels, 0, height, 0,
+                                  1, width)
+        carry[:] = errors[height % 2, 1:width + 1]
     else:
         _floyd_steinberg_any(pixels, entries, starts, candidates, bits, weights, carry, labels)
 
 
-@_inlined
-def _floyd_steinberg_rgb(pixels, entries, starts, candidates, bits, weights, carry, labels):
-    """:func:`_floyd_steinberg_any` for RGB. The error carried right stays in registers (``r0..r2``), and the chosen
-    entry's differences from the value are its error: the next pixel waits for this one as little as it can."""
-    height, width = pixels.shape[:2]
-    current = np.zeros((width + 1, 3))  # one column more: the last pixel's carry to the right, never read
-    current[:width] = carry
-    below = np.zeros((width + 1, 3))
+@numba.njit(nogil=True, cache=True)
+def floyd_steinberg_rgb_piece(pixels, entries, starts, candidates, bits, weights, errors, labels, top, rows, piece,
+                              pieces, width_each):
+    """Floyd-Steinberg of RGB over one piece of a strip: rows ``top:top + rows`` of ``pixels (h, W, 3)``, cut into
+    ``pieces`` side by side, this one the ``piece``-th, whose row ``r`` spans the columns from ``piece *
+    width_each - 2r`` to ``(piece + 1) * width_each - 2r`` (clipped to the image; the first piece starts at 0 and
+    the last ends at W). The slant follows the error's reach: a pixel needs the row above up to one column to its
+    right, which lies in its own piece or in one done before it (see :func:`mixlib.image.dither.dither_strip`).
+
+    ``errors (S, W + 2, 3)`` float64 holds the error carried to each pixel, row ``y`` in ``errors[y % S]``, column
+    ``x`` at ``x + 1`` (a column of padding each side takes the shares that leave the image); the first piece
+    clears row ``y + 1`` before adding to it. The error carried right stays in registers, and the chosen entry's
+    differences from the value are its error: the next pixel waits for this one as little as it can. The sums are
+    the raster order's, in the same order, whatever the pieces.
+    """
+    width = pixels.shape[1]
+    slots = errors.shape[0]
     w_right, w_below_left, w_below, w_below_right = weights[0], weights[1], weights[2], weights[3]
     shift = 8 - bits
-    for y in range(height):
-        below[:] = 0.0
-        r0, r1, r2 = current[0, 0], current[0, 1], current[0, 2]
-        for x in range(width):
+    for r in range(rows):
+        y = top + r
+        start = 0 if piece == 0 else min(max(piece * width_each - 2 * r, 0), width)
+        end = width if piece == pieces - 1 else min(max((piece + 1) * width_each - 2 * r, 0), width)
+        current, below = errors[y % slots], errors[(y + 1) % slots]
+        if piece == 0:
+            below[:] = 0.0
+        if start >= end:
+            continue
+        r0, r1, r2 = current[start + 1, 0], current[start + 1, 1], current[start + 1, 2]
+        for x in range(start, end):
             v0 = min(max(np.float64(pixels[y, x, 0]) + r0, 0.0), 255.0)
             v1 = min(max(np.float64(pixels[y, x, 1]) + r1, 0.0), 255.0)
             v2 = min(max(np.float64(pixels[y, x, 2]) + r2, 0.0), 255.0)
@@ -121,21 +142,19 @@ def _floyd_steinberg_rgb(pixels, entries, starts, candidates, bits, weights, car
                 if distance < best:
                     best, index, e0, e1, e2 = distance, i, d0, d1, d2
             labels[y, x] = index
-            r0 = current[x + 1, 0] + e0 * w_right
-            r1 = current[x + 1, 1] + e1 * w_right
-            r2 = current[x + 1, 2] + e2 * w_right
-            if x > 0:
-                below[x - 1, 0] += e0 * w_below_left
-                below[x - 1, 1] += e1 * w_below_left
-                below[x - 1, 2] += e2 * w_below_left
-            below[x, 0] += e0 * w_below
-            below[x, 1] += e1 * w_below
-            below[x, 2] += e2 * w_below
-            below[x + 1, 0] += e0 * w_below_right
-            below[x + 1, 1] += e1 * w_below_right
-            below[x + 1, 2] += e2 * w_below_right
-        current, below = below, current
-    carry[:] = current[:width]
+            r0 = current[x + 2, 0] + e0 * w_right
+            r1 = current[x + 2, 1] + e1 * w_right
+            r2 = current[x + 2, 2] + e2 * w_right
+            below[x, 0] += e0 * w_below_left
+            below[x, 1] += e1 * w_below_left
+            below[x, 2] += e2 * w_below_left
+            below[x + 1, 0] += e0 * w_below
+            below[x + 1, 1] += e1 * w_below
+            below[x + 1, 2] += e2 * w_below
+            below[x + 2, 0] += e0 * w_below_right
+            below[x + 2, 1] += e1 * w_below_right
+            below[x + 2, 2] += e2 * w_below_right
+        current[end + 1, 0], current[end + 1, 1], current[end + 1, 2] = r0, r1, r2  # for the next piece's first
 
 
 @_inlined

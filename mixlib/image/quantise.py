@@ -8,7 +8,7 @@ import numpy as np
 
 from ..core.errors import InputError
 from .colors import ColourLookup, image_histogram, merge_histograms
-from .dither import DITHER_METHODS, dithered, squared_error_of
+from .dither import DITHER_METHODS, THREADS, dithered, squared_error_of
 from .palette import colours_for, fit_palette, fit_to_psnr, palette_psnr, parse_colours
 from .palettes import apply_palette
 from .readers import SampleLayout, check_samples, pillow_pixels, to_rgb8
@@ -135,7 +135,7 @@ class QuantisedFrames:
 
 
 def quantise_frames(frames, k, *, target_psnr=None, chunk_size=HISTOGRAM_CHUNK, palette=None, palette_source="",
-                    dither="none", dither_level=1.0, **fit):
+                    dither="none", dither_level=1.0, threads=THREADS, **fit):
     """Quantise frames ``(H_i, W_i, C)`` uint8 (C = 3 or 4, the same for all) to one palette in this process: what a
     batch's task does to each image (:func:`mixlib.image.batch.compress_image`), and to the frames of an animation.
 
@@ -150,6 +150,7 @@ def quantise_frames(frames, k, *, target_psnr=None, chunk_size=HISTOGRAM_CHUNK, 
     palette : ndarray (p, 3|4) uint8 or None, entries applied instead of a fit
         (:func:`mixlib.image.palettes.apply_palette`), from the file ``palette_source``
     dither, dither_level : :func:`quantise`'s
+    threads : int, of Floyd-Steinberg (:func:`mixlib.image.dither.dither_strip`; the labels do not depend on it)
     fit : the keyword arguments of :func:`mixlib.image.palette.fit_palette` but ``k``
 
     Returns
@@ -175,7 +176,7 @@ def quantise_frames(frames, k, *, target_psnr=None, chunk_size=HISTOGRAM_CHUNK, 
         chosen, psnr, tried = fit_to_psnr(palette_of, codes, counts, channels, target_psnr, k,
                                           fixed=0 if fixed is None else len(fixed))
     lookup = ColourLookup(codes, chosen.code_labels, channels)
-    labels, error = mapped_frames(frames, lookup, chosen.colours, dither, dither_level)
+    labels, error = mapped_frames(frames, lookup, chosen.colours, dither, dither_level, threads)
     if error is None:
         written = psnr
     else:
@@ -184,14 +185,14 @@ def quantise_frames(frames, k, *, target_psnr=None, chunk_size=HISTOGRAM_CHUNK, 
     return QuantisedFrames(chosen.colours, labels, chosen.fit, written, len(codes), tried, psnr)
 
 
-def mapped_frames(frames, lookup, colours, dither, dither_level):
+def mapped_frames(frames, lookup, colours, dither, dither_level, threads=THREADS):
     """Every frame's palette indices: each colour's entry through ``lookup`` (a ColourLookup), or dithered to
-    ``colours`` (``dither`` 'floyd-steinberg' or 'ordered'): ``(labels, error)``, the list of ``(H_i, W_i)``
-    arrays and, when dithered, the squared error of the pixels they give (an int; None undithered, where the
-    palette's PSNR is the output's)."""
+    ``colours`` (``dither`` 'floyd-steinberg' or 'ordered', on ``threads``): ``(labels, error)``, the list of
+    ``(H_i, W_i)`` arrays and, when dithered, the squared error of the pixels they give (an int; None undithered,
+    where the palette's PSNR is the output's)."""
     if dither == "none":
         return [lookup(frame) for frame in frames], None
-    labels = [dithered(frame, colours, dither, dither_level) for frame in frames]
+    labels = [dithered(frame, colours, dither, dither_level, threads) for frame in frames]
     return labels, sum(squared_error_of(frame, mapped, colours) for frame, mapped in zip(frames, labels))
 
 
