@@ -67,7 +67,7 @@ def reference_ordered(pixels, palette, level):
     entries = palette.astype(np.float64)
     distances = np.sqrt(((entries[:, None] - entries[None]) ** 2).sum(axis=2))
     np.fill_diagonal(distances, np.inf)
-    spread = np.median(distances.min(axis=1))
+    spread = np.median(distances.min(axis=1)) / 2
     bayer = (dither.BAYER_8 + 0.5) / 64 - 0.5
     offsets = np.tile(bayer, (height // 8 + 1, width // 8 + 1))[:height, :width] * level * spread
     values = np.clip(opaque_samples(pixels, palette.shape[1]) + offsets[..., None], 0, 255)

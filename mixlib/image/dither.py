@@ -10,8 +10,9 @@ its first row (``carry``, the previous strip's last) and returns the error carri
 dithered in order give the image dithered whole, bit for bit.
 
 Ordered (Bayer): pixel ``(y, x)`` takes ``v = clip(p + level * spread * t(y mod 8, x mod 8), 0, 255)`` on every
-channel, ``t`` the 8x8 Bayer matrix's thresholds ``(m + 1/2) / 64 - 1/2`` and ``spread`` the palette's median
-distance from an entry to its nearest other one; pixels depend on their position only, so blocks are dithered
+channel, ``t`` the 8x8 Bayer matrix's thresholds ``(m + 1/2) / 64 - 1/2`` and ``spread`` half the palette's
+median distance from an entry to its nearest other one (a fitted palette is denser where the image has more
+pixels, and the whole median pushed the colours of sparse regions to far entries); pixels depend on their position only, so blocks are dithered
 apart, given their first row and column in the image.
 
 RGBA pixels are dithered on their four channels; fully transparent pixels count as ``(0, 0, 0, 0)``, as in the
@@ -141,14 +142,14 @@ def row_squared_error(chunks, labels, palette):
 
 
 def ordered_spread(palette):
-    """The amplitude of the ordered thresholds at level 1: the median Euclidean distance from an entry of
+    """The amplitude of the ordered thresholds at level 1: half the median Euclidean distance from an entry of
     ``palette (k, C)`` to its nearest other entry (0 for one entry)."""
     entries = np.asarray(palette, np.float64)
     if len(entries) < 2:
         return 0.0
     distances = np.sqrt(((entries[:, None, :] - entries[None, :, :]) ** 2).sum(axis=2))
     np.fill_diagonal(distances, np.inf)
-    return float(np.median(distances.min(axis=1)))
+    return float(np.median(distances.min(axis=1))) / 2
 
 
 def ordered_thresholds(palette, level):
