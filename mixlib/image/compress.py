@@ -31,7 +31,7 @@ from .batch import (ImageOptions, JsonLines, below_min_psnr, expand_inputs, imag
                     larger_than_input, run_batch, shared_histogram)
 from .colors import (ColourLookup, checkpointed_histogram, colour_histogram, image_histogram, merge_histograms,
                      saved_block_shape)
-from .dither import (DITHER_METHODS, dither_row_of_chunks, dithered, label_dtype, ordered_thresholds,
+from .dither import (DITHER_METHODS, NearestSearch, dither_row_of_chunks, dithered, label_dtype, ordered_thresholds,
                      row_squared_error, squared_error_of)
 from .palette import fit_palette, fit_to_psnr, palette_psnr, parse_colours, squared_error
 from .palettes import GivenPalette, apply_palette, load_palette, save_palette
@@ -253,6 +253,8 @@ def worker_paths(job_plan):
     and write its outputs (a few of each are checked)."""
     if isinstance(job_plan, BatchPlan):
         return batch_worker_paths(job_plan)
+    if job_plan.frames is not None:
+        return [], []  # an animation is compressed and written by the job's process
     reads = [job_plan.source.path] if job_plan.source.kind != "pillow" else []
     writes = [job_plan.out.parent] if job_plan.out.suffix.lower() == ".zarr" else []
     if job_plan.checkpoint is not None:
@@ -696,8 +698,9 @@ def dithered_labels(image, palette, method, level, read_rows=None):
     import dask.array as da
 
     dtype, width = label_dtype(palette), image.shape[1]
+    search = dask.delayed(NearestSearch, pure=True)(palette)  # built once, on a worker, for every task
     if method == "ordered":
-        labels = image.map_blocks(_ordered_chunk, palette, ordered_thresholds(palette, level), drop_axis=2,
+        labels = image.map_blocks(_ordered_chunk, palette, ordered_thresholds(palette, level), search, drop_axis=2,
                                   dtype=dtype, token="dither-ordered")
         errors = [dask.delayed(squared_error_of, pure=True)(block, labels_block, palette)
                   for block, labels_block in zip(image.to_delayed().ravel(), labels.to_delayed().ravel())]
@@ -709,7 +712,7 @@ def dithered_labels(image, palette, method, level, read_rows=None):
     for height, row in zip(image.chunks[0], image.to_delayed()[:, :, 0]):
         chunks = list(row) if read_rows is None else [read(read_rows, top, top + height, carried[-2])]
         top += height
-        strip, carry = link(chunks, palette, level, carried[-1])
+        strip, carry = link(chunks, palette, level, carried[-1], search)
         carried.append(carry)
         strips.append(da.from_delayed(strip, (height, width), dtype=dtype))
         errors.append(dask.delayed(row_squared_error, pure=True)(chunks, strip, palette))
@@ -721,12 +724,12 @@ def _rows_after(read_rows, top, bottom, _after):
     return read_rows(top, bottom)
 
 
-def _ordered_chunk(block, palette, thresholds, block_info=None):
+def _ordered_chunk(block, palette, thresholds, search, block_info=None):
     """Ordered dithering of one block ``(h, w, C)`` at its place in the image: labels ``(h, w)``."""
     from .dither import dither_block
 
     (top, _), (left, _), _ = block_info[0]["array-location"]
-    return dither_block(block, palette, thresholds, top, left)
+    return dither_block(block, palette, thresholds, top, left, search)
 
 
 def report_phase(settings, job_plan, palette, codes, counts, seconds, output_bytes, stage, tried=(), skipped=None,

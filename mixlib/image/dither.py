@@ -12,8 +12,8 @@ dithered in order give the image dithered whole, bit for bit.
 Ordered (Bayer): pixel ``(y, x)`` takes ``v = clip(p + level * spread * t(y mod 8, x mod 8), 0, 255)`` on every
 channel, ``t`` the 8x8 Bayer matrix's thresholds ``(m + 1/2) / 64 - 1/2`` and ``spread`` half the palette's
 median distance from an entry to its nearest other one (a fitted palette is denser where the image has more
-pixels, and the whole median pushed the colours of sparse regions to far entries); pixels depend on their position only, so blocks are dithered
-apart, given their first row and column in the image.
+pixels, and the whole median pushed the colours of sparse regions to far entries); pixels depend on their
+position only, so blocks are dithered apart, given their first row and column in the image.
 
 RGBA pixels are dithered on their four channels; fully transparent pixels count as ``(0, 0, 0, 0)``, as in the
 colour histogram. The functions here work on one strip or block, through the compiled loops of
@@ -71,15 +71,16 @@ def label_dtype(palette):
     return np.uint8 if len(palette) <= 256 else np.uint16
 
 
-def dither_strip(pixels, palette, level, carry=None, threads=1):
+def dither_strip(pixels, palette, level, carry=None, threads=1, search=None):
     """Floyd-Steinberg of whole image rows ``pixels (h, W, C)`` uint8 to ``palette (k, C')`` uint8 (C' = C, or 4:
     an RGB image is opaque) given the error ``carry (W, C')`` float64 carried into the first row (None: the image's
     first rows): ``(labels (h, W), carry out (W, C'))``. ``threads`` > 1: RGB strips wide enough are dithered by
-    :func:`_wavefront` on that many threads, to the same labels."""
+    :func:`_wavefront` on that many threads, to the same labels. ``search``: the palette's :class:`NearestSearch`
+    when the caller has it (for many strips or frames: it takes a second to build for thousands of entries)."""
     from .dither_loops import floyd_steinberg_strip
 
     palette = np.asarray(palette)
-    search = NearestSearch(palette)
+    search = NearestSearch(palette) if search is None else search
     carry = np.zeros((pixels.shape[1], palette.shape[1]), np.float64) if carry is None else carry.copy()
     labels = np.empty(pixels.shape[:2], label_dtype(palette))
     pixels, weights = np.ascontiguousarray(pixels), FS_WEIGHTS * float(level)
@@ -124,12 +125,12 @@ def _wavefront(pixels, search, weights, carry, labels, threads):
     return errors[height % len(errors), 1:width + 1].copy()
 
 
-def dither_row_of_chunks(chunks, palette, level, carry=None):
+def dither_row_of_chunks(chunks, palette, level, carry=None, search=None):
     """One link of a chunked image's Floyd-Steinberg chain: the chunks ``(h, w_j, C)`` of one row of chunks (whole
     image rows, left to right) and the error ``carry (W, C')`` float64 the row above carried out (None for the
-    first): ``(labels (h, W), carry out)``, on THREADS threads."""
+    first): ``(labels (h, W), carry out)``, on THREADS threads; ``search``: :func:`dither_strip`'s."""
     pixels = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=1)
-    return dither_strip(pixels, palette, level, carry, THREADS)
+    return dither_strip(pixels, palette, level, carry, THREADS, search)
 
 
 def row_squared_error(chunks, labels, palette):
@@ -157,24 +158,25 @@ def ordered_thresholds(palette, level):
     return BAYER_THRESHOLDS * (float(level) * ordered_spread(palette))
 
 
-def dither_block(pixels, palette, thresholds, top=0, left=0):
+def dither_block(pixels, palette, thresholds, top=0, left=0, search=None):
     """Ordered dithering of the block ``pixels (h, w, C)`` uint8 at ``(top, left)`` of the image with the offsets
-    ``thresholds (8, 8)`` (:func:`ordered_thresholds`): labels ``(h, w)``."""
+    ``thresholds (8, 8)`` (:func:`ordered_thresholds`): labels ``(h, w)``; ``search``: :func:`dither_strip`'s."""
     from .dither_loops import ordered_block
 
-    search = NearestSearch(palette)
+    search = NearestSearch(palette) if search is None else search
     labels = np.empty(pixels.shape[:2], label_dtype(palette))
     ordered_block(np.ascontiguousarray(pixels), *search.arguments(), np.asarray(thresholds, np.float64), int(top),
                   int(left), labels)
     return labels
 
 
-def dithered(pixels, palette, method, level, threads=THREADS):
+def dithered(pixels, palette, method, level, threads=THREADS, search=None):
     """Labels ``(H, W)`` of the whole image ``pixels (H, W, C)`` uint8 in memory dithered by ``method``
-    (``DITHER_METHODS`` but 'none') at ``level`` in 0..1 (Floyd-Steinberg on ``threads``)."""
+    (``DITHER_METHODS`` but 'none') at ``level`` in 0..1 (Floyd-Steinberg on ``threads``; ``search``:
+    :func:`dither_strip`'s)."""
     if method == "floyd-steinberg":
-        return dither_strip(pixels, palette, level, threads=threads)[0]
-    return dither_block(pixels, palette, ordered_thresholds(palette, level))
+        return dither_strip(pixels, palette, level, threads=threads, search=search)[0]
+    return dither_block(pixels, palette, ordered_thresholds(palette, level), search=search)
 
 
 def squared_error_of(pixels, labels, palette):

@@ -265,8 +265,9 @@ def write_animation(path, frames, palette, durations=None, loop=None, icc_profil
     frames : list of ndarray (H, W) uint8, each frame's palette indices
     palette : ndarray (k, 3|4) uint8, k <= 256; a fourth column is each entry's alpha. A GIF has one transparent
         index and no partial alpha: its entries' alpha must be 0 or 255, and at most one entry 0 (InputError)
-    durations : list of int or None, milliseconds per frame
-    loop : int or None, the loop count (0: forever); None writes none (an APNG plays once, a GIF once)
+    durations : list of int or None, milliseconds per frame (a GIF keeps them to 10 ms)
+    loop : int or None, the loop count (0: forever); None: Pillow's default (an APNG loops forever, a GIF plays
+        once)
     icc_profile : bytes or None, an RGB colour profile for the APNG
     """
     import io
