@@ -359,6 +359,8 @@ class JsonLines:
     leaves every finished record)."""
 
     def __init__(self, path):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(path, "w") if path is not None else None
 
     def write(self, record):
