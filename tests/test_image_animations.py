@@ -105,7 +105,7 @@ def test_a_batch_writes_animations_and_stills(run_job, tmp_path, small_china):
     frames = pan(small_china)
     save_animation(folder / "moving.gif", frames, duration=DURATIONS, loop=0)
     save_animation(folder / "still.png", frames[:1])
-    report = tmp_path / "batch.jsonl"
+    report = tmp_path / "reports" / "batch.jsonl"  # a folder made for it
     assert run_job(folder, "--k", 8, "--out", str(tmp_path / "out" / "{relpath}.gif"), "--report", report) == 0
     records = {json.loads(line)["input"].rsplit("/", 1)[-1]: json.loads(line)
                for line in report.read_text().splitlines()}
@@ -132,3 +132,14 @@ def test_outputs_that_cannot_hold_the_frames_exit_2(run_job, capsys, tmp_path, s
     err = capsys.readouterr().err
     assert "f-1.png" in err and "--overwrite" in err and "Traceback" not in err
     assert not (tmp_path / "f-0.png").exists() and not (tmp_path / "out.tif").exists()
+
+
+def test_a_gif_of_partly_transparent_pixels_exits_2_before_the_fit(run_job, capsys, tmp_path, small_china):
+    from conftest import save_png
+
+    pixels = np.dstack([small_china, np.full(small_china.shape[:2], 128, np.uint8)])
+    source = save_png(tmp_path / "half.png", pixels)
+    assert run_job(source, "--out", tmp_path / "out.gif") == 2
+    err = capsys.readouterr().err
+    assert "partly transparent" in err and "k-means" not in err and "Traceback" not in err
+    assert not (tmp_path / "out.gif").exists()

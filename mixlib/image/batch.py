@@ -30,7 +30,7 @@ from .colors import image_histogram, merge_histograms
 from .palette import colours_for
 from .quantise import quantise_frames
 from .readers import SAMPLE_PREFIX, Frames, inspect_image, read_frames, resolve_input
-from .writers import ANIMATION_SUFFIXES, FRAME_FIELD, frame_paths, write_animation, write_labels
+from .writers import ANIMATION_SUFFIXES, FRAME_FIELD, check_gif_alpha, frame_paths, write_animation, write_labels
 
 log = logging.getLogger("mixlib")
 
@@ -244,6 +244,7 @@ def _compressed(source, out, options):
     frames = read_frames(source.path, options.max_pixels) if source.frames > 1 else \
         Frames([source.read_pixels()], None, None)
     outputs = _frame_outputs(source, out, frames, options.overwrite)
+    check_gif_alpha(out, frames.pixels)
     result = quantise_frames(frames.pixels, options.k, chunk_size=options.chunk_size, method=options.method,
                              max_iter=options.max_iter, tol=options.tol, batch_size=options.batch_size,
                              em_init=options.em_init, em_tol=options.em_tol, reg_covar=options.reg_covar,

@@ -37,8 +37,8 @@ from .palette import fit_palette, fit_to_psnr, palette_psnr, parse_colours, squa
 from .palettes import GivenPalette, apply_palette, load_palette, save_palette
 from .quantise import MAX_TARGET_PSNR, mapped_frames
 from .readers import PILLOW_MAX_PIXELS, Frames, inspect_image, read_frames
-from .writers import (ANIMATION_SUFFIXES, FRAME_FIELD, OUTPUT_SUFFIXES, PNG_MAX_COLOURS, check_png_size, frame_paths,
-                      side_by_side, thumbnail_step, write_animation, write_labels)
+from .writers import (ANIMATION_SUFFIXES, FRAME_FIELD, OUTPUT_SUFFIXES, PNG_MAX_COLOURS, check_gif_alpha,
+                      check_png_size, frame_paths, side_by_side, thumbnail_step, write_animation, write_labels)
 
 log = logging.getLogger("mixlib")
 
@@ -177,6 +177,8 @@ def plan(settings):
     height, width, _ = source.shape
     check_png_size(out, height, width)
     frames, frame_outputs = _planned_frames(settings, source, out)
+    if source.kind == "pillow" or frames is not None:
+        check_gif_alpha(out, [source.pixels] if frames is None else frames.pixels)
     if frames is not None and settings.checkpoint_dir:
         raise InputError("--checkpoint-dir is for one large image; an animation is compressed in memory")
     return Plan(source, out, compare, report, save_model, _checkpoint(settings, source), palette_out, given,

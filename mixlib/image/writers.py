@@ -294,6 +294,18 @@ def write_animation(path, frames, palette, durations=None, loop=None, icc_profil
         file.write(buffer.getvalue())
 
 
+def check_gif_alpha(path, frames):
+    """Refuse, before any fit, a GIF output of frames ``(H, W, 4)`` with partly transparent pixels, which a GIF
+    cannot show (its palette may still mix transparent and opaque colours into one entry:
+    :func:`_gif_transparency` says so after the fit)."""
+    if path.suffix.lower() != ".gif":
+        return
+    for pixels in frames:
+        if pixels.shape[2] == 4 and np.any((pixels[..., 3] != 0) & (pixels[..., 3] != 255)):
+            raise InputError(f"the input has partly transparent pixels, which a GIF ({path.name}) cannot hold; write "
+                             ".png instead")
+
+
 def frame_paths(path, count):
     """The output of every frame of ``count``: ``path`` (a Path or UPath) with FRAME_FIELD replaced by the frame's
     number from 0, zero-padded to one width (``0..9``, ``00..11``) so that the files sort in order."""
