@@ -143,3 +143,21 @@ def test_a_gif_of_partly_transparent_pixels_exits_2_before_the_fit(run_job, caps
     err = capsys.readouterr().err
     assert "partly transparent" in err and "k-means" not in err and "Traceback" not in err
     assert not (tmp_path / "out.gif").exists()
+
+
+def test_a_shared_palette_counts_every_frame(run_job, tmp_path, small_china):
+    """--shared-palette over an animation and a still: the fit of every frame and the still as one image."""
+    import json as json_module
+
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    frames = pan(small_china)
+    save_animation(folder / "moving.png", frames, duration=DURATIONS)
+    still = np.ascontiguousarray(small_china[-60:, -80:])
+    save_animation(folder / "still.png", [still])
+    assert run_job(folder, "--k", 10, "--shared-palette", "--out", str(tmp_path / "out" / "{relpath}.png"),
+                   "--palette-out", tmp_path / "shared.json") == 0
+    shared = np.array(json_module.loads((tmp_path / "shared.json").read_text())["colours"], dtype=np.uint8)
+    np.testing.assert_array_equal(shared, quantise(np.concatenate(frames + [still]), 10).palette)
+    palettes, _, _, _ = read_frames_of(tmp_path / "out" / "moving.png")
+    assert np.array_equal(np.asarray(palettes[0], np.uint8).reshape(-1, 3)[:len(shared)], shared)

@@ -432,13 +432,16 @@ def histogram_group(jobs, options):
     """The merged colour histograms of a few images, in this task (``colour-histogram`` tasks of
     ``--shared-palette``): ``{3: RGB histogram, 4: RGBA histogram}`` (None where the group has no such image), and
     ``"too_large"``, the images above ``options.task_pixels``, which are left out, as are images that cannot be
-    read (the compress pass records them)."""
+    read (the compress pass records them). Every frame of an animation counts."""
     parts, too_large = {3: [], 4: []}, 0
     for name, _ in jobs:
         try:
             source = inspect_image(name, options.max_pixels)
             height, width, channels = source.shape
-            if height * width <= options.task_pixels:
+            if source.frames > 1:
+                frames = read_frames(source.path, options.max_pixels).pixels
+                parts[frames[0].shape[2]].extend(image_histogram(pixels, options.chunk_size) for pixels in frames)
+            elif height * width <= options.task_pixels:
                 parts[channels].append(image_histogram(source.read_pixels(), options.chunk_size))
             else:
                 too_large += 1
@@ -505,9 +508,6 @@ def _records(future, jobs):
 
 
 def _count(totals, record, report):
-    if record.get("frames", 1) > 1:  # said on the worker that read it; said here, where the user sees the log
-        log.warning("input %s has %d frames (an animation or a multi-page file): only the first frame is used",
-                    record["input"], record["frames"])
     totals[record["status"]] += 1
     if record["status"] == "written":
         totals["megapixels"] += record["width"] * record["height"] / 1e6
