@@ -44,7 +44,7 @@ class ImageSource:
     shape : tuple (H, W, C), C = 3 or 4
     storage_chunks : tuple (rows, cols) of the file's own chunks or tiles, or None
     pixels : ndarray (H, W, C) uint8 for 'pillow', else None
-    frames : int, the frames (or pages) in the file; only the first is read
+    frames : int, the frames (or pages) in the file; ``pixels`` holds the first (:func:`read_frames` decodes all)
     mode : str, the input's own pixel layout as Pillow names it ('L', 'P', 'I;16', 'RGB', 'RGBA', ...; for a TIFF
         decoded by tifffile its samples, e.g. 'uint16 x3'); the pixels are RGB or RGBA whatever it is
     icc_profile : bytes or None, the RGB colour profile the pixels are in (an output carries it on, so that colour
