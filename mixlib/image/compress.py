@@ -156,9 +156,7 @@ def plan(settings):
                                                      for template, flag in templates)
     if out is None:
         raise InputError("--out is empty; give an output path ending in .png, .tif, .zarr or .gif")
-    if out.suffix.lower() in (".png", ".gif") and settings.k > PNG_MAX_COLOURS:
-        raise InputError(f"--k {settings.k} does not fit a PNG palette (at most {PNG_MAX_COLOURS}); "
-                         "write .tif or .zarr instead")
+    check_palette_size(out, settings.k)
     if save_model is not None and settings.method != "gmm":
         raise InputError("--save-model writes a Gaussian mixture: use it with --method gmm")
     for path, suffixes in ((out, OUTPUT_SUFFIXES), (compare, (".png",)), (report, (".json",)),
@@ -208,6 +206,13 @@ def _planned_frames(settings, source, out):
         check_output(path, settings.overwrite, OUTPUT_SUFFIXES)
         check_png_size(path, *frames.pixels[0].shape[:2])
     return frames, outputs
+
+
+def check_palette_size(out, k):
+    """Refuse ``--k`` above what a palette PNG or GIF output holds."""
+    if out.suffix.lower() in (".png", ".gif") and k > PNG_MAX_COLOURS:
+        raise InputError(f"--k {k} does not fit a {out.suffix[1:].upper()} palette (at most {PNG_MAX_COLOURS}); "
+                         "write .tif or .zarr instead")
 
 
 def given_palette(settings):
@@ -356,9 +361,7 @@ def _batch_outputs(settings, inputs):
         writers[out] = item.name
         if out.suffix.lower() not in OUTPUT_SUFFIXES:
             raise InputError(f"output {out} has an unknown format; use one of {', '.join(OUTPUT_SUFFIXES)}")
-        if out.suffix.lower() in (".png", ".gif") and settings.k > PNG_MAX_COLOURS:
-            raise InputError(f"--k {settings.k} does not fit a PNG palette (at most {PNG_MAX_COLOURS}); "
-                             "write .tif or .zarr instead")
+        check_palette_size(out, settings.k)
         probed = nearest_existing(out.parent) if is_local(out) else out.parent  # mirrored trees share their root
         if probed not in checked:
             checked.add(probed)
