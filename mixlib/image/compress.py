@@ -556,7 +556,9 @@ def _phases(settings, job_plan, histogram, write, started, in_process):
     if skipped is not None:
         log.warning("skipped %s: %s", job_plan.out, skipped)
     else:
-        log.info("wrote %s: %d colours, %s, %.1f s", job_plan.out, len(palette.colours), psnr,
+        written = job_plan.out if not job_plan.frame_outputs else \
+            f"{len(job_plan.frame_outputs)} files, {job_plan.frame_outputs[0]} ... {job_plan.frame_outputs[-1]}"
+        log.info("wrote %s: %d colours, %s, %.1f s", written, len(palette.colours), psnr,
                  time.perf_counter() - started)
     return report
 
