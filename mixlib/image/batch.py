@@ -30,7 +30,8 @@ from .colors import image_histogram, merge_histograms
 from .palette import colours_for
 from .quantise import quantise_frames
 from .readers import SAMPLE_PREFIX, Frames, inspect_image, read_frames, resolve_input
-from .writers import ANIMATION_SUFFIXES, FRAME_FIELD, check_gif_alpha, frame_paths, write_animation, write_labels
+from .writers import (FRAME_FIELD, check_animation_output, check_gif_alpha, frame_paths, write_animation,
+                      write_labels)
 
 log = logging.getLogger("mixlib")
 
@@ -282,12 +283,8 @@ def _frame_outputs(source, out, frames, overwrite):
     """The files an image's frames go to: ``out`` (one image, or an APNG or GIF of every frame), or one per frame
     for an ``out`` with FRAME_FIELD; InputError for an output that cannot hold the frames, or a frame's file that
     exists without ``overwrite``."""
+    check_animation_output(out, frames, source.path)
     if FRAME_FIELD not in str(out):
-        if len(frames.pixels) > 1 and out.suffix.lower() not in ANIMATION_SUFFIXES:
-            raise InputError(f"{len(frames.pixels)} frames do not fit one {out.suffix} image: write .png (APNG) or "
-                             f".gif, or put {FRAME_FIELD} in --out")
-        if len(frames.pixels) > 1 and not frames.same_size:
-            raise InputError(f"its pages differ in size and cannot be one animation: put {FRAME_FIELD} in --out")
         return [out]
     outputs = frame_paths(out, len(frames.pixels))
     existing = [path for path in outputs if path.exists()]

@@ -37,7 +37,7 @@ from .palette import fit_palette, fit_to_psnr, palette_psnr, parse_colours, squa
 from .palettes import GivenPalette, apply_palette, load_palette, save_palette
 from .quantise import MAX_TARGET_PSNR, mapped_frames
 from .readers import PILLOW_MAX_PIXELS, Frames, inspect_image, read_frames
-from .writers import (ANIMATION_SUFFIXES, FRAME_FIELD, OUTPUT_SUFFIXES, PNG_MAX_COLOURS, check_gif_alpha,
+from .writers import (FRAME_FIELD, OUTPUT_SUFFIXES, PNG_MAX_COLOURS, check_animation_output, check_gif_alpha,
                       check_png_size, frame_paths, side_by_side, thumbnail_step, write_animation, write_labels)
 
 log = logging.getLogger("mixlib")
@@ -192,14 +192,8 @@ def _planned_frames(settings, source, out):
         return None, None
     frames = read_frames(source.path, settings.max_pixels) if source.frames > 1 else \
         Frames([source.read_pixels()], None, None)
+    check_animation_output(out, frames, source.path)
     if not per_frame:
-        if out.suffix.lower() not in ANIMATION_SUFFIXES:
-            raise InputError(f"input {source.path} has {len(frames.pixels)} frames and a {out.suffix} output holds "
-                             f"one image: write .png (APNG) or .gif, or put {FRAME_FIELD} in --out for a file per "
-                             "frame")
-        if not frames.same_size:
-            raise InputError(f"the pages of {source.path} differ in size and cannot be one animation: put "
-                             f"{FRAME_FIELD} in --out for a file per page")
         return frames, None
     outputs = frame_paths(out, len(frames.pixels))
     for path in outputs:

@@ -294,6 +294,19 @@ def write_animation(path, frames, palette, durations=None, loop=None, icc_profil
         file.write(buffer.getvalue())
 
 
+def check_animation_output(out, frames, name):
+    """Refuse an output without FRAME_FIELD that cannot hold ``frames`` (a Frames of input ``name``): several
+    frames need an APNG or GIF, and frames of one size."""
+    if FRAME_FIELD in str(out) or len(frames.pixels) == 1:
+        return
+    if out.suffix.lower() not in ANIMATION_SUFFIXES:
+        raise InputError(f"input {name} has {len(frames.pixels)} frames and a {out.suffix} output holds one image: "
+                         f"write .png (APNG) or .gif, or put {FRAME_FIELD} in --out for a file per frame")
+    if not frames.same_size:
+        raise InputError(f"the pages of {name} differ in size and cannot be one animation: put {FRAME_FIELD} in "
+                         "--out for a file per page")
+
+
 def check_gif_alpha(path, frames):
     """Refuse, before any fit, a GIF output of frames ``(H, W, 4)`` with partly transparent pixels, which a GIF
     cannot show (its palette may still mix transparent and opaque colours into one entry:
