@@ -48,8 +48,9 @@ def test_a_taken_dashboard_port_is_one_info_line(cli, tmp_path, small_china_png)
 
 
 def test_a_wheel_install_runs_the_default_job_from_another_folder(tmp_path):
-    """``pip install .`` as a cluster image does: the wheel carries the default configs, and the default job runs
-    from a folder that is not the checkout (the dependencies come from this environment)."""
+    """``pip install .`` as a cluster image does: the wheel carries the default configs and the loops compiled
+    ahead of time, and the default job runs from a folder that is not the checkout (the dependencies come from
+    this environment; the build's, numba among them, from the registry)."""
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
                     str(wheels), str(REPO)], check=True, capture_output=True, cwd=tmp_path)
@@ -65,6 +66,10 @@ def test_a_wheel_install_runs_the_default_job_from_another_folder(tmp_path):
     where = subprocess.run([python, "-c", "import mixlib, jobs; print(mixlib.__file__, jobs.__file__)"],
                            capture_output=True, text=True, cwd=work, check=True, env=env).stdout
     assert str(REPO) not in where and str(env_dir) in where, where  # the wheel, not the checkout
+    built = subprocess.run([python, "-c", "from mixlib.fit.loops import LOOPS as f; from mixlib.image.loops import "
+                            "LOOPS as i; print(f.compiled().__file__, i.compiled().__file__)"],
+                           capture_output=True, text=True, cwd=work, check=True, env=env).stdout
+    assert built.count(str(env_dir)) == 2, built
     done = subprocess.run([python, "-m", "jobs.compress", "--dashboard-address", "127.0.0.1:0"], capture_output=True,
                           text=True, cwd=work, timeout=600, env=env)
     assert done.returncode == 0, done.stderr

@@ -8,6 +8,8 @@ failed (SomeInputsFailed); 130 interrupted.
 import contextlib
 import dataclasses
 import gc
+import importlib.machinery
+import importlib.util
 import logging
 import os
 import sys
@@ -19,6 +21,7 @@ from . import config
 from .cluster import ClusterOptions
 from .config import option
 from .errors import InputError, JobError
+from .loops import ahead_of_time
 from .outputs import check_output, staged_outputs
 from .storage import check_workers_see, location
 
@@ -164,6 +167,8 @@ def job_main(settings_class, job, description, plan, run, positional=None, confi
     a cluster, its dashboard or even importing distributed.
     """
     def main(argv=None):
+        load_blas_module_alone()
+
         def body():
             from .cluster import check_address, scheduler_address
 
@@ -184,13 +189,43 @@ def job_main(settings_class, job, description, plan, run, positional=None, confi
                 return
             _run_on_cluster(settings, job_plan, run, worker_paths, report)
 
-        status = run_job(body)
+        with ahead_of_time():  # this thread takes the loops compiled ahead of time (mixlib/core/loops.py)
+            status = run_job(body)
         # The job is over: spare the interpreter's exit a garbage-collector pass over every object the run
         # left (Dask's graph expressions, mostly), which took 0.8 s after a 67-megapixel compress.
         gc.freeze()
         return status
 
     return main
+
+
+def load_blas_module_alone():
+    """Load SciPy's ``scipy.linalg.cython_blas`` without the rest of ``scipy.linalg``, for a job's process.
+
+    numba's first compile or cache load checks that BLAS is there by importing that module; Python imports its
+    package first, and all of ``scipy.linalg`` (with what it pulls in: ``numpy.f2py``) is a fifth of a small job's
+    time, which none of the k-means jobs use. The module loaded is the one numba asks for, from SciPy's own folder,
+    under its own name; ``import scipy.linalg`` still works afterwards. Only for a job's process: in a user's
+    process ``scipy.linalg.cython_blas`` must stay an attribute of its package. Does nothing when SciPy is missing
+    or ``scipy.linalg`` is already imported."""
+    name = "scipy.linalg.cython_blas"
+    if name in sys.modules or "scipy.linalg" in sys.modules:
+        return
+    scipy_spec = importlib.util.find_spec("scipy")
+    if scipy_spec is None or not scipy_spec.submodule_search_locations:
+        return
+    finder = importlib.machinery.FileFinder(
+        os.path.join(scipy_spec.submodule_search_locations[0], "linalg"),
+        (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES))
+    spec = finder.find_spec(name)
+    if spec is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception:  # numba's own import then meets the problem, and reports it where it matters
+        del sys.modules[name]
 
 
 def _run_on_cluster(settings, job_plan, run, worker_paths, report):

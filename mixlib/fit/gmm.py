@@ -79,7 +79,7 @@ def log_gaussian(x, means, prec_chol):
 def joint_log_prob_of(x, log_weights, means, prec_chol):
     """``log(pi_j N(x_i | mu_j, Sigma_j))``, shape ``(n, k)``, for log-weights ``(k,)``, means ``(k, D)`` and
     precision Cholesky factors ``(k, D, D)``."""
-    from .compiled import joint_log_prob
+    from .loops import joint_log_prob
 
     return joint_log_prob(contiguous(x), contiguous(log_weights), contiguous(means), contiguous(prec_chol))
 
@@ -122,7 +122,7 @@ def em_chunk(x, weights, log_weights, means, prec_chol):
     """E-step statistics of one chunk: ``nk`` (k,), ``sx`` (k, D) and ``sxx`` (k, D, D) as in
     :func:`moment_stats`, of the responsibilities, and ``loglik``, the weighted sum of ``log p(x_i)`` (see
     :func:`mixlib.fit.compiled.em_sums`)."""
-    from .compiled import em_sums
+    from .loops import em_sums
 
     nk, sx, sxx, loglik = em_sums(contiguous(x), contiguous(weights), contiguous(log_weights), contiguous(means),
                                   contiguous(prec_chol))

@@ -37,7 +37,7 @@ def nearest_centres(x, centres):
     labels : ndarray (n,) intp, the first nearest centre on a tie
     sq_dist : ndarray (n,) float64
     """
-    from .compiled import nearest
+    from .loops import nearest
 
     labels, sq_dist = nearest(contiguous(x), contiguous(centres))
     return labels.astype(np.intp, copy=False), sq_dist
@@ -62,7 +62,7 @@ def lloyd_chunk(x, weights, centres):
     dict with ``counts`` (k,) total weight per centre, ``sums`` (k, D) weighted sum of the points per
     centre and ``inertia`` () the weighted sum of squared distances to the nearest centre.
     """
-    from .compiled import lloyd_sums
+    from .loops import lloyd_sums
 
     counts, sums, inertia = lloyd_sums(contiguous(x), contiguous(weights), contiguous(centres))
     return {"counts": counts, "sums": sums, "inertia": inertia}
@@ -147,7 +147,7 @@ def kmeans_plusplus(x, weights, k, rng, progress=None, fixed=None):
     -------
     ndarray (k, D) float64
     """
-    from .compiled import plusplus_centres
+    from .loops import plusplus_centres
 
     x, weights = contiguous(x), contiguous(weights)
     n_trials = 2 + int(np.log(k))
@@ -243,7 +243,7 @@ class BoundedAssignment:
 
     def stats(self, centres, name=None):
         """The merged :func:`lloyd_chunk` statistics for ``centres (k, D)`` (centred coordinates)."""
-        from .compiled import bounded_lloyd_sums, centre_neighbours
+        from .loops import bounded_lloyd_sums, centre_neighbours
 
         centres = contiguous(centres)
         first = self.centres is None

@@ -24,7 +24,7 @@ def colour_codes(block):
     -------
     ndarray (...) uint32
     """
-    from .compiled import colour_codes as packed
+    from .loops import colour_codes as packed
 
     return packed(_as_rows(block)).reshape(block.shape[:-1])
 
@@ -43,7 +43,7 @@ def decode_colours(codes, channels):
 
 def histogram_chunk(block):
     """Distinct colour codes of one image block, sorted, with their pixel counts (int64)."""
-    from .compiled import code_counts
+    from .loops import code_counts
 
     codes, counts = code_counts(colour_codes(block).ravel())
     return {"codes": codes, "counts": counts}
@@ -55,7 +55,7 @@ def merge_histograms(parts):
     Parts are merged two by two, as a balanced tree (``O(n log p)`` for p parts of n codes in all). On a
     gigapixel image this took 0.5 s of the workers' time instead of 9 s for adding into dense 2^24 tables.
     """
-    from .compiled import merge_counts
+    from .loops import merge_counts
 
     parts = [(p["codes"], p["counts"]) for p in parts]
     while len(parts) > 1:
@@ -186,7 +186,7 @@ class ColourLookup:
 
     def __call__(self, block):
         """Palette indices ``(h, w)`` of an image block ``(h, w, C)`` uint8."""
-        from .compiled import bucketed_lookup, rgb_lookup
+        from .loops import bucketed_lookup, rgb_lookup
 
         if self.codes is None:
             return rgb_lookup(_as_rows(block), self.table).reshape(block.shape[:-1])

@@ -166,10 +166,6 @@ def plan(settings):
     named = [p for p in (out, compare, report, save_model, palette_out) if p is not None]
     if len(set(named)) < len(named):
         raise InputError("--out, --compare, --report, --save-model and --palette-out must be different files")
-    # The settings and outputs are fine: this process loads the compiled loops while it decodes the input (Pillow's
-    # decoder lets go of the GIL), and the embedded cluster's threaded workers share them. (Worker processes load
-    # the compiled loops in their first task.)
-    _start_preload(settings.dither != "none")
     source = inspect_image(name, settings.max_pixels)
     image_colours(fixed_colours(settings), source.channels, name)
     height, width, _ = source.shape
@@ -179,8 +175,27 @@ def plan(settings):
         check_gif_alpha(out, [source.pixels] if frames is None else frames.pixels)
     if frames is not None and settings.checkpoint_dir:
         raise InputError("--checkpoint-dir is for one large image; an animation is compressed in memory")
-    return Plan(source, out, compare, report, save_model, _checkpoint(settings, source), palette_out, given,
-                frames, frame_outputs)
+    job_plan = Plan(source, out, compare, report, save_model, _checkpoint(settings, source), palette_out, given,
+                    frames, frame_outputs)
+    _preload_for(settings, job_plan)
+    return job_plan
+
+
+def _preload_for(settings, job_plan):
+    """Load in a thread the numba loops that this process will need while the job goes on (see
+    :func:`_start_preload`): the dithering loops to dither; the colour and fit loops when the embedded cluster's
+    threaded workers will run tasks, or when they are not compiled ahead of time for this thread
+    (:mod:`mixlib.core.loops`). Worker processes load numba's loops in their first task."""
+    from ..fit.loops import LOOPS as fit_loops
+    from .loops import LOOPS as colour_loops
+
+    dithering = settings.dither != "none"
+    on_cluster = not runs_here(settings, job_plan) or (
+        job_plan.frames is None and bool(settings.scheduler or settings.performance_report))
+    threaded_workers = on_cluster and not settings.scheduler and not settings.processes
+    ahead_of_time = colour_loops.compiled() is not None and fit_loops.compiled() is not None
+    if dithering or threaded_workers or not ahead_of_time:
+        _start_preload(dithering, colours_and_fits=threaded_workers or not ahead_of_time)
 
 
 def _planned_frames(settings, source, out):
@@ -786,23 +801,24 @@ def psnr_of(mse):
     return 10 * math.log10(255.0 ** 2 / mse) if mse > 0 else None
 
 
-def _start_preload(dithering=False):
-    """Run :func:`_preload` in a thread (with the dithering loops when ``dithering``). Not a daemon: the first run
-    after an install compiles the loops, and a job that ends first waits for it at exit (the interpreter ending
-    inside a compile crashed)."""
-    threading.Thread(target=_preload, args=(dithering,), name="preload").start()
+def _start_preload(dithering=False, colours_and_fits=True):
+    """Run :func:`_preload` in a thread. Not a daemon: the first run after an install compiles the loops, and a job
+    that ends first waits for it at exit (the interpreter ending inside a compile crashed)."""
+    threading.Thread(target=_preload, args=(dithering, colours_and_fits), name="preload").start()
 
 
-def _preload(dithering=False):
-    """Load the compiled loops (numba's start and its cache). A failure here is only logged at debug level: the job
-    meets it again, with its own message, where it needs what failed. dask.array is left to the jobs that need it:
-    its import in this thread made a small job in this process slower (docs/architecture.md, Cluster)."""
+def _preload(dithering=False, colours_and_fits=True):
+    """Load numba's loops (numba's start and its cache): the colour and fit loops with ``colours_and_fits``, the
+    dithering loops with ``dithering``. A failure here is only logged at debug level: the job meets it again, with
+    its own message, where it needs what failed. dask.array is left to the jobs that need it: its import in this
+    thread made a small job in this process slower (docs/architecture.md, Cluster)."""
     try:
-        from ..fit import compiled as fit_loops
-        from . import compiled as colour_loops
+        if colours_and_fits:
+            from ..fit import compiled as fit_loops
+            from . import compiled as colour_loops
 
-        colour_loops.warm_up()  # the colour loops first: the histogram needs them first
-        fit_loops.warm_up()
+            colour_loops.warm_up()  # the colour loops first: the histogram needs them first
+            fit_loops.warm_up()
         if dithering:
             from . import dither
 
