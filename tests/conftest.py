@@ -9,6 +9,7 @@ Images are made by the tests: scikit-learn's sample photos, downscaled copies of
 arrays. Nothing is read from data folders and nothing is copied into the repository.
 """
 
+import compileall
 import logging
 import os
 import socket
@@ -23,6 +24,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Small copies of the photos for job-level tests that are not about equivalence with scikit-learn.
 SMALL_SIZE = (160, 107)  # (width, height) for Pillow
+
+
+
+def pytest_sessionstart(session):
+    """Compile the checkout's modules to bytecode once. Where PYTHONDONTWRITEBYTECODE is set (as in some CI images),
+    every job subprocess and worker process of the session would otherwise compile mixlib's source again (about
+    0.1 s each); Python still reads the bytecode it finds."""
+    if sys.dont_write_bytecode:
+        for folder in ("mixlib", "jobs"):
+            compileall.compile_dir(REPO / folder, quiet=1)
 
 
 # ------------------------------------------------------------------------------------------ cluster

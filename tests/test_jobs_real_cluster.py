@@ -731,7 +731,7 @@ def test_train_on_a_dataset_survives_a_worker_killed_mid_build(tmp_path, phase):
 
     def argv_for(models):
         return ("train", "--ratings", folder, "--model-dir", models, "--rank", 4, "--max-steps", 3,
-                "--block-ratings", 4000, "--checkpoint-every", 0, "--force-publish")
+                "--block-ratings", 4000, "--checkpoint-every", 0, "--force-publish", "--no-refit")  # one build
 
     outputs, stderr = run_with_and_without_a_kill(tmp_path, argv_for, phase, module="jobs.recommend")
     undisturbed, killed = (ModelStore(outputs[run]).load() for run in ("undisturbed", "killed"))
