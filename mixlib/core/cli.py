@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .. import __version__
 from . import config
-from .cluster import ClusterOptions
+from .cluster import ClusterOptions, ignore_port_warning
 from .config import option
 from .errors import InputError, JobError
 from .loops import ahead_of_time
@@ -168,6 +168,7 @@ def job_main(settings_class, job, description, plan, run, positional=None, confi
     """
     def main(argv=None):
         load_blas_module_alone()
+        ignore_port_warning()  # before any thread starts (see there)
 
         def body():
             from .cluster import check_address, scheduler_address
@@ -203,8 +204,9 @@ def load_blas_module_alone():
     """Load SciPy's ``scipy.linalg.cython_blas`` without the rest of ``scipy.linalg``, for a job's process.
 
     numba's first compile or cache load checks that BLAS is there by importing that module; Python imports its
-    package first, and all of ``scipy.linalg`` (with what it pulls in: ``numpy.f2py``) is a fifth of a small job's
-    time, which none of the k-means jobs use. The module loaded is the one numba asks for, from SciPy's own folder,
+    package first, and all of ``scipy.linalg`` (with what it pulls in: ``numpy.f2py``) took 0.2 s, as long as
+    numba's own start, in jobs that start numba in their process (dithering, the recommender, a cluster's threaded
+    workers) and need none of it. The module loaded is the one numba asks for, from SciPy's own folder,
     under its own name; ``import scipy.linalg`` still works afterwards. Only for a job's process: in a user's
     process ``scipy.linalg.cython_blas`` must stay an attribute of its package. Does nothing when SciPy is missing
     or ``scipy.linalg`` is already imported."""

@@ -147,12 +147,23 @@ def check_address(address):
 @contextlib.contextmanager
 def _quiet_port_warning():
     """No raw ``UserWarning`` when the dashboard port is taken (by another job's cluster, most often): the
-    dashboard moves to a free port, and the link logged at start names it."""
+    dashboard moves to a free port, and the link logged at start names it. A job's process ignores it for good
+    (:func:`ignore_port_warning`); this block is for a cluster started by the Python API."""
     import warnings
 
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
+        ignore_port_warning()
         yield
+
+
+def ignore_port_warning():
+    """Ignore distributed's warning that the dashboard port is taken, in this process from now on. A job calls it
+    before it starts any thread: ``warnings.catch_warnings`` is not thread-safe, and a block of it in another
+    thread (an import in the job's preload thread) restores the filters it found when it ends, dropping any
+    filter added meanwhile."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
 
 
 def _blas_threads(settings):
