@@ -110,8 +110,8 @@ def test_every_signature_gives_the_bits_of_numbas_loop(monkeypatch, small_china)
 
 
 def test_other_argument_types_and_other_threads_take_numbas_loops(monkeypatch):
-    """float32 points, a Fortran-ordered array or a call outside :func:`loops.ahead_of_time` (a worker's thread)
-    never reach the ahead-of-time build, whose loops do not check their arguments."""
+    """float32 points, a Fortran-ordered or big-endian array, or a call outside :func:`loops.ahead_of_time` (a
+    worker's thread) never reach the ahead-of-time build, whose loops do not check their arguments."""
     from mixlib.fit.loops import nearest
 
     counted = CountedCalls(monkeypatch)
@@ -125,6 +125,7 @@ def test_other_argument_types_and_other_threads_take_numbas_loops(monkeypatch):
         assert np.array_equal(labels, expected[0])
         assert counted.calls == {}
         nearest(points, centres)
+    assert not loops._fits(points.astype(">f8"), loops.array(np.float64, 2))  # big-endian: not the same dtype
     assert counted.calls == {"nearest__0": 1}
 
 

@@ -131,7 +131,7 @@ def _fits(value, argument_type):
         items = argument_type[1]
         return isinstance(value, tuple) and len(value) == len(items) and all(map(_fits, value, items))
     _, dtype, ndim, contiguous = argument_type
-    return (type(value) is np.ndarray and value.dtype.name == dtype and value.ndim == ndim
+    return (type(value) is np.ndarray and value.dtype == np.dtype(dtype) and value.ndim == ndim  # native order
             and (value.flags.c_contiguous or not contiguous) and value.flags.aligned)
 
 
