@@ -7,15 +7,15 @@ import numpy as np
 from ..core.loops import Loops, array
 
 _PIXELS = array(np.uint8, 3, contiguous=False)  # (h, w, C) blocks, views of an image
-_CODES, _STARTS = array(np.uint32, 1), array(np.int64, 1)
+_CODES, _COUNTS = array(np.uint32, 1), array(np.int64, 1)  # also the starts of the lookup's buckets
 _LABELS = [array(np.uint8, 1), array(np.uint16, 1)]
 
 LOOPS = Loops("mixlib.image.compiled", "mixlib.image._loops", {
     "colour_codes": [(_PIXELS,)],
     "code_counts": [(_CODES,)],
-    "merge_counts": [(_CODES, _STARTS, _CODES, _STARTS)],
+    "merge_counts": [(_CODES, _COUNTS, _CODES, _COUNTS)],
     "rgb_lookup": [(_PIXELS, labels) for labels in _LABELS],
-    "bucketed_lookup": [(_PIXELS, _CODES, _STARTS, labels) for labels in _LABELS],
+    "bucketed_lookup": [(_PIXELS, _CODES, _COUNTS, labels) for labels in _LABELS],
 })
 
 colour_codes, code_counts, merge_counts, rgb_lookup, bucketed_lookup = map(LOOPS.loop, LOOPS.signatures)
