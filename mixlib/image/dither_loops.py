@@ -109,8 +109,9 @@ def floyd_steinberg_rgb_piece(pixels, entries, starts, candidates, bits, weights
     right, which lies in its own piece or in one done before it (see :func:`mixlib.image.dither.dither_strip`).
 
     ``errors (S, W + 2, 3)`` float64 holds the error carried to each pixel, row ``y`` in ``errors[y % S]``, column
-    ``x`` at ``x + 1`` (a column of padding each side takes the shares that leave the image); the first piece
-    clears row ``y + 1`` before adding to it. The error carried right stays in registers, and the chosen entry's
+    ``x`` at ``x + 1`` (a column of padding each side takes the shares that leave the image); a piece clears the
+    slots of row ``y + 1`` that it adds to first (those up to ``start + 1`` hold the shares of the piece to its
+    left), so the pieces of a wave share the clearing. The error carried right stays in registers, and the chosen entry's
     differences from the value are its error: the next pixel waits for this one as little as it can. The sums are
     the raster order's, in the same order, whatever the pieces.
     """
@@ -123,10 +124,9 @@ def floyd_steinberg_rgb_piece(pixels, entries, starts, candidates, bits, weights
         start = 0 if piece == 0 else min(max(piece * width_each - 2 * r, 0), width)
         end = width if piece == pieces - 1 else min(max((piece + 1) * width_each - 2 * r, 0), width)
         current, below = errors[y % slots], errors[(y + 1) % slots]
-        if piece == 0:
-            below[:] = 0.0
         if start >= end:
             continue
+        below[0 if start == 0 else start + 2:end + 2] = 0.0  # the slots this piece adds to first
         r0, r1, r2 = current[start + 1, 0], current[start + 1, 1], current[start + 1, 2]
         for x in range(start, end):
             v0 = min(max(np.float64(pixels[y, x, 0]) + r0, 0.0), 255.0)
