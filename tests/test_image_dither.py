@@ -2,7 +2,9 @@
 the same labels for an image dithered whole, in strips, or chunked on the cluster (Zarr and TIFF inputs, any
 chunking); ordered dithering against a numpy reference, blockwise; the reports' PSNR against the written pixels."""
 
+import functools
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -259,3 +261,45 @@ def test_a_wide_zarr_image_is_dithered_on_the_cluster_as_in_memory(run_job, tmp_
     group = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
     labels, palette = group["labels"][...], group["palette"][...]
     np.testing.assert_array_equal(labels, dither.dither_strip(pixels, palette, 1.0, threads=1)[0])
+
+
+@pytest.mark.parametrize("method", ["floyd-steinberg", "ordered"])
+def test_a_dithered_zarr_output_dithers_every_strip_once(tmp_path, monkeypatch, method):
+    """The labels stored and their squared error come from one graph in which each dithering task runs once (an
+    optimised array graph beside the error's Delayed had run the last strip again), and the error is the written
+    pixels'."""
+    import dask.array as da
+    import zarr
+    from distributed import Client, LocalCluster, get_worker
+
+    from mixlib.image import compress
+
+    calls = tmp_path / "calls"  # a line per call (the tasks reach the workers pickled, closures copied)
+
+    def counted(function):
+        @functools.wraps(function)  # its signature: map_blocks passes block_info to functions that take it
+        def run(*args, **kwargs):
+            try:
+                get_worker()
+            except ValueError:  # map_blocks trying it in the client for its output's type
+                return function(*args, **kwargs)
+            with open(calls, "a") as lines:
+                lines.write(function.__name__ + "\n")
+            return function(*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(compress, "dither_row_of_chunks", counted(compress.dither_row_of_chunks))
+    monkeypatch.setattr(compress, "_ordered_chunk", counted(compress._ordered_chunk))
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 256, (90, 70, 3), dtype=np.uint8)
+    palette = rng.integers(0, 256, (6, 3), dtype=np.uint8)
+    image = da.from_array(pixels, chunks=(30, 35, 3))
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        labels, error = compress.dithered_labels(image, palette, method, 1.0)
+        settings = SimpleNamespace(tile_size=32, progress_seconds=0, method="kmeans", k=6, seed=0)
+        written = compress._write_output(tmp_path / "out.zarr", labels, SimpleNamespace(colours=palette, fit=None),
+                                         settings, client, error=error)
+    assert len(calls.read_text().split()) == (3 if method == "floyd-steinberg" else 6)
+    stored = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["labels"][...]
+    assert written == int(((pixels.astype(np.int64) - palette[stored]) ** 2).sum())

@@ -36,7 +36,7 @@ def watch(futures, phase, line_seconds):
     return thread
 
 
-def computed(client, collections, phase, line_seconds):
+def computed(client, collections, phase, line_seconds, optimize_graph=True):
     """Compute dask collections on ``client`` while showing the phase's progress; return their results (a list).
 
     A phase that ends within ``min(line_seconds, GRACE_SECONDS)`` shows nothing (no bar flickers by, and no
@@ -48,10 +48,12 @@ def computed(client, collections, phase, line_seconds):
     phase : str
     line_seconds : float, least time between two plain progress lines (when stderr is not a terminal); 0 shows
         no progress at all
+    optimize_graph : bool, False for collections of different kinds that share tasks: Dask optimises an array's
+        graph and a Delayed's apart, and a shared task fused into one is computed again for the other
     """
     from distributed import wait
 
-    futures = client.compute(collections)
+    futures = client.compute(collections, optimize_graph=optimize_graph)
     if not line_seconds:
         return client.gather(futures)
     try:

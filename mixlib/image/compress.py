@@ -839,8 +839,8 @@ def _lap(started, seconds):
 def _write_output(path, labels, palette, settings, client, icc_profile=None, error=None):
     """Write the labels as the output's format says; the input's colour profile goes with them. ``error``: the
     dithered pixels' squared error (Delayed), computed with the labels and returned (else None)."""
-    def client_compute(parts):
-        return computed(client, parts, "palette-labels", settings.progress_seconds)
+    def client_compute(parts, optimize_graph=True):
+        return computed(client, parts, "palette-labels", settings.progress_seconds, optimize_graph)
 
     write = functools.partial(write_labels, path, palette=palette.colours, tile=settings.tile_size,
                               attributes=output_attributes(settings), icc_profile=icc_profile,
@@ -849,7 +849,10 @@ def _write_output(path, labels, palette, settings, client, icc_profile=None, err
         write(labels)
         return None
     if path.suffix.lower() == ".zarr":  # one graph: the dithered labels are stored as they come
-        return int(write(labels, also=[error])[0])
+        # Unoptimised: the array's optimisation fused the last dithering task into its labels' and the error
+        # (a Delayed) ran it again.
+        unoptimised = functools.partial(client_compute, optimize_graph=False)
+        return int(write(labels, also=[error], client_compute=unoptimised)[0])
     # A PNG is written whole and a TIFF a few strips at a time: the dithering runs once, its labels kept on the
     # workers until written.
     labels, error = client.persist([labels, error])
