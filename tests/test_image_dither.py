@@ -63,6 +63,14 @@ def reference_floyd_steinberg(pixels, palette, level):
     return labels
 
 
+def brute_squared_error(pixels, palette, labels):
+    """The sum over pixels and the image's channels of the squared differences from their entries (transparent
+    pixels as (0, 0, 0, 0)), in integers."""
+    channels = pixels.shape[2]
+    samples = opaque_samples(pixels, channels).astype(np.int64)
+    return int(((samples - palette[labels][..., :channels].astype(np.int64)) ** 2).sum())
+
+
 def reference_ordered(pixels, palette, level):
     """Ordered dithering in numpy: the Bayer offsets times level and spread on every channel, then the nearest."""
     height, width = pixels.shape[:2]
@@ -90,26 +98,30 @@ def random_case(seed, shape, entries, channels):
 @pytest.mark.parametrize("level", [1.0, 0.55])
 def test_floyd_steinberg_equals_the_reference(channels, level):
     pixels, palette = random_case(channels, (23, 31), 13, channels)
-    labels, _ = dither.dither_strip(pixels, palette, level)
+    labels, _, squared = dither.dither_strip(pixels, palette, level)
     np.testing.assert_array_equal(labels, reference_floyd_steinberg(pixels, palette, level))
+    assert squared == brute_squared_error(pixels, palette, labels)
 
 
 def test_an_rgba_palette_dithers_an_rgb_image_as_opaque():
     pixels, _ = random_case(5, (17, 19), 6, 3)
     _, palette = random_case(6, (1, 1), 9, 4)
     palette[0, 3] = 255
-    labels, _ = dither.dither_strip(pixels, palette, 1.0)
+    labels, _, squared = dither.dither_strip(pixels, palette, 1.0)
     np.testing.assert_array_equal(labels, reference_floyd_steinberg(pixels, palette, 1.0))
+    assert squared == brute_squared_error(pixels, palette, labels)  # over the image's three channels
 
 
 def test_strips_in_order_give_the_image_dithered_whole():
     pixels, palette = random_case(7, (41, 29), 11, 3)
-    whole, _ = dither.dither_strip(pixels, palette, 0.8)
-    carry, strips = None, []
+    whole, _, squared = dither.dither_strip(pixels, palette, 0.8)
+    carry, strips, strips_squared = None, [], 0
     for top, bottom in ((0, 1), (1, 9), (9, 30), (30, 41)):
-        strip, carry = dither.dither_strip(pixels[top:bottom], palette, 0.8, carry)
+        strip, carry, strip_squared = dither.dither_strip(pixels[top:bottom], palette, 0.8, carry)
         strips.append(strip)
+        strips_squared += strip_squared
     np.testing.assert_array_equal(np.concatenate(strips), whole)
+    assert strips_squared == squared
 
 
 @pytest.mark.parametrize("entries,channels", [(1, 3), (16, 3), (300, 3), (5000, 3), (40, 4)])
@@ -244,10 +256,11 @@ def test_the_wavefront_on_threads_gives_the_labels_of_one_thread(threads):
     for height, width in ((300, 1100), (129, 2 * threads * dither.WAVE_WIDTH), (1, 1500)):
         pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         carry = rng.normal(size=(width, 3)) * 20
-        one, carried = dither.dither_strip(pixels, palette, 0.9, carry, threads=1)
-        many, carried_many = dither.dither_strip(pixels, palette, 0.9, carry, threads=threads)
+        one, carried, squared = dither.dither_strip(pixels, palette, 0.9, carry, threads=1)
+        many, carried_many, squared_many = dither.dither_strip(pixels, palette, 0.9, carry, threads=threads)
         np.testing.assert_array_equal(many, one)
         np.testing.assert_array_equal(carried_many, carried)
+        assert squared_many == squared == brute_squared_error(pixels, palette, one)
 
 
 def test_a_wide_zarr_image_is_dithered_on_the_cluster_as_in_memory(run_job, tmp_path, small_china):

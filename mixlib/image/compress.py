@@ -32,7 +32,7 @@ from .batch import (ImageOptions, JsonLines, below_min_psnr, expand_inputs, imag
 from .colors import (ColourLookup, checkpointed_histogram, colour_histogram, image_histogram, merge_histograms,
                      saved_block_shape)
 from .dither import (DITHER_METHODS, NearestSearch, dither_row_of_chunks, dithered, label_dtype, ordered_thresholds,
-                     row_squared_error, squared_error_of)
+                     squared_error_of)
 from .palette import fit_palette, fit_to_psnr, palette_psnr, parse_colours, squared_error
 from .palettes import GivenPalette, apply_palette, load_palette, save_palette
 from .quantise import MAX_TARGET_PSNR, mapped_frames
@@ -689,8 +689,9 @@ def dithered_labels(image, palette, method, level, read_rows=None):
     they give, in one graph.
 
     Floyd-Steinberg is a chain of ``dither-strip`` tasks, one per row of chunks, each taking that row's pixels and
-    the error row the row above carried out: the rows are dithered in order, one at a time, while the workers'
-    other threads write the labels of the last and sum their squared error. An image read from a file
+    the error row the row above carried out and giving the row's labels, its carry out and its squared error: the
+    rows are dithered in order, one at a time, while the workers' other threads write the labels of the last. An
+    image read from a file
     (``read_rows``) is read a row of chunks at a time by ``dither-read`` tasks, the read of row i after the
     dithering of row i-2 (so it runs beside row i-1's): the chain is slower than a read, and reads free to run
     ahead would bring the whole image into memory. Ordered dithering is blockwise (``dither-ordered`` tasks), its
@@ -722,16 +723,16 @@ def dithered_labels(image, palette, method, level, read_rows=None):
                   for block, labels_block in zip(image.to_delayed().ravel(), labels.to_delayed().ravel())]
         return labels, dask.delayed(sum, pure=True)(errors)
     strips, errors, carried = [], [], [None, None]  # what rows i-2 and i-1 carried out
-    link = dask.delayed(dither_row_of_chunks, nout=2, pure=True)
+    link = dask.delayed(dither_row_of_chunks, nout=3, pure=True)
     read = dask.delayed(_rows_after, pure=True)
     top = 0
     for height, row in zip(image.chunks[0], image.to_delayed()[:, :, 0]):
         chunks = list(row) if read_rows is None else [read(read_rows, top, top + height, carried[-2])]
         top += height
-        strip, carry = link(chunks, palette, level, carried[-1], search)
+        strip, carry, error = link(chunks, palette, level, carried[-1], search)
         carried.append(carry)
         strips.append(da.from_delayed(strip, (height, width), dtype=dtype))
-        errors.append(dask.delayed(row_squared_error, pure=True)(chunks, strip, palette))
+        errors.append(error)
     return da.concatenate(strips, axis=0), dask.delayed(sum, pure=True)(errors)
 
 

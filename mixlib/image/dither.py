@@ -74,7 +74,8 @@ def label_dtype(palette):
 def dither_strip(pixels, palette, level, carry=None, threads=1, search=None):
     """Floyd-Steinberg of whole image rows ``pixels (h, W, C)`` uint8 to ``palette (k, C')`` uint8 (C' = C, or 4:
     an RGB image is opaque) given the error ``carry (W, C')`` float64 carried into the first row (None: the image's
-    first rows): ``(labels (h, W), carry out (W, C'))``. ``threads`` > 1: RGB strips wide enough are dithered by
+    first rows): ``(labels (h, W), carry out (W, C'), squared error)``, the last :func:`squared_error_of` the
+    strip and its labels, summed as they are chosen. ``threads`` > 1: RGB strips wide enough are dithered by
     :func:`_wavefront` on that many threads, to the same labels. ``search``: the palette's :class:`NearestSearch`
     when the caller has it (for many strips or frames: it takes a second to build for thousands of entries)."""
     from .dither_loops import floyd_steinberg_strip
@@ -82,15 +83,16 @@ def dither_strip(pixels, palette, level, carry=None, threads=1, search=None):
     palette = np.asarray(palette)
     search = NearestSearch(palette) if search is None else search
     carry = np.zeros((pixels.shape[1], palette.shape[1]), np.float64) if carry is None else carry.copy()
-    labels = np.empty(pixels.shape[:2], label_dtype(palette))
+    labels, squared = np.empty(pixels.shape[:2], label_dtype(palette)), np.zeros(len(pixels))
     pixels, weights = np.ascontiguousarray(pixels), FS_WEIGHTS * float(level)
     if threads > 1 and pixels.shape[2] == palette.shape[1] == 3 and pixels.shape[1] >= 2 * threads * WAVE_WIDTH:
-        return labels, _wavefront(pixels, search, weights, carry, labels, threads)
-    floyd_steinberg_strip(pixels, *search.arguments(), weights, carry, labels)
-    return labels, carry
+        carry = _wavefront(pixels, search, weights, carry, labels, squared, threads)
+    else:
+        floyd_steinberg_strip(pixels, *search.arguments(), weights, carry, labels, squared)
+    return labels, carry, int(squared.sum())
 
 
-def _wavefront(pixels, search, weights, carry, labels, threads):
+def _wavefront(pixels, search, weights, carry, labels, squared, threads):
     """Floyd-Steinberg of an RGB strip on ``threads`` threads; the carry out (W, 3).
 
     The strip is cut into groups of GROUP_ROWS rows and each group into ``2 * threads`` slanted pieces side by side
@@ -111,7 +113,7 @@ def _wavefront(pixels, search, weights, carry, labels, threads):
     groups = -(-height // GROUP_ROWS)
     errors = np.zeros((3 * GROUP_ROWS + 1, width + 2, 3))  # the rows of two groups and the row below, at least
     errors[0, 1:width + 1] = carry
-    arguments = (pixels, *search.arguments(), weights, errors, labels)
+    arguments = (pixels, *search.arguments(), weights, errors, labels, squared)
 
     def run(group_piece):
         group, piece = group_piece
@@ -128,18 +130,9 @@ def _wavefront(pixels, search, weights, carry, labels, threads):
 def dither_row_of_chunks(chunks, palette, level, carry=None, search=None):
     """One link of a chunked image's Floyd-Steinberg chain: the chunks ``(h, w_j, C)`` of one row of chunks (whole
     image rows, left to right) and the error ``carry (W, C')`` float64 the row above carried out (None for the
-    first): ``(labels (h, W), carry out)``, on THREADS threads; ``search``: :func:`dither_strip`'s."""
+    first): ``(labels (h, W), carry out, squared error)``, on THREADS threads; ``search``: :func:`dither_strip`'s."""
     pixels = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=1)
     return dither_strip(pixels, palette, level, carry, THREADS, search)
-
-
-def row_squared_error(chunks, labels, palette):
-    """:func:`squared_error_of` a row of chunks ``(h, w_j, C)`` and its labels ``(h, W)``, chunk by chunk."""
-    total, left = 0, 0
-    for chunk in chunks:
-        total += squared_error_of(chunk, labels[:, left:left + chunk.shape[1]], palette)
-        left += chunk.shape[1]
-    return total
 
 
 def ordered_spread(palette):

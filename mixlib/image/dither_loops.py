@@ -78,30 +78,31 @@ def _pixel_value(pixels, y, x, c):
 
 
 @_compiled
-def floyd_steinberg_strip(pixels, entries, starts, candidates, bits, weights, carry, labels):
+def floyd_steinberg_strip(pixels, entries, starts, candidates, bits, weights, carry, labels, squared):
     """Floyd-Steinberg over the rows of ``pixels (h, W, C)`` uint8 (whole rows of the image), in raster order.
 
     ``entries (k, C')`` float64 the palette (C' = C, or 4 for an RGB image, whose alpha is 255); ``starts``,
     ``candidates``, ``bits`` its :class:`~mixlib.image.dither.NearestSearch`; ``weights (4,)`` float64 the error's
     shares (right, below left, below, below right) times the level; ``carry (W, C')`` float64 the error carried into
     the first row, updated in place to the error carried out of the last; ``labels (h, W)`` receives the palette
-    indices. RGB goes through :func:`floyd_steinberg_rgb_piece` as one piece, others to
-    :func:`_floyd_steinberg_any`.
+    indices and ``squared (h,)`` float64 each row's squared error, the sum over its pixels and the image's C
+    channels of ``(pixel - entry)^2`` (transparent pixels as in the histogram; integers, exact). RGB goes through
+    :func:`floyd_steinberg_rgb_piece` as one piece, others to :func:`_floyd_steinberg_any`.
     """
     height, width = pixels.shape[:2]
     if pixels.shape[2] == 3 and entries.shape[1] == 3:
         errors = np.zeros((2, width + 2, 3))
         errors[0, 1:width + 1] = carry
-        floyd_steinberg_rgb_piece(pixels, entries, starts, candidates, bits, weights, errors, labels, 0, height, 0,
-                                  1, width)
+        floyd_steinberg_rgb_piece(pixels, entries, starts, candidates, bits, weights, errors, labels, squared, 0,
+                                  height, 0, 1, width)
         carry[:] = errors[height % 2, 1:width + 1]
     else:
-        _floyd_steinberg_any(pixels, entries, starts, candidates, bits, weights, carry, labels)
+        _floyd_steinberg_any(pixels, entries, starts, candidates, bits, weights, carry, labels, squared)
 
 
 @numba.njit(nogil=True, cache=True)
-def floyd_steinberg_rgb_piece(pixels, entries, starts, candidates, bits, weights, errors, labels, top, rows, piece,
-                              pieces, width_each):
+def floyd_steinberg_rgb_piece(pixels, entries, starts, candidates, bits, weights, errors, labels, squared, top, rows,
+                              piece, pieces, width_each):
     """Floyd-Steinberg of RGB over one piece of a strip: rows ``top:top + rows`` of ``pixels (h, W, 3)``, cut into
     ``pieces`` side by side, this one the ``piece``-th, whose row ``r`` spans the columns from ``piece *
     width_each - 2r`` to ``(piece + 1) * width_each - 2r`` (clipped to the image; the first piece starts at 0 and
@@ -111,9 +112,10 @@ def floyd_steinberg_rgb_piece(pixels, entries, starts, candidates, bits, weights
     ``errors (S, W + 2, 3)`` float64 holds the error carried to each pixel, row ``y`` in ``errors[y % S]``, column
     ``x`` at ``x + 1`` (a column of padding each side takes the shares that leave the image); a piece clears the
     slots of row ``y + 1`` that it adds to first (those up to ``start + 1`` hold the shares of the piece to its
-    left), so the pieces of a wave share the clearing. The error carried right stays in registers, and the chosen entry's
-    differences from the value are its error: the next pixel waits for this one as little as it can. The sums are
-    the raster order's, in the same order, whatever the pieces.
+    left), so the pieces of a wave share the clearing. The error carried right stays in registers, and the chosen
+    entry's differences from the value are its error: the next pixel waits for this one as little as it can. The
+    sums are the raster order's, in the same order, whatever the pieces. Each row's squared error is added to
+    ``squared[y]``.
     """
     width = pixels.shape[1]
     slots = errors.shape[0]
@@ -128,10 +130,12 @@ def floyd_steinberg_rgb_piece(pixels, entries, starts, candidates, bits, weights
             continue
         below[0 if start == 0 else start + 2:end + 2] = 0.0  # the slots this piece adds to first
         r0, r1, r2 = current[start + 1, 0], current[start + 1, 1], current[start + 1, 2]
+        row_squared = 0.0
         for x in range(start, end):
-            v0 = min(max(np.float64(pixels[y, x, 0]) + r0, 0.0), 255.0)
-            v1 = min(max(np.float64(pixels[y, x, 1]) + r1, 0.0), 255.0)
-            v2 = min(max(np.float64(pixels[y, x, 2]) + r2, 0.0), 255.0)
+            p0, p1, p2 = np.float64(pixels[y, x, 0]), np.float64(pixels[y, x, 1]), np.float64(pixels[y, x, 2])
+            v0 = min(max(p0 + r0, 0.0), 255.0)
+            v1 = min(max(p1 + r1, 0.0), 255.0)
+            v2 = min(max(p2 + r2, 0.0), 255.0)
             cell = (((np.int32(v0) >> shift) << (2 * bits)) | ((np.int32(v1) >> shift) << bits)
                     | (np.int32(v2) >> shift))
             best, index, e0, e1, e2 = np.inf, 0, 0.0, 0.0, 0.0
@@ -142,6 +146,8 @@ def floyd_steinberg_rgb_piece(pixels, entries, starts, candidates, bits, weights
                 if distance < best:
                     best, index, e0, e1, e2 = distance, i, d0, d1, d2
             labels[y, x] = index
+            q0, q1, q2 = p0 - entries[index, 0], p1 - entries[index, 1], p2 - entries[index, 2]
+            row_squared += q0 * q0 + q1 * q1 + q2 * q2
             r0 = current[x + 2, 0] + e0 * w_right
             r1 = current[x + 2, 1] + e1 * w_right
             r2 = current[x + 2, 2] + e2 * w_right
@@ -155,10 +161,11 @@ def floyd_steinberg_rgb_piece(pixels, entries, starts, candidates, bits, weights
             below[x + 2, 1] += e1 * w_below_right
             below[x + 2, 2] += e2 * w_below_right
         current[end + 1, 0], current[end + 1, 1], current[end + 1, 2] = r0, r1, r2  # for the next piece's first
+        squared[y] += row_squared
 
 
 @_inlined
-def _floyd_steinberg_any(pixels, entries, starts, candidates, bits, weights, carry, labels):
+def _floyd_steinberg_any(pixels, entries, starts, candidates, bits, weights, carry, labels, squared):
     """:func:`floyd_steinberg_strip` for any channels, one value array per pixel."""
     height, width = pixels.shape[:2]
     channels = entries.shape[1]
@@ -173,6 +180,9 @@ def _floyd_steinberg_any(pixels, entries, starts, candidates, bits, weights, car
                 value[c] = min(max(v, 0.0), 255.0)
             index = _nearest(value, entries, starts, candidates, bits)
             labels[y, x] = index
+            for c in range(pixels.shape[2]):
+                difference = _pixel_value(pixels, y, x, c) - entries[index, c]
+                squared[y] += difference * difference
             for c in range(channels):
                 error = value[c] - entries[index, c]
                 if x + 1 < width:
