@@ -21,11 +21,14 @@ colour histogram. The functions here work on one strip or block, through the com
 graphs that run them are in :mod:`mixlib.image.compress`.
 """
 
+import threading
+
 import numpy as np
 
 DITHER_METHODS = ("none", "floyd-steinberg", "ordered")
 THREADS = 2  # of a Floyd-Steinberg strip (_wavefront): a batch's tasks, one image each, take 1
-GROUP_ROWS = 64  # rows of a piece of the Floyd-Steinberg wavefront (_wavefront)
+GROUP_ROWS = 32  # rows of a piece of the Floyd-Steinberg wavefront (_wavefront)
+PIECES_PER_THREAD = 2  # pieces of a group of rows per thread (_wavefront)
 WAVE_WIDTH = 4 * GROUP_ROWS  # columns of a piece at least (wider than its slant of 2 * GROUP_ROWS)
 FS_WEIGHTS = np.array([7.0, 3.0, 5.0, 1.0]) / 16.0  # right, below left, below, below right
 
@@ -95,35 +98,62 @@ def dither_strip(pixels, palette, level, carry=None, threads=1, search=None):
 def _wavefront(pixels, search, weights, carry, labels, squared, threads):
     """Floyd-Steinberg of an RGB strip on ``threads`` threads; the carry out (W, 3).
 
-    The strip is cut into groups of GROUP_ROWS rows and each group into ``2 * threads`` slanted pieces side by side
+    The strip is cut into groups of GROUP_ROWS rows and each group into ``PIECES_PER_THREAD * threads`` slanted
+    pieces side by side
     (:func:`~mixlib.image.dither_loops.floyd_steinberg_rgb_piece`). Piece ``c`` of group ``g`` needs what its left
     neighbour ``(g, c - 1)`` and the pieces above it, ``(g - 1, c)`` and ``(g - 1, c + 1)``, carry to it (the slant
-    of two columns a row keeps a piece's own rows within its reach), so every piece of the wave ``t = 2g + c`` can
-    run once wave ``t - 1`` is done, and each wave holds ``threads`` pieces: the pieces run in waves, each on a
-    thread of a pool. Pieces of one wave touch other columns of the error rows (a piece is far wider than its slant,
-    ``2 * GROUP_ROWS`` columns), and each error sum is added in raster order: the labels are those of one thread.
+    of two columns a row keeps a piece's own rows within its reach); a piece starts on one of the threads as soon as
+    those are done, so a thread held up elsewhere (by the other tasks of a worker, on shared cores) holds back only
+    the pieces that wait for its own. Pieces running together touch other columns of the error rows (a piece is far
+    wider than its slant, ``2 * GROUP_ROWS`` columns), and each error sum is added in raster order: the labels are
+    those of one thread. A group's first piece waits, through the pieces above it and to their right, for the last
+    piece of the group ``pieces - 1`` above: at most that many groups are under way, and their error rows fit in the
+    buffer.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    import queue
 
     from .dither_loops import floyd_steinberg_rgb_piece
 
     height, width = pixels.shape[:2]
-    pieces = 2 * threads
+    pieces = PIECES_PER_THREAD * threads
     width_each = -(-width // pieces)
     groups = -(-height // GROUP_ROWS)
-    errors = np.zeros((3 * GROUP_ROWS + 1, width + 2, 3))  # the rows of two groups and the row below, at least
+    errors = np.zeros(((pieces - 1) * GROUP_ROWS + 1, width + 2, 3))  # the rows of the groups under way, and below
     errors[0, 1:width + 1] = carry
     arguments = (pixels, *search.arguments(), weights, errors, labels, squared)
+    waiting = {(g, c): (c > 0) + (g > 0) * (1 + (c + 1 < pieces)) for g in range(groups) for c in range(pieces)}
+    ready, lock, failures = queue.SimpleQueue(), threading.Lock(), []
+    ready.put((0, 0))
 
-    def run(group_piece):
-        group, piece = group_piece
-        top = group * GROUP_ROWS
-        floyd_steinberg_rgb_piece(*arguments, top, min(GROUP_ROWS, height - top), piece, pieces, width_each)
+    def work():
+        while (group_piece := ready.get()) is not None:
+            group, piece = group_piece
+            try:
+                top = group * GROUP_ROWS
+                floyd_steinberg_rgb_piece(*arguments, top, min(GROUP_ROWS, height - top), piece, pieces, width_each)
+            except BaseException as error:  # noqa: B036 - raised again by the caller
+                failures.append(error)
+                for _ in range(threads):
+                    ready.put(None)
+                return
+            with lock:
+                del waiting[group_piece]
+                for after in ((group, piece + 1), (group + 1, piece), (group + 1, piece - 1)):
+                    if after in waiting:
+                        waiting[after] -= 1
+                        if waiting[after] == 0:
+                            ready.put(after)
+                if not waiting:
+                    for _ in range(threads):
+                        ready.put(None)
 
-    with ThreadPoolExecutor(threads, thread_name_prefix="dither") as pool:
-        for wave in range(2 * (groups - 1) + pieces):
-            ready = [(group, wave - 2 * group) for group in range(groups) if 0 <= wave - 2 * group < pieces]
-            list(pool.map(run, ready))
+    workers = [threading.Thread(target=work, name=f"dither-{i}") for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if failures:
+        raise failures[0]
     return errors[height % len(errors), 1:width + 1].copy()
 
 
