@@ -688,14 +688,13 @@ def dithered_labels(image, palette, method, level, read_rows=None):
     """The palette indices of ``image`` dithered (:mod:`mixlib.image.dither`) and the squared error of the pixels
     they give, in one graph.
 
-    Floyd-Steinberg is a chain of ``dither-strip`` tasks, one per row of chunks, each taking that row's pixels and
-    the error row the row above carried out and giving the row's labels, its carry out and its squared error: the
-    rows are dithered in order, one at a time, while the workers' other threads write the labels of the last. An
-    image read from a file
-    (``read_rows``) is read a row of chunks at a time by ``dither-read`` tasks, the read of row i after the
-    dithering of row i-2 (so it runs beside row i-1's): the chain is slower than a read, and reads free to run
-    ahead would bring the whole image into memory. Ordered dithering is blockwise (``dither-ordered`` tasks), its
-    error summed over the blocks.
+    Floyd-Steinberg is a chain of ``dither-strip`` tasks, one per row of chunks, each taking that row's pixels and the
+    error row the row above carried out and giving the row's labels, its carry out and its squared error: the rows are
+    dithered in order, one at a time, while the workers' other threads write the labels of the last. An image read from
+    a file (``read_rows``) is read a row of chunks at a time by ``dither-read`` tasks, the read of row i after the
+    dithering of row i-2 (so it runs beside row i-1's): the chain is slower than a read, and reads free to run ahead
+    would bring the whole image into memory. Ordered dithering is blockwise (``dither-ordered`` tasks), its error summed
+    over the blocks.
 
     Parameters
     ----------

@@ -77,10 +77,11 @@ def label_dtype(palette):
 def dither_strip(pixels, palette, level, carry=None, threads=1, search=None):
     """Floyd-Steinberg of whole image rows ``pixels (h, W, C)`` uint8 to ``palette (k, C')`` uint8 (C' = C, or 4:
     an RGB image is opaque) given the error ``carry (W, C')`` float64 carried into the first row (None: the image's
-    first rows): ``(labels (h, W), carry out (W, C'), squared error)``, the last :func:`squared_error_of` the
-    strip and its labels, summed as they are chosen. ``threads`` > 1: RGB strips wide enough are dithered by
-    :func:`_wavefront` on that many threads, to the same labels. ``search``: the palette's :class:`NearestSearch`
-    when the caller has it (for many strips or frames: it takes a second to build for thousands of entries)."""
+    first rows): ``(labels (h, W), carry out (W, C'), squared error)``, the squared error (an int) being
+    :func:`squared_error_of` the strip and its labels, summed in the loop as it chooses them. ``threads`` > 1: RGB
+    strips wide enough are dithered by :func:`_wavefront` on that many threads, to the same labels. ``search``: the
+    palette's :class:`NearestSearch` when the caller has it (for many strips or frames: it takes a second to build
+    for thousands of entries)."""
     from .dither_loops import floyd_steinberg_strip
 
     palette = np.asarray(palette)
@@ -98,17 +99,15 @@ def dither_strip(pixels, palette, level, carry=None, threads=1, search=None):
 def _wavefront(pixels, search, weights, carry, labels, squared, threads):
     """Floyd-Steinberg of an RGB strip on ``threads`` threads; the carry out (W, 3).
 
-    The strip is cut into groups of GROUP_ROWS rows and each group into ``PIECES_PER_THREAD * threads`` slanted
-    pieces side by side
-    (:func:`~mixlib.image.dither_loops.floyd_steinberg_rgb_piece`). Piece ``c`` of group ``g`` needs what its left
-    neighbour ``(g, c - 1)`` and the pieces above it, ``(g - 1, c)`` and ``(g - 1, c + 1)``, carry to it (the slant
-    of two columns a row keeps a piece's own rows within its reach); a piece starts on one of the threads as soon as
-    those are done, so a thread held up elsewhere (by the other tasks of a worker, on shared cores) holds back only
+    The strip is cut into groups of GROUP_ROWS rows and each group into ``PIECES_PER_THREAD * threads`` slanted pieces
+    side by side (:func:`~mixlib.image.dither_loops.floyd_steinberg_rgb_piece`). Piece ``c`` of group ``g`` needs what
+    its left neighbour ``(g, c - 1)`` and the pieces above it, ``(g - 1, c)`` and ``(g - 1, c + 1)``, carry to it (the
+    slant of two columns a row keeps a piece's own rows within its reach); a piece starts on one of the threads as soon
+    as those are done, so a thread held up elsewhere (by the other tasks of a worker, on shared cores) holds back only
     the pieces that wait for its own. Pieces running together touch other columns of the error rows (a piece is far
-    wider than its slant, ``2 * GROUP_ROWS`` columns), and each error sum is added in raster order: the labels are
-    those of one thread. A group's first piece waits, through the pieces above it and to their right, for the last
-    piece of the group ``pieces - 1`` above: at most that many groups are under way, and their error rows fit in the
-    buffer.
+    wider than its slant, ``2 * GROUP_ROWS`` columns), and each error sum is added in raster order: the labels are those
+    of one thread. A group's first piece waits, through the pieces above it and to their right, for the last piece of
+    the group ``pieces - 1`` above: at most that many groups are under way, and their error rows fit in the buffer.
     """
     import queue
 
@@ -131,7 +130,7 @@ def _wavefront(pixels, search, weights, carry, labels, squared, threads):
             try:
                 top = group * GROUP_ROWS
                 floyd_steinberg_rgb_piece(*arguments, top, min(GROUP_ROWS, height - top), piece, pieces, width_each)
-            except BaseException as error:  # noqa: B036 - raised again by the caller
+            except BaseException as error:  # raised again in the caller's thread
                 failures.append(error)
                 for _ in range(threads):
                     ready.put(None)

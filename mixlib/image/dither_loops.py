@@ -112,7 +112,7 @@ def floyd_steinberg_rgb_piece(pixels, entries, starts, candidates, bits, weights
     ``errors (S, W + 2, 3)`` float64 holds the error carried to each pixel, row ``y`` in ``errors[y % S]``, column
     ``x`` at ``x + 1`` (a column of padding each side takes the shares that leave the image); a piece clears the
     slots of row ``y + 1`` that it adds to first (those up to ``start + 1`` hold the shares of the piece to its
-    left), so the pieces of a wave share the clearing. The error carried right stays in registers, and the chosen
+    left), so pieces side by side share the clearing. The error carried right stays in registers, and the chosen
     entry's differences from the value are its error: the next pixel waits for this one as little as it can. The
     sums are the raster order's, in the same order, whatever the pieces. Each row's squared error is added to
     ``squared[y]``.
