@@ -4,6 +4,7 @@ chunking); ordered dithering against a numpy reference, blockwise; the reports' 
 
 import functools
 import json
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -248,7 +249,7 @@ def test_bad_dither_settings_exit_2(run_job, capsys, small_china_png, tmp_path, 
 
 @pytest.mark.parametrize("threads", [2, 3])
 def test_the_wavefront_on_threads_gives_the_labels_of_one_thread(threads):
-    """Slanted pieces in waves (dither._wavefront) against the one-thread loop (itself checked against the
+    """Slanted pieces on threads (dither._wavefront) against the one-thread loop (itself checked against the
     reference), on strips wide enough to be cut, given a carry in, with a carry out; heights not a multiple of the
     pieces' rows, and a single row."""
     rng = np.random.default_rng(threads)
@@ -261,6 +262,40 @@ def test_the_wavefront_on_threads_gives_the_labels_of_one_thread(threads):
         np.testing.assert_array_equal(many, one)
         np.testing.assert_array_equal(carried_many, carried)
         assert squared_many == squared == brute_squared_error(pixels, palette, one)
+
+
+def test_a_failing_wavefront_piece_raises_in_the_caller(monkeypatch):
+    """A piece that raises stops the wavefront's threads and its error comes back to the caller: no hang, no labels."""
+    from mixlib.image import dither_loops
+
+    real_piece = dither_loops.floyd_steinberg_rgb_piece
+    ran = []
+
+    def failing_piece(*arguments):
+        top, piece = arguments[-5], arguments[-3]
+        ran.append((top, piece))
+        if (top, piece) == (dither.GROUP_ROWS, 1):
+            raise RuntimeError("piece (1, 1) failed")
+        return real_piece(*arguments)
+
+    monkeypatch.setattr(dither_loops, "floyd_steinberg_rgb_piece", failing_piece)
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 256, (4 * dither.GROUP_ROWS, 2 * 2 * dither.WAVE_WIDTH, 3), dtype=np.uint8)
+    palette = rng.integers(0, 256, (7, 3), dtype=np.uint8)
+    outcome = []
+
+    def run():
+        try:
+            dither.dither_strip(pixels, palette, 1.0, threads=2)
+        except RuntimeError as error:
+            outcome.append(str(error))
+
+    caller = threading.Thread(target=run, daemon=True)
+    caller.start()
+    caller.join(timeout=60)
+    assert not caller.is_alive(), "the wavefront hung after a failing piece"
+    assert outcome == ["piece (1, 1) failed"]
+    assert (dither.GROUP_ROWS, 1) in ran and (3 * dither.GROUP_ROWS, 3) not in ran  # stopped before the end
 
 
 def test_a_wide_zarr_image_is_dithered_on_the_cluster_as_in_memory(run_job, tmp_path, small_china):

@@ -554,7 +554,7 @@ def _phases(settings, job_plan, histogram, write, started, in_process):
             height, width = job_plan.source.shape[:2]
             titles = (f"Original ({width}x{height})", f"Compressed ({len(palette.colours)} colours)")
             shown = lookup(thumbnail) if settings.dither == "none" else \
-                dithered(thumbnail, palette.colours, settings.dither, settings.dither_level)  # the look, at scale
+                dithered(thumbnail, palette.colours, settings.dither, settings.dither_level)[0]  # the look, at scale
             side_by_side(thumbnail, palette.colours[shown], titles).save(stage(job_plan.compare))
             seconds["compare"] = _lap(started, seconds)
         report = report_phase(settings, job_plan, palette, codes, counts, seconds, output_bytes, stage, tried,

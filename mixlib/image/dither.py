@@ -193,12 +193,15 @@ def dither_block(pixels, palette, thresholds, top=0, left=0, search=None):
 
 
 def dithered(pixels, palette, method, level, threads=THREADS, search=None):
-    """Labels ``(H, W)`` of the whole image ``pixels (H, W, C)`` uint8 in memory dithered by ``method``
-    (``DITHER_METHODS`` but 'none') at ``level`` in 0..1 (Floyd-Steinberg on ``threads``; ``search``:
-    :func:`dither_strip`'s)."""
+    """The whole image ``pixels (H, W, C)`` uint8 in memory dithered by ``method`` (``DITHER_METHODS`` but 'none') at
+    ``level`` in 0..1 (Floyd-Steinberg on ``threads``; ``search``: :func:`dither_strip`'s): ``(labels (H, W),
+    squared error)``, the error (an int) :func:`squared_error_of` the image and its labels (Floyd-Steinberg's summed
+    as it chooses them)."""
     if method == "floyd-steinberg":
-        return dither_strip(pixels, palette, level, threads=threads, search=search)[0]
-    return dither_block(pixels, palette, ordered_thresholds(palette, level), search=search)
+        labels, _, error = dither_strip(pixels, palette, level, threads=threads, search=search)
+        return labels, error
+    labels = dither_block(pixels, palette, ordered_thresholds(palette, level), search=search)
+    return labels, squared_error_of(pixels, labels, palette)
 
 
 def squared_error_of(pixels, labels, palette):

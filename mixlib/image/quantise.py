@@ -8,7 +8,7 @@ import numpy as np
 
 from ..core.errors import InputError
 from .colors import ColourLookup, image_histogram, merge_histograms
-from .dither import DITHER_METHODS, THREADS, NearestSearch, dithered, squared_error_of
+from .dither import DITHER_METHODS, THREADS, NearestSearch, dithered
 from .palette import colours_for, fit_palette, fit_to_psnr, palette_psnr, parse_colours
 from .palettes import apply_palette
 from .readers import SampleLayout, check_samples, pillow_pixels, to_rgb8
@@ -193,8 +193,8 @@ def mapped_frames(frames, lookup, colours, dither, dither_level, threads=THREADS
     if dither == "none":
         return [lookup(frame) for frame in frames], None
     search = NearestSearch(colours)
-    labels = [dithered(frame, colours, dither, dither_level, threads, search) for frame in frames]
-    return labels, sum(squared_error_of(frame, mapped, colours) for frame, mapped in zip(frames, labels))
+    labels, errors = zip(*(dithered(frame, colours, dither, dither_level, threads, search) for frame in frames))
+    return list(labels), sum(errors)
 
 
 def rgb_pixels(image):
