@@ -12,7 +12,7 @@ import pytest
 from conftest import read_png, save_png
 
 from mixlib import quantise
-from mixlib.image import dither
+from mixlib.image import dither, dither_loops
 
 FS_SHARES = (7 / 16, 3 / 16, 5 / 16, 1 / 16)
 
@@ -97,8 +97,13 @@ def random_case(seed, shape, entries, channels):
 
 @pytest.mark.parametrize("channels", [3, 4])
 @pytest.mark.parametrize("level", [1.0, 0.55])
-def test_floyd_steinberg_equals_the_reference(channels, level):
-    pixels, palette = random_case(channels, (23, 31), 13, channels)
+@pytest.mark.parametrize("entries", [13, 300])
+def test_floyd_steinberg_equals_the_reference(channels, level, entries):
+    """Small palettes, whose cells have few candidates (compared without branches), and large ones, whose crowded
+    cells loop over their lists."""
+    pixels, palette = random_case(channels, (23, 31), entries, channels)
+    crowded = dither.NearestSearch(palette).padded[:, 0] == dither_loops.CROWDED
+    assert crowded.any() or entries < 300  # both kinds of cells are dithered
     labels, _, squared = dither.dither_strip(pixels, palette, level)
     np.testing.assert_array_equal(labels, reference_floyd_steinberg(pixels, palette, level))
     assert squared == brute_squared_error(pixels, palette, labels)
@@ -266,8 +271,6 @@ def test_the_wavefront_on_threads_gives_the_labels_of_one_thread(threads):
 
 def test_a_failing_wavefront_piece_raises_in_the_caller(monkeypatch):
     """A piece that raises stops the wavefront's threads and its error comes back to the caller: no hang, no labels."""
-    from mixlib.image import dither_loops
-
     real_piece = dither_loops.floyd_steinberg_rgb_piece
     ran = []
 

@@ -62,11 +62,11 @@ class NearestSearch:
         channels = palette.shape[1]
         self.bits = (5 if len(palette) <= 4096 else 4) if channels == 3 else 4
         self.entries = palette.astype(np.float64)
-        self.starts, self.candidates = cell_candidates(self.entries, self.bits)
+        self.starts, self.candidates, self.padded = cell_candidates(self.entries, self.bits)
 
     def arguments(self):
-        """The arrays the kernels take: ``(entries (k, C) float64, starts, candidates, bits)``."""
-        return self.entries, self.starts, self.candidates, np.int64(self.bits)
+        """The arrays the kernels take: ``(entries (k, C) float64, starts, candidates, padded, bits)``."""
+        return self.entries, self.starts, self.candidates, self.padded, np.int64(self.bits)
 
 
 def label_dtype(palette):
