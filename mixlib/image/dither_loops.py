@@ -70,8 +70,8 @@ def _cell_of(value, bits):
 def _nearest_in_cell(value, cell, entries, starts, candidates, padded):
     """The index of the entry of ``entries (k, C)`` nearest to ``value (C,)`` float64 (squared Euclidean distance;
     of equal distances the lowest index) among the candidates of its ``cell``. A cell of at most PADDED candidates
-    compares them all, the nearest so far kept by a mask rather than a branch (which a processor guesses wrong as
-    often as not); the others loop over their list."""
+    compares them all, the nearest so far kept by a mask rather than a branch (hard to predict: the value moves
+    with the error); a crowded cell loops over its list."""
     if padded[cell, 0] != CROWDED:
         slot, best = 0, _distance(value, entries, padded[cell, 0])
         for m in range(1, PADDED):
