@@ -7,7 +7,7 @@ import numpy as np
 _compiled = numba.njit(nogil=True, cache=True)
 _inlined = numba.njit(nogil=True, cache=True, inline="always")
 PADDED = 4  # candidates of a cell compared without a branch (most cells have fewer)
-CROWDED = 65535  # padded[cell, 0] of a cell with more candidates than PADDED
+CROWDED = 65535  # padded[cell, 0] of a cell with more candidates than PADDED (entry 65535 first: searched alike)
 
 
 @_compiled
