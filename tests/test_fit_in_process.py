@@ -41,6 +41,22 @@ def test_kmeans_in_process_equals_the_cluster_bit_for_bit(client, method):
     assert local.tasks_per_iteration == 0
 
 
+def test_kmeans_in_process_above_the_bounded_k_gives_the_same_bits(monkeypatch):
+    """Above BOUNDED_MAX_K (the bounds' tables grow as k^2: 64 GiB at k = 65536) a fit in this process takes the
+    plain statistics, to the bounded fit's bits."""
+    from mixlib.fit import kmeans
+
+    points, weights = colours(seed=4)
+    kwargs = dict(k=8, seed=5, chunk_rows=700, max_iter=60, in_process=True)
+    bounded = fit_kmeans(points, weights, **kwargs)
+    monkeypatch.setattr(kmeans, "BOUNDED_MAX_K", 7)
+    monkeypatch.setattr(kmeans, "BoundedAssignment", None)  # not built: a call would raise
+    plain = fit_kmeans(points, weights, **kwargs)
+    assert np.array_equal(plain.centres, bounded.centres)
+    assert (plain.inertia, plain.iterations) == (bounded.inertia, bounded.iterations)
+    assert np.array_equal(np.asarray(plain.labels), np.asarray(bounded.labels))
+
+
 @pytest.mark.parametrize("init", ["kmeans", "random"])
 def test_gmm_in_process_equals_the_cluster_bit_for_bit(client, init):
     points, weights = colours(seed=1)

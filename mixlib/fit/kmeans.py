@@ -21,6 +21,7 @@ from .points import LocalPoints, WeightedPoints, weighted_points
 log = logging.getLogger("mixlib")
 
 PLUSPLUS_STEP = 256  # k-means++ centres chosen between two progress reports
+BOUNDED_MAX_K = 4096  # BoundedAssignment's centre gaps and orders, (k, k) each, take 16 k^2 bytes: 256 MiB here
 
 # ----------------------------------------------------------------------------------------- kernels
 
@@ -347,7 +348,8 @@ def fit_kmeans(points, weights=None, *, k, method="lloyd", init="k-means++", max
         raise ValueError(f"{len(fixed)} fixed centres do not fit in k={k}")
     centres = _initial_centres(data, init, k, rng, seed, init_sample, progress, fixed - data.mean)
     tol_abs = tol * float(np.mean(data.variance))
-    assign = BoundedAssignment(data) if isinstance(data, LocalPoints) else ReducedAssignment(data)
+    bounded = isinstance(data, LocalPoints) and k <= BOUNDED_MAX_K
+    assign = BoundedAssignment(data) if bounded else ReducedAssignment(data)  # the same bits
     if method == "lloyd":
         centres, iterations, converged, reseeded = _lloyd(data, assign, centres, max_iter, tol_abs, progress,
                                                           len(fixed))
