@@ -71,10 +71,28 @@ def dask_cluster(protocol, workers, options=(), security=None, worker_options=()
 
 
 @pytest.fixture(scope="module")
-def real_cluster():
-    """The address of a scheduler with two worker processes."""
+def shared_cluster():
+    """The address of a scheduler with two worker processes (with nannies), for the whole module: the tests that
+    kill a worker use it too (starting and stopping a cluster of its own took each of them about 8 s); the nanny
+    restarts the killed worker, and :func:`real_cluster` waits for it before the next test."""
     with dask_cluster("tcp", workers=2) as address:
         yield address
+
+
+def with_two_workers(address):
+    """``address`` once both workers of its cluster are registered (a worker killed by an earlier run or test is
+    restarted by its nanny)."""
+    from distributed import Client
+
+    with Client(address, timeout=30) as client:
+        client.wait_for_workers(2, timeout=60)
+    return address
+
+
+@pytest.fixture
+def real_cluster(shared_cluster):
+    """The address of the module's scheduler, with its two worker processes registered."""
+    return with_two_workers(shared_cluster)
 
 
 def tree_bytes(path):
@@ -187,7 +205,7 @@ def test_train_on_a_real_cluster_equals_embedded(run_recommend, capsys, tmp_path
         np.testing.assert_array_equal(real, embedded)
 
 
-def test_als_survives_a_worker_killed_mid_training(tmp_path, caplog):
+def test_als_survives_a_worker_killed_mid_training(tmp_path, caplog, real_cluster):
     """SIGKILL to a worker process between ALS steps: its rating blocks are lost, scattered again, and the
     training ends with the factors of an undisturbed run."""
     import dataclasses
@@ -205,7 +223,7 @@ def test_als_survives_a_worker_killed_mid_training(tmp_path, caplog):
     data = training_data(users, items, ratings, np.random.default_rng(0).random(len(users)) < 0.1)
     opts = options(max_steps=6, block_ratings=1500)
     start = als.TrainingState.start(*als.initial_items(data, opts, np.random.default_rng(0)))
-    with dask_cluster("tcp", workers=2) as address, Client(address) as client:
+    with Client(real_cluster) as client:
         undisturbed, _ = als.fit_als(client, data, opts, start)
         # Gathered now: the users stay on the workers, and the kill below may take some of them.
         best = [dataclasses.asdict(undisturbed.best.here())]
@@ -328,20 +346,24 @@ def kill_a_worker_when(client, prefix, deadline_seconds=120, every=False):
     return None
 
 
-def run_with_and_without_a_kill(tmp_path, argv_for, phase, module="jobs.compress", runs=("undisturbed", "killed")):
-    """Run a job twice on a fresh real cluster, the second time with a worker SIGKILLed while ``phase`` runs.
+def run_with_and_without_a_kill(tmp_path, argv_for, phase, address, module="jobs.compress",
+                                runs=("undisturbed", "killed")):
+    """Run a job twice on the real cluster at ``address`` (two worker processes with nannies, both registered), the
+    second time with a worker SIGKILLed while ``phase`` runs.
 
     ``argv_for(out)`` gives the job's arguments for an output path. Returns ``{"undisturbed": path, "killed": path}``
     and the killed run's stderr. ``runs`` names the runs to make, when an undisturbed run of the same job was made
-    before (on another cluster: its output does not depend on the cluster).
+    before (its output does not depend on the cluster, nor on when it was made).
     """
     from conftest import REPO, cli_command
     from distributed import Client
 
     (tmp_path / "empty.toml").write_text("")
     outputs, stderr = {}, ""
-    with dask_cluster("tcp", workers=2) as address, Client(address) as watcher:
-        for run in runs:
+    with Client(address) as watcher:
+        for number, run in enumerate(runs):
+            if number:
+                watcher.wait_for_workers(2, timeout=60)  # the nanny restarts a killed worker
             outputs[run] = tmp_path / f"{run}.zarr"
             command, env = cli_command(*argv_for(outputs[run]), "--scheduler", address, "--config",
                                        tmp_path / "empty.toml", module=module)
@@ -350,36 +372,61 @@ def run_with_and_without_a_kill(tmp_path, argv_for, phase, module="jobs.compress
             _, stderr = job.communicate(timeout=300)
             assert job.returncode == 0, stderr
             assert run == "undisturbed" or killed is not None, "the phase never showed on the scheduler"
-            watcher.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker
     return outputs, stderr
+
+
+def _compress_argv(source):
+    return lambda out: (source, "--k", 8, "--out", out, "--chunk-size", 256)
+
+
+@pytest.fixture(scope="module")
+def undisturbed_compress(tmp_path_factory, shared_cluster):
+    """``undisturbed(source, levels, side) -> (input, output)``: the input image of the killed-compress tests and the
+    output of an undisturbed run of their job on it, made once for the parametrisations that share them (the Zarr
+    input's two phases)."""
+    import numpy as np
+    import zarr
+
+    made = {}
+
+    def undisturbed(source, levels, side):
+        if (source, levels, side) not in made:
+            folder = tmp_path_factory.mktemp(f"undisturbed-{source}-{levels}")
+            pixels = np.random.default_rng(1).integers(0, levels, (side, side, 3), dtype=np.uint8) * (256 // levels)
+            image = folder / f"in.{source}"
+            if source == "zarr":
+                zarr.create_array(str(image), data=pixels, chunks=(256, 256, 3))
+            else:
+                save_png(image, pixels)
+            outputs, _ = run_with_and_without_a_kill(folder, _compress_argv(image), None,
+                                                     with_two_workers(shared_cluster), runs=("undisturbed",))
+            made[source, levels, side] = image, outputs["undisturbed"]
+        return made[source, levels, side]
+
+    return undisturbed
 
 
 @pytest.mark.parametrize("source, phase", [("zarr", "colour-histogram"), ("zarr", "palette-labels"),
                                            ("png", "colour-histogram"), ("png", "kmeans-stats")])
-def test_compress_survives_a_worker_killed_mid_phase(tmp_path, source, phase):
+def test_compress_survives_a_worker_killed_mid_phase(tmp_path, source, phase, real_cluster, undisturbed_compress):
     """Chunks read lazily are recomputed; a decoded image's scattered blocks, and the fit's distinct colours, are
     scattered again from the client and the phase reruns: the output is the undisturbed run's."""
     import numpy as np
     import zarr
 
     # The compiled Lloyd pass is quick: the fit needs millions of distinct colours to last long enough to be hit.
-    levels = 256 if phase == "kmeans-stats" else 32
-    pixels = np.random.default_rng(1).integers(0, levels, (3072, 3072, 3), dtype=np.uint8) * (256 // levels)
-    if source == "zarr":
-        zarr.create_array(str(tmp_path / "in.zarr"), data=pixels, chunks=(256, 256, 3))
-    else:
-        save_png(tmp_path / "in.png", pixels)
-    outputs, stderr = run_with_and_without_a_kill(
-        tmp_path, lambda out: (tmp_path / f"in.{source}", "--k", 8, "--out", out, "--chunk-size", 256), phase)
+    image, undisturbed = undisturbed_compress(source, 256 if phase == "kmeans-stats" else 32, 3072)
+    outputs, stderr = run_with_and_without_a_kill(tmp_path, _compress_argv(image), phase, real_cluster,
+                                                  runs=("killed",))
     assert "data lost with a worker" in stderr or source == "zarr"
     retried = re.search(r"tasks: \d+ run, (\d+) retried .*, 0 failed", stderr)
     assert retried and (int(retried.group(1)) > 0 or source == "png"), stderr  # lazy chunks: Dask retried them
-    a, b = (zarr.open_group(str(outputs[run]), mode="r") for run in ("undisturbed", "killed"))
+    a, b = zarr.open_group(str(undisturbed), mode="r"), zarr.open_group(str(outputs["killed"]), mode="r")
     np.testing.assert_array_equal(a["labels"][...], b["labels"][...])
     np.testing.assert_array_equal(a["palette"][...], b["palette"][...])
 
 
-def test_sample_survives_a_worker_killed_mid_draw(tmp_path):
+def test_sample_survives_a_worker_killed_mid_draw(tmp_path, real_cluster):
     """Sampling tasks depend on nothing scattered: Dask recomputes what the killed worker held."""
     import numpy as np
     import zarr
@@ -391,7 +438,7 @@ def test_sample_survives_a_worker_killed_mid_draw(tmp_path):
                                 np.stack([np.eye(3) * 60, np.eye(3) * 30])), {})
     outputs, _ = run_with_and_without_a_kill(
         tmp_path, lambda out: ("--model", model, "--shape", "3072x3072", "--chunk-size", 256, "--out", out),
-        "mixture-sample", module="jobs.sample")
+        "mixture-sample", real_cluster, module="jobs.sample")
     a, b = (zarr.open_array(str(outputs[run]), mode="r") for run in ("undisturbed", "killed"))
     np.testing.assert_array_equal(a[...], b[...])
 
@@ -615,7 +662,7 @@ def test_workers_that_cannot_see_a_path_stop_the_job_with_one_line(run_job, caps
     assert files() == before  # no output, no probe file, no folder left behind
 
 
-def test_a_batch_survives_a_worker_killed_mid_batch(tmp_path, china):
+def test_a_batch_survives_a_worker_killed_mid_batch(tmp_path, china, real_cluster):
     """A worker SIGKILLed while it compresses images of a batch: its tasks run again elsewhere (they read their
     files again), and every output has the bytes of an undisturbed run."""
     import numpy as np
@@ -626,22 +673,21 @@ def test_a_batch_survives_a_worker_killed_mid_batch(tmp_path, china):
     for i in range(40):
         save_png(folder / f"p{i:02d}.png", np.roll(downscale(china, (200, 140)), 5 * i, axis=1))
     (tmp_path / "empty.toml").write_text("")
-    with dask_cluster("tcp", workers=2) as address, Client(address) as watcher:
+    with Client(real_cluster) as watcher:
         for run in ("undisturbed", "killed"):
             command, env = cli_command(folder, "--out", tmp_path / run / "{relpath}.png", "--k", 24, "--scheduler",
-                                       address, "--config", tmp_path / "empty.toml")
+                                       real_cluster, "--config", tmp_path / "empty.toml")
             job = subprocess.Popen(command, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
             killed = kill_a_worker_when(watcher, "compress-image") if run == "killed" else None
             _, stderr = job.communicate(timeout=300)
             assert job.returncode == 0, stderr
             assert run == "undisturbed" or killed is not None, "no compress-image task showed on the scheduler"
-            watcher.wait_for_workers(2, timeout=60)
     assert "batch: 40 written, 0 skipped, 0 failed" in stderr
     for path in sorted((tmp_path / "undisturbed").glob("*.png")):
         assert (tmp_path / "killed" / path.name).read_bytes() == path.read_bytes(), path.name
 
 
-def test_dataset_training_survives_a_worker_killed_mid_training(tmp_path):
+def test_dataset_training_survives_a_worker_killed_mid_training(tmp_path, real_cluster):
     """A Parquet dataset prepared and blocked by `dask worker` processes (started in another folder), with a worker
     SIGKILLed between ALS steps: the blocks it held are computed again from their lineage (the files read again),
     and the factors equal those of the same files prepared and trained in this process."""
@@ -680,14 +726,14 @@ def test_dataset_training_survives_a_worker_killed_mid_training(tmp_path):
         return dataclasses.asdict(final.current.here())  # the users gathered from the workers
 
     here = fitted(None)
-    with dask_cluster("tcp", workers=2) as address, Client(address) as client:
+    with Client(real_cluster) as client:
         there = fitted(client, kill_at=2)
         assert len(client.nthreads()) >= 1
     for a, b in zip(here.values(), there.values()):
         np.testing.assert_array_equal(a, b)
 
 
-def test_item_blocks_are_spread_over_the_workers_in_turn(tmp_path):
+def test_item_blocks_are_spread_over_the_workers_in_turn(tmp_path, real_cluster):
     """Item blocks built by tasks (groups of consecutive items sit on one worker) are moved so that block i is on
     the (i mod W)-th worker, where the item half-step's task for it takes that worker's copy of the design."""
     import numpy as np
@@ -700,7 +746,7 @@ def test_item_blocks_are_spread_over_the_workers_in_turn(tmp_path):
     from mixlib.recsys.dataset import Tasks, dataset_files, prepare_dataset, rating_blocks
 
     files = dataset_files(write_parts(tmp_path / "d", random_rows(20_000, seed=9, n_users=2000, n_items=800), 4))
-    with dask_cluster("tcp", workers=2) as address, Client(address) as client:
+    with Client(real_cluster) as client:
         prepared = prepare_dataset(Tasks(client), files, min_entries=0, validation=0.1, test=0, seed=0,
                                    shard_ratings=1000)
         blocks = rating_blocks(prepared, parts=(0,), shift=False, block_ratings=500, held=(1,))
@@ -727,20 +773,21 @@ def _train_on_parts(folder):
 
 
 @pytest.fixture(scope="module")
-def undisturbed_dataset_training(tmp_path_factory):
+def undisturbed_dataset_training(tmp_path_factory, shared_cluster):
     """A Parquet dataset and the model of an undisturbed train job on it (a real cluster), made once for the
     killed-build tests: ``(folder, model_dir)``."""
     from test_recsys_dataset import random_rows, write_parts
 
     tmp_path = tmp_path_factory.mktemp("undisturbed-training")
     folder = write_parts(tmp_path / "d", random_rows(120_000, seed=8, n_users=3000, n_items=600), 6)
-    outputs, _ = run_with_and_without_a_kill(tmp_path, _train_on_parts(folder), None, module="jobs.recommend",
-                                             runs=("undisturbed",))
+    outputs, _ = run_with_and_without_a_kill(tmp_path, _train_on_parts(folder), None, with_two_workers(shared_cluster),
+                                             module="jobs.recommend", runs=("undisturbed",))
     return folder, outputs["undisturbed"]
 
 
 @pytest.mark.parametrize("phase", ["ratings-build-shard", "ratings-transposed-block"])
-def test_train_on_a_dataset_survives_a_worker_killed_mid_build(tmp_path, phase, undisturbed_dataset_training):
+def test_train_on_a_dataset_survives_a_worker_killed_mid_build(tmp_path, phase, undisturbed_dataset_training,
+                                                               real_cluster):
     """The whole `train` job on a Parquet dataset, a worker SIGKILLed while the shards (or the item blocks) are
     built: the lost pieces are computed again from their lineage, and the published model equals an undisturbed
     run's, bit for bit."""
@@ -751,15 +798,15 @@ def test_train_on_a_dataset_survives_a_worker_killed_mid_build(tmp_path, phase, 
     from mixlib.recsys.store import ModelStore
 
     folder, undisturbed_models = undisturbed_dataset_training
-    outputs, stderr = run_with_and_without_a_kill(tmp_path, _train_on_parts(folder), phase, module="jobs.recommend",
-                                                  runs=("killed",))
+    outputs, stderr = run_with_and_without_a_kill(tmp_path, _train_on_parts(folder), phase, real_cluster,
+                                                  module="jobs.recommend", runs=("killed",))
     undisturbed, killed = ModelStore(undisturbed_models).load(), ModelStore(outputs["killed"]).load()
     for name, values in dataclasses.asdict(undisturbed.factors).items():
         np.testing.assert_array_equal(getattr(killed.factors, name), values, err_msg=name)
     np.testing.assert_array_equal(killed.seen_indices, undisturbed.seen_indices)
 
 
-def test_recommend_survives_a_worker_killed_mid_lists(tmp_path, run_recommend):
+def test_recommend_survives_a_worker_killed_mid_lists(tmp_path, run_recommend, real_cluster):
     """`recommend` for every user as a Parquet dataset, a worker SIGKILLed while the blocks' lists are made: the
     item arrays are scattered again and every block runs again; the parts equal an undisturbed run's."""
     import pyarrow.parquet as pq
@@ -774,7 +821,7 @@ def test_recommend_survives_a_worker_killed_mid_lists(tmp_path, run_recommend):
         return ("recommend", "--model-dir", models, "--out", out.with_suffix(".parquet"), "--top", 50,
                 "--block-users", 200)
 
-    outputs, _ = run_with_and_without_a_kill(tmp_path, argv_for, "recommend-top", module="jobs.recommend")
+    outputs, _ = run_with_and_without_a_kill(tmp_path, argv_for, "recommend-top", real_cluster, module="jobs.recommend")
     order = [("user", "ascending"), ("rank", "ascending")]
     undisturbed, killed = (pq.read_table(outputs[run].with_suffix(".parquet")).sort_by(order).to_pydict()
                            for run in ("undisturbed", "killed"))
