@@ -245,8 +245,10 @@ def test_als_survives_a_worker_killed_mid_training(tmp_path, caplog, real_cluste
     np.testing.assert_array_equal(undisturbed.history, disturbed.history)
 
 
-def test_three_jobs_at_once_on_one_scheduler_equal_their_solo_runs(tmp_path, real_cluster, small_china, flower):
-    """Two compress jobs and one train, started together as commands against one scheduler."""
+def test_three_jobs_at_once_on_one_scheduler_equal_their_solo_runs(tmp_path, real_cluster, small_china, flower, capsys,
+                                                                  run_job, run_recommend):
+    """Two compress jobs and one train, started together as commands against one scheduler, write what each job
+    writes when it runs alone there (the solo runs are made in this process, one after another)."""
     import numpy as np
     import zarr
     from conftest import REPO, cli_command, downscale
@@ -258,18 +260,18 @@ def test_three_jobs_at_once_on_one_scheduler_equal_their_solo_runs(tmp_path, rea
     (tmp_path / "empty.toml").write_text("")
     common = ["--scheduler", real_cluster, "--config", tmp_path / "empty.toml"]
 
-    def commands(tag):
-        return [cli_command(inputs["china"], "--out", tmp_path / f"china-{tag}.png", "--k", 8, *common),
-                cli_command(inputs["flower"], "--out", tmp_path / f"flower-{tag}.png", "--k", 6, "--method", "gmm",
-                            *common),
-                cli_command("train", "--ratings", ratings, "--model-dir", tmp_path / f"models-{tag}", "--rank", 4,
-                            "--max-steps", 8, "--block-ratings", 2000, *common, module="jobs.recommend")]
+    def jobs(tag):
+        """``(module, argv)`` of the three jobs, writing outputs tagged ``tag``."""
+        return [("jobs.compress", [inputs["china"], "--out", tmp_path / f"china-{tag}.png", "--k", 8, *common]),
+                ("jobs.compress", [inputs["flower"], "--out", tmp_path / f"flower-{tag}.png", "--k", 6, "--method",
+                                   "gmm", *common]),
+                ("jobs.recommend", ["train", "--ratings", ratings, "--model-dir", tmp_path / f"models-{tag}",
+                                    "--rank", 4, "--max-steps", 8, "--block-ratings", 2000, *common])]
 
-    for command, env in commands("solo"):
-        done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
+    for module, argv in jobs("solo"):
+        assert (run_job if module == "jobs.compress" else run_recommend)(*argv) == 0, capsys.readouterr().err
     running = [subprocess.Popen(command, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
-               for command, env in commands("together")]
+               for command, env in (cli_command(*argv, module=module) for module, argv in jobs("together"))]
     for process in running:
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr
