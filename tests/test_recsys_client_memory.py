@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from test_jobs_real_cluster import dask_cluster
+import pytest
+from test_jobs_real_cluster import dask_cluster, with_two_workers
 
 N_USERS, N_ITEMS = 20_000, 10_000
 
@@ -52,34 +53,43 @@ def peak_rss_mib(argv, cwd, log):
     return process.returncode, peak / 1024
 
 
-def train_peaks(tmp_path, folders, rank):
-    """``{name: peak RSS in MiB}`` of `train` on each dataset folder of ``folders`` (name -> folder), on a real
-    cluster of two worker processes."""
-    peaks = {}
+@pytest.fixture(scope="module")
+def roomy_cluster():
+    """A real cluster of two worker processes with 4 GiB each, shared by the tests of this module (what they
+    measure is the job's process, not the workers)."""
     with dask_cluster("tcp", workers=2, worker_options=("--memory-limit", "4GiB")) as address:
-        for name, folder in folders.items():
-            argv = [sys.executable, "-m", "jobs.recommend", "train", "--ratings", str(folder), "--model-dir",
-                    str(tmp_path / f"models-{name}"), "--scheduler", address, "--rank", str(rank), "--max-steps",
-                    "2", "--init", "random", "--no-refit", "--min-entries", "0", "--checkpoint-every", "0",
-                    "--force-publish"]  # random ratings: the baseline is as good
-            status, peaks[name] = peak_rss_mib(argv, os.getcwd(), tmp_path / f"{name}.log")
-            assert status == 0, (tmp_path / f"{name}.log").read_text()[-2000:]
+        yield address
+
+
+def train_peaks(tmp_path, folders, rank, address):
+    """``{name: peak RSS in MiB}`` of `train` on each dataset folder of ``folders`` (name -> folder), on the real
+    cluster of two worker processes at ``address``."""
+    peaks = {}
+    address = with_two_workers(address)
+    for name, folder in folders.items():
+        argv = [sys.executable, "-m", "jobs.recommend", "train", "--ratings", str(folder), "--model-dir",
+                str(tmp_path / f"models-{name}"), "--scheduler", address, "--rank", str(rank), "--max-steps",
+                "2", "--init", "random", "--no-refit", "--min-entries", "0", "--checkpoint-every", "0",
+                "--force-publish"]  # random ratings: the baseline is as good
+        status, peaks[name] = peak_rss_mib(argv, os.getcwd(), tmp_path / f"{name}.log")
+        assert status == 0, (tmp_path / f"{name}.log").read_text()[-2000:]
     return peaks
 
 
-def test_the_job_process_does_not_grow_with_the_ratings(tmp_path):
+def test_the_job_process_does_not_grow_with_the_ratings(tmp_path, roomy_cluster):
     peaks = train_peaks(tmp_path, {"small": write_dataset(tmp_path / "small", 400_000),
-                                   "large": write_dataset(tmp_path / "large", 4_000_000)}, rank=8)
+                                   "large": write_dataset(tmp_path / "large", 4_000_000)}, rank=8,
+                        address=roomy_cluster)
     # 1.5 million more ratings once the repeated pairs are gone (0.35 and 1.86 million): the version that gathered
     # them (user, item, value, time, part, row numbers and the model's pattern) peaked 135 MiB higher here.
     assert peaks["large"] - peaks["small"] < 40, peaks
 
 
-def test_the_job_process_holds_no_user_factors(tmp_path):
+def test_the_job_process_holds_no_user_factors(tmp_path, roomy_cluster):
     """200,000 users instead of 20,000 at rank 64: their factors, 88 MiB more per copy, stay on the workers (the
     loop's current and best ones, the model judged and published); the job's process grows by their ids, means,
     counts and pattern pointers (about 40 bytes a user, 7 MiB) and what goes with them."""
     few = write_dataset(tmp_path / "few", 1_000_000, n_users=20_000)
     many = write_dataset(tmp_path / "many", 1_000_000, n_users=200_000)
-    peaks = train_peaks(tmp_path, {"few": few, "many": many}, rank=64)
+    peaks = train_peaks(tmp_path, {"few": few, "many": many}, rank=64, address=roomy_cluster)
     assert peaks["many"] - peaks["few"] < 60, peaks
