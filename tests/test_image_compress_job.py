@@ -679,30 +679,43 @@ def test_dashboard_link_template(run_job, capsys, tmp_path, small_china_png, sch
         assert links[0].removeprefix("https://proxy.example/dask/").removesuffix("/status").isdigit()
 
 
+def _checkpointed_command(folder, out, *extra):
+    """The compress command of the killed-histogram tests on ``folder``'s ``in.zarr``."""
+    from conftest import cli_command
+
+    return cli_command(folder / "in.zarr", "--k", 8, "--out", out, "--chunk-size", 256, "--config",
+                       folder / "empty.toml", "--dashboard-address", "127.0.0.1:0", *extra)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_zarr_compress(tmp_path_factory):
+    """The Zarr input of the killed-histogram tests and the PNG of an uninterrupted run of their job on it
+    (``folder``: ``in.zarr``, ``whole.png``), made once for both ways of naming the checkpoint folder."""
+    import zarr
+
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    pixels = np.random.default_rng(2).integers(0, 64, (4096, 4096, 3), dtype=np.uint8) * 4
+    zarr.create_array(str(folder / "in.zarr"), data=pixels, chunks=(256, 256, 3))
+    (folder / "empty.toml").write_text("")
+    whole, env = _checkpointed_command(folder, folder / "whole.png")
+    assert subprocess.run(whole, env=env, cwd=REPO, capture_output=True, timeout=300).returncode == 0
+    return folder
+
+
 @pytest.mark.parametrize("named_by", ["path", "url"])
-def test_killed_histogram_pass_resumes_from_its_checkpoint(tmp_path, named_by):
+def test_killed_histogram_pass_resumes_from_its_checkpoint(tmp_path, named_by, uninterrupted_zarr_compress):
     """A compress of a Zarr image killed with SIGKILL during its histogram pass: --resume reads the block
     histograms it had saved, computes the rest, and writes the bytes of an uninterrupted run. The checkpoint folder
     may be named by an fsspec URL (file:// here, as s3:// would be on a cluster)."""
     import signal
-    import subprocess
     import time
 
-    import zarr
-    from conftest import REPO, cli_command
-
-    pixels = np.random.default_rng(2).integers(0, 64, (4096, 4096, 3), dtype=np.uint8) * 4
-    zarr.create_array(str(tmp_path / "in.zarr"), data=pixels, chunks=(256, 256, 3))
-    (tmp_path / "empty.toml").write_text("")
+    folder = uninterrupted_zarr_compress
     checkpoint = tmp_path / "checkpoint"
     checkpoint_dir = checkpoint.as_uri() if named_by == "url" else checkpoint
 
     def command(out, *extra):
-        return cli_command(tmp_path / "in.zarr", "--k", 8, "--out", out, "--chunk-size", 256, "--config",
-                           tmp_path / "empty.toml", "--dashboard-address", "127.0.0.1:0", *extra)
-
-    whole, env = command(tmp_path / "whole.png")
-    assert subprocess.run(whole, env=env, cwd=REPO, capture_output=True, timeout=300).returncode == 0
+        return _checkpointed_command(folder, out, *extra)
 
     def saved_blocks():  # 32 blocks of 2 x 4 chunks of 256 x 256
         try:
@@ -725,7 +738,7 @@ def test_killed_histogram_pass_resumes_from_its_checkpoint(tmp_path, named_by):
     done = subprocess.run(resumed, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"resuming the colour histogram: {saved} block histogram(s) saved" in done.stderr
-    assert (tmp_path / "resumed.png").read_bytes() == (tmp_path / "whole.png").read_bytes()
+    assert (tmp_path / "resumed.png").read_bytes() == (folder / "whole.png").read_bytes()
     assert not checkpoint.exists()  # a finished job leaves no checkpoint
 
 
