@@ -416,8 +416,9 @@ def test_compress_survives_a_worker_killed_mid_phase(tmp_path, source, phase, re
     import numpy as np
     import zarr
 
-    # The compiled Lloyd pass is quick: the fit needs millions of distinct colours to last long enough to be hit.
-    image, undisturbed = undisturbed_compress(source, 256 if phase == "kmeans-stats" else 32, 3072)
+    # The compiled Lloyd pass is quick: the fit needs millions of distinct colours to last long enough to be hit
+    # (2048 x 2048 random 8-bit pixels: 3.7 million, 15 blocks of points per Lloyd iteration).
+    image, undisturbed = undisturbed_compress(source, *((256, 2048) if phase == "kmeans-stats" else (32, 3072)))
     outputs, stderr = run_with_and_without_a_kill(tmp_path, _compress_argv(image), phase, real_cluster,
                                                   runs=("killed",))
     assert "data lost with a worker" in stderr or source == "zarr"
